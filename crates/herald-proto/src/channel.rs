@@ -1,0 +1,246 @@
+//! Channel and event names: the only strings a client chooses that end up as keys on the server.
+//!
+//! Both are validated once, at the edge, and then carried as types that cannot hold an invalid name. Their
+//! alphabets contain no character that JSON, SSE, URLs or headers would need to escape, which lets the
+//! envelope encoder write them verbatim.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Longest channel name, in bytes.
+pub const MAX_CHANNEL_LEN: usize = 255;
+/// Longest event name, in bytes.
+pub const MAX_EVENT_LEN: usize = 64;
+/// The event name of a message published without one.
+pub const DEFAULT_EVENT: &str = "message";
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name was empty.
+    #[error("{kind} name is empty")]
+    Empty {
+        /// "channel" or "event".
+        kind: &'static str,
+    },
+    /// The name was longer than allowed.
+    #[error("{kind} name is {len} bytes long; the maximum is {max}")]
+    TooLong {
+        /// "channel" or "event".
+        kind: &'static str,
+        /// The name's length.
+        len: usize,
+        /// The maximum length.
+        max: usize,
+    },
+    /// The name held a character outside its alphabet.
+    #[error("{kind} name contains {found:?} at byte {at}; allowed: {allowed}")]
+    BadChar {
+        /// "channel" or "event".
+        kind: &'static str,
+        /// The offending character.
+        found: char,
+        /// Its byte position.
+        at: usize,
+        /// The allowed alphabet, for the error message.
+        allowed: &'static str,
+    },
+}
+
+fn validate(
+    name: &str,
+    kind: &'static str,
+    max: usize,
+    allowed: &'static str,
+    ok: fn(u8) -> bool,
+) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty { kind });
+    }
+    if name.len() > max {
+        return Err(NameError::TooLong {
+            kind,
+            len: name.len(),
+            max,
+        });
+    }
+    if let Some((at, found)) = name
+        .char_indices()
+        .find(|&(_, c)| !c.is_ascii() || !ok(c as u8))
+    {
+        return Err(NameError::BadChar {
+            kind,
+            found,
+            at,
+            allowed,
+        });
+    }
+    Ok(())
+}
+
+fn channel_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@' | b'/' | b'=')
+}
+
+fn event_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')
+}
+
+/// A valid channel name: 1–255 bytes of ASCII letters, digits and `_ - . : @ / =`. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelName(Arc<str>);
+
+impl ChannelName {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        validate(
+            name,
+            "channel",
+            MAX_CHANNEL_LEN,
+            "ASCII letters, digits and _ - . : @ / =",
+            channel_byte,
+        )?;
+        Ok(Self(Arc::from(name)))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The namespace: the part before the first `:`, or `None` for the default namespace.
+    pub fn namespace(&self) -> Option<&str> {
+        self.0.split_once(':').map(|(ns, _)| ns)
+    }
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::borrow::Borrow<str> for ChannelName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A valid event name: 1–64 of `[A-Za-z0-9_.:-]`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct EventName(Arc<str>);
+
+impl EventName {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        validate(
+            name,
+            "event",
+            MAX_EVENT_LEN,
+            "ASCII letters, digits and _ . : -",
+            event_byte,
+        )?;
+        Ok(Self(Arc::from(name)))
+    }
+
+    /// `message`, the event of a message published without one.
+    pub fn default_event() -> Self {
+        Self(Arc::from(DEFAULT_EVENT))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn channel_names_accept_the_documented_alphabet() {
+        for ok in [
+            "a",
+            "chat:room1",
+            "user@example.com/inbox",
+            "a=b.c-d_e",
+            &"x".repeat(255),
+        ] {
+            assert!(ChannelName::new(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn channel_names_refuse_everything_else() {
+        assert_eq!(
+            ChannelName::new(""),
+            Err(NameError::Empty { kind: "channel" })
+        );
+        assert!(matches!(
+            ChannelName::new(&"x".repeat(256)),
+            Err(NameError::TooLong { len: 256, .. })
+        ));
+        for bad in [
+            "a b", "a\"b", "a\\b", "é", "a,b", "a\nb", "a?b", "a#b", "a%2Fb",
+        ] {
+            assert!(
+                matches!(ChannelName::new(bad), Err(NameError::BadChar { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn namespace_is_the_part_before_the_first_colon() {
+        assert_eq!(
+            ChannelName::new("chat:room:1").unwrap().namespace(),
+            Some("chat")
+        );
+        assert_eq!(ChannelName::new("dashboard").unwrap().namespace(), None);
+        assert_eq!(ChannelName::new(":x").unwrap().namespace(), Some(""));
+    }
+
+    #[test]
+    fn event_names_follow_their_alphabet() {
+        assert!(EventName::new("newTopSeller").is_ok());
+        assert!(EventName::new("a.b:c-d_e").is_ok());
+        assert!(EventName::new(&"e".repeat(64)).is_ok());
+        assert!(EventName::new(&"e".repeat(65)).is_err());
+        assert!(EventName::new("a/b").is_err());
+        assert!(EventName::new("").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_is_validated_without_panicking(s in ".{0,300}") {
+            let _ = ChannelName::new(&s);
+            let _ = EventName::new(&s);
+        }
+
+        #[test]
+        fn valid_channel_names_need_no_json_escaping(s in "[A-Za-z0-9_.:@/=-]{1,255}") {
+            let name = ChannelName::new(&s).unwrap();
+            prop_assert_eq!(serde_json::to_string(name.as_str()).unwrap(), format!("\"{s}\""));
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The message envelope, Herald's one JSON shape for a message on every transport:
+//!
+//! ```json
+//! {"channel":"dashboard","offset":7,"cursor":"…","event":"newTopSeller","data":{"top_seller":"Hassan"},"time":"2026-11-28T02:31:48.123Z"}
+//! ```
+//!
+//! The server builds it by hand from validated parts (names need no escaping, `data` is minified JSON), once
+//! per message; clients read it with serde into [`Envelope`].
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::channel::{ChannelName, EventName};
+use crate::cursor::{Cursor, Position};
+use crate::time::format_rfc3339_millis;
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Its channel.
+    pub channel: ChannelName,
+    /// Its epoch and offset.
+    pub position: Position,
+    /// Its event name.
+    pub event: EventName,
+    /// The published value: minified JSON text.
+    pub data: Bytes,
+    /// When it was stored, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+}
+
+impl Message {
+    /// The cursor of this message's position: `since=<it>` returns the messages after it.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::single(self.channel.clone(), self.position)
+    }
+
+    /// The envelope as JSON, optionally with other members (each `"key":value`) before the envelope's own.
+    pub fn envelope_json(&self, prefix: &str) -> Vec<u8> {
+        let cursor = self.cursor().encode();
+        let time = format_rfc3339_millis(self.time_ms);
+        let mut out = Vec::with_capacity(
+            96 + prefix.len() + self.channel.as_str().len() + cursor.len() + self.data.len(),
+        );
+        out.push(b'{');
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(b"\"channel\":\"");
+        out.extend_from_slice(self.channel.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"offset\":");
+        out.extend_from_slice(self.position.offset.to_string().as_bytes());
+        out.extend_from_slice(b",\"cursor\":\"");
+        out.extend_from_slice(cursor.as_bytes());
+        out.extend_from_slice(b"\",\"event\":\"");
+        out.extend_from_slice(self.event.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"data\":");
+        out.extend_from_slice(&self.data);
+        out.extend_from_slice(b",\"time\":\"");
+        out.extend_from_slice(time.as_bytes());
+        out.extend_from_slice(b"\"}");
+        out
+    }
+}
+
+/// An envelope as a client reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Envelope {
+    /// The channel.
+    pub channel: String,
+    /// The offset within the channel.
+    pub offset: u64,
+    /// The cursor of this message's position.
+    pub cursor: String,
+    /// The event name.
+    pub event: String,
+    /// The published value.
+    pub data: serde_json::Value,
+    /// When it was stored (RFC 3339).
+    pub time: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message(data: &str) -> Message {
+        Message {
+            channel: ChannelName::new("dashboard").unwrap(),
+            position: Position::new(7, 300),
+            event: EventName::new("newTopSeller").unwrap(),
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            time_ms: 1_795_833_108_123,
+        }
+    }
+
+    #[test]
+    fn envelope_bytes_are_exactly_the_documented_shape() {
+        assert_eq!(
+            String::from_utf8(message(r#"{"top_seller":"Hassan"}"#).envelope_json("")).unwrap(),
+            r#"{"channel":"dashboard","offset":300,"cursor":"AQEJZGFzaGJvYXJkB6wC","event":"newTopSeller","data":{"top_seller":"Hassan"},"time":"2026-11-28T02:31:48.123Z"}"#
+        );
+    }
+
+    #[test]
+    fn a_prefix_goes_before_the_envelope_members() {
+        let json = message("1").envelope_json(r#""op":"message","#);
+        assert!(json.starts_with(br#"{"op":"message","channel":"dashboard","#));
+    }
+
+    proptest! {
+        #[test]
+        fn envelopes_parse_back_into_what_was_stored(
+            channel in "[A-Za-z0-9_.:@/=-]{1,60}",
+            event in "[A-Za-z0-9_.:-]{1,64}",
+            epoch in any::<u64>(),
+            offset in any::<u64>(),
+            text in ".{0,40}",
+        ) {
+            let data = serde_json::to_vec(&serde_json::json!({ "text": text })).unwrap();
+            let msg = Message {
+                channel: ChannelName::new(&channel).unwrap(),
+                position: Position::new(epoch, offset),
+                event: EventName::new(&event).unwrap(),
+                data: Bytes::from(data.clone()),
+                time_ms: 0,
+            };
+            let env: Envelope = serde_json::from_slice(&msg.envelope_json("")).unwrap();
+            prop_assert_eq!(env.channel, channel);
+            prop_assert_eq!(env.offset, offset);
+            prop_assert_eq!(env.event, event);
+            prop_assert_eq!(serde_json::to_vec(&env.data).unwrap(), data);
+            prop_assert_eq!(Cursor::decode(&env.cursor).unwrap(), msg.cursor());
+        }
+    }
+}

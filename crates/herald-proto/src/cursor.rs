@@ -68,9 +68,7 @@ impl Cursor {
 
     /// A cursor naming one channel.
     pub fn single(channel: ChannelName, position: Position) -> Self {
-        Self {
-            entries: vec![(channel, position)],
-        }
+        Self { entries: vec![(channel, position)] }
     }
 
     /// Sets `channel`'s position, replacing an earlier one.
@@ -83,10 +81,7 @@ impl Cursor {
 
     /// `channel`'s position, if the cursor names it.
     pub fn get(&self, channel: &ChannelName) -> Option<Position> {
-        self.entries
-            .iter()
-            .find(|(c, _)| c == channel)
-            .map(|&(_, p)| p)
+        self.entries.iter().find(|(c, _)| c == channel).map(|&(_, p)| p)
     }
 
     /// Every (channel, position), in order.
@@ -137,8 +132,7 @@ impl Cursor {
         let mut cursor = Cursor::new();
         for _ in 0..count {
             let len = take(&mut input, 1)?[0] as usize;
-            let name =
-                std::str::from_utf8(take(&mut input, len)?).map_err(|_| CursorError::BadChannel)?;
+            let name = std::str::from_utf8(take(&mut input, len)?).map_err(|_| CursorError::BadChannel)?;
             let channel = ChannelName::new(name).map_err(|_| CursorError::BadChannel)?;
             let epoch = get_varint(&mut input)?;
             let offset = get_varint(&mut input)?;
@@ -191,10 +185,7 @@ mod base64url {
     pub(super) fn encode(bytes: &[u8]) -> String {
         let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
         for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+            let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
             for i in 0..=chunk.len() {
                 out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
             }
@@ -261,23 +252,13 @@ mod tests {
         assert_eq!(Cursor::decode("not a cursor!"), Err(CursorError::NotBase64));
         assert_eq!(Cursor::decode(""), Err(CursorError::Malformed));
         assert_eq!(Cursor::decode("Ag"), Err(CursorError::Version(2)));
-        assert_eq!(
-            Cursor::decode("AQEJZGFzaGJvYXJkB6wCAA"),
-            Err(CursorError::Malformed)
-        );
-        assert_eq!(
-            Cursor::decode("AQEJZGFzaGJvYXJkB6w"),
-            Err(CursorError::Malformed)
-        );
+        assert_eq!(Cursor::decode("AQEJZGFzaGJvYXJkB6wCAA"), Err(CursorError::Malformed));
+        assert_eq!(Cursor::decode("AQEJZGFzaGJvYXJkB6w"), Err(CursorError::Malformed));
         // A name with a space inside: base64url of [1, 1, 3, 'a', ' ', 'b', 0, 0].
-        assert_eq!(
-            Cursor::decode(&base64url::encode(b"\x01\x01\x03a b\x00\x00")),
-            Err(CursorError::BadChannel)
-        );
+        assert_eq!(Cursor::decode(&base64url::encode(b"\x01\x01\x03a b\x00\x00")), Err(CursorError::BadChannel));
         // An eleven-byte varint.
-        let long = base64url::encode(&[
-            1, 1, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0,
-        ]);
+        let long =
+            base64url::encode(&[1, 1, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0]);
         assert_eq!(Cursor::decode(&long), Err(CursorError::Malformed));
     }
 
@@ -288,10 +269,7 @@ mod tests {
     }
 
     fn positions() -> impl Strategy<Value = Vec<(String, u64, u64)>> {
-        prop::collection::vec(
-            ("[A-Za-z0-9_.:@/=-]{1,40}", any::<u64>(), any::<u64>()),
-            0..8,
-        )
+        prop::collection::vec(("[A-Za-z0-9_.:@/=-]{1,40}", any::<u64>(), any::<u64>()), 0..8)
     }
 
     proptest! {

@@ -39,9 +39,8 @@ impl Message {
     pub fn envelope_json(&self, prefix: &str) -> Vec<u8> {
         let cursor = self.cursor().encode();
         let time = format_rfc3339_millis(self.time_ms);
-        let mut out = Vec::with_capacity(
-            96 + prefix.len() + self.channel.as_str().len() + cursor.len() + self.data.len(),
-        );
+        let mut out =
+            Vec::with_capacity(96 + prefix.len() + self.channel.as_str().len() + cursor.len() + self.data.len());
         out.push(b'{');
         out.extend_from_slice(prefix.as_bytes());
         out.extend_from_slice(b"\"channel\":\"");

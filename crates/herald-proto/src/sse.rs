@@ -7,10 +7,7 @@
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     let mut rest = value;
     loop {
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n' || b == b'\r')
-            .unwrap_or(rest.len());
+        let end = rest.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(rest.len());
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(&rest[..end]);
@@ -19,11 +16,7 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
             return;
         }
         // "\r\n" counts as one line break.
-        let skip = if rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n') {
-            2
-        } else {
-            1
-        };
+        let skip = if rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n') { 2 } else { 1 };
         rest = &rest[end + skip..];
     }
 }
@@ -68,11 +61,7 @@ mod tests {
     #[test]
     fn a_message_event_has_the_documented_bytes() {
         assert_eq!(
-            event(
-                Some("AQEB"),
-                Some("newTopSeller"),
-                br#"{"top_seller":"Hassan"}"#
-            ),
+            event(Some("AQEB"), Some("newTopSeller"), br#"{"top_seller":"Hassan"}"#),
             b"id: AQEB\nevent: newTopSeller\ndata: {\"top_seller\":\"Hassan\"}\n\n"
         );
         assert_eq!(event(None, None, b"1"), b"data: 1\n\n");
@@ -86,18 +75,14 @@ mod tests {
 
     #[test]
     fn line_breaks_in_a_value_become_separate_data_lines() {
-        assert_eq!(
-            event(None, None, b"a\nb\r\nc\rd"),
-            b"data: a\ndata: b\ndata: c\ndata: d\n\n"
-        );
+        assert_eq!(event(None, None, b"a\nb\r\nc\rd"), b"data: a\ndata: b\ndata: c\ndata: d\n\n");
     }
 
     /// Parses a stream the way the HTML standard's EventSource does (for the fields used here).
     fn parse(stream: &[u8]) -> Vec<(Option<String>, Option<String>, String)> {
         let text = String::from_utf8_lossy(stream);
         let mut events = Vec::new();
-        let (mut id, mut ev, mut data): (Option<String>, Option<String>, Vec<String>) =
-            (None, None, vec![]);
+        let (mut id, mut ev, mut data): (Option<String>, Option<String>, Vec<String>) = (None, None, vec![]);
         for line in text.split('\n') {
             if line.is_empty() {
                 if !data.is_empty() {

@@ -4,10 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -45,17 +42,8 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(format_rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            format_rfc3339_millis(1_795_833_108_123),
-            "2026-11-28T02:31:48.123Z"
-        );
-        assert_eq!(
-            format_rfc3339_millis(951_782_400_000),
-            "2000-02-29T00:00:00.000Z"
-        );
-        assert_eq!(
-            format_rfc3339_millis(4_102_444_799_999),
-            "2099-12-31T23:59:59.999Z"
-        );
+        assert_eq!(format_rfc3339_millis(1_795_833_108_123), "2026-11-28T02:31:48.123Z");
+        assert_eq!(format_rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_rfc3339_millis(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
     }
 }

@@ -87,11 +87,7 @@ pub struct FrameError {
 
 impl FrameError {
     fn new(id: &Option<RequestId>, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            id: id.clone(),
-            code,
-            message: message.into(),
-        }
+        Self { id: id.clone(), code, message: message.into() }
     }
 }
 
@@ -124,9 +120,7 @@ fn request_id(raw: Option<&RawValue>) -> Result<Option<RequestId>, ()> {
     match raw.map(RawValue::get) {
         None => Ok(None),
         Some(text)
-            if text.starts_with('"')
-                || text.starts_with('-')
-                || text.starts_with(|c: char| c.is_ascii_digit()) =>
+            if text.starts_with('"') || text.starts_with('-') || text.starts_with(|c: char| c.is_ascii_digit()) =>
         {
             Ok(Some(RequestId(text.to_string())))
         }
@@ -142,11 +136,7 @@ impl ClientFrame {
             Err(err) => {
                 let Ok(IdOnly { id }) = serde_json::from_str::<IdOnly<'_>>(text) else {
                     let is_json = serde_json::from_str::<IgnoredAny>(text).is_ok();
-                    let message = if is_json {
-                        "a frame must be a JSON object"
-                    } else {
-                        "the frame is not JSON"
-                    };
+                    let message = if is_json { "a frame must be a JSON object" } else { "the frame is not JSON" };
                     return Err(FrameError::new(&None, "invalid_json", message));
                 };
                 let id = request_id(id).unwrap_or(None);
@@ -154,22 +144,12 @@ impl ClientFrame {
             }
         };
         let Ok(id) = request_id(raw.id) else {
-            return Err(FrameError::new(
-                &None,
-                "invalid_frame",
-                "`id` must be a number or a string",
-            ));
+            return Err(FrameError::new(&None, "invalid_frame", "`id` must be a number or a string"));
         };
         let channel = |raw_channel: Option<String>| -> Result<ChannelName, FrameError> {
-            let name = raw_channel.ok_or_else(|| {
-                FrameError::new(
-                    &id,
-                    "invalid_frame",
-                    format!("`{}` needs a `channel`", raw.op),
-                )
-            })?;
-            ChannelName::new(&name)
-                .map_err(|e| FrameError::new(&id, "invalid_channel", e.to_string()))
+            let name = raw_channel
+                .ok_or_else(|| FrameError::new(&id, "invalid_frame", format!("`{}` needs a `channel`", raw.op)))?;
+            ChannelName::new(&name).map_err(|e| FrameError::new(&id, "invalid_channel", e.to_string()))
         };
         match raw.op.as_str() {
             "subscribe" => {
@@ -179,33 +159,19 @@ impl ClientFrame {
                     .map(|text| Cursor::decode(&text))
                     .transpose()
                     .map_err(|e| FrameError::new(&id, "invalid_cursor", e.to_string()))?;
-                Ok(ClientFrame::Subscribe {
-                    channel,
-                    cursor,
-                    last: raw.last,
-                    id,
-                })
+                Ok(ClientFrame::Subscribe { channel, cursor, last: raw.last, id })
             }
-            "unsubscribe" => Ok(ClientFrame::Unsubscribe {
-                channel: channel(raw.channel)?,
-                id,
-            }),
+            "unsubscribe" => Ok(ClientFrame::Unsubscribe { channel: channel(raw.channel)?, id }),
             "publish" => {
                 let channel = channel(raw.channel)?;
                 let event = match raw.event {
-                    Some(name) => EventName::new(&name)
-                        .map_err(|e| FrameError::new(&id, "invalid_event", e.to_string()))?,
+                    Some(name) => {
+                        EventName::new(&name).map_err(|e| FrameError::new(&id, "invalid_event", e.to_string()))?
+                    }
                     None => EventName::default_event(),
                 };
-                let data = raw.data.ok_or_else(|| {
-                    FrameError::new(&id, "invalid_frame", "`publish` needs `data`")
-                })?;
-                Ok(ClientFrame::Publish {
-                    channel,
-                    event,
-                    data: minify(data.get().as_bytes()),
-                    id,
-                })
+                let data = raw.data.ok_or_else(|| FrameError::new(&id, "invalid_frame", "`publish` needs `data`"))?;
+                Ok(ClientFrame::Publish { channel, event, data: minify(data.get().as_bytes()), id })
             }
             "ping" => Ok(ClientFrame::Ping { id }),
             other => Err(FrameError::new(
@@ -274,13 +240,10 @@ impl ServerFrame<'_> {
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(128);
         match self {
-            ServerFrame::Subscribed {
-                channel,
-                cursor,
-                reset,
-                id,
-            } => {
-                out.push_str(&format!(r#"{{"op":"subscribed","channel":"{channel}","cursor":"{cursor}","reset":{reset}"#));
+            ServerFrame::Subscribed { channel, cursor, reset, id } => {
+                out.push_str(&format!(
+                    r#"{{"op":"subscribed","channel":"{channel}","cursor":"{cursor}","reset":{reset}"#
+                ));
                 push_id(&mut out, *id);
             }
             ServerFrame::Unsubscribed { channel, id } => {
@@ -302,9 +265,7 @@ impl ServerFrame<'_> {
                 push_id(&mut out, *id);
             }
             ServerFrame::Reset { channel, cursor } => {
-                out.push_str(&format!(
-                    r#"{{"op":"reset","channel":"{channel}","cursor":"{cursor}""#
-                ));
+                out.push_str(&format!(r#"{{"op":"reset","channel":"{channel}","cursor":"{cursor}""#));
             }
             ServerFrame::Error(err) => {
                 out.push_str(r#"{"op":"error""#);
@@ -344,10 +305,7 @@ mod tests {
     #[test]
     fn parses_every_request() {
         let cursor = Cursor::single(ch("c"), Position::new(1, 2));
-        let text = format!(
-            r#"{{"op":"subscribe","channel":"c","since":"{}","last":3,"id":1}}"#,
-            cursor.encode()
-        );
+        let text = format!(r#"{{"op":"subscribe","channel":"c","since":"{}","last":3,"id":1}}"#, cursor.encode());
         assert_eq!(
             ClientFrame::parse(&text).unwrap(),
             ClientFrame::Subscribe {
@@ -359,10 +317,7 @@ mod tests {
         );
         assert_eq!(
             ClientFrame::parse(r#"{"op":"unsubscribe","channel":"c","id":"x"}"#).unwrap(),
-            ClientFrame::Unsubscribe {
-                channel: ch("c"),
-                id: Some(RequestId("\"x\"".into()))
-            }
+            ClientFrame::Unsubscribe { channel: ch("c"), id: Some(RequestId("\"x\"".into())) }
         );
         assert_eq!(
             ClientFrame::parse(r#"{"op":"publish","channel":"c","data":{ "a" : 1 }}"#).unwrap(),
@@ -374,8 +329,7 @@ mod tests {
             }
         );
         assert_eq!(
-            ClientFrame::parse(r#"{"op":"publish","channel":"c","event":"e","data":null,"id":3}"#)
-                .unwrap(),
+            ClientFrame::parse(r#"{"op":"publish","channel":"c","event":"e","data":null,"id":3}"#).unwrap(),
             ClientFrame::Publish {
                 channel: ch("c"),
                 event: EventName::new("e").unwrap(),
@@ -385,9 +339,7 @@ mod tests {
         );
         assert_eq!(
             ClientFrame::parse(r#"{"op":"ping","id":4}"#).unwrap(),
-            ClientFrame::Ping {
-                id: Some(RequestId("4".into()))
-            }
+            ClientFrame::Ping { id: Some(RequestId("4".into())) }
         );
     }
 
@@ -396,37 +348,16 @@ mod tests {
         assert_eq!(err("nope").code, "invalid_json");
         assert_eq!(err("[1,2]").code, "invalid_json");
         assert_eq!(err(r#"{"op":"dance","id":7}"#).code, "unknown_op");
-        assert_eq!(
-            err(r#"{"op":"dance","id":7}"#).id,
-            Some(RequestId("7".into()))
-        );
+        assert_eq!(err(r#"{"op":"dance","id":7}"#).id, Some(RequestId("7".into())));
         assert_eq!(err(r#"{"id":5}"#).code, "invalid_frame");
         assert_eq!(err(r#"{"id":5}"#).id, Some(RequestId("5".into())));
         assert_eq!(err(r#"{"op":"subscribe","id":6}"#).code, "invalid_frame");
-        assert_eq!(
-            err(r#"{"op":"subscribe","channel":"a b"}"#).code,
-            "invalid_channel"
-        );
-        assert_eq!(
-            err(r#"{"op":"subscribe","channel":"a","since":"!!"}"#).code,
-            "invalid_cursor"
-        );
-        assert_eq!(
-            err(r#"{"op":"subscribe","channel":"a","last":-1}"#).code,
-            "invalid_frame"
-        );
-        assert_eq!(
-            err(r#"{"op":"subscribe","channel":"a","colour":"red","id":2}"#).code,
-            "invalid_frame"
-        );
-        assert_eq!(
-            err(r#"{"op":"publish","channel":"a"}"#).code,
-            "invalid_frame"
-        );
-        assert_eq!(
-            err(r#"{"op":"publish","channel":"a","event":"a b","data":1}"#).code,
-            "invalid_event"
-        );
+        assert_eq!(err(r#"{"op":"subscribe","channel":"a b"}"#).code, "invalid_channel");
+        assert_eq!(err(r#"{"op":"subscribe","channel":"a","since":"!!"}"#).code, "invalid_cursor");
+        assert_eq!(err(r#"{"op":"subscribe","channel":"a","last":-1}"#).code, "invalid_frame");
+        assert_eq!(err(r#"{"op":"subscribe","channel":"a","colour":"red","id":2}"#).code, "invalid_frame");
+        assert_eq!(err(r#"{"op":"publish","channel":"a"}"#).code, "invalid_frame");
+        assert_eq!(err(r#"{"op":"publish","channel":"a","event":"a b","data":1}"#).code, "invalid_event");
         assert_eq!(err(r#"{"op":"ping","id":{"x":1}}"#).code, "invalid_frame");
     }
 
@@ -435,44 +366,20 @@ mod tests {
         let c = ch("c");
         let id = RequestId("1".into());
         assert_eq!(
-            ServerFrame::Subscribed {
-                channel: &c,
-                cursor: "AQ",
-                reset: false,
-                id: Some(&id)
-            }
-            .encode(),
+            ServerFrame::Subscribed { channel: &c, cursor: "AQ", reset: false, id: Some(&id) }.encode(),
             r#"{"op":"subscribed","channel":"c","cursor":"AQ","reset":false,"id":1}"#
         );
         assert_eq!(
-            ServerFrame::Unsubscribed {
-                channel: &c,
-                id: None
-            }
-            .encode(),
+            ServerFrame::Unsubscribed { channel: &c, id: None }.encode(),
             r#"{"op":"unsubscribed","channel":"c"}"#
         );
+        assert_eq!(ServerFrame::Pong { id: Some(&id) }.encode(), r#"{"op":"pong","id":1}"#);
         assert_eq!(
-            ServerFrame::Pong { id: Some(&id) }.encode(),
-            r#"{"op":"pong","id":1}"#
-        );
-        assert_eq!(
-            ServerFrame::Reset {
-                channel: &c,
-                cursor: "AQ"
-            }
-            .encode(),
+            ServerFrame::Reset { channel: &c, cursor: "AQ" }.encode(),
             r#"{"op":"reset","channel":"c","cursor":"AQ"}"#
         );
-        let e = FrameError {
-            id: None,
-            code: "unknown_op",
-            message: "say \"hi\"".into(),
-        };
-        assert_eq!(
-            ServerFrame::Error(&e).encode(),
-            r#"{"op":"error","code":"unknown_op","message":"say \"hi\""}"#
-        );
+        let e = FrameError { id: None, code: "unknown_op", message: "say \"hi\"".into() };
+        assert_eq!(ServerFrame::Error(&e).encode(), r#"{"op":"error","code":"unknown_op","message":"say \"hi\""}"#);
         let m = Message {
             channel: c.clone(),
             position: Position::new(1, 8),
@@ -481,11 +388,7 @@ mod tests {
             time_ms: 0,
         };
         assert_eq!(
-            ServerFrame::Published {
-                message: &m,
-                id: Some(&id)
-            }
-            .encode(),
+            ServerFrame::Published { message: &m, id: Some(&id) }.encode(),
             format!(
                 r#"{{"op":"published","channel":"c","offset":8,"cursor":"{}","time":"1970-01-01T00:00:00.000Z","id":1}}"#,
                 m.cursor().encode()

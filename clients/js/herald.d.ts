@@ -1,0 +1,136 @@
+// Type declarations of herald.js, the browser client of Herald (see README.md beside this file).
+
+/** A technique, in the order `transports` lists them by default. */
+export type Transport = "websocket" | "sse" | "long-poll" | "poll";
+
+export declare const TRANSPORTS: readonly Transport[];
+
+/** A message as Herald delivers it (API.md, "Message envelope"). */
+export interface Envelope<T = unknown> {
+  channel: string;
+  /** 1, 2, 3 … per channel, no gaps within an epoch. */
+  offset: number;
+  /** This message's position: `since=<cursor>` resumes after it. */
+  cursor: string;
+  /** `message` when the publisher gave none. */
+  event: string;
+  data: T;
+  /** When Herald stored it, RFC 3339 UTC with milliseconds. */
+  time: string;
+}
+
+/** The server's answer to a publish. */
+export interface PublishAck {
+  channel: string;
+  offset: number;
+  cursor: string;
+  time: string;
+}
+
+export interface HeraldOptions {
+  /** Tried in this order; default all four, WebSocket first. */
+  transports?: Transport[];
+  /** Milliseconds between two short polls; default 3000. */
+  pollInterval?: number;
+  /** Seconds a long poll is held by the server (`wait=`); default 25. */
+  longPollWait?: number;
+  /** `limit=` of a poll; default 100. */
+  pollLimit?: number;
+  /** First reconnect delay in ms, doubled per failed attempt, with jitter; default 1000. */
+  reconnectDelay?: number;
+  /** Cap of the reconnect delay in ms; default 30000. */
+  maxReconnectDelay?: number;
+  /** A transport that has not opened within this many ms counts as failed; default 10000. */
+  connectTimeout?: number;
+  /** Time allowed for an HTTP request in ms, on top of a long poll's wait; default 10000. */
+  requestTimeout?: number;
+  /** Failures in a row, before a transport ever opened, that make the client try the next; default 2. */
+  failuresBeforeFallback?: number;
+  /** Disconnect while `document.hidden`, resume from the cursors when shown; default false. */
+  pauseWhenHidden?: boolean;
+
+  /** Injected implementations (default: the globals), for tests and non-browser runtimes. */
+  WebSocket?: unknown;
+  EventSource?: unknown;
+  fetch?: typeof fetch;
+  AbortController?: typeof AbortController;
+  setTimeout?: (fn: () => void, ms: number) => unknown;
+  clearTimeout?: (id: unknown) => void;
+  /** Source of the backoff jitter, in [0, 1). */
+  random?: () => number;
+  document?: unknown;
+  window?: unknown;
+}
+
+export interface SubscribeOptions {
+  /** Replay the newest N messages first, when the page has no position in the channel yet. */
+  last?: number;
+  /** A cursor to start after, when the page has no position in the channel yet. */
+  since?: string;
+  /** Only messages with this event name. */
+  event?: string;
+}
+
+export interface Subscription {
+  unsubscribe(): void;
+}
+
+export type ConnectionState = "idle" | "connecting" | "connected" | "reconnecting" | "offline";
+
+export interface StateChange {
+  state: ConnectionState;
+  /** The transport connected, or being tried next; null while idle. */
+  transport: Transport | null;
+  /** Why a connection attempt ended, with `reconnecting`, `connecting` or `offline`. */
+  error?: HeraldError;
+  /** Why the client is idle: `closed`, `hidden` or `no subscription`. */
+  reason?: string;
+}
+
+export interface ResetEvent {
+  /** The channel whose messages were partly lost (history gone or server restarted). */
+  channel: string;
+  transport: Transport;
+}
+
+export interface HeraldEvents {
+  state: StateChange;
+  reset: ResetEvent;
+  message: Envelope;
+  error: Error;
+}
+
+export declare class HeraldError extends Error {
+  /** The API's error code (`transport_disabled`, `client_publish_forbidden` …) or the client's own. */
+  code: string;
+  /** The HTTP status, for an HTTP error. */
+  status?: number;
+  /** Seconds to wait, from a `Retry-After` header. */
+  retryAfter?: number;
+  /** The WebSocket close code, for a closed WebSocket. */
+  closeCode?: number;
+  constructor(code: string, message: string, extra?: { status?: number; retryAfter?: number; closeCode?: number });
+}
+
+export declare class Herald {
+  /** `baseUrl` such as `http://127.0.0.1:7070` (a path prefix is kept); in a browser, relative to the page. */
+  constructor(baseUrl?: string, options?: HeraldOptions);
+  readonly state: { state: ConnectionState; transport: Transport | null };
+  /** The transport in use while connected, else null. */
+  readonly transport: Transport | null;
+  subscribe<T = unknown>(
+    channel: string,
+    options: SubscribeOptions,
+    handler: (data: T, message: Envelope<T>) => void,
+  ): Subscription;
+  subscribe<T = unknown>(channel: string, handler: (data: T, message: Envelope<T>) => void): Subscription;
+  publish(channel: string, event: string | null | undefined, data: unknown): Promise<PublishAck>;
+  on<K extends keyof HeraldEvents>(name: K, listener: (payload: HeraldEvents[K]) => void): () => void;
+  off<K extends keyof HeraldEvents>(name: K, listener: (payload: HeraldEvents[K]) => void): void;
+  close(): void;
+}
+
+/** Exponential backoff with equal jitter: between half and all of `base * 2^attempt`, capped at `max`. */
+export declare function backoffDelay(attempt: number, base: number, max: number, random: () => number): number;
+
+export default Herald;

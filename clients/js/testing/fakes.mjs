@@ -1,0 +1,184 @@
+// Stand-ins for the browser's network and clock, so the client's logic runs in Node under test.
+// Each fake records what the client did (URLs, frames) and lets the test play the server's side.
+// (Kept out of test/: `node --test test/` would run every module there as a test file.)
+
+/** Lets pending promise callbacks and queued microtasks run. */
+export async function flush() {
+  for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Timers that only fire when the test advances time. */
+export class FakeClock {
+  now = 0;
+  #timers = new Map();
+  #nextId = 1;
+
+  setTimeout = (fn, ms = 0) => {
+    const id = this.#nextId++;
+    this.#timers.set(id, { at: this.now + ms, ms, fn });
+    return id;
+  };
+
+  clearTimeout = (id) => {
+    this.#timers.delete(id);
+  };
+
+  /** The delays (ms) of the timers still pending, in the order they were set. */
+  pendingDelays() {
+    return [...this.#timers.values()].map((t) => t.ms);
+  }
+
+  /** Runs every timer due within `ms`, in time order, letting promises settle between them. */
+  async advance(ms) {
+    const end = this.now + ms;
+    await flush();
+    for (;;) {
+      let nextId = null;
+      let next = null;
+      for (const [id, timer] of this.#timers) {
+        if (timer.at <= end && (next === null || timer.at < next.at)) [nextId, next] = [id, timer];
+      }
+      if (next === null) break;
+      this.#timers.delete(nextId);
+      this.now = next.at;
+      next.fn();
+      await flush();
+    }
+    this.now = end;
+  }
+}
+
+/** A fake WebSocket, EventSource and fetch sharing one log of what the client opened. */
+export function fakeNetwork() {
+  const sockets = [];
+  const sources = [];
+  const requests = [];
+
+  class WebSocket {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.sent = [];
+      this.closedByClient = null;
+      sockets.push(this);
+    }
+    send(text) {
+      if (this.readyState !== 1) throw new Error("send on a WebSocket that is not open");
+      this.sent.push(JSON.parse(text));
+    }
+    close(code) {
+      this.closedByClient = code ?? 1005;
+      this.readyState = 3;
+    }
+    // The server's side:
+    accept() {
+      this.readyState = 1;
+      this.onopen?.({});
+    }
+    frame(frame) {
+      this.onmessage?.({ data: JSON.stringify(frame) });
+    }
+    drop(code = 1006) {
+      this.readyState = 3;
+      this.onclose?.({ code });
+    }
+  }
+
+  class EventSource {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.closed = false;
+      this.listeners = new Map();
+      sources.push(this);
+    }
+    addEventListener(name, fn) {
+      this.listeners.set(name, fn);
+    }
+    close() {
+      this.closed = true;
+      this.readyState = 2;
+    }
+    // The server's side:
+    accept() {
+      this.readyState = 1;
+      this.onopen?.({});
+    }
+    message(envelope, lastEventId = "") {
+      this.onmessage?.({ data: JSON.stringify(envelope), lastEventId });
+    }
+    named(name, data) {
+      this.listeners.get(name)?.({ data: JSON.stringify(data), lastEventId: "" });
+    }
+    fail() {
+      this.onerror?.({});
+    }
+  }
+
+  function fetch(url, init = {}) {
+    return new Promise((resolve, reject) => {
+      const request = {
+        url,
+        init,
+        aborted: false,
+        settled: false,
+        respond(status, body, headers = {}) {
+          request.settled = true;
+          resolve(response(status, body, headers));
+        },
+        fail(error = new TypeError("Failed to fetch")) {
+          request.settled = true;
+          reject(error);
+        },
+      };
+      init.signal?.addEventListener("abort", () => {
+        request.aborted = true;
+        reject(new DOMException("The operation was aborted.", "AbortError"));
+      });
+      requests.push(request);
+    });
+  }
+
+  return { WebSocket, EventSource, fetch, sockets, sources, requests };
+}
+
+function response(status, body, headers) {
+  const lower = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
+  return {
+    ok: status >= 200 && status < 300,
+    status,
+    headers: { get: (name) => lower[name.toLowerCase()] ?? null },
+    json: async () => body,
+    text: async () => JSON.stringify(body),
+  };
+}
+
+/** An envelope as the server would send it; its cursor spells its position so tests can read URLs. */
+export function envelope(channel, offset, data = { top_seller: `seller-${offset}` }, event = "newTopSeller") {
+  return { channel, offset, cursor: `${channel}-${offset}`, event, data, time: "2026-11-28T02:31:48.123Z" };
+}
+
+/** The query of a URL as [key, value] pairs, in order. */
+export function query(url) {
+  return [...new URL(url).searchParams];
+}
+
+/** A client wired to fakes, plus everything a test needs to play the server. */
+export function setup(HeraldClass, options = {}) {
+  const clock = new FakeClock();
+  const net = fakeNetwork();
+  const states = [];
+  const resets = [];
+  const herald = new HeraldClass("http://herald.test", {
+    WebSocket: net.WebSocket,
+    EventSource: net.EventSource,
+    fetch: net.fetch,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    random: () => 1,
+    ...options,
+  });
+  herald.on("state", ({ state, transport }) => states.push(transport ? `${state}:${transport}` : state));
+  herald.on("reset", ({ channel }) => resets.push(channel));
+  return { herald, clock, net, states, resets };
+}

@@ -1,0 +1,210 @@
+//! HTTP/1.1 over a fresh TCP connection per request, on hyper's low-level client.
+//!
+//! One connection per request keeps the client small (no pool, no `hyper-util`) and makes each long poll
+//! and each SSE stream its own connection, which is what a browser does too. Whole answers are read up to
+//! [`MAX_RESPONSE_BYTES`] so that a misbehaving server cannot exhaust the client's memory; an SSE stream is
+//! read frame by frame instead (see `subscribe::sse`).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::client::Client;
+use crate::error::ClientError;
+use crate::io::HyperTcp;
+use crate::url::BaseUrl;
+
+/// The largest answer body read into memory: 128 MiB, above a `/v1/poll` answer of 1000 messages of the
+/// largest body Herald accepts by default (64 KiB).
+pub const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
+
+const USER_AGENT: &str = concat!("herald-client/", env!("CARGO_PKG_VERSION"));
+
+/// The task that drives one connection; aborted when the answer it serves is dropped, so a dropped SSE
+/// subscription closes its socket at once.
+struct ConnectionTask(JoinHandle<()>);
+
+impl Drop for ConnectionTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// An answer whose body has not been read yet.
+pub(crate) struct StreamingResponse {
+    /// The status.
+    pub(crate) status: StatusCode,
+    /// The headers.
+    pub(crate) headers: HeaderMap,
+    /// The body, to be read frame by frame.
+    pub(crate) body: Incoming,
+    _connection: ConnectionTask,
+}
+
+/// Sends one request on a new connection and returns as soon as the answer's head has arrived.
+pub(crate) async fn send(
+    base: &BaseUrl,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<StreamingResponse, ClientError> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header(hyper::header::HOST, base.authority())
+        .header(hyper::header::USER_AGENT, USER_AGENT);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body)).map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+
+    let stream = TcpStream::connect(base.authority()).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(HyperTcp::new(stream)).await?;
+    // A failed connection also fails the request or the body being read, which is where the caller sees it.
+    let connection = ConnectionTask(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let response = sender.send_request(request).await?;
+    let (parts, body) = response.into_parts();
+    Ok(StreamingResponse { status: parts.status, headers: parts.headers, body, _connection: connection })
+}
+
+/// Reads a whole body, refusing one larger than [`MAX_RESPONSE_BYTES`].
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ClientError> {
+    match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) => match err.downcast::<hyper::Error>() {
+            Ok(err) => Err(ClientError::Http(*err)),
+            Err(err) if err.is::<LengthLimitError>() => {
+                Err(ClientError::Protocol(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes")))
+            }
+            Err(err) => Err(ClientError::Protocol(err.to_string())),
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorFields,
+}
+
+#[derive(Deserialize)]
+struct ErrorFields {
+    code: String,
+    message: String,
+}
+
+/// The error for a non-2xx answer: [`ClientError::Api`] when the body is Herald's documented
+/// `{"error":{"code":…,"message":…}}`, else [`ClientError::Protocol`] quoting the start of the body.
+pub(crate) fn api_error(status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => ClientError::Api { status, code: error.code, message: error.message },
+        Err(_) => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+            ClientError::Protocol(format!("HTTP {status} without a Herald error body: {text:?}"))
+        }
+    }
+}
+
+/// The whole answer to [`Client::request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The HTTP status code.
+    pub status: u16,
+    /// Every header, names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// The first value of the header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON of type `T` after a 2xx answer; otherwise the error the answer describes.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        if !(200..300).contains(&self.status) {
+            return Err(api_error(self.status, &self.body));
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ClientError::Protocol(format!("HTTP {} with an unexpected body: {e}", self.status)))
+    }
+}
+
+impl Client {
+    /// Sends any request and reads the whole answer, whatever its status: the escape hatch for testing the
+    /// HTTP contract itself (bad bodies, `ETag`s, `/latest`, `/healthz` …). `path_and_query` is relative to
+    /// the base URL and sent as is, so it must already be percent-encoded; an empty `body` sends none.
+    pub async fn request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<HttpResponse, ClientError> {
+        let method = Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+        let path = self.base().path(path_and_query);
+        let response = send(self.base(), method, &path, headers, Bytes::copy_from_slice(body)).await?;
+        let headers = response
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect();
+        let status = response.status.as_u16();
+        Ok(HttpResponse { status, headers, body: read_body(response.body).await? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_herald_error_body_becomes_an_api_error() {
+        let body = br#"{"error":{"code":"invalid_channel","message":"channel name contains ' '"}}"#;
+        match api_error(400, body) {
+            ClientError::Api { status, code, message } => {
+                assert_eq!(
+                    (status, code.as_str(), message.as_str()),
+                    (400, "invalid_channel", "channel name contains ' '")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn any_other_error_body_is_a_protocol_error_quoting_it() {
+        let err = api_error(502, b"<html>Bad Gateway</html>");
+        assert!(matches!(&err, ClientError::Protocol(text) if text.contains("502") && text.contains("Bad Gateway")));
+    }
+
+    #[test]
+    fn json_of_a_success_parses_the_body_and_of_a_failure_returns_the_error() {
+        let ok = HttpResponse { status: 200, headers: vec![], body: Bytes::from_static(br#"{"status":"ok"}"#) };
+        assert_eq!(ok.json::<serde_json::Value>().unwrap()["status"], "ok");
+        let refused = HttpResponse {
+            status: 404,
+            headers: vec![],
+            body: Bytes::from_static(br#"{"error":{"code":"channel_empty","message":"no message"}}"#),
+        };
+        assert!(matches!(refused.json::<serde_json::Value>(), Err(ClientError::Api { status: 404, .. })));
+    }
+
+    #[test]
+    fn header_lookup_ignores_case() {
+        let response =
+            HttpResponse { status: 200, headers: vec![("etag".into(), "\"AQ\"".into())], body: Bytes::new() };
+        assert_eq!(response.header("ETag"), Some("\"AQ\""));
+        assert_eq!(response.header("X-Herald-Event"), None);
+    }
+}

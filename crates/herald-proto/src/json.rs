@@ -27,6 +27,12 @@ pub fn minify(json: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A serde `deserialize_with` helper that keeps `"data": null` apart from a missing `data`: use it with
+/// `#[serde(default)]` on an `Option<&RawValue>` field, which is then `Some` whenever the key is present.
+pub fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
+    <&serde_json::value::RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// Writes `s` as a JSON string.
 pub fn push_string(out: &mut Vec<u8>, s: &str) {
     // Serialising a str into a Vec cannot fail.

@@ -4,7 +4,7 @@
 //! carries the error code and the request `id` to echo, so the connection can answer and stay usable.
 //! [`ServerFrame`] encodes every answer to exact bytes.
 
-use serde::de::{Deserializer, IgnoredAny};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -101,13 +101,8 @@ struct RawFrame<'a> {
     since: Option<String>,
     last: Option<u32>,
     event: Option<String>,
-    #[serde(borrow, default, deserialize_with = "present")]
+    #[serde(borrow, default, deserialize_with = "crate::json::present")]
     data: Option<&'a RawValue>,
-}
-
-/// Keeps `"data": null` apart from a missing `data`.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]

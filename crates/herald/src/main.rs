@@ -1,1 +1,36 @@
-fn main() {}
+//! The `herald` command: `serve`, `demo`, `publish` and `subscribe`.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// Herald: real-time delivery over short polling, long polling, Server-Sent Events and WebSocket.
+#[derive(Parser)]
+#[command(name = "herald", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(cli::serve::ServeArgs),
+    /// Run the server with a demo publisher and the demo page at `/`.
+    Demo(cli::demo::DemoArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Demo(args) => cli::demo::run(args).await,
+        }
+    })
+}

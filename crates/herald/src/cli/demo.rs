@@ -1,0 +1,34 @@
+//! `herald demo`: the server on the embedded engine plus a publisher playing a food-ordering app, and a page at
+//! `/` that shows the same live data arriving by all four techniques.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use herald::Server;
+
+use super::serve::{finish, stop_on_signal, ServeArgs};
+
+/// Options of `herald demo`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Milliseconds between two top sellers; the other scenarios follow this pace.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(50..))]
+    interval_ms: u64,
+}
+
+/// Runs `herald demo`.
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let mut config = args.serve.load()?;
+    herald::demo::configure(&mut config);
+    let server = Server::bind(config.clone()).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = server.local_addr()?;
+    stop_on_signal(&server);
+    let publisher =
+        herald::demo::run(server.hub().clone(), Duration::from_millis(args.interval_ms), server.shutdown().clone());
+    server.shutdown().tracker().spawn(publisher);
+    println!("Herald demo running: open http://{addr}/");
+    finish(server.run().await?);
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! Herald's settings: every limit in one place, with its documented default.
+//!
+//! Sources, strongest first: command-line flags, `HERALD_*` environment variables, a TOML file, defaults.
+//! Each source is applied in turn over a [`Config`] and the result is validated once; a bad value is refused at
+//! start with an error that names the key (or the variable) it came from.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use herald_proto::ChannelName;
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (the message names the key).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// toml's explanation, which names the key and line.
+        message: String,
+    },
+    /// A value is out of range or unreadable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key or environment variable.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// A transport that can be switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// `/v1/ws`.
+    WebSocket,
+    /// `/v1/sse`.
+    Sse,
+    /// `/latest`, `/messages` and `/v1/poll`: short and long polling.
+    Poll,
+}
+
+impl TransportKind {
+    fn parse(name: &str) -> Option<Self> {
+        match name.trim() {
+            "ws" | "websocket" => Some(Self::WebSocket),
+            "sse" => Some(Self::Sse),
+            "poll" => Some(Self::Poll),
+            _ => None,
+        }
+    }
+}
+
+/// Settings of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceSettings {
+    /// At most this many messages are kept per channel.
+    pub history_size: usize,
+    /// Messages older than this are dropped.
+    pub history_ttl: Duration,
+    /// Whether WebSocket clients may publish.
+    pub allow_client_publish: bool,
+}
+
+impl Default for NamespaceSettings {
+    fn default() -> Self {
+        Self { history_size: 100, history_ttl: Duration::from_secs(3600), allow_client_publish: false }
+    }
+}
+
+/// All settings of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest HTTP request body.
+    pub max_body_bytes: usize,
+    /// Largest WebSocket frame or message from a client.
+    pub max_frame_bytes: usize,
+    /// Longest `wait` a poll may ask for.
+    pub max_wait: Duration,
+    /// Messages queued per connection before it counts as a slow consumer.
+    pub connection_queue: usize,
+    /// Channels one WebSocket may subscribe to.
+    pub max_subscriptions_per_connection: usize,
+    /// Channels one SSE stream or poll may name.
+    pub max_channels_per_request: usize,
+    /// Bytes of message history kept by the whole server.
+    pub max_history_bytes: usize,
+    /// Interval of `: ping` comments on SSE streams.
+    pub sse_heartbeat: Duration,
+    /// The `retry:` an SSE stream sends.
+    pub sse_retry_ms: u64,
+    /// Interval of WebSocket pings; two without an answer drop the peer.
+    pub ws_ping: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+    /// Origins allowed by CORS; `*` for any.
+    pub cors_origins: Vec<String>,
+    /// Enabled transports.
+    pub transports: Vec<TransportKind>,
+    /// Settings of channels whose namespace is not configured.
+    pub default_namespace: NamespaceSettings,
+    /// Per-namespace settings.
+    pub namespaces: HashMap<String, NamespaceSettings>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            max_body_bytes: 64 * 1024,
+            max_frame_bytes: 64 * 1024,
+            max_wait: Duration::from_secs(30),
+            connection_queue: 1024,
+            max_subscriptions_per_connection: 100,
+            max_channels_per_request: 100,
+            max_history_bytes: 256 * 1024 * 1024,
+            sse_heartbeat: Duration::from_secs(15),
+            sse_retry_ms: 2000,
+            ws_ping: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(10),
+            cors_origins: vec!["*".to_string()],
+            transports: vec![TransportKind::WebSocket, TransportKind::Sse, TransportKind::Poll],
+            default_namespace: NamespaceSettings::default(),
+            namespaces: HashMap::new(),
+        }
+    }
+}
+
+/// The TOML file's schema: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    max_body_bytes: Option<usize>,
+    max_frame_bytes: Option<usize>,
+    max_wait_secs: Option<u64>,
+    connection_queue: Option<usize>,
+    max_subscriptions_per_connection: Option<usize>,
+    max_channels_per_request: Option<usize>,
+    max_history_bytes: Option<usize>,
+    sse_heartbeat_secs: Option<u64>,
+    sse_retry_ms: Option<u64>,
+    ws_ping_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    cors_origins: Option<Vec<String>>,
+    transports: Option<Vec<String>>,
+    default_namespace: Option<FileNamespace>,
+    #[serde(default)]
+    namespaces: HashMap<String, FileNamespace>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNamespace {
+    history_size: Option<usize>,
+    history_ttl_secs: Option<u64>,
+    allow_client_publish: Option<bool>,
+}
+
+impl FileNamespace {
+    fn apply(&self, base: &NamespaceSettings) -> NamespaceSettings {
+        NamespaceSettings {
+            history_size: self.history_size.unwrap_or(base.history_size),
+            history_ttl: self.history_ttl_secs.map_or(base.history_ttl, Duration::from_secs),
+            allow_client_publish: self.allow_client_publish.unwrap_or(base.allow_client_publish),
+        }
+    }
+}
+
+/// Overrides given on the command line (`None` = not given).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--transports`, comma-separated.
+    pub transports: Option<String>,
+}
+
+impl Config {
+    /// Builds the configuration from a file (if any), the environment and flags, and validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Config::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            config.apply_toml(&text).map_err(|err| match err {
+                ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.display().to_string(), message },
+                other => other,
+            })?;
+        }
+        config.apply_env(env)?;
+        if let Some(listen) = &flags.listen {
+            config.listen = parse_listen("--listen", listen)?;
+        }
+        if let Some(transports) = &flags.transports {
+            config.transports = parse_transports("--transports", transports.split(','))?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies a TOML document over this configuration.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: String::new(), message: e.to_string() })?;
+        if let Some(listen) = file.listen {
+            self.listen = parse_listen("listen", &listen)?;
+        }
+        set(&mut self.max_body_bytes, file.max_body_bytes);
+        set(&mut self.max_frame_bytes, file.max_frame_bytes);
+        set(&mut self.max_wait, file.max_wait_secs.map(Duration::from_secs));
+        set(&mut self.connection_queue, file.connection_queue);
+        set(&mut self.max_subscriptions_per_connection, file.max_subscriptions_per_connection);
+        set(&mut self.max_channels_per_request, file.max_channels_per_request);
+        set(&mut self.max_history_bytes, file.max_history_bytes);
+        set(&mut self.sse_heartbeat, file.sse_heartbeat_secs.map(Duration::from_secs));
+        set(&mut self.sse_retry_ms, file.sse_retry_ms);
+        set(&mut self.ws_ping, file.ws_ping_secs.map(Duration::from_secs));
+        set(&mut self.shutdown_grace, file.shutdown_grace_secs.map(Duration::from_secs));
+        set(&mut self.cors_origins, file.cors_origins);
+        if let Some(names) = file.transports {
+            self.transports = parse_transports("transports", names.iter().map(String::as_str))?;
+        }
+        if let Some(default) = &file.default_namespace {
+            self.default_namespace = default.apply(&self.default_namespace);
+        }
+        for (name, ns) in &file.namespaces {
+            if name.is_empty() || ChannelName::new(name).is_err() || name.contains(':') {
+                return Err(invalid(format!("namespaces.{name}"), "a namespace name is a channel name without ':'"));
+            }
+            self.namespaces.insert(name.clone(), ns.apply(&self.default_namespace));
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        for (key, value) in env {
+            let Some(name) = key.strip_prefix("HERALD_") else { continue };
+            let secs = |v: &str| parse_num::<u64>(&key, v).map(Duration::from_secs);
+            match name {
+                "LISTEN" => self.listen = parse_listen(&key, &value)?,
+                "MAX_BODY_BYTES" => self.max_body_bytes = parse_num(&key, &value)?,
+                "MAX_FRAME_BYTES" => self.max_frame_bytes = parse_num(&key, &value)?,
+                "MAX_WAIT_SECS" => self.max_wait = secs(&value)?,
+                "CONNECTION_QUEUE" => self.connection_queue = parse_num(&key, &value)?,
+                "MAX_SUBSCRIPTIONS_PER_CONNECTION" => self.max_subscriptions_per_connection = parse_num(&key, &value)?,
+                "MAX_CHANNELS_PER_REQUEST" => self.max_channels_per_request = parse_num(&key, &value)?,
+                "MAX_HISTORY_BYTES" => self.max_history_bytes = parse_num(&key, &value)?,
+                "SSE_HEARTBEAT_SECS" => self.sse_heartbeat = secs(&value)?,
+                "SSE_RETRY_MS" => self.sse_retry_ms = parse_num(&key, &value)?,
+                "WS_PING_SECS" => self.ws_ping = secs(&value)?,
+                "SHUTDOWN_GRACE_SECS" => self.shutdown_grace = secs(&value)?,
+                "CORS_ORIGINS" => self.cors_origins = value.split(',').map(|s| s.trim().to_string()).collect(),
+                "TRANSPORTS" => self.transports = parse_transports(&key, value.split(','))?,
+                // Variables of the CLI client and the test suite share the prefix; they are not server settings.
+                "URL" | "LOG" | "TEST_REDIS_URL" => {}
+                _ => return Err(invalid(key.clone(), "unknown setting")),
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let at_least_one = [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_frame_bytes", self.max_frame_bytes),
+            ("connection_queue", self.connection_queue),
+            ("max_subscriptions_per_connection", self.max_subscriptions_per_connection),
+            ("max_channels_per_request", self.max_channels_per_request),
+            ("max_history_bytes", self.max_history_bytes),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, value) in [("sse_heartbeat_secs", self.sse_heartbeat), ("ws_ping_secs", self.ws_ping)] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.transports.is_empty() {
+            return Err(invalid("transports", "at least one transport must be enabled"));
+        }
+        if self.cors_origins.iter().any(|o| o.is_empty()) {
+            return Err(invalid("cors_origins", "an origin may not be empty"));
+        }
+        let namespaces = std::iter::once(("default_namespace".to_string(), &self.default_namespace))
+            .chain(self.namespaces.iter().map(|(n, s)| (format!("namespaces.{n}"), s)));
+        for (key, ns) in namespaces {
+            if ns.history_size == 0 || ns.history_size > 100_000 {
+                return Err(invalid(format!("{key}.history_size"), "must be between 1 and 100000"));
+            }
+            if ns.history_ttl.is_zero() {
+                return Err(invalid(format!("{key}.history_ttl_secs"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings of `channel`'s namespace.
+    pub fn namespace(&self, channel: &ChannelName) -> &NamespaceSettings {
+        channel.namespace().and_then(|ns| self.namespaces.get(ns)).unwrap_or(&self.default_namespace)
+    }
+
+    /// Whether `transport` is enabled.
+    pub fn enabled(&self, transport: TransportKind) -> bool {
+        self.transports.contains(&transport)
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+    value.trim().parse().map_err(|_| invalid(key, format!("{value:?} is not a whole number")))
+}
+
+fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| invalid(key, format!("{value:?} is not an address such as 127.0.0.1:7070")))
+}
+
+fn parse_transports<'a>(key: &str, names: impl Iterator<Item = &'a str>) -> Result<Vec<TransportKind>, ConfigError> {
+    let mut out = Vec::new();
+    for name in names.filter(|n| !n.trim().is_empty()) {
+        let kind = TransportKind::parse(name)
+            .ok_or_else(|| invalid(key, format!("unknown transport {name:?}; expected ws, sse or poll")))?;
+        if !out.contains(&kind) {
+            out.push(kind);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)], flags: Overrides) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        config.apply_toml(toml)?;
+        config.apply_env(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
+        if let Some(l) = flags.listen {
+            config.listen = parse_listen("--listen", &l)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.max_body_bytes, 65536);
+        assert_eq!(c.max_wait, Duration::from_secs(30));
+        assert_eq!(c.default_namespace.history_size, 100);
+        assert_eq!(c.default_namespace.history_ttl, Duration::from_secs(3600));
+        assert!(!c.default_namespace.allow_client_publish);
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let c = load(
+            "listen = \"127.0.0.1:1\"\nmax_wait_secs = 5",
+            &[("HERALD_LISTEN", "127.0.0.1:2"), ("HERALD_MAX_WAIT_SECS", "7")],
+            Overrides { listen: Some("127.0.0.1:3".into()), ..Default::default() },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.max_wait, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn namespaces_inherit_the_default_namespace() {
+        let c = load(
+            "[default_namespace]\nhistory_size = 10\n[namespaces.chat]\nallow_client_publish = true",
+            &[],
+            Overrides::default(),
+        )
+        .unwrap();
+        let chat = c.namespace(&ChannelName::new("chat:lobby").unwrap());
+        assert_eq!((chat.history_size, chat.allow_client_publish), (10, true));
+        let other = c.namespace(&ChannelName::new("orders:1").unwrap());
+        assert_eq!((other.history_size, other.allow_client_publish), (10, false));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
+        assert!(msg(load("max_wait_secs = \"x\"", &[], Overrides::default())).contains("max_wait_secs"));
+        assert!(msg(load("colour = 1", &[], Overrides::default())).contains("colour"));
+        assert!(
+            msg(load("", &[("HERALD_MAX_BODY_BYTES", "lots")], Overrides::default())).contains("HERALD_MAX_BODY_BYTES")
+        );
+        assert!(msg(load("", &[("HERALD_NOPE", "1")], Overrides::default())).contains("HERALD_NOPE"));
+        assert!(msg(load("connection_queue = 0", &[], Overrides::default())).contains("connection_queue"));
+        assert!(msg(load("[namespaces.chat]\nhistory_size = 0", &[], Overrides::default()))
+            .contains("namespaces.chat.history_size"));
+        assert!(msg(load("transports = [\"carrier-pigeon\"]", &[], Overrides::default())).contains("transports"));
+        assert!(msg(load("listen = \"here\"", &[], Overrides::default())).contains("listen"));
+    }
+}

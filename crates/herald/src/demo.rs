@@ -1,0 +1,127 @@
+//! The demo's publisher: the scenarios of a food-ordering app, played on the embedded hub.
+//!
+//! - `dashboard`, event `newTopSeller`: a new top seller of the day every interval;
+//! - `orders:1001`, event `orderStatus`: an order moving pending → preparing → in-delivery → delivered, over
+//!   and over (35 minutes compressed to a few intervals);
+//! - `chat:lobby`, event `chat`: a room where visitors may publish (the `chat` namespace allows it) and a bot
+//!   that answers now and then;
+//! - `notifications`, event `notification`: occasional notices.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_proto::{ChannelName, EventName};
+use serde_json::json;
+
+use crate::config::{Config, NamespaceSettings};
+use crate::hub::Hub;
+use crate::metrics::Transport;
+use crate::shutdown::Shutdown;
+
+const SELLERS: [&str; 5] = ["Ahmed", "Yasser", "Ibrahim", "Hussain", "Hassan"];
+const ORDER_STEPS: [(&str, u32); 4] = [("pending", 35), ("preparing", 35), ("in-delivery", 20), ("delivered", 0)];
+const BOT: &str = "Chef Bot";
+const BOT_LINES: [&str; 5] = [
+    "Today's special: lamb mandi with saffron rice.",
+    "Kitchen's busy: average prep time is 15 minutes.",
+    "Free delivery on orders over 50 until 9 pm!",
+    "Riders are out: delivery time is about 20 minutes.",
+    "Try the kunafa, it just came out of the oven.",
+];
+const REPLIES: [&str; 4] = [
+    "Great choice!",
+    "Noted, I'll tell the kitchen.",
+    "Thanks for ordering with us!",
+    "Good question: ask me anything about the menu.",
+];
+const NOTICES: [(&str, &str); 4] = [
+    ("Order 1001", "Your rider is on the way."),
+    ("Promotion", "20% off desserts for the next hour."),
+    ("Kitchen", "The grill is fired up."),
+    ("Account", "You earned 50 loyalty points."),
+];
+
+/// Adds what the demo needs to a configuration: a `chat` namespace open to client publishing.
+pub fn configure(config: &mut Config) {
+    config
+        .namespaces
+        .entry("chat".to_string())
+        .or_insert_with(|| NamespaceSettings { allow_client_publish: true, ..config.default_namespace.clone() });
+}
+
+/// A small xorshift generator: the demo needs variety, not cryptography.
+struct Dice(u64);
+
+impl Dice {
+    fn new() -> Self {
+        Self(herald_proto::time::now_millis() | 1)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+async fn publish(hub: &Hub, channel: &str, event: &str, data: serde_json::Value) {
+    let (Ok(channel), Ok(event)) = (ChannelName::new(channel), EventName::new(event)) else { return };
+    let data = Bytes::from(serde_json::to_vec(&data).unwrap_or_default());
+    if let Err(err) = hub.publish(channel, event, data).await {
+        tracing::warn!(%err, "demo publish failed");
+    }
+}
+
+/// Plays every scenario until shutdown; `interval` paces the top seller, the rest follow from it.
+pub async fn run(hub: Arc<Hub>, interval: Duration, shutdown: Shutdown) {
+    let mut dice = Dice::new();
+    let mut tick = tokio::time::interval(interval);
+    let mut seller = SELLERS.len();
+    let mut step = 0;
+    let mut chat = hub.connect(Transport::WebSocket);
+    let lobby = ChannelName::new("chat:lobby").ok();
+    if let Some(lobby) = &lobby {
+        chat.subscribe(lobby);
+    }
+    for round in 0u64.. {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            Some(said) = chat.recv() => {
+                let visitor = serde_json::from_slice::<serde_json::Value>(&said.message.data)
+                    .ok()
+                    .and_then(|v| v.get("user").and_then(|u| u.as_str()).map(str::to_owned))
+                    .filter(|user| user != BOT);
+                if visitor.is_some() && dice.below(2) == 0 {
+                    let reply = REPLIES[dice.below(REPLIES.len())];
+                    publish(&hub, "chat:lobby", "chat", json!({ "user": BOT, "text": reply })).await;
+                }
+                continue;
+            }
+        }
+        // A different seller each time, so every update is visible.
+        let next = (seller + 1 + dice.below(SELLERS.len() - 1)) % SELLERS.len();
+        seller = next;
+        publish(&hub, "dashboard", "newTopSeller", json!({ "top_seller": SELLERS[seller] })).await;
+        if round % 2 == 0 {
+            let (status, eta) = ORDER_STEPS[step % ORDER_STEPS.len()];
+            publish(
+                &hub,
+                "orders:1001",
+                "orderStatus",
+                json!({ "order_id": 1001, "status": status, "eta_minutes": eta }),
+            )
+            .await;
+            step += 1;
+        }
+        if round % 5 == 2 {
+            publish(&hub, "chat:lobby", "chat", json!({ "user": BOT, "text": BOT_LINES[dice.below(BOT_LINES.len())] }))
+                .await;
+        }
+        if round % 4 == 1 {
+            let (title, body) = NOTICES[dice.below(NOTICES.len())];
+            publish(&hub, "notifications", "notification", json!({ "title": title, "body": body })).await;
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Engines: where channels' histories live and where offsets are assigned.
+//!
+//! The hub talks to one [`Engine`]; each implementation is one module (`memory` today, `redis` when one
+//! machine is not enough). An engine stores a message, assigns its offset, and hands every stored message,
+//! in offset order per channel, to the [`Delivery`] callback it was built with, which fans it out to local
+//! subscribers. Reads return history from a [`Start`], with `reset` when the client's position cannot be
+//! honoured.
+
+pub mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use herald_proto::{ChannelName, EventName, Position};
+
+use crate::encoded::EncodedMessage;
+
+/// A boxed future, so that `Engine` can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Receives every stored message, in offset order per channel.
+pub type Delivery = Arc<dyn Fn(&Arc<EncodedMessage>) + Send + Sync>;
+
+/// Why an engine could not serve a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// The engine's backing store cannot be reached.
+    #[error("the engine is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// After this position (a client's cursor).
+    After(Position),
+    /// At the oldest retained message.
+    Oldest,
+    /// At the newest N retained messages.
+    Newest(usize),
+    /// After the newest message: nothing old.
+    Now,
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone, Default)]
+pub struct Read {
+    /// Messages after the start, oldest first, at most the limit.
+    pub messages: Vec<Arc<EncodedMessage>>,
+    /// The start position could not be honoured: messages were lost, and `messages` begins at the oldest
+    /// retained one.
+    pub reset: bool,
+    /// The position a reader stands at before the first returned message.
+    pub start: Position,
+    /// The position of the channel's newest message (`Position::default()` for a channel with no history).
+    pub head: Position,
+}
+
+impl Read {
+    /// Where the reader stands after these messages.
+    pub fn end(&self) -> Position {
+        self.messages.last().map_or(self.start, |m| m.message.position)
+    }
+}
+
+/// Storage sizes, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineStats {
+    /// Channels held.
+    pub channels: u64,
+    /// Messages retained.
+    pub messages: u64,
+    /// Bytes of retained messages.
+    pub bytes: u64,
+}
+
+/// A store of channels' histories.
+pub trait Engine: Send + Sync + 'static {
+    /// The engine's name, for `/healthz`.
+    fn name(&self) -> &'static str;
+
+    /// Stores a message, assigns its offset and hands it to the delivery callback.
+    fn publish(
+        &self,
+        channel: ChannelName,
+        event: EventName,
+        data: Bytes,
+    ) -> BoxFuture<'_, Result<Arc<EncodedMessage>, EngineError>>;
+
+    /// Reads at most `limit` messages of `channel` from `start`.
+    fn read<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        start: Start,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Read, EngineError>>;
+
+    /// Drops expired history and frees channels that hold nothing and that `watched` says nobody watches.
+    fn sweep(&self, watched: &(dyn Fn(&ChannelName) -> bool + Sync));
+
+    /// Storage sizes.
+    fn stats(&self) -> EngineStats;
+}

@@ -1,0 +1,80 @@
+//! The HTTP surface: routes, CORS, JSON errors for unknown routes and methods, and the shared state.
+//!
+//! Each transport is its own module under `transport/`; this module only wires them to paths. Handlers get an
+//! [`AppState`] holding the hub and the shutdown signal.
+
+pub mod assets;
+mod cors;
+mod ops;
+mod publish;
+pub mod query;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::Router;
+use herald_proto::ChannelName;
+
+use crate::config::TransportKind;
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::shutdown::Shutdown;
+use crate::transport::{latest, poll, sse, ws};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hub.
+    pub hub: Arc<Hub>,
+    /// The server's shutdown signal.
+    pub shutdown: Shutdown,
+}
+
+impl AppState {
+    /// Fails with `404 transport_disabled` unless `kind` is enabled.
+    pub fn require(&self, kind: TransportKind, name: &str) -> Result<(), ApiError> {
+        if self.hub.config().enabled(kind) {
+            Ok(())
+        } else {
+            Err(ApiError::transport_disabled(name))
+        }
+    }
+}
+
+/// The `{channel}` path segment, percent-decoded and validated.
+pub struct ChannelPath(pub ChannelName);
+
+impl<S: Send + Sync> FromRequestParts<S> for ChannelPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_channel", e.body_text()))?;
+        Ok(Self(ChannelName::new(&name)?))
+    }
+}
+
+/// All routes.
+pub fn router(state: AppState) -> Router {
+    let cors = Arc::new(state.hub.config().cors_origins.clone());
+    Router::new()
+        .route("/v1/channels/{channel}/messages", post(publish::publish).get(poll::channel_messages))
+        .route("/v1/channels/{channel}/latest", get(latest::latest))
+        .route("/v1/poll", get(poll::poll))
+        .route("/v1/sse", get(sse::sse))
+        .route("/v1/ws", get(ws::ws))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/", get(assets::index))
+        .route("/assets/{file}", get(assets::asset))
+        .route("/v1/herald.js", get(assets::client))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+        })
+        .layer(axum::middleware::from_fn(move |req, next| cors::cors(cors.clone(), req, next)))
+        .with_state(state)
+}

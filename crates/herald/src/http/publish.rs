@@ -1,0 +1,91 @@
+//! `POST /v1/channels/{channel}/messages`: the backend's one call to publish.
+//!
+//! The body is read up to `max_body_bytes`, checked to be `{"event"?, "data"}` with nothing else, and the
+//! data minified before it is stored. `201` is answered only once the engine has stored the message.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use herald_proto::json::minify;
+use herald_proto::EventName;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{AppState, ChannelPath};
+use crate::error::ApiError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody<'a> {
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(borrow, default, deserialize_with = "herald_proto::json::present")]
+    data: Option<&'a RawValue>,
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body is larger than {max} bytes"))
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ))
+    }
+}
+
+async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, max).await.map_err(|err| {
+        let over = std::error::Error::source(&err).is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+        if over {
+            too_large(max)
+        } else {
+            ApiError::bad_request("invalid_body", format!("could not read the body: {err}"))
+        }
+    })
+}
+
+pub(super) async fn publish(
+    State(state): State<AppState>,
+    ChannelPath(channel): ChannelPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_content_type(&headers)?;
+    let max = state.hub.config().max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(too_large(max));
+    }
+    let body = read_body(body, max).await?;
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+        return Err(ApiError::bad_request("invalid_json", "the body is not valid JSON"));
+    }
+    let parsed: PublishBody<'_> =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    let data = parsed.data.ok_or_else(|| ApiError::bad_request("invalid_body", "`data` is required"))?;
+    let event = match parsed.event {
+        Some(name) => EventName::new(&name)?,
+        None => EventName::default_event(),
+    };
+    let data = Bytes::from(minify(data.get().as_bytes()));
+    let message = state.hub.publish(channel, event, data).await?;
+    let m = &message.message;
+    let answer = format!(
+        r#"{{"channel":"{}","offset":{},"cursor":"{}","time":"{}"}}"#,
+        m.channel,
+        m.position.offset,
+        message.cursor,
+        herald_proto::time::format_rfc3339_millis(m.time_ms)
+    );
+    Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], answer).into_response())
+}

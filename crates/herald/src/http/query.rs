@@ -1,0 +1,123 @@
+//! Query strings: repeated keys (`channel=a&channel=b`, `since=A&since=B`) and typed values with clear errors.
+//!
+//! Unknown keys are ignored, so cache-busting parameters added by proxies or old browsers do no harm.
+
+use herald_proto::{ChannelName, Cursor};
+
+use crate::error::ApiError;
+
+/// A parsed query string.
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+/// What `since` asked for.
+#[derive(Debug, Default)]
+pub struct Since {
+    /// The merged cursors (later ones win).
+    pub cursor: Option<Cursor>,
+    /// `since=latest`: channels the cursor does not name start after their newest message.
+    pub latest: bool,
+}
+
+impl Query {
+    /// Parses a raw query string (percent-decoded, `+` as space).
+    pub fn parse(raw: Option<&str>) -> Self {
+        let pairs = form_urlencoded::parse(raw.unwrap_or("").as_bytes()).into_owned().collect();
+        Self { pairs }
+    }
+
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The last value of `key`.
+    pub fn one(&self, key: &str) -> Option<&str> {
+        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Every `channel`, validated and deduplicated in order: at least one, at most `max`.
+    pub fn channels(&self, max: usize) -> Result<Vec<ChannelName>, ApiError> {
+        let mut channels: Vec<ChannelName> = Vec::new();
+        for name in self.all("channel") {
+            let channel = ChannelName::new(name)?;
+            if !channels.contains(&channel) {
+                channels.push(channel);
+            }
+        }
+        if channels.is_empty() {
+            return Err(ApiError::parameter("at least one `channel` is required"));
+        }
+        if channels.len() > max {
+            return Err(ApiError::bad_request(
+                "too_many_channels",
+                format!("{} channels requested; at most {max} per request", channels.len()),
+            ));
+        }
+        Ok(channels)
+    }
+
+    /// Every `since`, merged.
+    pub fn since(&self) -> Result<Since, ApiError> {
+        let mut since = Since::default();
+        for text in self.all("since") {
+            if text == "latest" {
+                since.latest = true;
+            } else {
+                since.cursor.get_or_insert_with(Cursor::new).merge(Cursor::decode(text)?);
+            }
+        }
+        Ok(since)
+    }
+
+    /// A whole number `key`, if given.
+    pub fn number(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        self.one(key)
+            .map(|v| v.parse::<u64>().map_err(|_| ApiError::parameter(format!("`{key}` must be a whole number ≥ 0"))))
+            .transpose()
+    }
+
+    /// A boolean `key` (`true`/`false`/`1`/`0`), false when absent.
+    pub fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.one(key) {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some(_) => Err(ApiError::parameter(format!("`{key}` must be true or false"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_proto::Position;
+
+    #[test]
+    fn channels_are_deduplicated_and_bounded() {
+        let q = Query::parse(Some("channel=a&channel=b&channel=a&x=1"));
+        assert_eq!(q.channels(10).unwrap().iter().map(|c| c.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(q.channels(1).unwrap_err().code, "too_many_channels");
+        assert_eq!(Query::parse(None).channels(10).unwrap_err().code, "invalid_parameter");
+        assert_eq!(Query::parse(Some("channel=a%20b")).channels(10).unwrap_err().code, "invalid_channel");
+        assert_eq!(Query::parse(Some("channel=orders%2F1")).channels(10).unwrap()[0].as_str(), "orders/1");
+    }
+
+    #[test]
+    fn since_values_merge_and_latest_is_a_keyword() {
+        let a = Cursor::single(ChannelName::new("a").unwrap(), Position::new(1, 1)).encode();
+        let b = Cursor::single(ChannelName::new("a").unwrap(), Position::new(1, 9)).encode();
+        let since = Query::parse(Some(&format!("since={a}&since={b}&since=latest"))).since().unwrap();
+        assert!(since.latest);
+        assert_eq!(since.cursor.unwrap().get(&ChannelName::new("a").unwrap()), Some(Position::new(1, 9)));
+        assert_eq!(Query::parse(Some("since=%%%")).since().unwrap_err().code, "invalid_cursor");
+    }
+
+    #[test]
+    fn numbers_and_flags_are_checked() {
+        let q = Query::parse(Some("limit=5&wait=-1&envelope=yes"));
+        assert_eq!(q.number("limit").unwrap(), Some(5));
+        assert_eq!(q.number("wait").unwrap_err().code, "invalid_parameter");
+        assert_eq!(q.flag("envelope").unwrap_err().code, "invalid_parameter");
+        assert!(!q.flag("missing").unwrap());
+    }
+}

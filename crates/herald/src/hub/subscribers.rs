@@ -1,0 +1,83 @@
+//! Who listens to which channel on this node, and the fan-out of a stored message to them.
+//!
+//! Fan-out never waits: each subscriber has one bounded queue per connection and gets the message with
+//! `try_send`. A full queue marks the connection as a slow consumer (its token is cancelled, it disconnects and
+//! resumes from its cursor); a closed queue belongs to a connection that is going away and is skipped.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use herald_proto::ChannelName;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
+
+use crate::encoded::EncodedMessage;
+use crate::metrics::{Metrics, Transport};
+
+const SHARDS: usize = 64;
+
+/// One connection's registration on a channel.
+#[derive(Clone)]
+pub(crate) struct Subscriber {
+    pub(crate) connection: u64,
+    pub(crate) queue: mpsc::Sender<Arc<EncodedMessage>>,
+    pub(crate) slow: CancellationToken,
+    pub(crate) transport: Transport,
+}
+
+type Shard = RwLock<HashMap<ChannelName, Vec<Subscriber>>>;
+
+/// The registry of local subscribers, sharded by channel.
+pub(crate) struct Subscribers {
+    shards: Vec<Shard>,
+    hasher: RandomState,
+    metrics: Arc<Metrics>,
+}
+
+impl Subscribers {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self { shards: (0..SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::new(), metrics }
+    }
+
+    fn shard(&self, channel: &ChannelName) -> &Shard {
+        &self.shards[(self.hasher.hash_one(channel.as_str()) % SHARDS as u64) as usize]
+    }
+
+    pub(crate) fn add(&self, channel: &ChannelName, subscriber: Subscriber) {
+        let mut shard = self.shard(channel).write().unwrap_or_else(PoisonError::into_inner);
+        shard.entry(channel.clone()).or_default().push(subscriber);
+    }
+
+    pub(crate) fn remove(&self, channel: &ChannelName, connection: u64) {
+        let mut shard = self.shard(channel).write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = shard.get_mut(channel) {
+            list.retain(|s| s.connection != connection);
+            if list.is_empty() {
+                shard.remove(channel);
+            }
+        }
+    }
+
+    pub(crate) fn is_watched(&self, channel: &ChannelName) -> bool {
+        self.shard(channel).read().unwrap_or_else(PoisonError::into_inner).contains_key(channel)
+    }
+
+    /// Hands `message` to every subscriber of its channel without waiting.
+    pub(crate) fn deliver(&self, message: &Arc<EncodedMessage>) {
+        let shard = self.shard(&message.message.channel).read().unwrap_or_else(PoisonError::into_inner);
+        let Some(list) = shard.get(&message.message.channel) else { return };
+        for subscriber in list {
+            match subscriber.queue.try_send(message.clone()) {
+                Ok(()) | Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full(_)) => {
+                    if !subscriber.slow.is_cancelled() {
+                        subscriber.slow.cancel();
+                        self.metrics.slow_consumer(subscriber.transport);
+                    }
+                }
+            }
+        }
+    }
+}

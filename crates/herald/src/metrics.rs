@@ -1,0 +1,130 @@
+//! Counters and gauges, rendered in the Prometheus text format at `/metrics`.
+//!
+//! Plain atomics, no registry: the hot path pays one relaxed increment, and the set of series is small and
+//! fixed, so rendering them by hand keeps the dependency tree lean.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// How a client is connected, for per-transport series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket.
+    WebSocket,
+    /// Server-Sent Events.
+    Sse,
+    /// A held long poll (short polls are requests, not connections).
+    LongPoll,
+    /// A short poll.
+    Poll,
+}
+
+impl Transport {
+    const ALL: [Transport; 4] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
+
+    fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "ws",
+            Transport::Sse => "sse",
+            Transport::LongPoll => "long_poll",
+            Transport::Poll => "poll",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Default)]
+struct PerTransport([AtomicU64; 4]);
+
+impl PerTransport {
+    fn add(&self, t: Transport, n: u64) {
+        self.0[t.index()].fetch_add(n, Relaxed);
+    }
+    fn get(&self, t: Transport) -> u64 {
+        self.0[t.index()].load(Relaxed)
+    }
+}
+
+/// Every series Herald exports.
+#[derive(Default)]
+pub struct Metrics {
+    connections: PerTransport,
+    delivered: PerTransport,
+    slow_consumer_disconnects: PerTransport,
+    published: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a connection until the guard is dropped.
+    pub fn connection(self: &Arc<Self>, transport: Transport) -> ConnectionGuard {
+        self.connections.add(transport, 1);
+        ConnectionGuard { metrics: self.clone(), transport }
+    }
+
+    /// Open connections of `transport` now.
+    pub fn connections(&self, transport: Transport) -> u64 {
+        self.connections.get(transport)
+    }
+
+    /// Counts `n` messages written to clients.
+    pub fn delivered(&self, transport: Transport, n: u64) {
+        self.delivered.add(transport, n);
+    }
+
+    /// Counts a subscriber dropped for being too slow.
+    pub fn slow_consumer(&self, transport: Transport) {
+        self.slow_consumer_disconnects.add(transport, 1);
+    }
+
+    /// Counts a stored message.
+    pub fn published(&self) {
+        self.published.fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text, with the engine's gauges appended.
+    pub fn render(&self, channels: u64, history_messages: u64, history_bytes: u64) -> String {
+        let mut out = String::with_capacity(2048);
+        let series: [(&str, &str, &str, &PerTransport); 3] = [
+            ("herald_connections", "gauge", "Open connections by transport.", &self.connections),
+            ("herald_messages_delivered_total", "counter", "Messages written to clients.", &self.delivered),
+            (
+                "herald_slow_consumer_disconnects_total",
+                "counter",
+                "Subscribers disconnected because their queue was full.",
+                &self.slow_consumer_disconnects,
+            ),
+        ];
+        for (name, kind, help, values) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for t in Transport::ALL {
+                let _ = writeln!(out, "{name}{{transport=\"{}\"}} {}", t.label(), values.get(t));
+            }
+        }
+        let scalars = [
+            ("herald_messages_published_total", "counter", "Messages stored.", self.published.load(Relaxed)),
+            ("herald_channels", "gauge", "Channels held by the engine.", channels),
+            ("herald_history_messages", "gauge", "Messages held in history.", history_messages),
+            ("herald_history_bytes", "gauge", "Bytes of messages held in history.", history_bytes),
+        ];
+        for (name, kind, help, value) in scalars {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        out
+    }
+}
+
+/// Decrements a connection gauge when dropped.
+pub struct ConnectionGuard {
+    metrics: Arc<Metrics>,
+    transport: Transport,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.metrics.connections.0[self.transport.index()].fetch_sub(1, Relaxed);
+    }
+}

@@ -1,0 +1,81 @@
+//! Binding, serving and stopping: the one place that owns the listener, the background sweeper and the
+//! shutdown sequence.
+//!
+//! Shutdown: the token is cancelled (by a signal or by the caller), the listener stops accepting, held polls
+//! answer at once, SSE streams end, WebSockets close with 1001, and the server waits up to
+//! `shutdown_grace` for the rest.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{router, AppState};
+use crate::hub::Hub;
+use crate::shutdown::Shutdown;
+
+/// How often expired history is dropped and idle channels are freed.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A bound, not yet running, server.
+pub struct Server {
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    shutdown: Shutdown,
+}
+
+impl Server {
+    /// Binds `config.listen` with a hub on the in-memory engine.
+    pub async fn bind(config: Config) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let hub = Hub::memory(Arc::new(config));
+        Ok(Self { listener, hub, shutdown: Shutdown::new() })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The hub, e.g. for an embedded publisher.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The shutdown signal: trigger it to stop the server.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Serves until shutdown is triggered, then drains. Returns whether everything finished within the grace.
+    pub async fn run(self) -> std::io::Result<bool> {
+        let Self { listener, hub, shutdown } = self;
+        let grace = hub.config().shutdown_grace;
+        let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
+        let app = router(AppState { hub, shutdown: shutdown.clone() });
+        let stop = shutdown.clone();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        let served = tokio::select! {
+            served = serve.into_future() => served,
+            // Connections that outlive the grace period are not waited for.
+            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => Ok(()),
+        };
+        shutdown.trigger();
+        let drained = shutdown.drain(grace).await;
+        sweeper.abort();
+        served.map(|()| drained)
+    }
+}
+
+async fn sweep(hub: Arc<Hub>, shutdown: Shutdown) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => hub.sweep(),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `GET /v1/channels/{channel}/latest`: the newest message's data as a plain JSON document.
+//!
+//! Made for pages written against an ordinary JSON endpoint: the body is exactly the published data, the ETag
+//! is the message's cursor, and `If-None-Match` gives `304`. With `wait`, a request that already has the newest
+//! value is held until a newer one arrives (long polling with nothing but HTTP caching semantics).
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use herald_proto::{ChannelName, Cursor, Position};
+
+use crate::config::TransportKind;
+use crate::encoded::EncodedMessage;
+use crate::engine::Start;
+use crate::error::ApiError;
+use crate::http::query::Query;
+use crate::http::{AppState, ChannelPath};
+use crate::hub::Tracker;
+use crate::metrics::Transport;
+
+/// What `If-None-Match` said.
+enum Known {
+    /// No header.
+    Nothing,
+    /// `*`: any current value.
+    Any,
+    /// These positions of the channel.
+    Positions(Vec<Position>),
+}
+
+impl Known {
+    fn parse(headers: &HeaderMap, channel: &ChannelName) -> Self {
+        let Some(value) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else {
+            return Known::Nothing;
+        };
+        if value.trim() == "*" {
+            return Known::Any;
+        }
+        // An ETag that is not one of ours counts as older than anything: the current value is sent.
+        let positions = value
+            .split(',')
+            .filter_map(|tag| {
+                let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
+                Cursor::decode(tag).ok()?.get(channel)
+            })
+            .collect();
+        Known::Positions(positions)
+    }
+
+    fn given(&self) -> bool {
+        !matches!(self, Known::Nothing)
+    }
+
+    fn has(&self, message: &EncodedMessage) -> bool {
+        match self {
+            Known::Nothing => false,
+            Known::Any => true,
+            Known::Positions(p) => p.contains(&message.message.position),
+        }
+    }
+}
+
+fn etag(message: &EncodedMessage) -> HeaderValue {
+    // A cursor is base64url text, always a valid header value.
+    HeaderValue::from_str(&format!("\"{}\"", message.cursor)).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+fn current(message: &EncodedMessage) -> Response {
+    let m = &message.message;
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::ETAG, etag(message)),
+        (
+            header::HeaderName::from_static("x-herald-event"),
+            HeaderValue::from_str(m.event.as_str()).unwrap_or(HeaderValue::from_static("message")),
+        ),
+        (header::HeaderName::from_static("x-herald-offset"), HeaderValue::from(m.position.offset)),
+    ];
+    (StatusCode::OK, headers, m.data.clone()).into_response()
+}
+
+fn not_modified(message: Option<&EncodedMessage>) -> Response {
+    let mut response = (StatusCode::NOT_MODIFIED, [(header::CACHE_CONTROL, "no-cache")]).into_response();
+    if let Some(message) = message {
+        response.headers_mut().insert(header::ETAG, etag(message));
+    }
+    response
+}
+
+fn empty(channel: &ChannelName) -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "channel_empty", format!("channel {channel} has no message yet"))
+        .into_response()
+}
+
+/// `GET /v1/channels/{channel}/latest[?wait=N]`.
+pub async fn latest(
+    State(state): State<AppState>,
+    ChannelPath(channel): ChannelPath,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.require(TransportKind::Poll, "poll")?;
+    let wait = super::poll::wait_param(&state, &Query::parse(raw.as_deref()))?;
+    let known = Known::parse(&headers, &channel);
+    let hub = &state.hub;
+    // Subscribe before reading, so a message published in between is not missed.
+    let mut connection = (!wait.is_zero()).then(|| hub.connect(Transport::LongPoll));
+    if let Some(connection) = connection.as_mut() {
+        connection.subscribe(&channel);
+    }
+    let read = hub.read(&channel, Start::Newest(1), 1).await?;
+    let newest: Option<Arc<EncodedMessage>> = read.messages.into_iter().next();
+    let held = connection.is_some();
+    match (&newest, connection) {
+        (Some(message), _) if !known.has(message) => return Ok(current(message)),
+        (_, Some(mut connection)) => {
+            let mut tracker = Tracker::new(read.head);
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let live = tokio::select! {
+                    live = connection.recv() => live,
+                    () = tokio::time::sleep_until(deadline) => None,
+                    () = state.shutdown.cancelled() => None,
+                };
+                let Some(live) = live else { break };
+                if let Some(newer) = hub.follow(&mut tracker, live).await?.messages.pop() {
+                    return Ok(current(&newer));
+                }
+            }
+        }
+        _ => {}
+    }
+    // Without a wait an empty channel is a 404 whatever the request knew; after a wait, a client that sent an
+    // ETag is told nothing changed.
+    let unchanged = if held { known.given() } else { newest.is_some() };
+    Ok(if unchanged { not_modified(newest.as_deref()) } else { empty(&channel) })
+}

@@ -1,0 +1,160 @@
+//! Polling for every message: `GET /v1/channels/{channel}/messages` and `GET /v1/poll` (several channels).
+//!
+//! Without `wait` this is short polling: history after the cursor, at once. With `wait`, when there is nothing
+//! new, the request subscribes and is held until a message arrives, the wait ends or the server shuts down. The
+//! subscription is made *before* history is read, and each channel is followed by a tracker, so a message
+//! published in between is delivered exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use herald_proto::{ChannelName, Cursor};
+
+use crate::config::TransportKind;
+use crate::encoded::EncodedMessage;
+use crate::engine::Start;
+use crate::error::ApiError;
+use crate::http::query::Query;
+use crate::http::{AppState, ChannelPath};
+use crate::hub::Tracker;
+use crate::metrics::Transport;
+
+const DEFAULT_LIMIT: u64 = 100;
+const MAX_LIMIT: u64 = 1000;
+
+/// What a poll answers.
+struct Batch {
+    messages: Vec<Arc<EncodedMessage>>,
+    cursor: Cursor,
+    reset: Vec<ChannelName>,
+}
+
+/// The parameters common to both endpoints.
+struct PollRequest {
+    starts: Vec<(ChannelName, Start)>,
+    limit: usize,
+    wait: Duration,
+}
+
+impl PollRequest {
+    fn parse(state: &AppState, query: &Query, channels: Vec<ChannelName>) -> Result<Self, ApiError> {
+        let since = query.since()?;
+        let last = query.number("last")?;
+        let starts = channels
+            .into_iter()
+            .map(|c| {
+                let start = super::start_for(&c, since.cursor.as_ref(), since.latest, last, Start::Oldest);
+                (c, start)
+            })
+            .collect();
+        let limit = query.number("limit")?.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
+        Ok(Self { starts, limit, wait: wait_param(state, query)? })
+    }
+}
+
+/// `wait=N` seconds, clamped to `max_wait_secs`.
+pub(crate) fn wait_param(state: &AppState, query: &Query) -> Result<Duration, ApiError> {
+    let wait = Duration::from_secs(query.number("wait")?.unwrap_or(0));
+    Ok(wait.min(state.hub.config().max_wait))
+}
+
+async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiError> {
+    let hub = &state.hub;
+    let holding = !request.wait.is_zero();
+    let mut connection = holding.then(|| hub.connect(Transport::LongPoll));
+    if let Some(connection) = connection.as_mut() {
+        for (channel, _) in &request.starts {
+            connection.subscribe(channel);
+        }
+    }
+    let mut remaining = request.limit;
+    let mut batch = Batch { messages: Vec::new(), cursor: Cursor::new(), reset: Vec::new() };
+    let mut trackers = Vec::with_capacity(request.starts.len());
+    for (channel, start) in &request.starts {
+        let read = hub.read(channel, *start, remaining).await?;
+        remaining -= read.messages.len();
+        if read.reset {
+            batch.reset.push(channel.clone());
+        }
+        trackers.push((channel.clone(), Tracker::new(read.end())));
+        batch.messages.extend(read.messages);
+    }
+    if let Some(mut connection) = connection.filter(|_| batch.messages.is_empty()) {
+        let deadline = tokio::time::Instant::now() + request.wait;
+        let mut first = tokio::select! {
+            live = connection.recv() => live,
+            () = tokio::time::sleep_until(deadline) => None,
+            () = state.shutdown.cancelled() => None,
+        };
+        // Take what arrived with the first message too, up to the limit.
+        while let Some(live) = first.take().or_else(|| connection.try_recv()) {
+            let channel = live.message.channel.clone();
+            let Some((_, tracker)) = trackers.iter_mut().find(|(c, _)| *c == channel) else { continue };
+            let mut followed = hub.follow(tracker, live).await?;
+            if followed.reset && !batch.reset.contains(&channel) {
+                batch.reset.push(channel);
+            }
+            if followed.messages.len() > remaining {
+                followed.messages.truncate(remaining);
+                if let Some(last) = followed.messages.last() {
+                    tracker.advance(last.message.position);
+                }
+            }
+            remaining -= followed.messages.len();
+            batch.messages.extend(followed.messages);
+            if remaining == 0 {
+                break;
+            }
+        }
+    }
+    for (channel, tracker) in trackers {
+        batch.cursor.set(channel, tracker.position());
+    }
+    Ok(batch)
+}
+
+fn answer(batch: Batch, with_reset_channels: bool) -> Response {
+    let size: usize = batch.messages.iter().map(|m| m.envelope.len() + 1).sum();
+    let mut body = Vec::with_capacity(size + 128);
+    body.extend_from_slice(b"{\"messages\":[");
+    for (i, message) in batch.messages.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&message.envelope);
+    }
+    body.extend_from_slice(
+        format!("],\"cursor\":\"{}\",\"reset\":{}", batch.cursor.encode(), !batch.reset.is_empty()).as_bytes(),
+    );
+    if with_reset_channels {
+        let names: Vec<&str> = batch.reset.iter().map(ChannelName::as_str).collect();
+        body.extend_from_slice(b",\"reset_channels\":");
+        body.extend_from_slice(&serde_json::to_vec(&names).unwrap_or_else(|_| b"[]".to_vec()));
+    }
+    body.push(b'}');
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// `GET /v1/channels/{channel}/messages`.
+pub async fn channel_messages(
+    State(state): State<AppState>,
+    ChannelPath(channel): ChannelPath,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    state.require(TransportKind::Poll, "poll")?;
+    let query = Query::parse(raw.as_deref());
+    let request = PollRequest::parse(&state, &query, vec![channel])?;
+    Ok(answer(collect(&state, request).await?, false))
+}
+
+/// `GET /v1/poll?channel=…`.
+pub async fn poll(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    state.require(TransportKind::Poll, "poll")?;
+    let query = Query::parse(raw.as_deref());
+    let channels = query.channels(state.hub.config().max_channels_per_request)?;
+    let request = PollRequest::parse(&state, &query, channels)?;
+    Ok(answer(collect(&state, request).await?, true))
+}

@@ -1,0 +1,245 @@
+//! `GET /v1/ws`: WebSocket, JSON text frames, many channels per connection, both directions.
+//!
+//! One task per connection selects over the socket, the connection's queue of live messages, a ping timer and
+//! the shutdown signal. Requests are parsed by `herald_proto::ws`; a bad frame gets an `error` frame and the
+//! connection stays usable. A subscription is registered before its history is read and followed by a
+//! tracker, so replay and live messages join without a gap or a repeat.
+
+use std::collections::HashMap;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::SinkExt;
+use herald_proto::ws::{ClientFrame, FrameError, RequestId, ServerFrame};
+use herald_proto::{ChannelName, Cursor, EventName};
+use tokio::time::{interval_at, Instant};
+
+use crate::config::TransportKind;
+use crate::engine::Start;
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::hub::{Connection, Tracker};
+use crate::metrics::Transport;
+
+/// Close code: the server is going away; reconnect and resume with your cursors.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: a frame was larger than `max_frame_bytes`.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: the connection's queue overflowed; reconnect and resume with your cursors.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
+
+/// Live messages sent per wake-up at most, before the task looks at the socket again.
+const MAX_BATCH: usize = 64;
+
+/// `GET /v1/ws`.
+pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
+    state.require(TransportKind::WebSocket, "ws")?;
+    let max = state.hub.config().max_frame_bytes;
+    let tracker = state.shutdown.tracker().clone();
+    Ok(upgrade
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| tracker.track_future(Session::new(state, socket).run())))
+}
+
+/// One WebSocket connection.
+struct Session {
+    state: AppState,
+    socket: WebSocket,
+    connection: Connection,
+    trackers: HashMap<ChannelName, Tracker>,
+}
+
+/// Why a session ended.
+enum End {
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+    /// The peer left or the socket failed: nothing to say.
+    Gone,
+}
+
+fn text(frame: &ServerFrame<'_>) -> WsMessage {
+    WsMessage::Text(Utf8Bytes::from(frame.encode()))
+}
+
+impl Session {
+    fn new(state: AppState, socket: WebSocket) -> Self {
+        let connection = state.hub.connect(Transport::WebSocket);
+        Self { state, socket, connection, trackers: HashMap::new() }
+    }
+
+    async fn run(mut self) {
+        let end = self.serve().await;
+        if let End::Close(code, reason) = end {
+            let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+            let _ = self.socket.send(WsMessage::Close(Some(frame))).await;
+        }
+    }
+
+    async fn serve(&mut self) -> End {
+        let every = self.state.hub.config().ws_ping;
+        let mut ping = interval_at(Instant::now() + every, every);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                () = self.state.shutdown.cancelled() => return End::Close(CLOSE_GOING_AWAY, "server shutting down"),
+                () = self.connection.too_slow() => return End::Close(CLOSE_SLOW_CONSUMER, "slow consumer"),
+                frame = self.socket.recv() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        Some(Ok(WsMessage::Text(text))) => self.request(text.as_str()).await,
+                        Some(Ok(WsMessage::Binary(_))) => {
+                            let err = FrameError { id: None, code: "binary_not_supported", message: "send JSON text frames".into() };
+                            self.send(text(&ServerFrame::Error(&err))).await;
+                        }
+                        Some(Ok(WsMessage::Close(_))) | None => return End::Gone,
+                        Some(Ok(_)) => {} // Ping (answered by the library) and Pong only prove the peer is alive.
+                        Some(Err(err)) => return too_big(err).unwrap_or(End::Gone),
+                    }
+                }
+                live = self.connection.recv() => {
+                    let Some(live) = live else { return End::Gone };
+                    self.live(live).await;
+                    for _ in 1..MAX_BATCH {
+                        let Some(live) = self.connection.try_recv() else { break };
+                        self.live(live).await;
+                    }
+                    if self.socket.flush().await.is_err() {
+                        return End::Gone;
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > every * 2 {
+                        return End::Gone;
+                    }
+                    self.send(WsMessage::Ping(Bytes::new())).await;
+                }
+            }
+        }
+    }
+
+    /// Sends a frame; a failed send ends the session through the next `recv`.
+    async fn send(&mut self, message: WsMessage) {
+        let _ = self.socket.send(message).await;
+    }
+
+    /// Queues a frame without flushing, for batches.
+    async fn feed(&mut self, message: WsMessage) {
+        let _ = self.socket.feed(message).await;
+    }
+
+    async fn live(&mut self, live: std::sync::Arc<crate::encoded::EncodedMessage>) {
+        let channel = live.message.channel.clone();
+        let Some(mut tracker) = self.trackers.get(&channel).copied() else { return };
+        let Ok(followed) = self.state.hub.follow(&mut tracker, live).await else { return };
+        self.trackers.insert(channel.clone(), tracker);
+        if followed.reset {
+            let start = followed.messages.first().map(|m| m.message.position).unwrap_or(tracker.position());
+            let cursor = Cursor::single(
+                channel.clone(),
+                herald_proto::Position::new(start.epoch, start.offset.saturating_sub(1)),
+            );
+            let frame = text(&ServerFrame::Reset { channel: &channel, cursor: &cursor.encode() });
+            self.feed(frame).await;
+        }
+        self.state.hub.metrics().delivered(Transport::WebSocket, followed.messages.len() as u64);
+        for message in followed.messages {
+            self.feed(WsMessage::Text(message.ws_frame())).await;
+        }
+    }
+
+    async fn request(&mut self, frame: &str) {
+        let answer = match ClientFrame::parse(frame) {
+            Ok(ClientFrame::Subscribe { channel, cursor, last, id }) => self.subscribe(channel, cursor, last, id).await,
+            Ok(ClientFrame::Unsubscribe { channel, id }) => {
+                if self.connection.unsubscribe(&channel) {
+                    self.trackers.remove(&channel);
+                    Ok(Some(text(&ServerFrame::Unsubscribed { channel: &channel, id: id.as_ref() })))
+                } else {
+                    Err(FrameError { id, code: "not_subscribed", message: format!("not subscribed to {channel}") })
+                }
+            }
+            Ok(ClientFrame::Publish { channel, event, data, id }) => self.publish(channel, event, data, id).await,
+            Ok(ClientFrame::Ping { id }) => Ok(Some(text(&ServerFrame::Pong { id: id.as_ref() }))),
+            Err(err) => Err(err),
+        };
+        match answer {
+            Ok(Some(message)) => self.send(message).await,
+            Ok(None) => {
+                let _ = self.socket.flush().await;
+            }
+            Err(err) => self.send(text(&ServerFrame::Error(&err))).await,
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        channel: ChannelName,
+        cursor: Option<Cursor>,
+        last: Option<u32>,
+        id: Option<RequestId>,
+    ) -> Result<Option<WsMessage>, FrameError> {
+        let max = self.state.hub.config().max_subscriptions_per_connection;
+        if self.connection.is_subscribed(&channel) {
+            return Err(FrameError {
+                id,
+                code: "already_subscribed",
+                message: format!("already subscribed to {channel}"),
+            });
+        }
+        if self.connection.subscriptions() >= max {
+            let message = format!("at most {max} subscriptions per connection");
+            return Err(FrameError { id, code: "too_many_subscriptions", message });
+        }
+        self.connection.subscribe(&channel);
+        let start = super::start_for(&channel, cursor.as_ref(), false, last.map(u64::from), Start::Now);
+        let read = match self.state.hub.read(&channel, start, usize::MAX).await {
+            Ok(read) => read,
+            Err(err) => {
+                self.connection.unsubscribe(&channel);
+                return Err(FrameError { id, code: "engine_unavailable", message: err.to_string() });
+            }
+        };
+        let start_cursor = Cursor::single(channel.clone(), read.start).encode();
+        let subscribed =
+            ServerFrame::Subscribed { channel: &channel, cursor: &start_cursor, reset: read.reset, id: id.as_ref() };
+        self.feed(text(&subscribed)).await;
+        self.trackers.insert(channel, Tracker::new(read.end()));
+        self.state.hub.metrics().delivered(Transport::WebSocket, read.messages.len() as u64);
+        for message in read.messages {
+            self.feed(WsMessage::Text(message.ws_frame())).await;
+        }
+        // Everything was queued on the socket; the caller flushes.
+        Ok(None)
+    }
+
+    async fn publish(
+        &mut self,
+        channel: ChannelName,
+        event: EventName,
+        data: Vec<u8>,
+        id: Option<RequestId>,
+    ) -> Result<Option<WsMessage>, FrameError> {
+        if !self.state.hub.config().namespace(&channel).allow_client_publish {
+            let message = format!("clients may not publish to {channel}; its namespace does not allow it");
+            return Err(FrameError { id, code: "client_publish_forbidden", message });
+        }
+        match self.state.hub.publish(channel, event, Bytes::from(data)).await {
+            Ok(message) => Ok(Some(text(&ServerFrame::Published { message: &message.message, id: id.as_ref() }))),
+            Err(err) => Err(FrameError { id, code: "engine_unavailable", message: err.to_string() }),
+        }
+    }
+}
+
+/// A frame over `max_frame_bytes` closes with 1009.
+fn too_big(err: axum::Error) -> Option<End> {
+    let inner = err.into_inner();
+    let err = inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>()?;
+    matches!(err, tokio_tungstenite::tungstenite::Error::Capacity(_))
+        .then_some(End::Close(CLOSE_TOO_BIG, "frame too large"))
+}

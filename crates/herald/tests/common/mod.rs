@@ -1,0 +1,335 @@
+//! The one test harness: a real Herald bound on 127.0.0.1:0, and raw clients that speak HTTP/1.0, SSE and
+//! WebSocket over real sockets, so every byte the server writes can be asserted.
+//!
+//! HTTP/1.0 is used on purpose: the server then delimits a body by closing the connection instead of chunked
+//! encoding, so an SSE stream can be read as it is written, with no decoding in the test.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use herald::config::Config;
+use herald::hub::Hub;
+use herald::shutdown::Shutdown;
+use herald::Server;
+use herald_proto::{ChannelName, EventName};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Defaults, listening on a free port.
+pub fn config() -> Config {
+    Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    pub shutdown: Shutdown,
+    handle: JoinHandle<std::io::Result<bool>>,
+}
+
+pub async fn spawn(config: Config) -> TestServer {
+    let server = Server::bind(config).await.expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let hub = server.hub().clone();
+    let shutdown = server.shutdown().clone();
+    let handle = tokio::spawn(server.run());
+    TestServer { addr, hub, shutdown, handle }
+}
+
+pub async fn start() -> TestServer {
+    spawn(config()).await
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn split_head(raw: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':').map(|(n, v)| (n.trim().to_string(), v.trim().to_string())))
+        .collect();
+    Some((status, headers, end + 4))
+}
+
+fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.0\r\nHost: herald.test\r\n");
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+impl TestServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// One request; reads the whole answer.
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        stream.write_all(&request_bytes(method, path, headers, body)).await.expect("write");
+        let mut raw = Vec::new();
+        tokio::time::timeout(PATIENCE * 6, stream.read_to_end(&mut raw)).await.expect("answer in time").expect("read");
+        let (status, headers, at) = split_head(&raw).expect("an HTTP answer");
+        Response { status, headers, body: raw[at..].to_vec() }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"").await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.request("GET", path, headers, b"").await
+    }
+
+    /// Publishes over HTTP; panics unless the answer is 201.
+    pub async fn publish(&self, channel: &str, event: &str, data: Value) -> Value {
+        let body = serde_json::to_vec(&serde_json::json!({ "event": event, "data": data })).unwrap();
+        let path = format!("/v1/channels/{}/messages", channel.replace('/', "%2F"));
+        let r = self.request("POST", &path, &[("Content-Type", "application/json")], &body).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()
+    }
+
+    /// Publishes `n` messages `{"n": i}` (i from 1) in-process, without yielding between them.
+    pub async fn publish_burst(&self, channel: &str, n: usize) {
+        for i in 1..=n {
+            let data = Bytes::from(format!("{{\"n\":{i}}}"));
+            self.hub.publish(ChannelName::new(channel).unwrap(), EventName::default_event(), data).await.unwrap();
+        }
+    }
+
+    /// A metric's value, e.g. `herald_connections{transport="long_poll"}`.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let text = self.get("/metrics").await.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until a metric has `value` (e.g. a long poll is being held).
+    pub async fn until_metric(&self, series: &str, value: u64) {
+        tokio::time::timeout(PATIENCE, async {
+            while self.metric(series).await != value {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{series} never reached {value}"));
+    }
+
+    pub async fn sse(&self, query: &str, headers: &[(&str, &str)]) -> Sse {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        stream.write_all(&request_bytes("GET", &format!("/v1/sse?{query}"), headers, b"")).await.expect("write");
+        let mut sse = Sse { stream, buffer: Vec::new(), status: 0, headers: Vec::new() };
+        loop {
+            if let Some((status, headers, at)) = split_head(&sse.buffer) {
+                sse.status = status;
+                sse.headers = headers;
+                sse.buffer.drain(..at);
+                return sse;
+            }
+            assert!(sse.fill().await, "connection closed before the headers");
+        }
+    }
+
+    pub async fn ws(&self) -> Ws {
+        let stream = TcpStream::connect(self.addr).await.expect("connect");
+        let (socket, _) = tokio_tungstenite::client_async(format!("ws://{}/v1/ws", self.addr), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket handshake");
+        Ws { socket }
+    }
+
+    /// Triggers shutdown and waits for the server to stop; returns whether it drained in time.
+    pub async fn stop(self) -> bool {
+        self.shutdown.trigger();
+        tokio::time::timeout(PATIENCE * 3, self.handle).await.expect("stops in time").expect("join").expect("serve")
+    }
+}
+
+/// One SSE event as a browser would see it (comments kept apart).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub retry: Option<String>,
+    pub comment: Option<String>,
+}
+
+impl Event {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.data.as_deref().expect("data")).expect("JSON data")
+    }
+}
+
+pub struct Sse {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Sse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk)).await.expect("stream stalled").unwrap_or(0);
+        self.buffer.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// The next block (event, comment or preamble), or `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block = String::from_utf8_lossy(&self.buffer[..end]).into_owned();
+                self.buffer.drain(..end + 2);
+                let mut event = Event::default();
+                for line in block.split('\n') {
+                    let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+                    let slot = match field {
+                        "" => &mut event.comment,
+                        "id" => &mut event.id,
+                        "event" => &mut event.event,
+                        "retry" => &mut event.retry,
+                        "data" => {
+                            let data = event.data.get_or_insert_with(String::new);
+                            if !data.is_empty() {
+                                data.push('\n');
+                            }
+                            data.push_str(value);
+                            continue;
+                        }
+                        other => panic!("unexpected field {other:?}"),
+                    };
+                    *slot = Some(value.to_string());
+                }
+                return Some(event);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// The next event that carries data.
+    pub async fn next_data(&mut self) -> Event {
+        loop {
+            let event = self.next().await.expect("stream ended");
+            if event.data.is_some() {
+                return event;
+            }
+        }
+    }
+}
+
+pub struct Ws {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a WebSocket read gave.
+#[derive(Debug)]
+pub enum WsRead {
+    Json(Value),
+    Closed(Option<u16>),
+}
+
+impl Ws {
+    pub async fn send(&mut self, frame: Value) {
+        self.socket.send(WsMessage::Text(frame.to_string().into())).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, message: WsMessage) {
+        self.socket.send(message).await.expect("send");
+    }
+
+    pub async fn read(&mut self) -> WsRead {
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.socket.next()).await.expect("no frame in time");
+            match next {
+                Some(Ok(WsMessage::Text(t))) => return WsRead::Json(serde_json::from_str(&t).expect("JSON frame")),
+                Some(Ok(WsMessage::Close(frame))) => return WsRead::Closed(frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return WsRead::Closed(None),
+            }
+        }
+    }
+
+    /// The next JSON frame; panics on close.
+    pub async fn recv(&mut self) -> Value {
+        match self.read().await {
+            WsRead::Json(v) => v,
+            WsRead::Closed(code) => panic!("closed with {code:?}"),
+        }
+    }
+
+    /// Sends a request and returns the next frame.
+    pub async fn call(&mut self, frame: Value) -> Value {
+        self.send(frame).await;
+        self.recv().await
+    }
+
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            if let WsRead::Closed(code) = self.read().await {
+                return code;
+            }
+        }
+    }
+}
+
+pub fn close_code(code: CloseCode) -> u16 {
+    code.into()
+}

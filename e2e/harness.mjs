@@ -1,0 +1,213 @@
+// What every browser test needs, written once: a free port, a `herald demo` server that a test can kill and
+// restart, Debian's Chromium driven by playwright-core, a proxy that cuts connections, and the checks of an
+// offset sequence. Every wait is bounded.
+
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export const OUTPUT = path.join(REPO, "test-output");
+const HERALD_BIN = process.env.HERALD_BIN ?? path.join(REPO, "target", "debug", "herald");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const READY_LINE = /Herald demo running: open (http:\/\/\S+)/;
+
+/** A TCP port nobody listens on right now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.unref();
+    probe.on("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+const running = new Set();
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
+/**
+ * Starts `herald demo` on 127.0.0.1:`port` and resolves once it printed its address. `extraArgs` go after the
+ * defaults (e.g. `["--transports", "sse,poll"]`).
+ */
+export async function startDemo(port, extraArgs = [], { timeoutMs = 30000 } = {}) {
+  const args = ["demo", "--listen", `127.0.0.1:${port}`, "--interval-ms", "500", ...extraArgs];
+  const child = spawn(HERALD_BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" } });
+  running.add(child);
+  let output = "";
+  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  child.once("exit", () => running.delete(child));
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`herald ${args.join(" ")} did not print its address within ${timeoutMs} ms; output:\n${output}`));
+    }, timeoutMs);
+    const onData = (chunk) => {
+      output += chunk;
+      const match = output.match(READY_LINE);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1].replace(/\/+$/, ""));
+      }
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", (chunk) => (output += chunk));
+    child.once("error", (error) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot start ${HERALD_BIN}: ${error.message}`));
+    });
+    exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`herald ${args.join(" ")} exited (${code ?? signal}) before printing its address:\n${output}`));
+    });
+  });
+  return {
+    url,
+    port,
+    output: () => output,
+    /** Ends the server: `SIGKILL` to lose it mid-stream, `SIGTERM` for a graceful stop. Resolves once it exited. */
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), 15000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+export async function launchBrowser() {
+  // launch() gives every browser a fresh temporary profile (user-data-dir) of its own.
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      "--disable-quic",
+    ],
+    timeout: 60000,
+  });
+}
+
+/** A page that fails the test on an uncaught error of the page itself. */
+export async function openPage(browser, url, { viewport = { width: 1440, height: 1000 } } = {}) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error.message));
+  page.setDefaultTimeout(30000);
+  // A proxy test may cut the very first load; try again a few times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.goto(url, { waitUntil: "load", timeout: 15000 });
+      await page.waitForFunction(() => window.heraldDemo !== undefined, null, { timeout: 15000 });
+      break;
+    } catch (error) {
+      if (attempt >= 4) throw error;
+      await sleep(500);
+    }
+  }
+  return { page, context, errors };
+}
+
+export const TECHNIQUES = ["poll", "long-poll", "sse", "websocket"];
+
+/** What the demo page recorded: `{ sequences, names, resets }` per technique. */
+export function demoRecord(page) {
+  return page.evaluate(() => {
+    const { sequences, names, resets } = window.heraldDemo;
+    return structuredClone({ sequences, names, resets });
+  });
+}
+
+/** Waits until every panel delivered at least `count` messages (of the channel, beyond `since[technique]`). */
+export async function waitForPanels(page, count, { since = {}, timeoutMs = 45000 } = {}) {
+  await page.waitForFunction(
+    ({ techniques, count, since }) =>
+      techniques.every((t) => window.heraldDemo.sequences[t].length >= (since[t] ?? 0) + count),
+    { techniques: TECHNIQUES, count, since },
+    { timeout: timeoutMs, polling: 200 },
+  );
+}
+
+/** Fails unless each offset is the previous plus one: no gap, no repeat. */
+export function assertConsecutive(offsets, label) {
+  for (let i = 1; i < offsets.length; i++) {
+    if (offsets[i] !== offsets[i - 1] + 1) {
+      const around = offsets.slice(Math.max(0, i - 4), i + 4).join(", ");
+      assert.fail(`${label}: offset ${offsets[i]} follows ${offsets[i - 1]} at index ${i} (… ${around} …); sequence: ${offsets.join(",")}`);
+    }
+  }
+}
+
+/** Splits a sequence where the client reported resets (new epochs), and checks each part is consecutive. */
+export function assertWholeWithinEpochs(offsets, resets, label) {
+  const cuts = [...new Set(resets)].sort((a, b) => a - b);
+  let start = 0;
+  for (const [i, cut] of [...cuts, offsets.length].entries()) {
+    assertConsecutive(offsets.slice(start, cut), `${label}, epoch ${i + 1}`);
+    start = cut;
+  }
+}
+
+/** A TCP proxy to `target` that can drop every connection it carries, as a flaky network does. */
+export async function startCuttingProxy(targetPort) {
+  const sockets = new Set();
+  let accepted = 0;
+  let cut = 0;
+  const server = net.createServer((client) => {
+    accepted++;
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      sockets.add(a);
+      a.on("error", () => b.destroy());
+      a.on("close", () => {
+        sockets.delete(a);
+        b.destroy();
+      });
+      a.pipe(b);
+    }
+  });
+  const port = await new Promise((resolve, reject) => {
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve(server.address().port));
+  });
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    stats: () => ({ accepted, cut }),
+    /** Drops every connection open right now. */
+    cutAll() {
+      for (const socket of sockets) {
+        socket.destroy();
+        cut++;
+      }
+    },
+    close() {
+      this.cutAll();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export function outputPath(name) {
+  mkdirSync(OUTPUT, { recursive: true });
+  return path.join(OUTPUT, name);
+}

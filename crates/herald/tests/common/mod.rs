@@ -33,8 +33,9 @@ pub fn config() -> Config {
     Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() }
 }
 
+/// A running server; derefs to a [`Client`] of it.
 pub struct TestServer {
-    pub addr: SocketAddr,
+    pub client: Client,
     pub hub: Arc<Hub>,
     pub shutdown: Shutdown,
     handle: JoinHandle<std::io::Result<bool>>,
@@ -46,7 +47,7 @@ pub async fn spawn(config: Config) -> TestServer {
     let hub = server.hub().clone();
     let shutdown = server.shutdown().clone();
     let handle = tokio::spawn(server.run());
-    TestServer { addr, hub, shutdown, handle }
+    TestServer { client: Client { addr }, hub, shutdown, handle }
 }
 
 pub async fn start() -> TestServer {
@@ -84,9 +85,8 @@ fn split_head(raw: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':').map(|(n, v)| (n.trim().to_string(), v.trim().to_string())))
-        .collect();
+    let headers =
+        lines.filter_map(|l| l.split_once(':').map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))).collect();
     Some((status, headers, end + 4))
 }
 
@@ -104,7 +104,20 @@ fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]
     bytes
 }
 
-impl TestServer {
+impl std::ops::Deref for TestServer {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Raw clients of one server; `Copy`, so a spawned task can take one.
+#[derive(Clone, Copy, Debug)]
+pub struct Client {
+    pub addr: SocketAddr,
+}
+
+impl Client {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -134,14 +147,6 @@ impl TestServer {
         let r = self.request("POST", &path, &[("Content-Type", "application/json")], &body).await;
         assert_eq!(r.status, 201, "{}", r.text());
         r.json()
-    }
-
-    /// Publishes `n` messages `{"n": i}` (i from 1) in-process, without yielding between them.
-    pub async fn publish_burst(&self, channel: &str, n: usize) {
-        for i in 1..=n {
-            let data = Bytes::from(format!("{{\"n\":{i}}}"));
-            self.hub.publish(ChannelName::new(channel).unwrap(), EventName::default_event(), data).await.unwrap();
-        }
     }
 
     /// A metric's value, e.g. `herald_connections{transport="long_poll"}`.
@@ -182,10 +187,21 @@ impl TestServer {
 
     pub async fn ws(&self) -> Ws {
         let stream = TcpStream::connect(self.addr).await.expect("connect");
-        let (socket, _) = tokio_tungstenite::client_async(format!("ws://{}/v1/ws", self.addr), MaybeTlsStream::Plain(stream))
-            .await
-            .expect("websocket handshake");
+        let (socket, _) =
+            tokio_tungstenite::client_async(format!("ws://{}/v1/ws", self.addr), MaybeTlsStream::Plain(stream))
+                .await
+                .expect("websocket handshake");
         Ws { socket }
+    }
+}
+
+impl TestServer {
+    /// Publishes `n` messages `{"n": i}` (i from 1) in-process, without yielding between them.
+    pub async fn publish_burst(&self, channel: &str, n: usize) {
+        for i in 1..=n {
+            let data = Bytes::from(format!("{{\"n\":{i}}}"));
+            self.hub.publish(ChannelName::new(channel).unwrap(), EventName::default_event(), data).await.unwrap();
+        }
     }
 
     /// Triggers shutdown and waits for the server to stop; returns whether it drained in time.
@@ -225,7 +241,8 @@ impl Sse {
 
     async fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 8192];
-        let n = tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk)).await.expect("stream stalled").unwrap_or(0);
+        let n =
+            tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk)).await.expect("stream stalled").unwrap_or(0);
         self.buffer.extend_from_slice(&chunk[..n]);
         n > 0
     }

@@ -20,16 +20,16 @@ pub enum ClientError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// The data to publish could not be encoded as JSON.
-    #[error("the data cannot be encoded as JSON: {0}")]
+    #[error("the data cannot be encoded as JSON")]
     InvalidData(#[source] serde_json::Error),
     /// Connecting, reading or writing the socket failed.
-    #[error("I/O error talking to Herald: {0}")]
+    #[error("I/O error talking to Herald")]
     Io(#[from] std::io::Error),
     /// The HTTP exchange failed (malformed answer, connection closed mid-body …).
-    #[error("HTTP error talking to Herald: {0}")]
+    #[error("HTTP error talking to Herald")]
     Http(#[from] hyper::Error),
     /// The WebSocket handshake or connection failed.
-    #[error("WebSocket error talking to Herald: {0}")]
+    #[error("WebSocket error talking to Herald")]
     WebSocket(#[from] tungstenite::Error),
     /// Herald answered with its documented JSON error, `{"error":{"code":…,"message":…}}`.
     #[error("Herald answered {status} {code}: {message}")]
@@ -51,7 +51,7 @@ pub enum ClientError {
     },
     /// Herald closed the WebSocket: `1001` when it shuts down, `4001` for a slow consumer. Resume from
     /// [`Subscription::cursor`](crate::Subscription::cursor).
-    #[error("Herald closed the WebSocket (code {code:?}): {reason}")]
+    #[error("Herald closed the WebSocket{}: {reason}", with_code(*.code))]
     Closed {
         /// The close code, when the close frame carried one.
         code: Option<u16>,
@@ -61,4 +61,22 @@ pub enum ClientError {
     /// Herald's answer does not follow the documented protocol.
     #[error("unexpected answer from Herald: {0}")]
     Protocol(String),
+}
+
+/// ` with code N`, or nothing for a close frame without a code.
+fn with_code(code: Option<u16>) -> String {
+    code.map(|code| format!(" with code {code}")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_says_its_code_when_it_has_one() {
+        let slow = ClientError::Closed { code: Some(4001), reason: "slow consumer".into() };
+        assert_eq!(slow.to_string(), "Herald closed the WebSocket with code 4001: slow consumer");
+        let bare = ClientError::Closed { code: None, reason: String::new() };
+        assert_eq!(bare.to_string(), "Herald closed the WebSocket: ");
+    }
 }

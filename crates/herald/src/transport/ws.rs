@@ -13,8 +13,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use herald_proto::ws::{ClientFrame, FrameError, RequestId, ServerFrame};
-use herald_proto::{ChannelName, Cursor, EventName};
-use tokio::time::{interval_at, Instant};
+use herald_proto::{ChannelName, Cursor, EventName, Position};
+use tokio::time::{interval_at, Instant, Interval};
 
 use crate::config::TransportKind;
 use crate::engine::Start;
@@ -30,6 +30,9 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: the connection's queue overflowed; reconnect and resume with your cursors.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
 
+/// How long a close frame may take to send before the connection is simply dropped.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Live messages sent per wake-up at most, before the task looks at the socket again.
 const MAX_BATCH: usize = 64;
 
@@ -40,7 +43,10 @@ pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Res
     let tracker = state.shutdown.tracker().clone();
     Ok(upgrade
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        // Frames are gathered up to this size and written together; a batch is flushed when the queue is empty.
+        .write_buffer_size(16 * 1024)
+        // A peer that stops reading can hold at most this much in our buffer before writes wait.
+        .max_write_buffer_size(16 * 1024 + 2 * max.max(state.hub.config().max_body_bytes) + 1024)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| tracker.track_future(Session::new(state, socket).run())))
@@ -76,51 +82,69 @@ impl Session {
         let end = self.serve().await;
         if let End::Close(code, reason) = end {
             let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-            let _ = self.socket.send(WsMessage::Close(Some(frame))).await;
+            // A peer that stopped reading may never take the close frame: do not wait for it forever.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(WsMessage::Close(Some(frame)))).await;
         }
     }
 
+    /// Runs the session until it ends. Shutdown and the slow-consumer signal interrupt any step, including a
+    /// write blocked on a peer that stopped reading.
     async fn serve(&mut self) -> End {
         let every = self.state.hub.config().ws_ping;
+        let stop = self.state.shutdown.token();
         let mut ping = interval_at(Instant::now() + every, every);
         let mut last_heard = Instant::now();
         loop {
+            let slow = self.connection.too_slow();
             tokio::select! {
                 biased;
-                () = self.state.shutdown.cancelled() => return End::Close(CLOSE_GOING_AWAY, "server shutting down"),
-                () = self.connection.too_slow() => return End::Close(CLOSE_SLOW_CONSUMER, "slow consumer"),
-                frame = self.socket.recv() => {
-                    last_heard = Instant::now();
-                    match frame {
-                        Some(Ok(WsMessage::Text(text))) => self.request(text.as_str()).await,
-                        Some(Ok(WsMessage::Binary(_))) => {
-                            let err = FrameError { id: None, code: "binary_not_supported", message: "send JSON text frames".into() };
-                            self.send(text(&ServerFrame::Error(&err))).await;
-                        }
-                        Some(Ok(WsMessage::Close(_))) | None => return End::Gone,
-                        Some(Ok(_)) => {} // Ping (answered by the library) and Pong only prove the peer is alive.
-                        Some(Err(err)) => return too_big(err).unwrap_or(End::Gone),
+                () = stop.cancelled() => return End::Close(CLOSE_GOING_AWAY, "server shutting down"),
+                () = slow => return End::Close(CLOSE_SLOW_CONSUMER, "slow consumer"),
+                end = self.step(&mut ping, &mut last_heard) => {
+                    if let Some(end) = end {
+                        return end;
                     }
-                }
-                live = self.connection.recv() => {
-                    let Some(live) = live else { return End::Gone };
-                    self.live(live).await;
-                    for _ in 1..MAX_BATCH {
-                        let Some(live) = self.connection.try_recv() else { break };
-                        self.live(live).await;
-                    }
-                    if self.socket.flush().await.is_err() {
-                        return End::Gone;
-                    }
-                }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > every * 2 {
-                        return End::Gone;
-                    }
-                    self.send(WsMessage::Ping(Bytes::new())).await;
                 }
             }
         }
+    }
+
+    /// Waits for one thing to do and does it: a client frame, live messages, or a ping.
+    async fn step(&mut self, ping: &mut Interval, last_heard: &mut Instant) -> Option<End> {
+        tokio::select! {
+            frame = self.socket.recv() => {
+                *last_heard = Instant::now();
+                match frame {
+                    Some(Ok(WsMessage::Text(text))) => self.request(text.as_str()).await,
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        let message = "send JSON text frames".into();
+                        let err = FrameError { id: None, code: "binary_not_supported", message };
+                        self.send(text(&ServerFrame::Error(&err))).await;
+                    }
+                    Some(Ok(WsMessage::Close(_))) | None => return Some(End::Gone),
+                    Some(Ok(_)) => {} // Ping (answered by the library) and Pong only prove the peer is alive.
+                    Some(Err(err)) => return Some(too_big(err).unwrap_or(End::Gone)),
+                }
+            }
+            live = self.connection.recv() => {
+                let live = live?;
+                self.live(live).await;
+                for _ in 1..MAX_BATCH {
+                    let Some(live) = self.connection.try_recv() else { break };
+                    self.live(live).await;
+                }
+                if self.socket.flush().await.is_err() {
+                    return Some(End::Gone);
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > ping.period() * 2 {
+                    return Some(End::Gone);
+                }
+                self.send(WsMessage::Ping(Bytes::new())).await;
+            }
+        }
+        None
     }
 
     /// Sends a frame; a failed send ends the session through the next `recv`.
@@ -139,11 +163,12 @@ impl Session {
         let Ok(followed) = self.state.hub.follow(&mut tracker, live).await else { return };
         self.trackers.insert(channel.clone(), tracker);
         if followed.reset {
-            let start = followed.messages.first().map(|m| m.message.position).unwrap_or(tracker.position());
-            let cursor = Cursor::single(
-                channel.clone(),
-                herald_proto::Position::new(start.epoch, start.offset.saturating_sub(1)),
-            );
+            // The stream continues right before the first message that follows, or after everything there is.
+            let from = match followed.messages.first() {
+                Some(m) => Position::new(m.message.position.epoch, m.message.position.offset - 1),
+                None => tracker.position(),
+            };
+            let cursor = Cursor::single(channel.clone(), from);
             let frame = text(&ServerFrame::Reset { channel: &channel, cursor: &cursor.encode() });
             self.feed(frame).await;
         }

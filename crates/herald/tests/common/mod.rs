@@ -4,7 +4,8 @@
 //! HTTP/1.0 is used on purpose: the server then delimits a body by closing the connection instead of chunked
 //! encoding, so an SSE stream can be read as it is written, with no decoding in the test.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+// A harness panics on anything unexpected: that is how a test fails.
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use herald::config::Config;
 use herald::hub::Hub;
 use herald::shutdown::Shutdown;
 use herald::Server;
-use herald_proto::{ChannelName, EventName};
+use herald_proto::{ChannelName, Cursor, EventName, Position};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -80,7 +81,10 @@ impl Response {
     }
 }
 
-fn split_head(raw: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+/// An answer's status, its headers, and where its body starts.
+type Head = (u16, Vec<(String, String)>, usize);
+
+fn split_head(raw: &[u8]) -> Option<Head> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -147,6 +151,15 @@ impl Client {
         let r = self.request("POST", &path, &[("Content-Type", "application/json")], &body).await;
         assert_eq!(r.status, 201, "{}", r.text());
         r.json()
+    }
+
+    /// Publishes `n` messages `{"n": i}` (i from 1) over HTTP, event `tick`; returns the answers.
+    pub async fn publish_n(&self, channel: &str, n: usize) -> Vec<Value> {
+        let mut answers = Vec::with_capacity(n);
+        for i in 1..=n {
+            answers.push(self.publish(channel, "tick", serde_json::json!({ "n": i })).await);
+        }
+        answers
     }
 
     /// A metric's value, e.g. `herald_connections{transport="long_poll"}`.
@@ -338,6 +351,16 @@ impl Ws {
         self.recv().await
     }
 
+    /// Proves that no frame is pending: two ping round trips answer with nothing in between. (Two, because the
+    /// server may read the socket before its queue: a message already queued goes out at the latest right after the
+    /// first pong, so before the second.)
+    pub async fn assert_quiet(&mut self) {
+        for id in ["quiet-1", "quiet-2"] {
+            let answer = self.call(serde_json::json!({ "op": "ping", "id": id })).await;
+            assert_eq!(answer, serde_json::json!({ "op": "pong", "id": id }), "a frame came before the pong");
+        }
+    }
+
     pub async fn close_code(&mut self) -> Option<u16> {
         loop {
             if let WsRead::Closed(code) = self.read().await {
@@ -345,6 +368,12 @@ impl Ws {
             }
         }
     }
+}
+
+/// The position a cursor holds for `channel`; panics if the cursor is unreadable or does not name it.
+pub fn position(cursor: &str, channel: &str) -> Position {
+    let cursor = Cursor::decode(cursor).unwrap_or_else(|e| panic!("cursor {cursor:?}: {e}"));
+    cursor.get(&ChannelName::new(channel).unwrap()).unwrap_or_else(|| panic!("the cursor does not name {channel}"))
 }
 
 pub fn close_code(code: CloseCode) -> u16 {

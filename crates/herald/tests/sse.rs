@@ -1,0 +1,308 @@
+//! `GET /v1/sse`: the stream's headers and bytes, where it starts (`Last-Event-ID`, `since`, `last`), resets,
+//! heartbeats, slow consumers, and the JSON errors answered before a stream starts.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, position, spawn, start, Event, Sse, TestServer};
+use herald_proto::Position;
+use serde_json::json;
+
+/// The `n` of an event published as `{"n": …}`.
+fn n(event: &Event) -> u64 {
+    event.json()["n"].as_u64().unwrap_or_else(|| panic!("no n in {event:?}"))
+}
+
+/// The `n` of the next `count` events.
+async fn next_numbers(sse: &mut Sse, count: usize) -> Vec<u64> {
+    let mut numbers = Vec::with_capacity(count);
+    for _ in 0..count {
+        numbers.push(n(&sse.next_data().await));
+    }
+    numbers
+}
+
+/// Publishes `{"n": next}` and asserts it is the next event: nothing was left over, nothing comes twice.
+async fn assert_caught_up(server: &TestServer, sse: &mut Sse, channel: &str, next: u64) {
+    server.publish(channel, "tick", json!({ "n": next })).await;
+    assert_eq!(n(&sse.next_data().await), next, "the next event is the one just published");
+}
+
+fn cursor(answer: &serde_json::Value) -> &str {
+    answer["cursor"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn the_stream_is_an_uncached_unbuffered_event_stream() {
+    let server = start().await;
+    let sse = server.sse("channel=a", &[]).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.header("Content-Type"), Some("text/event-stream"));
+    assert_eq!(sse.header("Cache-Control"), Some("no-cache"));
+    assert_eq!(sse.header("X-Accel-Buffering"), Some("no"));
+}
+
+#[tokio::test]
+async fn the_stream_opens_with_retry_and_the_id_of_its_start_without_data() {
+    let server = start().await;
+    let published = server.publish_n("a", 2).await;
+    let mut sse = server.sse("channel=a", &[]).await;
+    let preamble = sse.next().await.unwrap();
+    let expected = Event { retry: Some("2000".into()), id: preamble.id.clone(), ..Event::default() };
+    assert_eq!(preamble, expected, "a retry and an id, no data");
+    let start = position(preamble.id.as_deref().unwrap(), "a");
+    assert_eq!(start, position(cursor(&published[1]), "a"), "the stream starts after the newest message");
+}
+
+#[tokio::test]
+async fn the_retry_delay_is_sse_retry_ms() {
+    let mut config = config();
+    config.sse_retry_ms = 750;
+    let server = spawn(config).await;
+    let mut sse = server.sse("channel=a", &[]).await;
+    assert_eq!(sse.next().await.unwrap().retry.as_deref(), Some("750"));
+}
+
+#[tokio::test]
+async fn a_message_is_its_cursor_its_event_and_its_data() {
+    let server = start().await;
+    let mut sse = server.sse("channel=dashboard", &[]).await;
+    sse.next().await.unwrap();
+    let published = server.publish("dashboard", "newTopSeller", json!({ "top_seller": "Hassan" })).await;
+    let expected = Event {
+        id: Some(cursor(&published).to_string()),
+        event: Some("newTopSeller".into()),
+        data: Some(r#"{"top_seller":"Hassan"}"#.into()),
+        ..Event::default()
+    };
+    assert_eq!(sse.next().await.unwrap(), expected);
+}
+
+#[tokio::test]
+async fn with_envelope_true_the_data_is_the_envelope_and_there_is_no_event_line() {
+    let server = start().await;
+    let mut sse = server.sse("channel=a&envelope=true", &[]).await;
+    sse.next().await.unwrap();
+    server.publish("a", "newTopSeller", json!({ "top_seller": "Hassan" })).await;
+    let event = sse.next().await.unwrap();
+    let stored = server.get("/v1/channels/a/messages").await.json()["messages"][0].clone();
+    assert_eq!(event.event, None);
+    assert_eq!(event.json(), stored);
+    assert_eq!(event.id.as_deref(), stored["cursor"].as_str());
+}
+
+#[tokio::test]
+async fn with_several_channels_every_id_is_a_cursor_over_all_of_them() {
+    let server = start().await;
+    let b_before = server.publish("b", "tick", json!(0)).await;
+    let mut sse = server.sse("channel=a&channel=b", &[]).await;
+    sse.next().await.unwrap();
+    let a1 = server.publish("a", "tick", json!(1)).await;
+    let b1 = server.publish("b", "tick", json!(2)).await;
+
+    let first = sse.next_data().await;
+    let first = first.id.as_deref().unwrap();
+    assert_eq!(position(first, "a"), position(cursor(&a1), "a"));
+    assert_eq!(position(first, "b"), position(cursor(&b_before), "b"), "b where the stream started");
+
+    let second = sse.next_data().await;
+    let second = second.id.as_deref().unwrap();
+    assert_eq!(position(second, "a"), position(cursor(&a1), "a"), "a where its last message left it");
+    assert_eq!(position(second, "b"), position(cursor(&b1), "b"));
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_exactly_after_the_last_message_seen() {
+    let server = start().await;
+    server.publish_n("a", 5).await;
+    let mut first = server.sse("channel=a&last=5", &[]).await;
+    assert_eq!(n(&first.next_data().await), 1);
+    let seen = first.next_data().await;
+    assert_eq!(n(&seen), 2);
+    drop(first);
+
+    // A browser reconnects to the same URL, with the id of the last event it dispatched.
+    let mut again = server.sse("channel=a&last=5", &[("Last-Event-ID", seen.id.as_deref().unwrap())]).await;
+    assert_eq!(next_numbers(&mut again, 3).await, [3, 4, 5]);
+    assert_caught_up(&server, &mut again, "a", 6).await;
+}
+
+#[tokio::test]
+async fn last_event_id_wins_over_since() {
+    let server = start().await;
+    let published = server.publish_n("a", 5).await;
+    let query = format!("channel=a&since={}", cursor(&published[0]));
+    let mut sse = server.sse(&query, &[("Last-Event-ID", cursor(&published[2]))]).await;
+    assert_eq!(next_numbers(&mut sse, 2).await, [4, 5]);
+    assert_caught_up(&server, &mut sse, "a", 6).await;
+}
+
+#[tokio::test]
+async fn since_starts_after_the_cursor() {
+    let server = start().await;
+    let published = server.publish_n("a", 5).await;
+    let mut sse = server.sse(&format!("channel=a&since={}", cursor(&published[1])), &[]).await;
+    assert_eq!(next_numbers(&mut sse, 3).await, [3, 4, 5]);
+    assert_caught_up(&server, &mut sse, "a", 6).await;
+}
+
+#[tokio::test]
+async fn a_cursor_wins_over_last() {
+    let server = start().await;
+    let published = server.publish_n("a", 5).await;
+    let mut sse = server.sse(&format!("channel=a&last=3&since={}", cursor(&published[3])), &[]).await;
+    assert_eq!(next_numbers(&mut sse, 1).await, [5]);
+    assert_caught_up(&server, &mut sse, "a", 6).await;
+}
+
+#[tokio::test]
+async fn last_n_replays_the_newest_n_messages() {
+    let server = start().await;
+    server.publish_n("a", 5).await;
+    let mut sse = server.sse("channel=a&last=2", &[]).await;
+    assert_eq!(next_numbers(&mut sse, 2).await, [4, 5]);
+    assert_caught_up(&server, &mut sse, "a", 6).await;
+}
+
+#[tokio::test]
+async fn without_since_last_event_id_or_last_only_new_messages_come() {
+    let server = start().await;
+    server.publish_n("a", 3).await;
+    let mut sse = server.sse("channel=a", &[]).await;
+    assert_caught_up(&server, &mut sse, "a", 4).await;
+}
+
+#[tokio::test]
+async fn the_opening_id_alone_resumes_without_a_gap() {
+    let server = start().await;
+    server.publish_n("a", 2).await;
+    let mut first = server.sse("channel=a", &[]).await;
+    let opening = first.next().await.unwrap().id.unwrap();
+    drop(first);
+    server.publish("a", "tick", json!({ "n": 3 })).await;
+
+    let mut again = server.sse("channel=a", &[("Last-Event-ID", &opening)]).await;
+    assert_eq!(next_numbers(&mut again, 1).await, [3]);
+    assert_caught_up(&server, &mut again, "a", 4).await;
+}
+
+#[tokio::test]
+async fn the_opening_id_of_a_channel_that_never_had_a_message_resumes_from_its_first() {
+    let server = start().await;
+    let mut first = server.sse("channel=a", &[]).await;
+    let opening = first.next().await.unwrap().id.unwrap();
+    assert_eq!(position(&opening, "a"), Position::default());
+    drop(first);
+    server.publish_n("a", 2).await;
+
+    let mut again = server.sse("channel=a", &[("Last-Event-ID", &opening)]).await;
+    assert_eq!(next_numbers(&mut again, 2).await, [1, 2]);
+    assert_caught_up(&server, &mut again, "a", 3).await;
+}
+
+#[tokio::test]
+async fn a_position_older_than_the_history_gets_herald_reset_then_what_is_retained() {
+    let mut config = config();
+    config.default_namespace.history_size = 2;
+    let server = spawn(config).await;
+    let published = server.publish_n("a", 5).await;
+    let mut sse = server.sse(&format!("channel=a&since={}", cursor(&published[0])), &[]).await;
+    sse.next().await.unwrap();
+    let reset =
+        Event { event: Some("herald.reset".into()), data: Some(r#"{"channels":["a"]}"#.into()), ..Event::default() };
+    assert_eq!(sse.next().await.unwrap(), reset);
+    assert_eq!(next_numbers(&mut sse, 2).await, [4, 5]);
+    assert_caught_up(&server, &mut sse, "a", 6).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_stream_gets_a_ping_comment_every_heartbeat() {
+    let server = start().await;
+    let mut sse = server.sse("channel=a", &[]).await;
+    sse.next().await.unwrap();
+    tokio::time::advance(Duration::from_secs(15)).await;
+    assert_eq!(sse.next().await.unwrap(), Event { comment: Some("ping".into()), ..Event::default() });
+}
+
+/// A stream subscribed with a queue of 2, then 50 messages published while its task cannot run.
+async fn overflowed_stream() -> (TestServer, Sse) {
+    let mut config = config();
+    config.connection_queue = 2;
+    let server = spawn(config).await;
+    let sse = server.sse("channel=a", &[]).await;
+    server.publish_burst("a", 50).await;
+    (server, sse)
+}
+
+#[tokio::test]
+async fn a_stream_too_slow_for_its_queue_ends_and_is_counted() {
+    let (server, mut sse) = overflowed_stream().await;
+    while sse.next().await.is_some() {}
+    assert_eq!(server.metric(r#"herald_slow_consumer_disconnects_total{transport="sse"}"#).await, 1);
+}
+
+#[tokio::test]
+async fn a_slow_stream_does_not_hold_up_publishing_or_lose_history() {
+    let (server, _sse) = overflowed_stream().await;
+    let history = server.get("/v1/channels/a/messages").await.json();
+    assert_eq!(history["messages"].as_array().unwrap().len(), 50);
+}
+
+#[tokio::test]
+async fn a_slow_stream_resumes_from_its_last_id_without_a_gap() {
+    let (server, mut sse) = overflowed_stream().await;
+    let mut last_id = None;
+    let mut seen = Vec::new();
+    while let Some(event) = sse.next().await {
+        if event.data.is_some() {
+            seen.push(n(&event));
+        }
+        last_id = event.id.or(last_id);
+    }
+    let mut again = server.sse("channel=a", &[("Last-Event-ID", &last_id.unwrap())]).await;
+    let rest = next_numbers(&mut again, 50 - seen.len()).await;
+    assert_eq!(seen.into_iter().chain(rest).collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
+}
+
+/// The JSON error a request is refused with, before any stream starts.
+async fn refusal(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let r = server.get_with(&format!("/v1/sse?{query}"), headers).await;
+    assert_eq!(r.header("Content-Type"), Some("application/json"), "{}", r.text());
+    (r.status, r.error_code())
+}
+
+#[tokio::test]
+async fn a_stream_without_a_channel_is_refused() {
+    let server = start().await;
+    assert_eq!(refusal(&server, "", &[]).await, (400, "invalid_parameter".into()));
+}
+
+#[tokio::test]
+async fn an_invalid_channel_name_is_refused() {
+    let server = start().await;
+    assert_eq!(refusal(&server, "channel=a%20b", &[]).await, (400, "invalid_channel".into()));
+}
+
+#[tokio::test]
+async fn an_unreadable_since_is_refused() {
+    let server = start().await;
+    assert_eq!(refusal(&server, "channel=a&since=%21%21", &[]).await, (400, "invalid_cursor".into()));
+}
+
+#[tokio::test]
+async fn an_unreadable_last_event_id_is_refused() {
+    let server = start().await;
+    assert_eq!(refusal(&server, "channel=a", &[("Last-Event-ID", "!!")]).await, (400, "invalid_cursor".into()));
+}
+
+#[tokio::test]
+async fn more_channels_than_max_channels_per_request_are_refused() {
+    let mut config = config();
+    config.max_channels_per_request = 2;
+    let server = spawn(config).await;
+    assert_eq!(server.sse("channel=a&channel=b", &[]).await.status, 200);
+    assert_eq!(refusal(&server, "channel=a&channel=b&channel=c", &[]).await, (400, "too_many_channels".into()));
+}

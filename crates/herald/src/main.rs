@@ -18,6 +18,10 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Run the server with a demo publisher and the demo page at `/`.
     Demo(cli::demo::DemoArgs),
+    /// Publish one message.
+    Publish(cli::publish::PublishArgs),
+    /// Print every message of channels, one JSON envelope per line.
+    Subscribe(cli::subscribe::SubscribeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +35,8 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => cli::serve::run(args).await,
             Command::Demo(args) => cli::demo::run(args).await,
+            Command::Publish(args) => cli::publish::run(args).await,
+            Command::Subscribe(args) => cli::subscribe::run(args).await,
         }
     })
 }

@@ -1,4 +1,6 @@
 //! The `herald` command's subcommands, one file each.
 
 pub(crate) mod demo;
+pub(crate) mod publish;
 pub(crate) mod serve;
+pub(crate) mod subscribe;

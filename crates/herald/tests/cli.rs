@@ -1,0 +1,117 @@
+//! The `herald` binary as a newcomer uses it: `serve`, `publish`, `subscribe` over each transport, a refused
+//! configuration, and a clean stop on SIGTERM.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn herald() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.env_remove("HERALD_LISTEN").kill_on_drop(true);
+    command
+}
+
+/// Starts `herald serve` on a free port and returns it with its base URL, read from its log.
+async fn serve(args: &[&str]) -> (Child, String) {
+    let mut child = herald()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("HERALD_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn herald serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.split("addr=").nth(1) {
+                return format!("http://{}", addr.split_whitespace().next().unwrap());
+            }
+        }
+        panic!("herald serve exited before listening");
+    })
+    .await
+    .expect("herald serve starts");
+    // Keep draining the log so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+async fn run(args: &[&str]) -> (bool, String, String) {
+    let out = tokio::time::timeout(PATIENCE, herald().args(args).output()).await.expect("in time").expect("runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// The first line `herald subscribe` prints.
+async fn first_envelope(url: &str, transport: &str) -> Value {
+    let mut child = herald()
+        .args(["subscribe", "dashboard", "--url", url, "--transport", transport, "--last", "1"])
+        .args(["--poll-interval-ms", "100"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn subscribe");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line()).await.expect("a line in time").unwrap().unwrap();
+    child.kill().await.ok();
+    serde_json::from_str(&line).expect("one JSON envelope per line")
+}
+
+#[tokio::test]
+async fn a_published_message_arrives_on_all_four_transports() {
+    let (_server, url) = serve(&[]).await;
+    let (ok, stdout, stderr) =
+        run(&["publish", "dashboard", r#"{"top_seller":"Hassan"}"#, "--event", "newTopSeller", "--url", &url]).await;
+    assert!(ok, "{stderr}");
+    let published: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(published["offset"], 1);
+    for transport in ["ws", "sse", "long-poll", "poll"] {
+        let envelope = first_envelope(&url, transport).await;
+        assert_eq!(envelope["data"]["top_seller"], "Hassan", "{transport}");
+        assert_eq!(envelope["event"], "newTopSeller", "{transport}");
+        assert_eq!(envelope["cursor"], published["cursor"], "{transport}");
+    }
+}
+
+#[tokio::test]
+async fn publishing_bad_json_fails_with_a_message() {
+    let (_server, url) = serve(&[]).await;
+    let (ok, _, stderr) = run(&["publish", "dashboard", "{oops", "--url", &url]).await;
+    assert!(!ok);
+    assert!(stderr.contains("valid JSON"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_bad_configuration_is_refused_at_start_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("herald-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "max_wait_secs = \"soon\"\n").unwrap();
+    let (ok, _, stderr) = run(&["serve", "--listen", "127.0.0.1:0", "--config", file.to_str().unwrap()]).await;
+    assert!(!ok);
+    assert!(stderr.contains("max_wait_secs"), "{stderr}");
+
+    let out = tokio::time::timeout(
+        PATIENCE,
+        herald().args(["serve", "--listen", "127.0.0.1:0"]).env("HERALD_CONNECTION_QUEUE", "0").output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connection_queue"));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let (mut server, _url) = serve(&[]).await;
+    let pid = server.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(PATIENCE, server.wait()).await.expect("stops in time").unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,5 +1,6 @@
 //! The `herald` binary as a newcomer uses it: `serve`, `publish`, `subscribe` over each transport, a refused
 //! configuration, and a clean stop on SIGTERM.
+#![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,4 +1,5 @@
 //! `GET /v1/channels/{channel}/latest`: the newest value as a plain JSON document, ETags, and long polling.
+#![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Polling for every message: `/v1/channels/{channel}/messages` and `/v1/poll`, short and long.
+#![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! `POST /v1/channels/{channel}/messages`: what is stored, what is answered, and every bad input refused.
+#![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
 
 mod common;
 
@@ -54,7 +55,9 @@ async fn null_is_valid_data_and_a_missing_content_type_is_taken_as_json() {
 #[tokio::test]
 async fn bad_publishes_get_the_documented_status_and_code() {
     let server = start().await;
-    let cases: [(&str, &[(&str, &str)], &[u8], u16, &str); 9] = [
+    // (path, headers, body, status, code)
+    type Case = (&'static str, &'static [(&'static str, &'static str)], &'static [u8], u16, &'static str);
+    let cases: [Case; 9] = [
         ("/v1/channels/a%20b/messages", &[JSON], br#"{"data":1}"#, 400, "invalid_channel"),
         ("/v1/channels/a/messages", &[JSON], br#"{"data":1,"event":"new seller"}"#, 400, "invalid_event"),
         ("/v1/channels/a/messages", &[JSON], br#"{"data":1,"event":""}"#, 400, "invalid_event"),

@@ -1,5 +1,6 @@
 //! One cursor across every transport: a client that drops, reconnects, or switches technique gets exactly what
 //! it missed, in order, nothing twice.
+#![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
 
 mod common;
 

@@ -334,9 +334,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_history_budget_drops_the_oldest_messages_of_all_channels_first() {
-        let mut config = Config::default();
-        config.max_history_bytes = 4000;
-        let (e, _) = engine(config);
+        let (e, _) = engine(Config { max_history_bytes: 4000, ..Config::default() });
         for round in 0..30 {
             for c in ["a", "b"] {
                 e.publish(ch(c), EventName::default_event(), Bytes::from(round.to_string())).await.unwrap();

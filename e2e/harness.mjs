@@ -129,12 +129,18 @@ export async function openPage(browser, url, { viewport = { width: 1440, height:
 
 export const TECHNIQUES = ["poll", "long-poll", "sse", "websocket"];
 
-/** What the demo page recorded: `{ sequences, names, resets }` per technique. */
+/** What the demo page recorded: `{ sequences, names, resets, states }` per technique. */
 export function demoRecord(page) {
   return page.evaluate(() => {
-    const { sequences, names, resets } = window.heraldDemo;
-    return structuredClone({ sequences, names, resets });
+    const { sequences, names, resets, states } = window.heraldDemo;
+    return structuredClone({ sequences, names, resets, states });
   });
+}
+
+/** How many messages each panel has delivered so far. */
+export async function panelLengths(page) {
+  const { sequences } = await demoRecord(page);
+  return Object.fromEntries(Object.entries(sequences).map(([technique, offsets]) => [technique, offsets.length]));
 }
 
 /** Waits until every panel delivered at least `count` messages (of the channel, beyond `since[technique]`). */

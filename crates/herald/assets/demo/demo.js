@@ -3,8 +3,8 @@
 // suits it: an order status (short polling), a chat (WebSocket), notifications (SSE). The lower cards reuse the
 // pinned clients, which also shows a client multiplexing several channels over its one connection.
 //
-// For the browser tests, window.heraldDemo records every (offset, name) each panel delivered, and where a
-// server reset started a channel over.
+// For the browser tests, window.heraldDemo records every (offset, name) each panel delivered, where a server
+// reset started a channel over, and each panel's connection states.
 
 import { Herald } from "/v1/herald.js";
 
@@ -24,7 +24,7 @@ const STATE_LABELS = {
   offline: "offline",
 };
 
-const demo = { sequences: {}, names: {}, resets: {}, delays: {}, clients: {} };
+const demo = { sequences: {}, names: {}, resets: {}, states: {}, delays: {}, clients: {} };
 window.heraldDemo = demo;
 
 function showState(client, badge) {
@@ -96,6 +96,8 @@ function mountPanel({ key, title, how }, template, container) {
   const client = new Herald(location.origin, { transports: [key] });
   demo.clients[key] = client;
   showState(client, panel.querySelector("[data-testid=state]"));
+  const states = (demo.states[key] = []);
+  client.on("state", ({ state }) => states.push(state));
 
   client.on("reset", ({ channel }) => {
     if (channel !== "dashboard") return;
@@ -211,6 +213,7 @@ function toast({ title, body }) {
   text.textContent = body;
   item.append(heading, text);
   box.append(item);
+  while (box.children.length > 3) box.firstElementChild.remove();
   setTimeout(() => item.classList.add("leaving"), 4000);
   setTimeout(() => item.remove(), 4500);
 }

@@ -25,9 +25,6 @@
 //! # Ok(()) }
 //! ```
 
-// Unit tests may unwrap: a failed unwrap there is a failed test, not a crash on network input.
-#![cfg_attr(test, allow(clippy::unwrap_used))]
-
 mod client;
 mod error;
 mod http;

@@ -1,7 +1,7 @@
 //! Long and short polling against a scripted server: the requests the loop makes, and the cursor while an
 //! answer is handed out message by message.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
 
 mod fake;
 

@@ -1,6 +1,6 @@
 //! Publishing against a scripted server: the request the client sends and how it reads the answers.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
 
 mod fake;
 

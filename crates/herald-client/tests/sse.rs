@@ -1,7 +1,7 @@
 //! The SSE transport against a scripted stream: opening, incremental parsing, resets, the cursor after
 //! every event, and the end of the stream.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
 
 mod fake;
 

@@ -1,7 +1,7 @@
 //! The WebSocket transport against a scripted server: subscribe frames, waiting for `subscribed`, resets,
 //! the merged cursor, refusals and close codes.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
 
 mod fake;
 

@@ -1,7 +1,8 @@
 //! Scripted stand-ins for a Herald server, on real sockets bound to `127.0.0.1:0`: they check what the
 //! client sends and replay exact bytes, including bytes Herald itself would never split the same way.
 
-#![allow(dead_code, unreachable_pub)]
+// Each test binary uses part of it; it is test code, where a failed unwrap is a failed test.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -195,13 +195,13 @@ function sseUrl(baseUrl, names, book) {
   return `${endpoint(baseUrl, "/v1/sse")}?${query}`;
 }
 
-function pollUrl(baseUrl, names, book, { wait, limit }) {
+function pollUrl(baseUrl, names, book, { wait, limit, last = book.replayCount(names) }) {
   const query = new URLSearchParams();
   for (const name of names) query.append("channel", name);
   for (const cursor of book.sinceList(names)) query.append("since", cursor);
   // Without a cursor a poll answers the history from the oldest; `last=0` asks for "only what comes next",
   // which is what SSE and WebSocket do for a channel subscribed without `last`.
-  if (names.some((name) => !book.resumeCursor(name))) query.append("last", String(book.replayCount(names)));
+  if (names.some((name) => !book.resumeCursor(name))) query.append("last", String(last));
   query.append("limit", String(limit));
   query.append("wait", String(wait));
   return `${endpoint(baseUrl, "/v1/poll")}?${query}`;
@@ -451,7 +451,9 @@ class SseTransport {
     this.#source = source;
     const live = () => this.#source === source;
     source.onopen = () => {
-      if (live()) link.healthy();
+      if (!live()) return;
+      link.healthy();
+      this.#learnPositions(names, live);
     };
     // envelope=true leaves the `event:` line out, so every message arrives here whatever its event.
     source.onmessage = (event) => {
@@ -475,6 +477,26 @@ class SseTransport {
       this.close();
       link.failed(new HeraldError("stream_failed", "the event stream could not open or ended"));
     };
+  }
+
+  /**
+   * EventSource hides the position a stream starts from (its first `id:` dispatches no event), so a channel
+   * that stays quiet would have no cursor, and a new stream after a drop would skip what was published
+   * meanwhile. One poll that waits for nothing tells those channels where they are. Without polling (disabled
+   * on the server) the stream's first event gives the position instead.
+   */
+  async #learnPositions(names, live) {
+    const link = this.#link;
+    const { env, opts, book } = link;
+    const missing = names.filter((name) => !book.resumeCursor(name));
+    if (missing.length === 0 || !env.fetch) return;
+    const url = pollUrl(link.baseUrl, missing, book, { wait: 0, limit: 1, last: 0 });
+    try {
+      const body = await requestJson(env, url, { headers: { Accept: "application/json" } }, opts.requestTimeout);
+      if (live()) link.noteStreamCursor(missing.filter((name) => !book.resumeCursor(name)), body?.cursor);
+    } catch {
+      // Best effort, see above.
+    }
   }
 }
 

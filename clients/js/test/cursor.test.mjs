@@ -175,3 +175,29 @@ test("an unreadable cursor on the WebSocket is dropped: reset, then a subscripti
   ]);
   assert.deepEqual(resets, ["dashboard"]);
 });
+
+test("a quiet channel on SSE learns its position from one poll, and a new stream resumes from it", async () => {
+  const { herald, clock, net } = setup(Herald, { transports: ["sse"] });
+  record(herald, "notifications");
+  record(herald, "dashboard", { since: "dashboard-3" });
+  await flush();
+  net.sources[0].accept();
+  await flush();
+  assert.deepEqual(net.requests.map((r) => query(r.url)), [
+    [["channel", "notifications"], ["last", "0"], ["limit", "1"], ["wait", "0"]],
+  ]);
+  net.requests[0].respond(200, { messages: [], cursor: "Q1", reset: false, reset_channels: [] });
+  await flush();
+  net.sources[0].fail();
+  await clock.advance(1000);
+  assert.deepEqual(query(net.sources[1].url), [
+    ["channel", "notifications"],
+    ["channel", "dashboard"],
+    ["envelope", "true"],
+    ["since", "Q1"],
+    ["since", "dashboard-3"],
+  ]);
+  net.sources[1].accept();
+  await flush();
+  assert.equal(net.requests.length, 1, "every channel has a position: no poll needed");
+});

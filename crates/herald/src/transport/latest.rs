@@ -106,8 +106,13 @@ pub async fn latest(
     let wait = super::poll::wait_param(&state, &Query::parse(raw.as_deref()))?;
     let known = Known::parse(&headers, &channel);
     let hub = &state.hub;
+    let transport = if wait.is_zero() { Transport::Poll } else { Transport::LongPoll };
+    let deliver = |message: &EncodedMessage| {
+        hub.metrics().delivered(transport, 1);
+        current(message)
+    };
     // Subscribe before reading, so a message published in between is not missed.
-    let mut connection = (!wait.is_zero()).then(|| hub.connect(Transport::LongPoll));
+    let mut connection = (!wait.is_zero()).then(|| hub.connect(transport));
     if let Some(connection) = connection.as_mut() {
         connection.subscribe(&channel);
     }
@@ -115,7 +120,7 @@ pub async fn latest(
     let newest: Option<Arc<EncodedMessage>> = read.messages.into_iter().next();
     let held = connection.is_some();
     match (&newest, connection) {
-        (Some(message), _) if !known.has(message) => return Ok(current(message)),
+        (Some(message), _) if !known.has(message) => return Ok(deliver(message)),
         (_, Some(mut connection)) => {
             let mut tracker = Tracker::new(read.head);
             let deadline = tokio::time::Instant::now() + wait;
@@ -127,7 +132,7 @@ pub async fn latest(
                 };
                 let Some(live) = live else { break };
                 if let Some(newer) = hub.follow(&mut tracker, live).await?.messages.pop() {
-                    return Ok(current(&newer));
+                    return Ok(deliver(&newer));
                 }
             }
         }

@@ -113,6 +113,8 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
     for (channel, tracker) in trackers {
         batch.cursor.set(channel, tracker.position());
     }
+    let transport = if holding { Transport::LongPoll } else { Transport::Poll };
+    hub.metrics().delivered(transport, batch.messages.len() as u64);
     Ok(batch)
 }
 

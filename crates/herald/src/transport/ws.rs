@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use herald_proto::ws::{ClientFrame, FrameError, RequestId, ServerFrame};
@@ -37,8 +38,17 @@ const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 const MAX_BATCH: usize = 64;
 
 /// `GET /v1/ws`.
-pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
+pub async fn ws(
+    State(state): State<AppState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    // A disabled transport is `404 transport_disabled` whatever the request, so this comes before the upgrade's
+    // own checks.
     state.require(TransportKind::WebSocket, "ws")?;
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
     let max = state.hub.config().max_frame_bytes;
     let tracker = state.shutdown.tracker().clone();
     Ok(upgrade

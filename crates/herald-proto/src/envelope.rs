@@ -8,7 +8,8 @@
 //! per message; clients read it with serde into [`Envelope`].
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::channel::{ChannelName, EventName};
 use crate::cursor::{Cursor, Position};
@@ -60,8 +61,9 @@ impl Message {
     }
 }
 
-/// An envelope as a client reads it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// An envelope as a client reads it. `data` stays raw JSON text, exactly as the server sent it (key order and
+/// number precision intact); serialising writes the documented field order back.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Envelope {
     /// The channel.
     pub channel: String,
@@ -71,10 +73,18 @@ pub struct Envelope {
     pub cursor: String,
     /// The event name.
     pub event: String,
-    /// The published value.
-    pub data: serde_json::Value,
+    /// The published value, as raw JSON text.
+    pub data: Box<RawValue>,
     /// When it was stored (RFC 3339).
     pub time: String,
+}
+
+/// Two envelopes are equal when every field is, `data` compared as JSON text.
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.channel, self.offset, &self.cursor, &self.event, self.data.get(), &self.time)
+            == (&other.channel, other.offset, &other.cursor, &other.event, other.data.get(), &other.time)
+    }
 }
 
 #[cfg(test)]
@@ -124,10 +134,11 @@ mod tests {
                 time_ms: 0,
             };
             let env: Envelope = serde_json::from_slice(&msg.envelope_json("")).unwrap();
+            prop_assert_eq!(serde_json::to_vec(&env).unwrap(), msg.envelope_json(""));
             prop_assert_eq!(env.channel, channel);
             prop_assert_eq!(env.offset, offset);
             prop_assert_eq!(env.event, event);
-            prop_assert_eq!(serde_json::to_vec(&env.data).unwrap(), data);
+            prop_assert_eq!(env.data.get().as_bytes(), &data[..]);
             prop_assert_eq!(Cursor::decode(&env.cursor).unwrap(), msg.cursor());
         }
     }

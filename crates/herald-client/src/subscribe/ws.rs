@@ -30,6 +30,8 @@ enum ServerFrame {
         #[serde(default)]
         reset: bool,
     },
+    /// Read apart from the other ops (see [`ServerFrame::parse`]).
+    #[serde(skip)]
     Message(Envelope),
     Reset {
         channel: String,
@@ -48,7 +50,18 @@ enum ServerFrame {
 
 impl ServerFrame {
     fn parse(text: &str) -> Result<Self, ClientError> {
-        serde_json::from_str(text).map_err(|e| ClientError::Protocol(format!("unreadable WebSocket frame: {e}")))
+        #[derive(Deserialize)]
+        struct Op<'a> {
+            #[serde(borrow)]
+            op: std::borrow::Cow<'a, str>,
+        }
+        let unreadable = |e: serde_json::Error| ClientError::Protocol(format!("unreadable WebSocket frame: {e}"));
+        // A message is read straight into an Envelope: serde's internally tagged enums buffer their content,
+        // which would lose the raw `data` text.
+        if serde_json::from_str::<Op<'_>>(text).map_err(unreadable)?.op == "message" {
+            return serde_json::from_str(text).map(ServerFrame::Message).map_err(unreadable);
+        }
+        serde_json::from_str(text).map_err(unreadable)
     }
 }
 
@@ -240,7 +253,7 @@ mod tests {
             r#"{"op":"message","channel":"c","offset":3,"cursor":"AQ","event":"e","data":{"x":[1,null]},"time":"t"}"#;
         let ServerFrame::Message(envelope) = ServerFrame::parse(text).unwrap() else { panic!("not a message") };
         assert_eq!((envelope.channel.as_str(), envelope.offset, envelope.event.as_str()), ("c", 3, "e"));
-        assert_eq!(envelope.data, serde_json::json!({"x":[1,null]}));
+        assert_eq!(envelope.data.get(), r#"{"x":[1,null]}"#);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     herald::demo::configure(&mut config);
     let server = Server::bind(config.clone()).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = server.local_addr()?;
-    stop_on_signal(&server);
+    stop_on_signal(&server)?;
     let publisher =
         herald::demo::run(server.hub().clone(), Duration::from_millis(args.interval_ms), server.shutdown().clone());
     server.shutdown().tracker().spawn(publisher);

@@ -28,37 +28,40 @@ impl ServeArgs {
     }
 }
 
-/// Stops the server on SIGTERM or SIGINT.
-pub(crate) fn stop_on_signal(server: &Server) {
+/// Stops the server on SIGTERM or SIGINT. The handlers are installed before this returns, so a signal sent
+/// as soon as the server says it listens is never the default one that kills the process.
+pub(crate) fn stop_on_signal(server: &Server) -> anyhow::Result<()> {
     let shutdown = server.shutdown().clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => {}
-            () = term => {}
+            tracing::info!("shutting down: closing connections, draining requests");
+            shutdown.trigger();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("shutting down: closing connections, draining requests");
+            shutdown.trigger();
         }
-        tracing::info!("shutting down: closing connections, draining requests");
-        shutdown.trigger();
     });
+    Ok(())
 }
 
 /// Runs `herald serve`.
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     let server = Server::bind(config.clone()).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    stop_on_signal(&server)?;
     tracing::info!(addr = %server.local_addr()?, engine = server.hub().engine_name(), "herald listening");
-    stop_on_signal(&server);
     finish(server.run().await?);
     Ok(())
 }

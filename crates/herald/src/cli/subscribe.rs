@@ -8,8 +8,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
-use herald_client::{Client, Envelope, Event, SubscribeOptions, Transport};
-use serde::Serialize;
+use herald_client::{Client, Event, SubscribeOptions, Transport};
 
 /// Watch channels and print every message as one JSON line.
 #[derive(clap::Args, Debug, Clone)]
@@ -47,23 +46,6 @@ enum TransportArg {
     Poll,
 }
 
-/// An envelope as one line, with its fields in the documented order.
-#[derive(Serialize)]
-struct EnvelopeLine<'a> {
-    channel: &'a str,
-    offset: u64,
-    cursor: &'a str,
-    event: &'a str,
-    data: &'a serde_json::Value,
-    time: &'a str,
-}
-
-impl<'a> From<&'a Envelope> for EnvelopeLine<'a> {
-    fn from(e: &'a Envelope) -> Self {
-        Self { channel: &e.channel, offset: e.offset, cursor: &e.cursor, event: &e.event, data: &e.data, time: &e.time }
-    }
-}
-
 /// Subscribes and prints until the subscription ends (an error, with the cursor to resume from) or stdout is
 /// closed (success).
 pub(crate) async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
@@ -83,7 +65,7 @@ pub(crate) async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
     while let Some(event) = subscription.next().await {
         match event {
             Ok(Event::Message(envelope)) => {
-                let line = serde_json::to_string(&EnvelopeLine::from(&envelope))?;
+                let line = serde_json::to_string(&envelope)?;
                 let mut stdout = std::io::stdout().lock();
                 let written = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
                 // `herald subscribe … | head -3` closes stdout: that is how such a pipeline stops.

@@ -26,41 +26,50 @@ after(async () => {
   await server?.stop();
 });
 
-test("every panel updates, and the four techniques show the same top sellers in the same order", { timeout: 90000 }, async () => {
-  const { page, errors } = await openPage(browser, `${server.url}/`);
-  await waitForPanels(page, 8);
-  for (const technique of TECHNIQUES) {
-    const panel = page.locator(`[data-testid=panel-${technique}]`);
-    assert.notEqual((await panel.locator("[data-testid=top-seller]").textContent()).trim(), "—", technique);
-    assert.ok(Number(await panel.locator("[data-testid=count]").textContent()) >= 8, technique);
-    assert.match(await panel.locator("[data-testid=delay]").textContent(), /^\d+(\.\d)? (ms|s)$/, technique);
-    assert.equal(await panel.locator("[data-testid=state]").getAttribute("data-state"), "connected", technique);
-    assert.notEqual(await panel.locator("svg .line").getAttribute("points"), "", technique);
-  }
+test(
+  "every panel updates, and the four techniques show the same top sellers in the same order",
+  { timeout: 90000 },
+  async () => {
+    const { page, errors } = await openPage(browser, `${server.url}/`);
+    await waitForPanels(page, 8);
+    for (const technique of TECHNIQUES) {
+      const panel = page.locator(`[data-testid=panel-${technique}]`);
+      assert.notEqual((await panel.locator("[data-testid=top-seller]").textContent()).trim(), "—", technique);
+      assert.ok(Number(await panel.locator("[data-testid=count]").textContent()) >= 8, technique);
+      assert.match(await panel.locator("[data-testid=delay]").textContent(), /^\d+(\.\d)? (ms|s)$/, technique);
+      assert.equal(await panel.locator("[data-testid=state]").getAttribute("data-state"), "connected", technique);
+      assert.notEqual(await panel.locator("svg .line").getAttribute("points"), "", technique);
+    }
 
-  const { sequences, names, resets } = await demoRecord(page);
-  const start = Math.max(...TECHNIQUES.map((t) => sequences[t][0]));
-  const end = Math.min(...TECHNIQUES.map((t) => sequences[t].at(-1)));
-  assert.ok(end - start >= 4, `the panels share too short a range: ${start}..${end}`);
-  const slice = (t) => {
-    const from = sequences[t].indexOf(start);
-    const to = sequences[t].indexOf(end);
-    return { offsets: sequences[t].slice(from, to + 1), names: names[t].slice(from, to + 1) };
-  };
-  const reference = slice("websocket");
-  for (const technique of TECHNIQUES) {
-    assert.deepEqual(resets[technique], [], `${technique} reported a reset on a server that never lost history`);
-    assertConsecutive(sequences[technique], technique);
-    const mine = slice(technique);
-    assert.deepEqual(mine.offsets, reference.offsets, technique);
-    assert.deepEqual(mine.names, reference.names, `${technique} shows other top sellers than websocket`);
-    assert.ok(mine.names.every((name) => ["Ahmed", "Yasser", "Ibrahim", "Hussain", "Hassan"].includes(name)), technique);
-  }
+    const { sequences, names, resets } = await demoRecord(page);
+    const start = Math.max(...TECHNIQUES.map((t) => sequences[t][0]));
+    const end = Math.min(...TECHNIQUES.map((t) => sequences[t].at(-1)));
+    assert.ok(end - start >= 4, `the panels share too short a range: ${start}..${end}`);
+    const slice = (t) => {
+      const from = sequences[t].indexOf(start);
+      const to = sequences[t].indexOf(end);
+      return { offsets: sequences[t].slice(from, to + 1), names: names[t].slice(from, to + 1) };
+    };
+    const reference = slice("websocket");
+    for (const technique of TECHNIQUES) {
+      assert.deepEqual(resets[technique], [], `${technique} reported a reset on a server that never lost history`);
+      assertConsecutive(sequences[technique], technique);
+      const mine = slice(technique);
+      assert.deepEqual(mine.offsets, reference.offsets, technique);
+      assert.deepEqual(mine.names, reference.names, `${technique} shows other top sellers than websocket`);
+      assert.ok(
+        mine.names.every((name) => ["Ahmed", "Yasser", "Ibrahim", "Hussain", "Hassan"].includes(name)),
+        technique,
+      );
+    }
 
-  await page.waitForFunction(() => document.querySelector("[data-testid=order]").dataset.status !== undefined, null, { timeout: 15000 });
-  await page.screenshot({ path: outputPath("demo.png"), fullPage: true });
-  assert.deepEqual(errors, []);
-});
+    await page.waitForFunction(() => document.querySelector("[data-testid=order]").dataset.status !== undefined, null, {
+      timeout: 15000,
+    });
+    await page.screenshot({ path: outputPath("demo.png"), fullPage: true });
+    assert.deepEqual(errors, []);
+  },
+);
 
 test("a chat message typed in one browser context appears in another", { timeout: 60000 }, async () => {
   const alice = await openPage(browser, `${server.url}/`);

@@ -44,7 +44,10 @@ process.on("exit", () => {
  */
 export async function startDemo(port, extraArgs = [], { timeoutMs = 30000 } = {}) {
   const args = ["demo", "--listen", `127.0.0.1:${port}`, "--interval-ms", "500", ...extraArgs];
-  const child = spawn(HERALD_BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" } });
+  const child = spawn(HERALD_BIN, args, {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+  });
   running.add(child);
   let output = "";
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
@@ -52,7 +55,9 @@ export async function startDemo(port, extraArgs = [], { timeoutMs = 30000 } = {}
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`herald ${args.join(" ")} did not print its address within ${timeoutMs} ms; output:\n${output}`));
+      reject(
+        new Error(`herald ${args.join(" ")} did not print its address within ${timeoutMs} ms; output:\n${output}`),
+      );
     }, timeoutMs);
     const onData = (chunk) => {
       output += chunk;
@@ -158,7 +163,9 @@ export function assertConsecutive(offsets, label) {
   for (let i = 1; i < offsets.length; i++) {
     if (offsets[i] !== offsets[i - 1] + 1) {
       const around = offsets.slice(Math.max(0, i - 4), i + 4).join(", ");
-      assert.fail(`${label}: offset ${offsets[i]} follows ${offsets[i - 1]} at index ${i} (… ${around} …); sequence: ${offsets.join(",")}`);
+      assert.fail(
+        `${label}: offset ${offsets[i]} follows ${offsets[i - 1]} at index ${i} (… ${around} …); sequence: ${offsets.join(",")}`,
+      );
     }
   }
 }
@@ -181,7 +188,10 @@ export async function startCuttingProxy(targetPort) {
   const server = net.createServer((client) => {
     accepted++;
     const upstream = net.connect(targetPort, "127.0.0.1");
-    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+    for (const [a, b] of [
+      [client, upstream],
+      [upstream, client],
+    ]) {
       sockets.add(a);
       a.on("error", () => b.destroy());
       a.on("close", () => {

@@ -102,7 +102,7 @@ class ChannelBook {
   /** The cursor to resume one channel from, or null when the page has no position in it yet. */
   resumeCursor(name) {
     const channel = this.#channels.get(name);
-    return channel ? channel.cursor ?? channel.streamCursor : null;
+    return channel ? (channel.cursor ?? channel.streamCursor) : null;
   }
 
   /** Every `since` needed to resume `names` in one request, in the order the server must merge them. */
@@ -493,7 +493,11 @@ class SseTransport {
     const url = pollUrl(link.baseUrl, missing, book, { wait: 0, limit: 1, last: 0 });
     try {
       const body = await requestJson(env, url, { headers: { Accept: "application/json" } }, opts.requestTimeout);
-      if (live()) link.noteStreamCursor(missing.filter((name) => !book.resumeCursor(name)), body?.cursor);
+      if (live())
+        link.noteStreamCursor(
+          missing.filter((name) => !book.resumeCursor(name)),
+          body?.cursor,
+        );
     } catch {
       // Best effort, see above.
     }
@@ -542,8 +546,15 @@ class PollTransport {
     this.#controller = controller;
     let body;
     try {
-      body = await requestJson(env, url, { headers: { Accept: "application/json" } }, wait * 1000 + opts.requestTimeout, controller);
-      if (!body || !Array.isArray(body.messages)) throw new HeraldError("invalid_response", "the poll answer has no messages");
+      body = await requestJson(
+        env,
+        url,
+        { headers: { Accept: "application/json" } },
+        wait * 1000 + opts.requestTimeout,
+        controller,
+      );
+      if (!body || !Array.isArray(body.messages))
+        throw new HeraldError("invalid_response", "the poll answer has no messages");
     } catch (error) {
       if (generation !== this.#generation) return;
       if (error.code === "invalid_cursor") for (const name of names) link.reset(name, true);
@@ -631,9 +642,11 @@ export class Herald {
   constructor(baseUrl, options = {}) {
     this.#opts = { ...DEFAULT_OPTIONS, ...options };
     const transports = this.#opts.transports;
-    if (!Array.isArray(transports) || transports.length === 0) throw new TypeError("transports must be a non-empty array");
+    if (!Array.isArray(transports) || transports.length === 0)
+      throw new TypeError("transports must be a non-empty array");
     for (const kind of transports) {
-      if (!TRANSPORTS.includes(kind)) throw new TypeError(`unknown transport "${kind}" (known: ${TRANSPORTS.join(", ")})`);
+      if (!TRANSPORTS.includes(kind))
+        throw new TypeError(`unknown transport "${kind}" (known: ${TRANSPORTS.join(", ")})`);
     }
     this.#env = resolveEnv(options);
     this.#baseUrl = resolveBaseUrl(baseUrl);
@@ -664,7 +677,8 @@ export class Herald {
     if (typeof options === "function") [options, handler] = [{}, options];
     options = options ?? {};
     if (this.#closed) throw new Error("this Herald client is closed");
-    if (typeof channel !== "string" || !CHANNEL_NAME.test(channel)) throw new TypeError(`invalid channel name: ${channel}`);
+    if (typeof channel !== "string" || !CHANNEL_NAME.test(channel))
+      throw new TypeError(`invalid channel name: ${channel}`);
     if (typeof handler !== "function") throw new TypeError("subscribe needs a handler function");
     const sub = { channel, event: options.event ?? null, last: Math.max(0, Math.floor(options.last ?? 0)), handler };
     if (this.#book.add(sub, options.since)) this.#scheduleSync();
@@ -696,7 +710,10 @@ export class Herald {
     return requestJson(this.#env, url, init, this.#opts.requestTimeout);
   }
 
-  /** Listens to `state`, `reset` (`{ channel, transport }`), `message` (every envelope) or `error`. Returns an `off` function. */
+  /**
+   * Listens to `state`, `reset` (`{ channel, transport }`), `message` (every envelope) or `error`.
+   * Returns a function that stops listening.
+   */
   on(name, listener) {
     if (!this.#listeners.has(name)) this.#listeners.set(name, new Set());
     this.#listeners.get(name).add(listener);

@@ -111,10 +111,37 @@ test("a long poll asks once without waiting, then holds with wait=25, resuming f
   await flush();
   assert.equal(net.requests[0].url.split("?")[0], "http://herald.test/v1/poll");
   assert.deepEqual(urls(), [
-    [["channel", "dashboard"], ["channel", "orders:1001"], ["last", "1"], ["limit", "100"], ["wait", "0"]],
-    [["channel", "dashboard"], ["channel", "orders:1001"], ["since", "P1"], ["since", "dashboard-4"], ["limit", "100"], ["wait", "25"]],
-    [["channel", "dashboard"], ["channel", "orders:1001"], ["since", "dashboard-5"], ["since", "orders:1001-1"], ["limit", "100"], ["wait", "25"]],
-    [["channel", "dashboard"], ["channel", "orders:1001"], ["since", "dashboard-2"], ["since", "orders:1001-1"], ["limit", "100"], ["wait", "25"]],
+    [
+      ["channel", "dashboard"],
+      ["channel", "orders:1001"],
+      ["last", "1"],
+      ["limit", "100"],
+      ["wait", "0"],
+    ],
+    [
+      ["channel", "dashboard"],
+      ["channel", "orders:1001"],
+      ["since", "P1"],
+      ["since", "dashboard-4"],
+      ["limit", "100"],
+      ["wait", "25"],
+    ],
+    [
+      ["channel", "dashboard"],
+      ["channel", "orders:1001"],
+      ["since", "dashboard-5"],
+      ["since", "orders:1001-1"],
+      ["limit", "100"],
+      ["wait", "25"],
+    ],
+    [
+      ["channel", "dashboard"],
+      ["channel", "orders:1001"],
+      ["since", "dashboard-2"],
+      ["since", "orders:1001-1"],
+      ["limit", "100"],
+      ["wait", "25"],
+    ],
   ]);
   assert.deepEqual(dashboard, ["dashboard#4", "dashboard#5", "dashboard#1", "dashboard#2"]);
   assert.deepEqual(orders, ["orders:1001#1"]);
@@ -125,14 +152,23 @@ test("a channel subscribed without last asks a poll for only what comes next (la
   const { herald, net } = setup(Herald, { transports: ["poll"] });
   record(herald, "notifications");
   await flush();
-  assert.deepEqual(query(net.requests[0].url), [["channel", "notifications"], ["last", "0"], ["limit", "100"], ["wait", "0"]]);
+  assert.deepEqual(query(net.requests[0].url), [
+    ["channel", "notifications"],
+    ["last", "0"],
+    ["limit", "100"],
+    ["wait", "0"],
+  ]);
 });
 
 test("a short poll waits pollInterval between answers, but asks again at once after a full answer", async () => {
   const { herald, clock, net } = setup(Herald, { transports: ["poll"], pollInterval: 3000, pollLimit: 2 });
   const seen = record(herald, "orders:1001", { last: 1 });
   await flush();
-  net.requests[0].respond(200, { messages: [envelope("orders:1001", 1), envelope("orders:1001", 2)], cursor: "P1", reset: false });
+  net.requests[0].respond(200, {
+    messages: [envelope("orders:1001", 1), envelope("orders:1001", 2)],
+    cursor: "P1",
+    reset: false,
+  });
   await flush();
   assert.equal(net.requests.length, 2);
   net.requests[1].respond(200, { messages: [envelope("orders:1001", 3)], cursor: "P2", reset: false });
@@ -183,9 +219,17 @@ test("a quiet channel on SSE learns its position from one poll, and a new stream
   await flush();
   net.sources[0].accept();
   await flush();
-  assert.deepEqual(net.requests.map((r) => query(r.url)), [
-    [["channel", "notifications"], ["last", "0"], ["limit", "1"], ["wait", "0"]],
-  ]);
+  assert.deepEqual(
+    net.requests.map((r) => query(r.url)),
+    [
+      [
+        ["channel", "notifications"],
+        ["last", "0"],
+        ["limit", "1"],
+        ["wait", "0"],
+      ],
+    ],
+  );
   net.requests[0].respond(200, { messages: [], cursor: "Q1", reset: false, reset_channels: [] });
   await flush();
   net.sources[0].fail();

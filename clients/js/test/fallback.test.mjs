@@ -13,7 +13,10 @@ test("backoff doubles per attempt, jitters within the upper half, and stops at t
     [0, 1, 2].map((attempt) => backoffDelay(attempt, 1000, 30000, () => 0)),
     [500, 1000, 2000],
   );
-  assert.equal(backoffDelay(1, 1000, 30000, () => 0.5), 1500);
+  assert.equal(
+    backoffDelay(1, 1000, 30000, () => 0.5),
+    1500,
+  );
 });
 
 test("two WebSocket failures before it ever opened fall back to SSE at once", async () => {
@@ -27,7 +30,11 @@ test("two WebSocket failures before it ever opened fall back to SSE at once", as
   assert.deepEqual(clock.pendingDelays(), [0]);
   await clock.advance(0);
   assert.equal(net.sockets.length, 2);
-  assert.deepEqual(query(net.sources[0].url), [["channel", "dashboard"], ["envelope", "true"], ["last", "1"]]);
+  assert.deepEqual(query(net.sources[0].url), [
+    ["channel", "dashboard"],
+    ["envelope", "true"],
+    ["last", "1"],
+  ]);
   net.sources[0].accept();
   assert.deepEqual(states, ["connecting:websocket", "connecting:sse", "connected:sse"]);
   assert.equal(herald.transport, "sse");
@@ -54,7 +61,11 @@ test("a transport that worked reconnects itself first, and falls back only when 
   await clock.advance(0);
   assert.deepEqual(delays, [[1000], [2000], [0]]);
   const source = net.sources[0];
-  assert.deepEqual(query(source.url), [["channel", "dashboard"], ["envelope", "true"], ["since", "dashboard-2"]]);
+  assert.deepEqual(query(source.url), [
+    ["channel", "dashboard"],
+    ["envelope", "true"],
+    ["since", "dashboard-2"],
+  ]);
   source.accept();
   source.message(envelope("dashboard", 2));
   source.message(envelope("dashboard", 3));
@@ -143,12 +154,24 @@ test("a failed long poll retries with backoff and resumes from the cursor, so no
   assert.deepEqual(clock.pendingDelays(), [1000]);
   await clock.advance(1000);
   assert.deepEqual(query(net.requests[2].url), [
-    ["channel", "dashboard"], ["since", "dashboard-7"], ["limit", "100"], ["wait", "0"],
+    ["channel", "dashboard"],
+    ["since", "dashboard-7"],
+    ["limit", "100"],
+    ["wait", "0"],
   ]);
-  net.requests[2].respond(200, { messages: [envelope("dashboard", 7), envelope("dashboard", 8)], cursor: "P2", reset: false });
+  net.requests[2].respond(200, {
+    messages: [envelope("dashboard", 7), envelope("dashboard", 8)],
+    cursor: "P2",
+    reset: false,
+  });
   await flush();
   assert.deepEqual(seen, [7, 8]);
-  assert.deepEqual(states, ["connecting:long-poll", "connected:long-poll", "reconnecting:long-poll", "connected:long-poll"]);
+  assert.deepEqual(states, [
+    "connecting:long-poll",
+    "connected:long-poll",
+    "reconnecting:long-poll",
+    "connected:long-poll",
+  ]);
 });
 
 test("a 429 waits at least Retry-After before the next attempt", async () => {
@@ -180,7 +203,13 @@ test("with pauseWhenHidden the client disconnects while hidden and resumes from 
   listeners.get("visibilitychange")();
   net.sockets[1].accept();
   assert.deepEqual(net.sockets[1].sent, [{ op: "subscribe", channel: "dashboard", since: "dashboard-3", id: 1 }]);
-  assert.deepEqual(states, ["connecting:websocket", "connected:websocket", "idle", "reconnecting:websocket", "connected:websocket"]);
+  assert.deepEqual(states, [
+    "connecting:websocket",
+    "connected:websocket",
+    "idle",
+    "reconnecting:websocket",
+    "connected:websocket",
+  ]);
 });
 
 test("without pauseWhenHidden a hidden page stays connected", async () => {

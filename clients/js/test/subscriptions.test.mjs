@@ -45,7 +45,10 @@ test("unsubscribing sends unsubscribe on the WebSocket; the last one closes the 
   await flush();
   ws.frame({ op: "message", ...envelope("a", 1) });
   ws.frame({ op: "message", ...envelope("b", 1) });
-  assert.deepEqual(ws.sent.map((f) => `${f.op}:${f.channel}`), ["subscribe:a", "subscribe:b", "unsubscribe:a"]);
+  assert.deepEqual(
+    ws.sent.map((f) => `${f.op}:${f.channel}`),
+    ["subscribe:a", "subscribe:b", "unsubscribe:a"],
+  );
   b.unsubscribe();
   await flush();
   assert.equal(ws.closedByClient, 1000);
@@ -91,7 +94,10 @@ test("subscribe refuses a channel name the server would refuse", () => {
 });
 
 test("unknown transports are refused at construction", () => {
-  assert.throws(() => setup(Herald, { transports: ["websocket", "carrier-pigeon"] }), /unknown transport "carrier-pigeon"/);
+  assert.throws(
+    () => setup(Herald, { transports: ["websocket", "carrier-pigeon"] }),
+    /unknown transport "carrier-pigeon"/,
+  );
   assert.throws(() => setup(Herald, { transports: [] }), TypeError);
 });
 
@@ -102,8 +108,21 @@ test("publish goes over the open WebSocket and resolves with the server's ack", 
   const ws = net.sockets[0];
   ws.accept();
   const ack = herald.publish("chat:lobby", "chat", { user: "guest-1", text: "hi" });
-  assert.deepEqual(ws.sent.at(-1), { op: "publish", channel: "chat:lobby", event: "chat", data: { user: "guest-1", text: "hi" }, id: 2 });
-  ws.frame({ op: "published", channel: "chat:lobby", offset: 8, cursor: "c8", time: "2026-11-28T02:31:48.123Z", id: 2 });
+  assert.deepEqual(ws.sent.at(-1), {
+    op: "publish",
+    channel: "chat:lobby",
+    event: "chat",
+    data: { user: "guest-1", text: "hi" },
+    id: 2,
+  });
+  ws.frame({
+    op: "published",
+    channel: "chat:lobby",
+    offset: 8,
+    cursor: "c8",
+    time: "2026-11-28T02:31:48.123Z",
+    id: 2,
+  });
   assert.deepEqual(await ack, { channel: "chat:lobby", offset: 8, cursor: "c8", time: "2026-11-28T02:31:48.123Z" });
   assert.equal(net.requests.length, 0);
 });
@@ -179,5 +198,10 @@ test("URLs encode channel names safely in the query", async () => {
   herald.subscribe("orders/42", {}, () => {});
   herald.subscribe("user:a@b=c", {}, () => {});
   await flush();
-  assert.deepEqual(query(net.sources[0].url).filter(([k]) => k === "channel").map(([, v]) => v), ["orders/42", "user:a@b=c"]);
+  assert.deepEqual(
+    query(net.sources[0].url)
+      .filter(([k]) => k === "channel")
+      .map(([, v]) => v),
+    ["orders/42", "user:a@b=c"],
+  );
 });

@@ -108,7 +108,7 @@ function mountPanel({ key, title, how }, template, container) {
   client.on("message", (msg) => {
     if (msg.channel !== "dashboard") return;
     sequence.push(msg.offset);
-    names.push(msg.event === "newTopSeller" ? msg.data?.top_seller ?? null : null);
+    names.push(msg.event === "newTopSeller" ? (msg.data?.top_seller ?? null) : null);
   });
   client.subscribe("dashboard", { last: 1, event: "newTopSeller" }, (data, msg) => {
     const delay = Math.max(0, Date.now() - Date.parse(msg.time));

@@ -50,23 +50,35 @@ impl Server {
         &self.shutdown
     }
 
-    /// Serves until shutdown is triggered, then drains. Returns whether everything finished within the grace.
+    /// Serves until shutdown is triggered, then drains for at most `shutdown_grace`. Returns whether every
+    /// request and connection finished within that time.
     pub async fn run(self) -> std::io::Result<bool> {
         let Self { listener, hub, shutdown } = self;
         let grace = hub.config().shutdown_grace;
         let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
         let app = router(AppState { hub, shutdown: shutdown.clone() });
         let stop = shutdown.clone();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
-        let served = tokio::select! {
-            served = serve.into_future() => served,
-            // Connections that outlive the grace period are not waited for.
-            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => Ok(()),
+        let serve =
+            axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).into_future();
+        tokio::pin!(serve);
+        let ended = tokio::select! {
+            served = &mut serve => Some(served),
+            () = shutdown.cancelled() => None,
+        };
+        // One grace period for everything, counted from the shutdown signal.
+        let deadline = tokio::time::Instant::now() + grace;
+        let served_in_time = match ended {
+            Some(served) => served.map(|()| true),
+            None => match tokio::time::timeout_at(deadline, serve).await {
+                Ok(served) => served.map(|()| true),
+                // Connections that outlive the grace period are not waited for.
+                Err(_elapsed) => Ok(false),
+            },
         };
         shutdown.trigger();
-        let drained = shutdown.drain(grace).await;
+        let drained = shutdown.drain_until(deadline).await;
         sweeper.abort();
-        served.map(|()| drained)
+        served_in_time.map(|in_time| in_time && drained)
     }
 }
 

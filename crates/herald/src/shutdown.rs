@@ -4,7 +4,7 @@
 //! [`Shutdown::cancelled`] and is spawned on, or tracked by, the same [`TaskTracker`], so stopping is: cancel
 //! the token, then wait for the tracker with a deadline.
 
-use std::time::Duration;
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,9 +47,9 @@ impl Shutdown {
         &self.tracker
     }
 
-    /// Waits for every tracked task, at most `grace`. Returns whether all finished in time.
-    pub async fn drain(&self, grace: Duration) -> bool {
+    /// Waits for every tracked task until `deadline`. Returns whether all finished in time.
+    pub async fn drain_until(&self, deadline: Instant) -> bool {
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_ok()
     }
 }

@@ -183,7 +183,6 @@ async fn shutdown_closes_websockets_with_1001_ends_streams_answers_held_polls_an
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "server.rs: when the grace ends with a request in flight, Server::run still reports drained"]
 async fn shutdown_reports_a_request_that_outlives_the_grace() {
     let mut config = config();
     config.shutdown_grace = Duration::from_secs(1);

@@ -309,3 +309,11 @@ async fn messages_of_many_channels_on_one_connection_come_in_publish_order() {
         [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("b", 2), ("a", 3)].iter().map(|&(c, o)| (c.to_string(), o)).collect();
     assert_eq!(seen, expected);
 }
+
+#[tokio::test]
+async fn a_plain_request_to_the_websocket_endpoint_is_426_upgrade_required_in_json() {
+    let server = start().await;
+    let r = server.get("/v1/ws").await;
+    assert_eq!((r.status, r.error_code().as_str()), (426, "upgrade_required"));
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+}

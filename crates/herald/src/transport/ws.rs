@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use herald_proto::ws::{ClientFrame, FrameError, RequestId, ServerFrame};
@@ -47,7 +48,11 @@ pub async fn ws(
     state.require(TransportKind::WebSocket, "ws")?;
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return Ok(rejection.into_response()),
+        Err(rejection) => {
+            let message = format!("this endpoint speaks WebSocket only: {}", rejection.body_text());
+            return Err(ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
+                .with_header(header::UPGRADE, HeaderValue::from_static("websocket")));
+        }
     };
     let max = state.hub.config().max_frame_bytes;
     let tracker = state.shutdown.tracker().clone();

@@ -67,6 +67,25 @@ impl TransportKind {
     }
 }
 
+/// Where channels' histories live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineKind {
+    /// In this process's memory (the default): one node, history lost on restart.
+    Memory,
+    /// In Redis: several nodes share channels, history survives node restarts.
+    Redis,
+}
+
+impl EngineKind {
+    fn parse(key: &str, name: &str) -> Result<Self, ConfigError> {
+        match name.trim() {
+            "memory" => Ok(Self::Memory),
+            "redis" => Ok(Self::Redis),
+            other => Err(invalid(key, format!("unknown engine {other:?}; expected memory or redis"))),
+        }
+    }
+}
+
 /// Settings of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespaceSettings {
@@ -119,6 +138,12 @@ pub struct Config {
     pub default_namespace: NamespaceSettings,
     /// Per-namespace settings.
     pub namespaces: HashMap<String, NamespaceSettings>,
+    /// The engine.
+    pub engine: EngineKind,
+    /// Redis, for `engine = "redis"`.
+    pub redis_url: String,
+    /// Prefix of every Redis key and Pub/Sub channel Herald uses, so several deployments can share one Redis.
+    pub redis_prefix: String,
 }
 
 impl Default for Config {
@@ -140,6 +165,9 @@ impl Default for Config {
             transports: vec![TransportKind::WebSocket, TransportKind::Sse, TransportKind::Poll],
             default_namespace: NamespaceSettings::default(),
             namespaces: HashMap::new(),
+            engine: EngineKind::Memory,
+            redis_url: "redis://127.0.0.1:6379".to_string(),
+            redis_prefix: "herald:".to_string(),
         }
     }
 }
@@ -165,6 +193,9 @@ struct FileConfig {
     default_namespace: Option<FileNamespace>,
     #[serde(default)]
     namespaces: HashMap<String, FileNamespace>,
+    engine: Option<String>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -192,6 +223,10 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--transports`, comma-separated.
     pub transports: Option<String>,
+    /// `--engine`.
+    pub engine: Option<String>,
+    /// `--redis-url`.
+    pub redis_url: Option<String>,
 }
 
 impl Config {
@@ -217,6 +252,10 @@ impl Config {
         if let Some(transports) = &flags.transports {
             config.transports = parse_transports("--transports", transports.split(','))?;
         }
+        if let Some(engine) = &flags.engine {
+            config.engine = EngineKind::parse("--engine", engine)?;
+        }
+        set(&mut config.redis_url, flags.redis_url.clone());
         config.validate()?;
         Ok(config)
     }
@@ -243,6 +282,11 @@ impl Config {
         if let Some(names) = file.transports {
             self.transports = parse_transports("transports", names.iter().map(String::as_str))?;
         }
+        if let Some(engine) = &file.engine {
+            self.engine = EngineKind::parse("engine", engine)?;
+        }
+        set(&mut self.redis_url, file.redis_url);
+        set(&mut self.redis_prefix, file.redis_prefix);
         if let Some(default) = &file.default_namespace {
             self.default_namespace = default.apply(&self.default_namespace);
         }
@@ -274,6 +318,9 @@ impl Config {
                 "SHUTDOWN_GRACE_SECS" => self.shutdown_grace = secs(&value)?,
                 "CORS_ORIGINS" => self.cors_origins = value.split(',').map(|s| s.trim().to_string()).collect(),
                 "TRANSPORTS" => self.transports = parse_transports(&key, value.split(','))?,
+                "ENGINE" => self.engine = EngineKind::parse(&key, &value)?,
+                "REDIS_URL" => self.redis_url = value,
+                "REDIS_PREFIX" => self.redis_prefix = value,
                 // Variables of the CLI client and the test suite share the prefix; they are not server settings.
                 "URL" | "LOG" | "TEST_REDIS_URL" => {}
                 _ => return Err(invalid(key.clone(), "unknown setting")),
@@ -303,6 +350,12 @@ impl Config {
         }
         if self.transports.is_empty() {
             return Err(invalid("transports", "at least one transport must be enabled"));
+        }
+        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("unix://") {
+            return Err(invalid("redis_url", "must start with redis:// (or unix://)"));
+        }
+        if self.redis_prefix.contains(['{', '}']) {
+            return Err(invalid("redis_prefix", "may not contain { or }: Herald uses them as Redis Cluster hash tags"));
         }
         if self.cors_origins.iter().any(|o| o.is_empty()) {
             return Err(invalid("cors_origins", "an origin may not be empty"));

@@ -82,7 +82,7 @@ pub async fn run(hub: Arc<Hub>, interval: Duration, shutdown: Shutdown) {
     let mut chat = hub.connect(Transport::WebSocket);
     let lobby = ChannelName::new("chat:lobby").ok();
     if let Some(lobby) = &lobby {
-        chat.subscribe(lobby);
+        chat.subscribe(lobby).await;
     }
     for round in 0u64.. {
         tokio::select! {

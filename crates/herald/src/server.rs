@@ -13,12 +13,29 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::engine::EngineError;
 use crate::http::{router, AppState};
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
 
 /// How often expired history is dropped and idle channels are freed.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine's store could not be reached.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
 
 /// A bound, not yet running, server.
 pub struct Server {
@@ -28,10 +45,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen` with a hub on the in-memory engine.
-    pub async fn bind(config: Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
-        let hub = Hub::memory(Arc::new(config));
+    /// Starts the configured engine and binds `config.listen`.
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let listen = config.listen;
+        let hub = Hub::start(Arc::new(config)).await?;
+        let listener = TcpListener::bind(listen).await.map_err(|source| StartError::Bind { addr: listen, source })?;
         Ok(Self { listener, hub, shutdown: Shutdown::new() })
     }
 

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use herald::Server;
 
 use super::serve::{finish, stop_on_signal, ServeArgs};
@@ -22,7 +21,7 @@ pub(crate) struct DemoArgs {
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = args.serve.load()?;
     herald::demo::configure(&mut config);
-    let server = Server::bind(config.clone()).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
     stop_on_signal(&server)?;
     let publisher =

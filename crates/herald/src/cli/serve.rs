@@ -18,12 +18,23 @@ pub(crate) struct ServeArgs {
     /// Enabled transports, comma-separated: ws, sse, poll [default: all].
     #[arg(long)]
     pub(crate) transports: Option<String>,
+    /// Where history lives: memory (one node) or redis (several nodes) [default: memory].
+    #[arg(long)]
+    pub(crate) engine: Option<String>,
+    /// Redis for --engine redis [default: redis://127.0.0.1:6379].
+    #[arg(long)]
+    pub(crate) redis_url: Option<String>,
 }
 
 impl ServeArgs {
     /// Loads the configuration: flags > HERALD_* environment > file > defaults.
     pub(crate) fn load(&self) -> anyhow::Result<Config> {
-        let flags = Overrides { listen: self.listen.clone(), transports: self.transports.clone() };
+        let flags = Overrides {
+            listen: self.listen.clone(),
+            transports: self.transports.clone(),
+            engine: self.engine.clone(),
+            redis_url: self.redis_url.clone(),
+        };
         Ok(Config::load(self.config.as_deref(), std::env::vars(), &flags)?)
     }
 }
@@ -59,7 +70,7 @@ pub(crate) fn stop_on_signal(server: &Server) -> anyhow::Result<()> {
 /// Runs `herald serve`.
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load()?;
-    let server = Server::bind(config.clone()).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let server = Server::bind(config).await?;
     stop_on_signal(&server)?;
     tracing::info!(addr = %server.local_addr()?, engine = server.hub().engine_name(), "herald listening");
     finish(server.run().await?);

@@ -51,20 +51,8 @@ impl ChannelLog {
 
     /// Answers a read from this log (already trimmed).
     fn read(&self, start: Start, limit: usize) -> Read {
-        let (lo, hi) = (self.first_offset(), self.last_offset);
-        let (from, reset) = match start {
-            Start::After(p) => {
-                let same_epoch = p.epoch == self.epoch || (p.epoch == 0 && p.offset == 0);
-                if !same_epoch || p.offset > hi || p.offset + 1 < lo {
-                    (lo, true)
-                } else {
-                    (p.offset + 1, false)
-                }
-            }
-            Start::Oldest => (lo, false),
-            Start::Newest(n) => (lo.max((hi + 1).saturating_sub(n as u64)), false),
-            Start::Now => (hi + 1, false),
-        };
+        let lo = self.first_offset();
+        let (from, reset) = super::plan(start, self.epoch, lo, self.last_offset);
         let skip = (from - lo) as usize;
         let messages = self.messages.iter().skip(skip).take(limit).map(|(_, m)| m.clone()).collect();
         Read { messages, reset, start: Position::new(self.epoch, from - 1), head: self.head() }
@@ -218,7 +206,7 @@ impl Engine for MemoryEngine {
                 self.trim(channel, &mut log, Instant::now());
                 log.read(start, limit)
             }
-            None => Read { reset: matches!(start, Start::After(p) if p != Position::default()), ..Read::default() },
+            None => super::read_missing(start),
         };
         Box::pin(std::future::ready(Ok(read)))
     }

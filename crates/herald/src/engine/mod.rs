@@ -7,6 +7,7 @@
 //! honoured.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -102,4 +103,44 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Storage sizes.
     fn stats(&self) -> EngineStats;
+
+    /// A local subscriber starts following `channel`. Completes once every message stored from now on will reach
+    /// the delivery callback (for an engine fed by other nodes: once its subscription is confirmed, or at once
+    /// while the backing store is unreachable, in which case delivery resumes, with catch-up, when it returns).
+    /// Called once per local subscription; each call is undone by one [`Engine::unwatch`].
+    fn watch<'a>(&'a self, _channel: &'a ChannelName) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// A local subscriber stopped following `channel`.
+    fn unwatch(&self, _channel: &ChannelName) {}
+
+    /// Whether the engine can store and read messages now.
+    fn healthy(&self) -> bool {
+        true
+    }
+}
+
+/// Where a read from `start` begins in a channel of `epoch` that retains offsets `first..=last` (`first = last + 1`
+/// when it retains nothing), and whether `start` could not be honoured (a reset). Every engine reads by this rule.
+pub fn plan(start: Start, epoch: u64, first: u64, last: u64) -> (u64, bool) {
+    match start {
+        Start::After(p) => {
+            // A position taken before the channel had any message matches any epoch at offset 0.
+            let same_epoch = p.epoch == epoch || (p.epoch == 0 && p.offset == 0);
+            if !same_epoch || p.offset > last || p.offset + 1 < first {
+                (first, true)
+            } else {
+                (p.offset + 1, false)
+            }
+        }
+        Start::Oldest => (first, false),
+        Start::Newest(n) => (first.max((last + 1).saturating_sub(n as u64)), false),
+        Start::Now => (last + 1, false),
+    }
+}
+
+/// The read of a channel that has no history at all: nothing, and a reset for a cursor that had seen messages.
+pub fn read_missing(start: Start) -> Read {
+    Read { reset: matches!(start, Start::After(p) if p != Position::default()), ..Read::default() }
 }

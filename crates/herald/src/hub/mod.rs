@@ -17,9 +17,10 @@ use herald_proto::{ChannelName, EventName};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::config::Config;
+use crate::config::{Config, EngineKind};
 use crate::encoded::EncodedMessage;
 use crate::engine::memory::MemoryEngine;
+use crate::engine::redis::RedisEngine;
 use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read, Start};
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
 use subscribers::{Subscriber, Subscribers};
@@ -54,12 +55,44 @@ pub struct Hub {
 impl Hub {
     /// A hub on the embedded in-memory engine.
     pub fn memory(config: Arc<Config>) -> Arc<Self> {
+        let (subscribers, metrics, deliver) = Self::fanout();
+        let engine = Box::new(MemoryEngine::new(config.clone(), deliver));
+        Self::assemble(config, engine, subscribers, metrics)
+    }
+
+    /// A hub on the engine the configuration names; for Redis, connects first.
+    pub async fn start(config: Arc<Config>) -> Result<Arc<Self>, EngineError> {
+        match config.engine {
+            EngineKind::Memory => Ok(Self::memory(config)),
+            EngineKind::Redis => {
+                let (subscribers, metrics, deliver) = Self::fanout();
+                let engine = Box::new(RedisEngine::connect(config.clone(), deliver).await?);
+                Ok(Self::assemble(config, engine, subscribers, metrics))
+            }
+        }
+    }
+
+    /// The subscriber registry and the delivery callback that feeds it, for an engine to be built with.
+    fn fanout() -> (Arc<Subscribers>, Arc<Metrics>, Delivery) {
         let metrics = Arc::new(Metrics::default());
         let subscribers = Arc::new(Subscribers::new(metrics.clone()));
         let fanout = subscribers.clone();
         let deliver: Delivery = Arc::new(move |message: &Arc<EncodedMessage>| fanout.deliver(message));
-        let engine = Box::new(MemoryEngine::new(config.clone(), deliver));
+        (subscribers, metrics, deliver)
+    }
+
+    fn assemble(
+        config: Arc<Config>,
+        engine: Box<dyn Engine>,
+        subscribers: Arc<Subscribers>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self { engine, subscribers, config, metrics, next_connection: AtomicU64::new(1) })
+    }
+
+    /// Whether the engine can store and read messages now.
+    pub fn healthy(&self) -> bool {
+        self.engine.healthy()
     }
 
     /// The configuration.
@@ -151,8 +184,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Starts queueing live messages of `channel`. Returns false if it was already subscribed.
-    pub fn subscribe(&mut self, channel: &ChannelName) -> bool {
+    /// Starts queueing live messages of `channel`; completes once no message stored from now on can be missed,
+    /// so history read afterwards joins the live feed without a gap. Returns false if it was already subscribed.
+    pub async fn subscribe(&mut self, channel: &ChannelName) -> bool {
         if !self.channels.insert(channel.clone()) {
             return false;
         }
@@ -163,6 +197,7 @@ impl Connection {
             transport: self.transport,
         };
         self.hub.subscribers.add(channel, subscriber);
+        self.hub.engine.watch(channel).await;
         true
     }
 
@@ -172,6 +207,7 @@ impl Connection {
             return false;
         }
         self.hub.subscribers.remove(channel, self.id);
+        self.hub.engine.unwatch(channel);
         true
     }
 
@@ -211,6 +247,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         for channel in &self.channels {
             self.hub.subscribers.remove(channel, self.id);
+            self.hub.engine.unwatch(channel);
         }
     }
 }

@@ -114,7 +114,7 @@ pub async fn latest(
     // Subscribe before reading, so a message published in between is not missed.
     let mut connection = (!wait.is_zero()).then(|| hub.connect(transport));
     if let Some(connection) = connection.as_mut() {
-        connection.subscribe(&channel);
+        connection.subscribe(&channel).await;
     }
     let read = hub.read(&channel, Start::Newest(1), 1).await?;
     let newest: Option<Arc<EncodedMessage>> = read.messages.into_iter().next();

@@ -67,7 +67,7 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
     let mut connection = holding.then(|| hub.connect(Transport::LongPoll));
     if let Some(connection) = connection.as_mut() {
         for (channel, _) in &request.starts {
-            connection.subscribe(channel);
+            connection.subscribe(channel).await;
         }
     }
     let mut remaining = request.limit;

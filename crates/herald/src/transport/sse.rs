@@ -133,7 +133,7 @@ pub async fn sse(
 
     let mut connection = hub.connect(Transport::Sse);
     for channel in &channels {
-        connection.subscribe(channel);
+        connection.subscribe(channel).await;
     }
     let mut trackers = Vec::with_capacity(channels.len());
     let mut replay = Vec::new();

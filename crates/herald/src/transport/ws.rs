@@ -236,7 +236,7 @@ impl Session {
             let message = format!("at most {max} subscriptions per connection");
             return Err(FrameError { id, code: "too_many_subscriptions", message });
         }
-        self.connection.subscribe(&channel);
+        self.connection.subscribe(&channel).await;
         let start = super::start_for(&channel, cursor.as_ref(), false, last.map(u64::from), Start::Now);
         let read = match self.state.hub.read(&channel, start, usize::MAX).await {
             Ok(read) => read,

@@ -1,0 +1,235 @@
+//! The Redis engine: several Herald nodes share channels through one Redis, with no node-to-node protocol.
+//!
+//! History and offsets live in Redis (`scripts.rs`), so offsets stay gap-free per channel whichever node
+//! publishes, and a cursor works on any node. Live messages reach other nodes through Redis Pub/Sub
+//! (`pubsub.rs`): one Redis subscription per channel per node, not per client, held while the node has a local
+//! subscriber. Commands share one multiplexed connection, so concurrent publishes are pipelined.
+//!
+//! When Redis is unreachable, publishing and reading fail with `EngineError::Unavailable` (answered 503), while
+//! connected subscribers stay connected; when it returns, each watched channel is caught up from history so no
+//! subscriber sees a gap, or gets a reset if Redis lost the data.
+
+mod pubsub;
+mod scripts;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_proto::{ChannelName, EventName, Message, Position};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Start};
+use crate::config::Config;
+use crate::encoded::EncodedMessage;
+
+/// How long a Redis command may take before the engine reports it unavailable.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an idle channel's keys outlive its history's age limit.
+const KEY_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// What the engine and its Pub/Sub task share.
+pub(super) struct Inner {
+    config: Arc<Config>,
+    commands: ConnectionManager,
+    publish: Script,
+    read: Script,
+    deliver: Delivery,
+    /// Whether the last command succeeded; logged when it changes.
+    commands_ok: AtomicBool,
+}
+
+impl Inner {
+    fn meta_key(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:meta", self.config.redis_prefix)
+    }
+
+    fn log_key(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:log", self.config.redis_prefix)
+    }
+
+    /// The Pub/Sub channel announcing `channel`'s messages.
+    pub(super) fn live_channel(&self, channel: &ChannelName) -> String {
+        format!("{}live:{{{channel}}}", self.config.redis_prefix)
+    }
+
+    /// The Herald channel of a Pub/Sub channel name.
+    pub(super) fn channel_of(&self, live: &str) -> Option<ChannelName> {
+        let name = live.strip_prefix(&self.config.redis_prefix)?.strip_prefix("live:{")?.strip_suffix('}')?;
+        ChannelName::new(name).ok()
+    }
+
+    fn outcome<T>(&self, result: redis::RedisResult<T>) -> Result<T, EngineError> {
+        let ok = result.is_ok();
+        if self.commands_ok.swap(ok, Ordering::Relaxed) != ok {
+            match &result {
+                Ok(_) => tracing::info!("redis commands succeed again"),
+                Err(err) => tracing::error!(%err, "redis commands fail: publishing answers 503 until Redis is back"),
+            }
+        }
+        result.map_err(|err| EngineError::Unavailable(format!("redis: {err}")))
+    }
+
+    pub(super) async fn read(&self, channel: &ChannelName, start: Start, limit: usize) -> Result<Read, EngineError> {
+        let (mode, epoch, offset, n) = match start {
+            Start::After(p) => ("after", p.epoch, p.offset, 0),
+            Start::Oldest => ("oldest", 0, 0, 0),
+            Start::Newest(n) => ("newest", 0, 0, n),
+            Start::Now => ("now", 0, 0, 0),
+        };
+        let ttl = self.config.namespace(channel).history_ttl.as_millis() as u64;
+        let mut con = self.commands.clone();
+        let reply: Value = self.outcome(
+            self.read
+                .key(self.meta_key(channel))
+                .key(self.log_key(channel))
+                .arg(mode)
+                .arg(epoch.to_string())
+                .arg(offset)
+                .arg(n)
+                .arg(limit.to_string())
+                .arg(ttl)
+                .invoke_async(&mut con)
+                .await,
+        )?;
+        decode_read(channel, start, reply).map_err(|e| EngineError::Unavailable(e.to_string()))
+    }
+}
+
+fn decode_read(channel: &ChannelName, start: Start, reply: Value) -> Result<Read, scripts::Unreadable> {
+    let bad = |what| scripts::Unreadable(what);
+    let Value::Array(parts) = reply else { return Err(bad("read reply")) };
+    if parts.is_empty() {
+        return Ok(super::read_missing(start));
+    }
+    let [epoch, last, from, reset, entries]: [Value; 5] = parts.try_into().map_err(|_| bad("read reply"))?;
+    let epoch: u64 = redis::from_redis_value::<String>(epoch).ok().and_then(|e| e.parse().ok()).ok_or(bad("epoch"))?;
+    let last: u64 = redis::from_redis_value(last).map_err(|_| bad("last"))?;
+    let from: u64 = redis::from_redis_value(from).map_err(|_| bad("from"))?;
+    let reset: u64 = redis::from_redis_value(reset).map_err(|_| bad("reset"))?;
+    let entries: Vec<Vec<u8>> = redis::from_redis_value(entries).map_err(|_| bad("entries"))?;
+    let messages = entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let position = Position::new(epoch, from + i as u64);
+            scripts::decode_entry(channel, position, entry).map(EncodedMessage::new)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Read {
+        messages,
+        reset: reset == 1,
+        start: Position::new(epoch, from.saturating_sub(1)),
+        head: Position::new(epoch, last),
+    })
+}
+
+/// The Redis engine.
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+    watches: Arc<pubsub::Watches>,
+    _stop: DropGuard,
+}
+
+impl RedisEngine {
+    /// Connects to `config.redis_url` and starts following Pub/Sub. Fails if Redis cannot be reached now.
+    pub async fn connect(config: Arc<Config>, deliver: Delivery) -> Result<Self, EngineError> {
+        let unavailable =
+            |err: redis::RedisError| EngineError::Unavailable(format!("redis at {}: {err}", config.redis_url));
+        let client = redis::Client::open(config.redis_url.as_str()).map_err(unavailable)?;
+        let settings = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let commands = client.get_connection_manager_with_config(settings).await.map_err(unavailable)?;
+        let inner = Arc::new(Inner {
+            config,
+            commands,
+            publish: Script::new(scripts::PUBLISH),
+            read: Script::new(scripts::READ),
+            deliver,
+            commands_ok: AtomicBool::new(true),
+        });
+        let stop = CancellationToken::new();
+        let watches = Arc::new(pubsub::Watches::default());
+        tokio::spawn(pubsub::follow(client, inner.clone(), watches.clone(), stop.clone()));
+        Ok(Self { inner, watches, _stop: stop.drop_guard() })
+    }
+
+    async fn store(
+        &self,
+        channel: ChannelName,
+        event: EventName,
+        data: Bytes,
+    ) -> Result<Arc<EncodedMessage>, EngineError> {
+        let inner = &self.inner;
+        let ns = inner.config.namespace(&channel);
+        let ttl = ns.history_ttl.as_millis() as u64;
+        let mut con = inner.commands.clone();
+        let (epoch, offset, time_ms): (String, u64, u64) = inner.outcome(
+            inner
+                .publish
+                .key(inner.meta_key(&channel))
+                .key(inner.log_key(&channel))
+                .arg(event.as_str())
+                .arg(&data[..])
+                .arg(ns.history_size)
+                .arg(ttl)
+                .arg(ttl + KEY_GRACE.as_millis() as u64)
+                .arg(inner.live_channel(&channel))
+                .invoke_async(&mut con)
+                .await,
+        )?;
+        let epoch = epoch.parse().map_err(|_| EngineError::Unavailable("redis returned a bad epoch".into()))?;
+        // Local subscribers get the message through Pub/Sub like every other node's, in offset order.
+        Ok(EncodedMessage::new(Message { channel, position: Position::new(epoch, offset), event, data, time_ms }))
+    }
+}
+
+impl Engine for RedisEngine {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn publish(
+        &self,
+        channel: ChannelName,
+        event: EventName,
+        data: Bytes,
+    ) -> BoxFuture<'_, Result<Arc<EncodedMessage>, EngineError>> {
+        Box::pin(self.store(channel, event, data))
+    }
+
+    fn read<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        start: Start,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Read, EngineError>> {
+        Box::pin(self.inner.read(channel, start, limit))
+    }
+
+    fn sweep(&self, _watched: &(dyn Fn(&ChannelName) -> bool + Sync)) {
+        // Redis trims on every publish and read, and expires the keys of idle channels itself.
+    }
+
+    fn stats(&self) -> EngineStats {
+        EngineStats { channels: self.watches.len() as u64, ..EngineStats::default() }
+    }
+
+    fn watch<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, ()> {
+        Box::pin(self.watches.watch(channel))
+    }
+
+    fn unwatch(&self, channel: &ChannelName) {
+        self.watches.unwatch(channel);
+    }
+
+    fn healthy(&self) -> bool {
+        self.inner.commands_ok.load(Ordering::Relaxed) && self.watches.connected()
+    }
+}

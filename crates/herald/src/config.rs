@@ -6,11 +6,16 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use herald_proto::ChannelName;
 use serde::Deserialize;
+
+use crate::auth::jwt::{Algorithm, TokenRules, VerifyingKey};
+use crate::auth::patterns::Pattern;
+use crate::auth::PublisherKey;
+use crate::limits::IpRange;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -95,11 +100,13 @@ pub struct NamespaceSettings {
     pub history_ttl: Duration,
     /// Whether WebSocket clients may publish.
     pub allow_client_publish: bool,
+    /// Whether anyone may subscribe without a token. `None`: public unless a token key is configured.
+    pub public: Option<bool>,
 }
 
 impl Default for NamespaceSettings {
     fn default() -> Self {
-        Self { history_size: 100, history_ttl: Duration::from_secs(3600), allow_client_publish: false }
+        Self { history_size: 100, history_ttl: Duration::from_secs(3600), allow_client_publish: false, public: None }
     }
 }
 
@@ -144,6 +151,26 @@ pub struct Config {
     pub redis_url: String,
     /// Prefix of every Redis key and Pub/Sub channel Herald uses, so several deployments can share one Redis.
     pub redis_prefix: String,
+    /// Keys that may publish over HTTP; with none, anyone may (and `serve` stays on loopback).
+    pub publisher_keys: Vec<PublisherKey>,
+    /// How subscriber tokens are checked; with no key, no token is accepted and namespaces default to public.
+    pub tokens: TokenRules,
+    /// A PEM public key (RSA: RS256, P-256: ES256), loaded into `tokens` by [`Config::load`].
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// A JWKS file, loaded into `tokens` by [`Config::load`].
+    pub jwks_file: Option<PathBuf>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpRange>,
+    /// WebSockets, SSE streams and held long polls, in all.
+    pub max_connections: usize,
+    /// The same, per client address (IPv6: per /64).
+    pub max_connections_per_ip: usize,
+    /// Messages a second one WebSocket may publish (and as many in a burst).
+    pub publish_rate_per_connection: u32,
+    /// Messages a second one publisher key may publish (and as many in a burst).
+    pub publish_rate_per_key: u32,
+    /// Allows listening beyond loopback without a publisher key.
+    pub insecure: bool,
 }
 
 impl Default for Config {
@@ -168,6 +195,16 @@ impl Default for Config {
             engine: EngineKind::Memory,
             redis_url: "redis://127.0.0.1:6379".to_string(),
             redis_prefix: "herald:".to_string(),
+            publisher_keys: Vec::new(),
+            tokens: TokenRules { leeway_secs: 5, ..TokenRules::default() },
+            jwt_public_key_file: None,
+            jwks_file: None,
+            trusted_proxies: Vec::new(),
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            publish_rate_per_connection: 100,
+            publish_rate_per_key: 1_000,
+            insecure: false,
         }
     }
 }
@@ -196,6 +233,14 @@ struct FileConfig {
     engine: Option<String>,
     redis_url: Option<String>,
     redis_prefix: Option<String>,
+    publisher_keys: Option<Vec<FileKey>>,
+    jwt: Option<FileJwt>,
+    trusted_proxies: Option<Vec<String>>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    publish_rate_per_connection: Option<u32>,
+    publish_rate_per_key: Option<u32>,
+    insecure: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -204,6 +249,41 @@ struct FileNamespace {
     history_size: Option<usize>,
     history_ttl_secs: Option<u64>,
     allow_client_publish: Option<bool>,
+    public: Option<bool>,
+}
+
+/// `[[publisher_keys]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKey {
+    name: String,
+    key: String,
+    #[serde(default)]
+    channels: Vec<String>,
+}
+
+impl std::fmt::Debug for FileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileKey").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// `[jwt]`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJwt {
+    secret: Option<String>,
+    public_key_file: Option<PathBuf>,
+    jwks_file: Option<PathBuf>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    leeway_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for FileJwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileJwt").field("public_key_file", &self.public_key_file).finish_non_exhaustive()
+    }
 }
 
 impl FileNamespace {
@@ -212,6 +292,7 @@ impl FileNamespace {
             history_size: self.history_size.unwrap_or(base.history_size),
             history_ttl: self.history_ttl_secs.map_or(base.history_ttl, Duration::from_secs),
             allow_client_publish: self.allow_client_publish.unwrap_or(base.allow_client_publish),
+            public: self.public.or(base.public),
         }
     }
 }
@@ -227,6 +308,8 @@ pub struct Overrides {
     pub engine: Option<String>,
     /// `--redis-url`.
     pub redis_url: Option<String>,
+    /// `--insecure`.
+    pub insecure: bool,
 }
 
 impl Config {
@@ -244,6 +327,11 @@ impl Config {
                 ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.display().to_string(), message },
                 other => other,
             })?;
+            // Key files named in the config file are found next to it.
+            let dir = path.parent().unwrap_or(Path::new("."));
+            for file in [&mut config.jwt_public_key_file, &mut config.jwks_file].into_iter().flatten() {
+                *file = dir.join(&*file);
+            }
         }
         config.apply_env(env)?;
         if let Some(listen) = &flags.listen {
@@ -256,14 +344,43 @@ impl Config {
             config.engine = EngineKind::parse("--engine", engine)?;
         }
         set(&mut config.redis_url, flags.redis_url.clone());
+        config.insecure |= flags.insecure;
+        config.load_key_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the PEM and JWKS files into `tokens`.
+    fn load_key_files(&mut self) -> Result<(), ConfigError> {
+        let read = |key: &str, path: &Path| {
+            std::fs::read_to_string(path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
+        };
+        if let Some(path) = &self.jwt_public_key_file {
+            let key = VerifyingKey::from_pem(&read("jwt.public_key_file", path)?)
+                .map_err(|e| invalid("jwt.public_key_file", format!("{}: {e}", path.display())))?;
+            self.tokens.keys.push(key);
+        }
+        if let Some(path) = &self.jwks_file {
+            let keys = VerifyingKey::from_jwks(&read("jwt.jwks_file", path)?)
+                .map_err(|e| invalid("jwt.jwks_file", format!("{}: {e}", path.display())))?;
+            self.tokens.keys.extend(keys);
+        }
+        Ok(())
+    }
+
+    /// Replaces the HS256 secret (a later source wins over an earlier one, as for every setting).
+    fn set_jwt_secret(&mut self, key: &str, secret: &str) -> Result<(), ConfigError> {
+        let hs256 = VerifyingKey::hs256(secret.as_bytes()).map_err(|e| invalid(key, e.to_string()))?;
+        self.tokens.keys.retain(|k| k.algorithm() != Algorithm::Hs256);
+        self.tokens.keys.push(hs256);
+        Ok(())
     }
 
     /// Applies a TOML document over this configuration.
     pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
         let file: FileConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: String::new(), message: e.to_string() })?;
+        self.apply_toml_security(&file)?;
         if let Some(listen) = file.listen {
             self.listen = parse_listen("listen", &listen)?;
         }
@@ -299,10 +416,81 @@ impl Config {
         Ok(())
     }
 
+    /// The keys of issue 5: publisher keys, tokens, proxies and connection and rate limits.
+    fn apply_toml_security(&mut self, file: &FileConfig) -> Result<(), ConfigError> {
+        if let Some(keys) = &file.publisher_keys {
+            self.publisher_keys = Vec::with_capacity(keys.len());
+            for (i, k) in keys.iter().enumerate() {
+                let at = format!("publisher_keys[{i}]");
+                let channels = patterns(&format!("{at}.channels"), &k.channels)?;
+                let key = PublisherKey::new(&k.name, &k.key, channels).map_err(|e| invalid(&at, e.to_string()))?;
+                self.publisher_keys.push(key);
+            }
+        }
+        if let Some(jwt) = &file.jwt {
+            if let Some(secret) = &jwt.secret {
+                self.set_jwt_secret("jwt.secret", secret)?;
+            }
+            set(&mut self.jwt_public_key_file, jwt.public_key_file.clone().map(Some));
+            set(&mut self.jwks_file, jwt.jwks_file.clone().map(Some));
+            set(&mut self.tokens.audience, jwt.audience.clone().map(Some));
+            set(&mut self.tokens.issuer, jwt.issuer.clone().map(Some));
+            set(&mut self.tokens.leeway_secs, jwt.leeway_secs);
+        }
+        if let Some(proxies) = &file.trusted_proxies {
+            self.trusted_proxies = parse_ranges("trusted_proxies", proxies.iter().map(String::as_str))?;
+        }
+        set(&mut self.max_connections, file.max_connections);
+        set(&mut self.max_connections_per_ip, file.max_connections_per_ip);
+        set(&mut self.publish_rate_per_connection, file.publish_rate_per_connection);
+        set(&mut self.publish_rate_per_key, file.publish_rate_per_key);
+        set(&mut self.insecure, file.insecure);
+        Ok(())
+    }
+
+    /// The `HERALD_*` variables of issue 5; `false` when `name` is not one of them.
+    fn apply_env_security(&mut self, key: &str, name: &str, value: &str) -> Result<bool, ConfigError> {
+        match name {
+            "PUBLISHER_KEYS" => {
+                let secrets = value.split(',').map(str::trim).filter(|k| !k.is_empty());
+                self.publisher_keys = secrets
+                    .enumerate()
+                    .map(|(i, secret)| PublisherKey::new(format!("env-{}", i + 1), secret, Vec::new()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| invalid(key, e.to_string()))?;
+            }
+            "JWT_SECRET" => self.set_jwt_secret(key, value)?,
+            "JWT_PUBLIC_KEY_FILE" => self.jwt_public_key_file = Some(PathBuf::from(value)),
+            "JWKS_FILE" => self.jwks_file = Some(PathBuf::from(value)),
+            "JWT_AUDIENCE" => self.tokens.audience = Some(value.to_string()),
+            "JWT_ISSUER" => self.tokens.issuer = Some(value.to_string()),
+            "JWT_LEEWAY_SECS" => self.tokens.leeway_secs = parse_num(key, value)?,
+            "TRUSTED_PROXIES" => self.trusted_proxies = parse_ranges(key, value.split(','))?,
+            "MAX_CONNECTIONS" => self.max_connections = parse_num(key, value)?,
+            "MAX_CONNECTIONS_PER_IP" => self.max_connections_per_ip = parse_num(key, value)?,
+            "PUBLISH_RATE_PER_CONNECTION" => self.publish_rate_per_connection = parse_num(key, value)?,
+            "PUBLISH_RATE_PER_KEY" => self.publish_rate_per_key = parse_num(key, value)?,
+            "INSECURE" => self.insecure = matches!(value.trim(), "1" | "true"),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// A configuration from a TOML document alone, validated; reads no file (for tests and fuzzing).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut config = Config::default();
+        config.apply_toml(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     fn apply_env(&mut self, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
         for (key, value) in env {
             let Some(name) = key.strip_prefix("HERALD_") else { continue };
             let secs = |v: &str| parse_num::<u64>(&key, v).map(Duration::from_secs);
+            if self.apply_env_security(&key, name, &value)? {
+                continue;
+            }
             match name {
                 "LISTEN" => self.listen = parse_listen(&key, &value)?,
                 "MAX_BODY_BYTES" => self.max_body_bytes = parse_num(&key, &value)?,
@@ -322,7 +510,7 @@ impl Config {
                 "REDIS_URL" => self.redis_url = value,
                 "REDIS_PREFIX" => self.redis_prefix = value,
                 // Variables of the CLI client and the test suite share the prefix; they are not server settings.
-                "URL" | "LOG" | "TEST_REDIS_URL" => {}
+                "URL" | "LOG" | "KEY" | "TOKEN" | "TEST_REDIS_URL" => {}
                 _ => return Err(invalid(key.clone(), "unknown setting")),
             }
         }
@@ -337,6 +525,10 @@ impl Config {
             ("max_subscriptions_per_connection", self.max_subscriptions_per_connection),
             ("max_channels_per_request", self.max_channels_per_request),
             ("max_history_bytes", self.max_history_bytes),
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("publish_rate_per_connection", self.publish_rate_per_connection as usize),
+            ("publish_rate_per_key", self.publish_rate_per_key as usize),
         ];
         for (key, value) in at_least_one {
             if value == 0 {
@@ -370,7 +562,45 @@ impl Config {
                 return Err(invalid(format!("{key}.history_ttl_secs"), "must be at least 1"));
             }
         }
+        self.validate_security()
+    }
+
+    /// Checks the rules of issue 5 that span several keys.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let ip = self.listen.ip();
+        if !ip.is_loopback() && self.publisher_keys.is_empty() && !self.insecure {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{} is reachable from other machines and no publisher key is configured, so anyone could \
+                     publish: configure publisher_keys (or HERALD_PUBLISHER_KEYS), or pass --insecure",
+                    self.listen
+                ),
+            ));
+        }
+        if self.tokens.keys.is_empty() {
+            let namespaces = std::iter::once(("default_namespace".to_string(), &self.default_namespace))
+                .chain(self.namespaces.iter().map(|(n, s)| (format!("namespaces.{n}"), s)));
+            for (key, ns) in namespaces {
+                if ns.public == Some(false) {
+                    return Err(invalid(
+                        format!("{key}.public"),
+                        "a private namespace needs a token key (jwt.secret, jwt.public_key_file or jwt.jwks_file); \
+                         without one nobody could subscribe",
+                    ));
+                }
+            }
+        }
+        if self.cors_origins.iter().any(|o| o != "*" && !(o.starts_with("http://") || o.starts_with("https://"))) {
+            return Err(invalid("cors_origins", "an origin is * or scheme://host[:port], e.g. https://shop.example"));
+        }
         Ok(())
+    }
+
+    /// Whether anyone may subscribe to `channel` without a token: its namespace's `public`, which defaults to
+    /// "no token key is configured".
+    pub fn is_public(&self, channel: &ChannelName) -> bool {
+        self.namespace(channel).public.or(self.default_namespace.public).unwrap_or(self.tokens.keys.is_empty())
     }
 
     /// The settings of `channel`'s namespace.
@@ -382,6 +612,14 @@ impl Config {
     pub fn enabled(&self, transport: TransportKind) -> bool {
         self.transports.contains(&transport)
     }
+}
+
+fn patterns(key: &str, texts: &[String]) -> Result<Vec<Pattern>, ConfigError> {
+    texts.iter().map(|t| Pattern::new(t).map_err(|e| invalid(key, e.to_string()))).collect()
+}
+
+fn parse_ranges<'a>(key: &str, texts: impl Iterator<Item = &'a str>) -> Result<Vec<IpRange>, ConfigError> {
+    texts.filter(|t| !t.trim().is_empty()).map(|t| t.parse().map_err(|e: String| invalid(key, e))).collect()
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {

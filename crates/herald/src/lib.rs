@@ -8,8 +8,10 @@
 //! - [`http`] routes requests to the [`transport`] modules (`latest`, `poll`, `sse`, `ws`) and to publishing;
 //! - [`hub`] knows channels, publishers and subscribers, and nothing of HTTP;
 //! - [`engine`] stores histories and assigns offsets (`memory` today);
+//! - [`auth`] decides who may publish and subscribe, [`limits`] how much anyone may take;
 //! - wire formats live in the `herald-proto` crate, pure and property-tested.
 
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod encoded;
@@ -17,7 +19,9 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
+pub mod refusal;
 pub mod server;
 pub mod shutdown;
 pub mod transport;

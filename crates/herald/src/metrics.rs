@@ -7,6 +7,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crate::refusal::Refusal;
+
 /// How a client is connected, for per-transport series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -56,6 +58,7 @@ pub struct Metrics {
     delivered: PerTransport,
     slow_consumer_disconnects: PerTransport,
     published: AtomicU64,
+    refusals: [AtomicU64; Refusal::ALL.len()],
 }
 
 impl Metrics {
@@ -85,6 +88,16 @@ impl Metrics {
         self.published.fetch_add(1, Relaxed);
     }
 
+    /// Counts a refused request.
+    pub fn refused(&self, reason: Refusal) {
+        self.refusals[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Requests refused for `reason` so far.
+    pub fn refusals(&self, reason: Refusal) -> u64 {
+        self.refusals[reason.index()].load(Relaxed)
+    }
+
     /// The Prometheus text, with the engine's gauges appended.
     pub fn render(&self, channels: u64, history_messages: u64, history_bytes: u64) -> String {
         let mut out = String::with_capacity(2048);
@@ -112,6 +125,12 @@ impl Metrics {
         ];
         for (name, kind, help, value) in scalars {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        let name = "herald_refusals_total";
+        let _ = writeln!(out, "# HELP {name} Requests refused for their credentials or a limit, by reason.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for reason in Refusal::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.label(), self.refusals(reason));
         }
         out
     }

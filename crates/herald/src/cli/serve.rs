@@ -24,6 +24,9 @@ pub(crate) struct ServeArgs {
     /// Redis for --engine redis [default: redis://127.0.0.1:6379].
     #[arg(long)]
     pub(crate) redis_url: Option<String>,
+    /// Listen beyond loopback even without a publisher key: anyone who reaches the server may publish.
+    #[arg(long, env = "HERALD_INSECURE")]
+    pub(crate) insecure: bool,
 }
 
 impl ServeArgs {
@@ -34,9 +37,31 @@ impl ServeArgs {
             transports: self.transports.clone(),
             engine: self.engine.clone(),
             redis_url: self.redis_url.clone(),
+            insecure: self.insecure,
         };
-        Ok(Config::load(self.config.as_deref(), std::env::vars(), &flags)?)
+        let config = Config::load(self.config.as_deref(), std::env::vars(), &flags)?;
+        log_security(&config);
+        Ok(config)
     }
+}
+
+/// Says at start who may publish and subscribe, and shouts when anyone on the network may publish.
+fn log_security(config: &Config) {
+    let exposed = !config.listen.ip().is_loopback();
+    if config.publisher_keys.is_empty() && exposed {
+        tracing::warn!(
+            listen = %config.listen,
+            "INSECURE: --insecure given and no publisher key configured: anyone who can reach {} may publish \
+             to any channel",
+            config.listen
+        );
+    }
+    tracing::info!(
+        publisher_keys = config.publisher_keys.len(),
+        token_keys = config.tokens.keys.len(),
+        namespaces_by_default = if config.tokens.keys.is_empty() { "public" } else { "private" },
+        "security"
+    );
 }
 
 /// Stops the server on SIGTERM or SIGINT. The handlers are installed before this returns, so a signal sent

@@ -1,0 +1,187 @@
+//! Refusals: every request turned away for its credentials or for a limit is counted in
+//! `herald_refusals_total{reason}` and logged.
+//!
+//! Logging is throttled per reason: the first refusal is logged at once, then at most one line every
+//! [`LOG_EVERY`], which says how many more refusals of that reason there were in between. A flood of bad requests
+//! thus costs one line per reason every ten seconds, not one per request, and the operator still learns about it.
+//! Log lines never carry a key or a token.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// At most one log line per reason this often.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a request was refused: the `reason` label of `herald_refusals_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A publish without a key, where keys are configured.
+    KeyRequired,
+    /// A publish with a key that is not configured.
+    InvalidKey,
+    /// A private channel asked for without a token.
+    TokenRequired,
+    /// A token that is malformed, wrongly signed or whose claims do not hold.
+    InvalidToken,
+    /// A token past its `exp`.
+    TokenExpired,
+    /// A key or token that does not reach the channel.
+    ChannelForbidden,
+    /// A WebSocket publish where the namespace does not allow it.
+    ClientPublishForbidden,
+    /// A WebSocket from an origin that is not allowed.
+    OriginForbidden,
+    /// `max_connections` reached.
+    Connections,
+    /// `max_connections_per_ip` reached.
+    ConnectionsPerIp,
+    /// `publish_rate_per_connection` exceeded.
+    PublishRateConnection,
+    /// `publish_rate_per_key` exceeded.
+    PublishRateKey,
+    /// `max_subscriptions_per_connection` reached.
+    Subscriptions,
+    /// `max_channels_per_request` exceeded.
+    ChannelsPerRequest,
+    /// A body over `max_body_bytes`.
+    BodySize,
+    /// A WebSocket frame over `max_frame_bytes`.
+    FrameSize,
+}
+
+impl Refusal {
+    /// Every reason, in the order `/metrics` lists them.
+    pub const ALL: [Refusal; 16] = [
+        Refusal::KeyRequired,
+        Refusal::InvalidKey,
+        Refusal::TokenRequired,
+        Refusal::InvalidToken,
+        Refusal::TokenExpired,
+        Refusal::ChannelForbidden,
+        Refusal::ClientPublishForbidden,
+        Refusal::OriginForbidden,
+        Refusal::Connections,
+        Refusal::ConnectionsPerIp,
+        Refusal::PublishRateConnection,
+        Refusal::PublishRateKey,
+        Refusal::Subscriptions,
+        Refusal::ChannelsPerRequest,
+        Refusal::BodySize,
+        Refusal::FrameSize,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::KeyRequired => "key_required",
+            Refusal::InvalidKey => "invalid_key",
+            Refusal::TokenRequired => "token_required",
+            Refusal::InvalidToken => "invalid_token",
+            Refusal::TokenExpired => "token_expired",
+            Refusal::ChannelForbidden => "channel_forbidden",
+            Refusal::ClientPublishForbidden => "client_publish_forbidden",
+            Refusal::OriginForbidden => "origin_forbidden",
+            Refusal::Connections => "max_connections",
+            Refusal::ConnectionsPerIp => "max_connections_per_ip",
+            Refusal::PublishRateConnection => "publish_rate_per_connection",
+            Refusal::PublishRateKey => "publish_rate_per_key",
+            Refusal::Subscriptions => "max_subscriptions_per_connection",
+            Refusal::ChannelsPerRequest => "max_channels_per_request",
+            Refusal::BodySize => "max_body_bytes",
+            Refusal::FrameSize => "max_frame_bytes",
+        }
+    }
+
+    /// The position in [`Refusal::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    fn is_limit(self) -> bool {
+        self.index() >= Refusal::Connections.index()
+    }
+}
+
+/// When the next line of one reason may be logged, and how many refusals were not logged since the last one.
+#[derive(Default)]
+struct Gate {
+    next: Mutex<Option<Instant>>,
+    unlogged: AtomicU64,
+}
+
+/// Counts and logs refusals.
+pub struct Refusals {
+    metrics: Arc<Metrics>,
+    gates: [Gate; Refusal::ALL.len()],
+}
+
+impl Refusals {
+    /// Refusals counted on `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics, gates: Default::default() }
+    }
+
+    /// Records one refusal; `detail` (which must not contain a secret) is built only when a line is logged.
+    pub fn record(&self, reason: Refusal, detail: impl FnOnce() -> String) {
+        self.metrics.refused(reason);
+        let gate = &self.gates[reason.index()];
+        let now = Instant::now();
+        {
+            let mut next = gate.next.lock().unwrap_or_else(PoisonError::into_inner);
+            if next.is_some_and(|at| now < at) {
+                gate.unlogged.fetch_add(1, Relaxed);
+                return;
+            }
+            *next = Some(now + LOG_EVERY);
+        }
+        let more = gate.unlogged.swap(0, Relaxed);
+        let detail = detail();
+        if reason.is_limit() {
+            tracing::warn!(limit = reason.label(), unlogged_since_last_line = more, "limit reached: {detail}");
+        } else {
+            tracing::info!(reason = reason.label(), unlogged_since_last_line = more, "refused: {detail}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_place_and_a_distinct_label() {
+        for (i, reason) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
+        let mut labels: Vec<&str> = Refusal::ALL.iter().map(|r| r.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Refusal::ALL.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_is_counted_in_full_but_logged_once_per_interval() {
+        let metrics = Arc::new(Metrics::default());
+        let refusals = Refusals::new(metrics.clone());
+        let logged = std::cell::Cell::new(0);
+        for _ in 0..1000 {
+            refusals.record(Refusal::Connections, || {
+                logged.set(logged.get() + 1);
+                String::new()
+            });
+        }
+        assert_eq!((metrics.refusals(Refusal::Connections), logged.get()), (1000, 1));
+        tokio::time::advance(LOG_EVERY).await;
+        refusals.record(Refusal::Connections, || {
+            logged.set(logged.get() + 1);
+            String::new()
+        });
+        assert_eq!(logged.get(), 2);
+        assert_eq!(refusals.gates[Refusal::Connections.index()].unlogged.load(Relaxed), 0);
+    }
+}

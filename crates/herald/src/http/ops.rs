@@ -10,6 +10,8 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     let engine = state.hub.engine_name();
     let (status, text) = if state.shutdown.is_triggered() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+    } else if !state.hub.healthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable")
     } else {
         (StatusCode::OK, "ok")
     };

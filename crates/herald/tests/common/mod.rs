@@ -7,6 +7,8 @@
 // A harness panics on anything unexpected: that is how a test fails.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod node;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

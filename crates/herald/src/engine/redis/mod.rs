@@ -73,6 +73,27 @@ impl Inner {
         result.map_err(|err| EngineError::Unavailable(format!("redis: {err}")))
     }
 
+    /// Runs a command, once more if the first attempt met a connection Redis had already closed (after Redis
+    /// restarted, the first use of the old connection fails and reconnects). `always_retry` is for commands
+    /// that are safe to run twice (reads); others are retried only when the request never left (a broken pipe).
+    async fn run<T, F, Fut>(&self, always_retry: bool, command: F) -> Result<T, EngineError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match command(self.commands.clone()).await {
+            Err(err) if err.is_io_error() && (always_retry || never_sent(&err)) => {
+                self.outcome(command(self.commands.clone()).await)
+            }
+            result => self.outcome(result),
+        }
+    }
+
+    /// Checks the command connection, so a dead one is replaced before a client needs it.
+    pub(super) async fn ping(&self) {
+        let _ = self.run(true, |mut con| async move { redis::cmd("PING").query_async::<()>(&mut con).await }).await;
+    }
+
     pub(super) async fn read(&self, channel: &ChannelName, start: Start, limit: usize) -> Result<Read, EngineError> {
         let (mode, epoch, offset, n) = match start {
             Start::After(p) => ("after", p.epoch, p.offset, 0),
@@ -81,22 +102,29 @@ impl Inner {
             Start::Now => ("now", 0, 0, 0),
         };
         let ttl = self.config.namespace(channel).history_ttl.as_millis() as u64;
-        let mut con = self.commands.clone();
-        let reply: Value = self.outcome(
-            self.read
-                .key(self.meta_key(channel))
-                .key(self.log_key(channel))
-                .arg(mode)
-                .arg(epoch.to_string())
-                .arg(offset)
-                .arg(n)
-                .arg(limit.to_string())
-                .arg(ttl)
-                .invoke_async(&mut con)
-                .await,
-        )?;
+        let (meta, log) = (self.meta_key(channel), self.log_key(channel));
+        let reply: Value = self
+            .run(true, |mut con| {
+                let mut invocation = self.read.key(&meta);
+                invocation.key(&log).arg(mode).arg(epoch.to_string()).arg(offset).arg(n);
+                invocation.arg(limit.to_string()).arg(ttl);
+                async move { invocation.invoke_async(&mut con).await }
+            })
+            .await?;
         decode_read(channel, start, reply).map_err(|e| EngineError::Unavailable(e.to_string()))
     }
+}
+
+/// Whether a failed request certainly never reached Redis: writing it found the connection already closed.
+fn never_sent(err: &redis::RedisError) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::BrokenPipe;
+        }
+        source = cause.source();
+    }
+    err.to_string().contains("broken pipe")
 }
 
 fn decode_read(channel: &ChannelName, start: Start, reply: Value) -> Result<Read, scripts::Unreadable> {
@@ -146,6 +174,7 @@ impl RedisEngine {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
         let commands = client.get_connection_manager_with_config(settings).await.map_err(unavailable)?;
+        let first = client.get_async_pubsub().await.map_err(unavailable)?;
         let inner = Arc::new(Inner {
             config,
             commands,
@@ -156,7 +185,8 @@ impl RedisEngine {
         });
         let stop = CancellationToken::new();
         let watches = Arc::new(pubsub::Watches::default());
-        tokio::spawn(pubsub::follow(client, inner.clone(), watches.clone(), stop.clone()));
+        watches.set_connected(true);
+        tokio::spawn(pubsub::follow(client, first, inner.clone(), watches.clone(), stop.clone()));
         Ok(Self { inner, watches, _stop: stop.drop_guard() })
     }
 
@@ -169,21 +199,15 @@ impl RedisEngine {
         let inner = &self.inner;
         let ns = inner.config.namespace(&channel);
         let ttl = ns.history_ttl.as_millis() as u64;
-        let mut con = inner.commands.clone();
-        let (epoch, offset, time_ms): (String, u64, u64) = inner.outcome(
-            inner
-                .publish
-                .key(inner.meta_key(&channel))
-                .key(inner.log_key(&channel))
-                .arg(event.as_str())
-                .arg(&data[..])
-                .arg(ns.history_size)
-                .arg(ttl)
-                .arg(ttl + KEY_GRACE.as_millis() as u64)
-                .arg(inner.live_channel(&channel))
-                .invoke_async(&mut con)
-                .await,
-        )?;
+        let (meta, log, live) = (inner.meta_key(&channel), inner.log_key(&channel), inner.live_channel(&channel));
+        let (epoch, offset, time_ms): (String, u64, u64) = inner
+            .run(false, |mut con| {
+                let mut invocation = inner.publish.key(&meta);
+                invocation.key(&log).arg(event.as_str()).arg(&data[..]).arg(ns.history_size);
+                invocation.arg(ttl).arg(ttl + KEY_GRACE.as_millis() as u64).arg(&live);
+                async move { invocation.invoke_async(&mut con).await }
+            })
+            .await?;
         let epoch = epoch.parse().map_err(|_| EngineError::Unavailable("redis returned a bad epoch".into()))?;
         // Local subscribers get the message through Pub/Sub like every other node's, in offset order.
         Ok(EncodedMessage::new(Message { channel, position: Position::new(epoch, offset), event, data, time_ms }))

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use herald_proto::ChannelName;
+use redis::aio::PubSub;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +94,7 @@ impl Watches {
         }
     }
 
-    fn set_connected(&self, connected: bool) {
+    pub(super) fn set_connected(&self, connected: bool) {
         if self.connected.swap(connected, Ordering::Relaxed) != connected {
             if connected {
                 tracing::info!("redis pub/sub connected");
@@ -106,29 +107,50 @@ impl Watches {
     }
 }
 
-/// Runs until `stop`: keeps a Pub/Sub connection, its subscriptions, and delivers what arrives.
-pub(super) async fn follow(client: redis::Client, inner: Arc<Inner>, watches: Arc<Watches>, stop: CancellationToken) {
+/// Runs until `stop`: keeps a Pub/Sub connection, its subscriptions, and delivers what arrives. `first` is the
+/// connection made at start (so the engine starts connected and `watch` waits for real confirmations).
+pub(super) async fn follow(
+    client: redis::Client,
+    first: PubSub,
+    inner: Arc<Inner>,
+    watches: Arc<Watches>,
+    stop: CancellationToken,
+) {
     let mut backoff = FIRST_BACKOFF;
-    // Channels subscribed when the last connection dropped: they are caught up when subscribed again.
-    let mut dropped: HashSet<ChannelName> = HashSet::new();
+    let mut connection = Some(first);
     loop {
-        let connection = tokio::select! {
-            () = stop.cancelled() => return,
-            connection = client.get_async_pubsub() => connection,
-        };
-        let Ok(connection) = connection else {
-            watches.set_connected(false);
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
+        let resumed = connection.is_none();
+        let connection = match connection.take() {
+            Some(connection) => connection,
+            None => {
+                let attempt = tokio::select! {
+                    () = stop.cancelled() => return,
+                    attempt = client.get_async_pubsub() => attempt,
+                };
+                match attempt {
+                    Ok(connection) => connection,
+                    Err(_) => {
+                        watches.set_connected(false);
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            continue;
         };
         backoff = FIRST_BACKOFF;
+        if resumed {
+            inner.ping().await;
+        }
         watches.set_connected(true);
         let (mut sink, mut stream) = connection.split();
         let mut subscribed: HashSet<ChannelName> = HashSet::new();
+        // After a drop, every channel subscribed again is caught up: messages may have been stored while this
+        // node was not listening.
+        let mut catching_up = resumed;
         'session: loop {
             let wanted: Vec<ChannelName> = watches.lock().wanted.keys().cloned().collect();
             let new: Vec<&ChannelName> = wanted.iter().filter(|c| !subscribed.contains(*c)).collect();
@@ -139,10 +161,11 @@ pub(super) async fn follow(client: redis::Client, inner: Arc<Inner>, watches: Ar
                 subscribed.insert(channel.clone());
                 watches.lock().live.insert(channel.clone());
                 watches.bump();
-                if dropped.remove(channel) {
+                if catching_up {
                     catch_up(&inner, channel).await;
                 }
             }
+            catching_up = false;
             let gone: Vec<ChannelName> = subscribed.iter().filter(|c| !wanted.contains(c)).cloned().collect();
             for channel in gone {
                 if sink.unsubscribe(inner.live_channel(&channel)).await.is_err() {
@@ -161,7 +184,6 @@ pub(super) async fn follow(client: redis::Client, inner: Arc<Inner>, watches: Ar
             }
         }
         watches.set_connected(false);
-        dropped.extend(subscribed);
     }
 }
 

@@ -317,3 +317,13 @@ async fn a_plain_request_to_the_websocket_endpoint_is_426_upgrade_required_in_js
     assert_eq!((r.status, r.error_code().as_str()), (426, "upgrade_required"));
     assert_eq!(r.header("upgrade"), Some("websocket"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_answers_nothing_for_two_ping_intervals_is_dropped() {
+    let server = start().await;
+    let mut ws = server.ws().await;
+    assert_eq!(ws.call(json!({ "op": "ping" })).await["op"], "pong");
+    // Not reading means not answering the server's pings: after two intervals (20 s each) it hangs up.
+    tokio::time::advance(std::time::Duration::from_secs(61)).await;
+    server.until_metric("herald_connections{transport=\"ws\"}", 0).await;
+}

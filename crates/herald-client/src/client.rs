@@ -1,5 +1,10 @@
-//! The [`Client`] handle: where Herald is. Cheap to clone; holds no connection, because every request and
-//! every subscription opens its own (a test or a benchmark then sees exactly one connection per subscriber).
+//! The [`Client`] handle: where Herald is, and where connections leave from. Cheap to clone; holds no
+//! connection, because every request and every subscription opens its own (a test or a benchmark then sees
+//! exactly one connection per subscriber); [`Client::connect_http`] keeps one open for many requests.
+
+use std::net::IpAddr;
+
+use tokio::net::TcpStream;
 
 use crate::error::ClientError;
 use crate::url::BaseUrl;
@@ -8,13 +13,22 @@ use crate::url::BaseUrl;
 #[derive(Debug, Clone)]
 pub struct Client {
     base: BaseUrl,
+    local_ip: Option<IpAddr>,
 }
 
 impl Client {
     /// A client for the Herald at `base_url`: `http://host[:port][/prefix]` (plain HTTP, no TLS; the port
     /// defaults to 80). Nothing is connected yet.
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
-        Ok(Self { base: BaseUrl::parse(base_url)? })
+        Ok(Self { base: BaseUrl::parse(base_url)?, local_ip: None })
+    }
+
+    /// The same client, opening every connection from `ip` (the port is chosen by the system). A load
+    /// generator spreads its connections over `127.0.0.0/8` this way so that the ephemeral ports of one
+    /// source address never run out. `ip` must be an address of this machine, of the server's family.
+    pub fn with_local_ip(mut self, ip: IpAddr) -> Self {
+        self.local_ip = Some(ip);
+        self
     }
 
     /// `host:port`, what the client connects to.
@@ -24,5 +38,10 @@ impl Client {
 
     pub(crate) fn base(&self) -> &BaseUrl {
         &self.base
+    }
+
+    /// A new TCP connection to the server, from the local address if one was set.
+    pub(crate) async fn connect_tcp(&self) -> Result<TcpStream, ClientError> {
+        Ok(crate::net::connect(self.base.authority(), self.local_ip).await?)
     }
 }

@@ -1,17 +1,19 @@
-//! HTTP/1.1 over a fresh TCP connection per request, on hyper's low-level client.
+//! HTTP/1.1 on hyper's low-level client: a fresh TCP connection per request by default, or one kept open
+//! for many requests in turn ([`HttpConnection`]).
 //!
 //! One connection per request keeps the client small (no pool, no `hyper-util`) and makes each long poll
-//! and each SSE stream its own connection, which is what a browser does too. Whole answers are read up to
-//! [`MAX_RESPONSE_BYTES`] so that a misbehaving server cannot exhaust the client's memory; an SSE stream is
-//! read frame by frame instead (see `subscribe::sse`).
+//! and each SSE stream its own connection. A publisher that sends many messages keeps one
+//! [`HttpConnection`] instead, as a backend would. Whole answers are read up to [`MAX_RESPONSE_BYTES`] so
+//! that a misbehaving server cannot exhaust the client's memory; a stream is read chunk by chunk instead
+//! ([`HttpStream`], and `subscribe::sse`).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::client::Client;
@@ -43,17 +45,17 @@ pub(crate) struct StreamingResponse {
     pub(crate) headers: HeaderMap,
     /// The body, to be read frame by frame.
     pub(crate) body: Incoming,
-    _connection: ConnectionTask,
+    _connection: Option<ConnectionTask>,
 }
 
-/// Sends one request on a new connection and returns as soon as the answer's head has arrived.
-pub(crate) async fn send(
+/// A request for `path_and_query` (already under the base URL's prefix) with the client's own headers.
+fn build_request(
     base: &BaseUrl,
     method: Method,
     path_and_query: &str,
     headers: &[(&str, &str)],
     body: Bytes,
-) -> Result<StreamingResponse, ClientError> {
+) -> Result<Request<Full<Bytes>>, ClientError> {
     let mut request = Request::builder()
         .method(method)
         .uri(path_and_query)
@@ -62,18 +64,33 @@ pub(crate) async fn send(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Full::new(body)).map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+    request.body(Full::new(body)).map_err(|e| ClientError::InvalidRequest(e.to_string()))
+}
 
-    let stream = TcpStream::connect(base.authority()).await?;
-    stream.set_nodelay(true)?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(HyperTcp::new(stream)).await?;
+/// Opens a connection and the task that drives it.
+async fn open(client: &Client) -> Result<(SendRequest<Full<Bytes>>, ConnectionTask), ClientError> {
+    let stream = client.connect_tcp().await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(HyperTcp::new(stream)).await?;
     // A failed connection also fails the request or the body being read, which is where the caller sees it.
-    let connection = ConnectionTask(tokio::spawn(async move {
+    let task = ConnectionTask(tokio::spawn(async move {
         let _ = connection.await;
     }));
+    Ok((sender, task))
+}
+
+/// Sends one request on a new connection and returns as soon as the answer's head has arrived.
+pub(crate) async fn send(
+    client: &Client,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<StreamingResponse, ClientError> {
+    let request = build_request(client.base(), method, path_and_query, headers, body)?;
+    let (mut sender, task) = open(client).await?;
     let response = sender.send_request(request).await?;
     let (parts, body) = response.into_parts();
-    Ok(StreamingResponse { status: parts.status, headers: parts.headers, body, _connection: connection })
+    Ok(StreamingResponse { status: parts.status, headers: parts.headers, body, _connection: Some(task) })
 }
 
 /// Reads a whole body, refusing one larger than [`MAX_RESPONSE_BYTES`].
@@ -140,6 +157,18 @@ impl HttpResponse {
     }
 }
 
+/// Every header, names in lower case, values as (lossy) text.
+fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .collect()
+}
+
+fn parse_method(method: &str) -> Result<Method, ClientError> {
+    Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::InvalidRequest(e.to_string()))
+}
+
 impl Client {
     /// Sends any request and reads the whole answer, whatever its status: the escape hatch for testing the
     /// HTTP contract itself (bad bodies, `ETag`s, `/latest`, `/healthz` …). `path_and_query` is relative to
@@ -151,14 +180,106 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<HttpResponse, ClientError> {
-        let method = Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+        self.connect_http().await?.request(method, path_and_query, headers, body).await
+    }
+
+    /// Sends any request and returns once the answer's head has arrived, with its body to be read chunk by
+    /// chunk: [`Client::request`] for answers that never end, such as an event stream.
+    pub async fn request_stream(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpStream, ClientError> {
         let path = self.base().path(path_and_query);
-        let response = send(self.base(), method, &path, headers, Bytes::copy_from_slice(body)).await?;
-        let headers = response
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
-            .collect();
+        let response = send(self, parse_method(method)?, &path, headers, Bytes::new()).await?;
+        Ok(HttpStream { status: response.status.as_u16(), headers: header_list(&response.headers), response })
+    }
+
+    /// Opens one HTTP/1.1 connection to be kept for many requests in turn, as a backend publishing a stream
+    /// of messages would. Each [`Client::request`] or [`Client::publish`] otherwise opens its own.
+    pub async fn connect_http(&self) -> Result<HttpConnection, ClientError> {
+        let (sender, task) = open(self).await?;
+        Ok(HttpConnection { base: self.base().clone(), sender, _task: task })
+    }
+}
+
+/// An answer whose body arrives chunk by chunk: see [`Client::request_stream`]. Dropping it closes the
+/// connection.
+pub struct HttpStream {
+    /// The HTTP status code.
+    pub status: u16,
+    /// Every header, names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    response: StreamingResponse,
+}
+
+impl std::fmt::Debug for HttpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpStream").field("status", &self.status).field("headers", &self.headers).finish()
+    }
+}
+
+impl HttpStream {
+    /// The first value of the header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The next chunk of the body as it arrived; `None` at its end.
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, ClientError>> {
+        loop {
+            match self.response.body.frame().await? {
+                Err(err) => return Some(Err(err.into())),
+                // Trailers carry no body.
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => return Some(Ok(data)),
+                    Err(_) => continue,
+                },
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 connection kept open for many requests, one at a time: see [`Client::connect_http`]. It is
+/// not reopened: once the server closes it, every request fails, and the caller opens another.
+pub struct HttpConnection {
+    base: BaseUrl,
+    sender: SendRequest<Full<Bytes>>,
+    _task: ConnectionTask,
+}
+
+impl std::fmt::Debug for HttpConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConnection").field("authority", &self.base.authority()).finish_non_exhaustive()
+    }
+}
+
+impl HttpConnection {
+    /// Sends a request on this connection and returns once the answer's head has arrived.
+    pub(crate) async fn send(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<StreamingResponse, ClientError> {
+        let request = build_request(&self.base, method, &self.base.path(path_and_query), headers, body)?;
+        self.sender.ready().await?;
+        let (parts, body) = self.sender.send_request(request).await?.into_parts();
+        Ok(StreamingResponse { status: parts.status, headers: parts.headers, body, _connection: None })
+    }
+
+    /// [`Client::request`] on this connection.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<HttpResponse, ClientError> {
+        let response = self.send(parse_method(method)?, path_and_query, headers, Bytes::copy_from_slice(body)).await?;
+        let headers = header_list(&response.headers);
         let status = response.status.as_u16();
         Ok(HttpResponse { status, headers, body: read_body(response.body).await? })
     }

@@ -29,14 +29,17 @@ mod client;
 mod error;
 mod http;
 mod io;
+mod net;
 mod publish;
 pub mod sse_parser;
 pub mod subscribe;
 mod url;
+mod websocket;
 
 pub use client::Client;
 pub use error::ClientError;
 pub use herald_proto::Envelope;
-pub use http::{HttpResponse, MAX_RESPONSE_BYTES};
+pub use http::{HttpConnection, HttpResponse, HttpStream, MAX_RESPONSE_BYTES};
 pub use publish::Published;
 pub use subscribe::{Event, SubscribeOptions, Subscription, Transport};
+pub use websocket::TextWebSocket;

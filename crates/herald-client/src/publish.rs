@@ -1,7 +1,8 @@
 //! Publishing: `POST /v1/channels/{channel}/messages`.
 //!
 //! The data is any `Serialize` value; a `serde_json::value::RawValue` goes out byte for byte, which is how
-//! the CLI sends exactly what the user typed and how a benchmark avoids re-encoding its payload.
+//! the CLI sends exactly what the user typed and how a benchmark avoids re-encoding its payload. A publisher of
+//! many messages keeps one connection open ([`HttpConnection::publish`]).
 
 use bytes::Bytes;
 use hyper::Method;
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::error::ClientError;
-use crate::http::{api_error, read_body, send};
+use crate::http::{api_error, read_body, HttpConnection};
 use crate::url::path_segment;
 
 /// Herald's answer to a publish: where the message was stored.
@@ -45,17 +46,29 @@ fn messages_route(channel: &str) -> String {
 impl Client {
     /// Publishes `data` (any JSON value, `null` included) on `channel`, with `event` or Herald's default
     /// `message`. Returns once Herald has stored the message and handed it to every subscriber's queue; a
-    /// refusal (`invalid_channel`, `payload_too_large` …) is [`ClientError::Api`].
+    /// refusal (`invalid_channel`, `payload_too_large` …) is [`ClientError::Api`]. Opens a connection for
+    /// this one message: a publisher of many keeps one with [`Client::connect_http`].
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         channel: &str,
         event: Option<&str>,
         data: &T,
     ) -> Result<Published, ClientError> {
+        self.connect_http().await?.publish(channel, event, data).await
+    }
+}
+
+impl HttpConnection {
+    /// [`Client::publish`] on this kept-open connection.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &mut self,
+        channel: &str,
+        event: Option<&str>,
+        data: &T,
+    ) -> Result<Published, ClientError> {
         let body = publish_body(event, data)?;
-        let path = self.base().path(&messages_route(channel));
         let headers = [("content-type", "application/json"), ("accept", "application/json")];
-        let response = send(self.base(), Method::POST, &path, &headers, Bytes::from(body)).await?;
+        let response = self.send(Method::POST, &messages_route(channel), &headers, Bytes::from(body)).await?;
         let status = response.status;
         let body = read_body(response.body).await?;
         if !status.is_success() {

@@ -70,7 +70,7 @@ impl SseSubscription {
     pub(super) async fn open(client: &Client, options: &SubscribeOptions) -> Result<Self, ClientError> {
         let path = client.base().path(&stream_route(options));
         let headers = [("accept", "text/event-stream"), ("cache-control", "no-cache")];
-        let response = send(client.base(), Method::GET, &path, &headers, Bytes::new()).await?;
+        let response = send(client, Method::GET, &path, &headers, Bytes::new()).await?;
         if !response.status.is_success() {
             let status = response.status.as_u16();
             return Err(api_error(status, &read_body(response.body).await?));

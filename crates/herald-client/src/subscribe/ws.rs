@@ -18,7 +18,6 @@ use tokio_tungstenite::WebSocketStream;
 use super::{server_cursor, Event, SubscribeOptions};
 use crate::client::Client;
 use crate::error::ClientError;
-use crate::http::api_error;
 
 /// A frame from the server, as far as a subscriber cares.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -86,17 +85,7 @@ pub(super) struct WsSubscription {
 
 impl WsSubscription {
     pub(super) async fn open(client: &Client, options: &SubscribeOptions) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(client.authority()).await?;
-        stream.set_nodelay(true)?;
-        let (socket, _) = match tokio_tungstenite::client_async(client.base().ws_url("/v1/ws"), stream).await {
-            Ok(connected) => connected,
-            // A refusal before the upgrade (`transport_disabled` …) is an ordinary Herald error.
-            Err(tungstenite::Error::Http(response)) => {
-                let body = response.body().as_deref().unwrap_or_default();
-                return Err(api_error(response.status().as_u16(), body));
-            }
-            Err(err) => return Err(err.into()),
-        };
+        let socket = crate::websocket::connect(client, "/v1/ws").await?;
         let mut sub = Self { socket, pending: VecDeque::new(), cursor: Cursor::new(), done: false };
         // Subscribing twice to a channel is refused (`already_subscribed`), so a repeated name is sent once.
         let mut channels: Vec<&str> = Vec::with_capacity(options.channels.len());
@@ -137,11 +126,7 @@ impl WsSubscription {
             let frame = match self.socket.next().await.transpose()? {
                 None => return Ok(None),
                 Some(Message::Text(text)) => ServerFrame::parse(&text)?,
-                Some(Message::Close(close)) => {
-                    let (code, reason) =
-                        close.map_or((None, String::new()), |c| (Some(c.code.into()), c.reason.to_string()));
-                    return Err(ClientError::Closed { code, reason });
-                }
+                Some(Message::Close(close)) => return Err(crate::websocket::closed(close)),
                 Some(Message::Binary(_)) => return Err(ClientError::Protocol("Herald sent a binary frame".into())),
                 // tungstenite answers pings by itself.
                 Some(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,

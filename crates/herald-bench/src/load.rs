@@ -1,0 +1,418 @@
+//! One load, from the coordinating process: spawn the workers that hold the subscribers, measure the server
+//! at rest, publish step after step, wait for each step's deliveries, and gather everything into a
+//! [`LoadReport`].
+//!
+//! A step publishes at a fixed rate (or flat out) for a few seconds, then waits until every subscriber has
+//! every message or the drain time is over. It *holds* when everything arrived, nothing failed, the
+//! publishers kept 90% of the asked rate, and p99 latency stayed under the limit; a ramp stops at the first
+//! step that does not hold.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use herald_client::Client;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::payload::now_us;
+use crate::procfs::{usage, Usage};
+use crate::publisher::{published_table, Publisher};
+use crate::spec::{Layout, Target, Transport, WorkerSpec};
+use crate::tally::TallyReport;
+use crate::worker::{Command, Reply};
+
+/// Subscriber connections one worker process holds at most (the open-files limit is 20,000 per process).
+pub(crate) const MAX_PER_WORKER: u32 = 10_000;
+
+/// One step of publishing.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct StepPlan {
+    /// Messages per second over all publishers; `None`: as fast as the server acknowledges.
+    pub(crate) rate: Option<f64>,
+    pub(crate) secs: f64,
+}
+
+/// Everything that defines a load.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadSpec {
+    pub(crate) target: Target,
+    pub(crate) url: String,
+    /// The server's process (with its descendants), for RSS and CPU time.
+    pub(crate) server_pid: Option<u32>,
+    pub(crate) transport: Transport,
+    pub(crate) subscribers: u32,
+    pub(crate) layout: Layout,
+    pub(crate) payload_bytes: usize,
+    pub(crate) publishers: u32,
+    pub(crate) steps: Vec<StepPlan>,
+    /// Stop at the first step that does not hold.
+    pub(crate) ramp: bool,
+    /// The p99 latency a step must stay under to hold.
+    pub(crate) max_p99_ms: f64,
+    /// How long after a step's last publish its deliveries may still arrive.
+    pub(crate) drain_secs: f64,
+    /// Time left between opening the subscriptions and measuring, for the server to settle.
+    pub(crate) settle_secs: f64,
+    /// How long to measure the server at rest, with every subscriber connected (0: not at all).
+    pub(crate) idle_secs: f64,
+    /// Worker processes (0: one per 10,000 subscribers, at least 2).
+    pub(crate) workers: u32,
+    pub(crate) connect_concurrency: u32,
+    pub(crate) poll_interval_ms: u64,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Latency {
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) p999: f64,
+    pub(crate) max: f64,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct StepResult {
+    pub(crate) rate: Option<f64>,
+    pub(crate) published: u64,
+    pub(crate) publish_errors: u64,
+    /// Acknowledged publishes per second.
+    pub(crate) publish_rate: f64,
+    pub(crate) expected: u64,
+    pub(crate) delivered: u64,
+    /// Deliveries over the time from the step's start to its last delivery.
+    pub(crate) deliveries_per_sec: f64,
+    pub(crate) latency_ms: Latency,
+    /// Server CPU seconds per second during the step and its drain.
+    pub(crate) server_cpu: f64,
+    /// This process and the workers, CPU seconds per second.
+    pub(crate) bench_cpu: f64,
+    pub(crate) held: bool,
+}
+
+/// Opening the subscriptions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct ConnectReport {
+    pub(crate) opened: u32,
+    pub(crate) failed: u32,
+    pub(crate) secs: f64,
+    pub(crate) per_sec: f64,
+    pub(crate) error_samples: Vec<String>,
+}
+
+/// The server's memory before and after the subscriptions opened.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct MemoryReport {
+    pub(crate) before: Usage,
+    pub(crate) after: Usage,
+    pub(crate) rss_per_connection_bytes: f64,
+    pub(crate) pss_per_connection_bytes: f64,
+}
+
+/// The whole result of a load.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LoadReport {
+    pub(crate) target: Target,
+    pub(crate) transport: Transport,
+    pub(crate) layout: String,
+    pub(crate) subscribers: u32,
+    pub(crate) workers: u32,
+    pub(crate) publishers: u32,
+    pub(crate) payload_bytes: usize,
+    pub(crate) connect: ConnectReport,
+    pub(crate) memory: Option<MemoryReport>,
+    /// Server CPU seconds per second at rest, all subscribers connected.
+    pub(crate) idle_server_cpu: Option<f64>,
+    pub(crate) steps: Vec<StepResult>,
+    /// The last step that held.
+    pub(crate) best: Option<usize>,
+    pub(crate) gaps: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) errors: u64,
+    pub(crate) publish_errors: u64,
+    pub(crate) error_samples: Vec<String>,
+}
+
+impl LoadReport {
+    /// The last step that held.
+    pub(crate) fn best_step(&self) -> Option<&StepResult> {
+        self.best.map(|i| &self.steps[i])
+    }
+}
+
+/// A worker process and its pipes.
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Worker {
+    async fn spawn(spec: &WorkerSpec) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find this program to start workers")?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg("worker")
+            .arg("--spec")
+            .arg(serde_json::to_string(spec)?)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start a worker")?;
+        let stdin = child.stdin.take().context("worker stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+        Ok(Self { child, stdin, stdout })
+    }
+
+    async fn read(&mut self) -> anyhow::Result<Reply> {
+        let line = self.stdout.next_line().await?.context("a worker ended early (see its errors above)")?;
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    async fn ask(&mut self, command: &Command) -> anyhow::Result<(TallyReport, f64)> {
+        let mut line = serde_json::to_vec(command)?;
+        line.push(b'\n');
+        self.stdin.write_all(&line).await?;
+        self.stdin.flush().await?;
+        match self.read().await? {
+            Reply::Report { tally, cpu_secs } => Ok((tally, cpu_secs)),
+            Reply::Ready { .. } => bail!("a worker answered out of turn"),
+        }
+    }
+}
+
+/// Asks every worker for its tally; returns the merged tally and the workers' CPU seconds.
+async fn gather(workers: &mut [Worker], command: &Command) -> anyhow::Result<(TallyReport, f64)> {
+    let mut merged = TallyReport::default();
+    let mut cpu = 0.0;
+    for worker in workers {
+        let (tally, secs) = worker.ask(command).await?;
+        merged.merge(&tally);
+        cpu += secs;
+    }
+    Ok((merged, cpu))
+}
+
+fn server_usage(pid: Option<u32>) -> Usage {
+    pid.and_then(|pid| usage(pid).ok()).unwrap_or_default()
+}
+
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Latency {
+    let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
+    Latency {
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+    }
+}
+
+/// A run id unique enough for channel names: the time in base 36.
+fn run_id() -> String {
+    let mut n = now_us();
+    let mut id = Vec::new();
+    while n > 0 {
+        id.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+    }
+    id.reverse();
+    String::from_utf8_lossy(&id).into_owned()
+}
+
+/// Runs a load to the end.
+pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
+    let run = run_id();
+    let client = Client::new(&spec.url)?;
+    let channels = spec.layout.channels(spec.subscribers);
+    let audience = {
+        let mut audience = vec![0u64; channels as usize];
+        for channel in spec.layout.assign(spec.subscribers) {
+            audience[channel as usize] += 1;
+        }
+        audience
+    };
+    let before = server_usage(spec.server_pid);
+
+    // Open the subscriptions, split over the workers.
+    let wanted = match spec.workers {
+        0 => spec.subscribers.div_ceil(MAX_PER_WORKER).max(2),
+        n => n,
+    };
+    let count = wanted.min(spec.subscribers);
+    let mut workers = Vec::new();
+    let mut connect = ConnectReport::default();
+    let mut first = 0;
+    for w in 0..count {
+        let share = spec.subscribers / count + u32::from(w < spec.subscribers % count);
+        let worker_spec = WorkerSpec {
+            target: spec.target,
+            url: spec.url.clone(),
+            transport: spec.transport,
+            poll_interval_ms: spec.poll_interval_ms,
+            run: run.clone(),
+            layout: spec.layout,
+            subscribers: spec.subscribers,
+            first,
+            count: share,
+            publishers: spec.publishers,
+            connect_concurrency: spec.connect_concurrency.div_ceil(count),
+        };
+        first += share;
+        workers.push(Worker::spawn(&worker_spec).await?);
+    }
+    for worker in &mut workers {
+        match worker.read().await? {
+            Reply::Ready { opened, failed, secs, error_samples } => {
+                connect.opened += opened;
+                connect.failed += failed;
+                connect.secs = connect.secs.max(secs);
+                connect.error_samples.extend(error_samples);
+            }
+            Reply::Report { .. } => bail!("a worker reported before it was ready"),
+        }
+    }
+    connect.per_sec = if connect.secs > 0.0 { f64::from(connect.opened) / connect.secs } else { 0.0 };
+    tokio::time::sleep(Duration::from_secs_f64(spec.settle_secs)).await;
+
+    let memory = spec.server_pid.map(|_| {
+        let after = server_usage(spec.server_pid);
+        let per = |a: u64, b: u64| (a as f64 - b as f64) / f64::from(connect.opened.max(1));
+        MemoryReport {
+            before,
+            after,
+            rss_per_connection_bytes: per(after.rss_bytes, before.rss_bytes),
+            pss_per_connection_bytes: per(after.pss_bytes, before.pss_bytes),
+        }
+    });
+    let idle_server_cpu = match (spec.server_pid, spec.idle_secs > 0.0) {
+        (Some(_), true) => {
+            let cpu0 = server_usage(spec.server_pid).cpu_secs;
+            tokio::time::sleep(Duration::from_secs_f64(spec.idle_secs)).await;
+            Some((server_usage(spec.server_pid).cpu_secs - cpu0) / spec.idle_secs)
+        }
+        _ => None,
+    };
+
+    // Publish, step by step.
+    let mut publishers: Vec<Publisher> = (0..spec.publishers)
+        .map(|p| Publisher::new(&client, spec.target, &run, p, spec.publishers, channels, spec.payload_bytes))
+        .collect();
+    let mut steps = Vec::new();
+    let mut best = None;
+    let mut publish_errors = 0;
+    let mut last_errors = 0;
+    let mut bench_cpu_before = own_cpu() + gather(&mut workers, &Command::Report).await?.1;
+    for (k, plan) in spec.steps.iter().enumerate() {
+        let step = k as u32;
+        let table_before = published_table(&publishers, channels);
+        let cpu_before = server_usage(spec.server_pid).cpu_secs;
+        let start = Instant::now();
+        let start_us = now_us();
+        let until = start + Duration::from_secs_f64(plan.secs);
+        let period = plan.rate.map(|r| Duration::from_secs_f64(f64::from(spec.publishers) / r));
+        let mut tasks = Vec::new();
+        for mut publisher in publishers.drain(..) {
+            tasks.push(tokio::spawn(async move {
+                let done = publisher.publish(step, until, period).await;
+                (publisher, done)
+            }));
+        }
+        let (mut ok, mut errors) = (0, 0);
+        let mut samples = Vec::new();
+        for task in tasks {
+            let (publisher, done) = task.await?;
+            publishers.push(publisher);
+            ok += done.ok;
+            errors += done.errors;
+            samples.extend(done.error_samples);
+        }
+        let publish_secs = start.elapsed().as_secs_f64();
+        let table_after = published_table(&publishers, channels);
+        let expected: u64 = table_after
+            .iter()
+            .zip(&table_before)
+            .zip(&audience)
+            .map(|((after, before), &subs)| subs * (after.iter().sum::<u64>() - before.iter().sum::<u64>()))
+            .sum();
+        // Wait for the deliveries.
+        let drain_until = Instant::now() + Duration::from_secs_f64(spec.drain_secs);
+        let (tally, workers_cpu) = loop {
+            let (tally, cpu) = gather(&mut workers, &Command::Report).await?;
+            if tally.delivered(k) >= expected || Instant::now() >= drain_until {
+                break (tally, cpu);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let elapsed = start.elapsed().as_secs_f64();
+        let delivered = tally.delivered(k);
+        let last_at = tally.steps.get(k).map_or(start_us, |s| s.last_at_us);
+        let span = (last_at.saturating_sub(start_us) as f64 / 1e6).max(1e-3);
+        let latency = percentiles(&tally.latency(k));
+        let publish_rate = ok as f64 / publish_secs;
+        let kept_rate = plan.rate.map_or(true, |r| publish_rate >= 0.9 * r);
+        let held = delivered >= expected
+            && errors == 0
+            && tally.errors == last_errors
+            && kept_rate
+            && (expected == 0 || latency.p99 < spec.max_p99_ms);
+        last_errors = tally.errors;
+        publish_errors += errors;
+        let bench_cpu_now = own_cpu() + workers_cpu;
+        steps.push(StepResult {
+            rate: plan.rate,
+            published: ok,
+            publish_errors: errors,
+            publish_rate,
+            expected,
+            delivered,
+            deliveries_per_sec: if delivered > 0 { delivered as f64 / span } else { 0.0 },
+            latency_ms: latency,
+            server_cpu: (server_usage(spec.server_pid).cpu_secs - cpu_before) / elapsed,
+            bench_cpu: (bench_cpu_now - bench_cpu_before) / elapsed,
+            held,
+        });
+        bench_cpu_before = bench_cpu_now;
+        if !samples.is_empty() {
+            eprintln!("herald-bench: publish errors in step {k}: {samples:?}");
+        }
+        if held {
+            best = Some(k);
+        } else if spec.ramp {
+            break;
+        }
+    }
+
+    // Count what never arrived, and end the workers.
+    let published = published_table(&publishers, channels);
+    let (tally, _) = gather(&mut workers, &Command::Finish { published }).await?;
+    for mut worker in workers {
+        let _ = worker.child.wait().await;
+    }
+    Ok(LoadReport {
+        target: spec.target,
+        transport: spec.transport,
+        layout: spec.layout.describe(),
+        subscribers: spec.subscribers,
+        workers: count,
+        publishers: spec.publishers,
+        payload_bytes: spec.payload_bytes,
+        connect,
+        memory,
+        idle_server_cpu,
+        steps,
+        best,
+        gaps: tally.gaps,
+        duplicates: tally.duplicates,
+        errors: tally.errors,
+        publish_errors,
+        error_samples: tally.error_samples,
+    })
+}
+
+fn own_cpu() -> f64 {
+    crate::procfs::cpu_secs(std::process::id()).unwrap_or(0.0)
+}

@@ -1,0 +1,232 @@
+//! `herald-bench`: Herald's load generator, built on `herald-client`.
+//!
+//! - `run` drives one load with every knob on the command line;
+//! - `scenario NAME` runs one of issue 6's scenarios against Herald or Nchan and writes its JSON result;
+//! - `summarize DIR` turns a directory of results into the Herald/Nchan ratio table;
+//! - `worker` is this program re-executed by the others to hold a share of the subscribers.
+//!
+//! Every load is bounded in connections and time and only targets loopback addresses (127.0.0.0/8).
+
+mod feed;
+mod load;
+mod payload;
+mod procfs;
+mod publisher;
+mod report;
+mod scenarios;
+mod spec;
+mod tally;
+mod worker;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use crate::load::{LoadSpec, StepPlan};
+use crate::spec::{Layout, Target, Transport};
+
+#[derive(Parser)]
+#[command(name = "herald-bench", about = "Load generator for Herald (and Nchan, side by side)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one load.
+    Run(RunArgs),
+    /// Run one named scenario (see `scenarios`) and write its result.
+    Scenario(ScenarioArgs),
+    /// List the scenarios.
+    Scenarios,
+    /// Print the Herald/Nchan ratio table of the results in a directory.
+    Summarize {
+        /// The directory of `<scenario>.<target>.json` files.
+        dir: PathBuf,
+    },
+    /// Hold a share of the subscribers for a coordinating process (internal).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        spec: String,
+    },
+}
+
+/// Where the server is.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The server's base URL (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    url: String,
+    /// Which server speaks there.
+    #[arg(long, value_enum, default_value = "herald")]
+    target: Target,
+    /// The server's process id: its RSS and CPU time (with its children's) are read from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[arg(long, value_enum, default_value = "ws")]
+    transport: Transport,
+    /// Subscribers to open.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: u32,
+    /// Channels: `one` (fan-out), `each` (one per subscriber) or `zipf:<channels>`.
+    #[arg(long, default_value = "one")]
+    layout: Layout,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    payload_bytes: usize,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 1)]
+    publishers: u32,
+    /// Publish rates in messages/s, one step each, comma-separated; `max` publishes flat out.
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    rate: Vec<String>,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 3.0)]
+    step_secs: f64,
+    /// Stop at the first step that does not hold.
+    #[arg(long)]
+    ramp: bool,
+    /// p99 a step must stay under to hold, ms.
+    #[arg(long, default_value_t = 100.0)]
+    max_p99_ms: f64,
+    #[arg(long, default_value_t = 5.0)]
+    drain_secs: f64,
+    #[arg(long, default_value_t = 1.0)]
+    settle_secs: f64,
+    /// Seconds to measure the server at rest before publishing.
+    #[arg(long, default_value_t = 0.0)]
+    idle_secs: f64,
+    /// Worker processes (0: one per 10,000 subscribers, at least 2).
+    #[arg(long, default_value_t = 0)]
+    workers: u32,
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: u32,
+    #[arg(long, default_value_t = 1000)]
+    poll_interval_ms: u64,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ScenarioArgs {
+    /// The scenario's name.
+    name: String,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Write `<name>.<target>.json` and `.md` into this directory.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+/// Refuses any server that is not on this machine's loopback.
+fn check_loopback(url: &str) -> anyhow::Result<()> {
+    let rest = url.strip_prefix("http://").context("the URL must start with http://")?;
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => rest.split(['/', ':']).next().unwrap_or_default(),
+    };
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!("herald-bench only loads servers on loopback (127.0.0.0/8), not {host:?}");
+    }
+    Ok(())
+}
+
+fn steps(rates: &[String], secs: f64) -> anyhow::Result<Vec<StepPlan>> {
+    rates
+        .iter()
+        .map(|r| match r.as_str() {
+            "max" => Ok(StepPlan { rate: None, secs }),
+            r => Ok(StepPlan { rate: Some(r.parse().with_context(|| format!("bad rate {r:?}"))?), secs }),
+        })
+        .collect()
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Worker { spec } => worker::run(serde_json::from_str(&spec)?),
+        Command::Scenarios => {
+            for s in scenarios::ALL {
+                println!("{:<14} {}", s.name, s.description);
+            }
+            Ok(())
+        }
+        Command::Summarize { dir } => {
+            print!("{}", report::summary_markdown(&report::read_results(&dir)?));
+            Ok(())
+        }
+        Command::Run(args) => {
+            check_loopback(&args.server.url)?;
+            let spec = LoadSpec {
+                target: args.server.target,
+                url: args.server.url,
+                server_pid: args.server.server_pid,
+                transport: args.transport,
+                subscribers: args.subscribers,
+                layout: args.layout,
+                payload_bytes: args.payload_bytes,
+                publishers: args.publishers.max(1),
+                steps: steps(&args.rate, args.step_secs)?,
+                ramp: args.ramp,
+                max_p99_ms: args.max_p99_ms,
+                drain_secs: args.drain_secs,
+                settle_secs: args.settle_secs,
+                idle_secs: args.idle_secs,
+                workers: args.workers,
+                connect_concurrency: args.connect_concurrency,
+                poll_interval_ms: args.poll_interval_ms,
+            };
+            let report = runtime()?.block_on(load::run(&spec))?;
+            println!("{}", report::load_markdown(&report));
+            if let Some(path) = args.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
+            Ok(())
+        }
+        Command::Scenario(args) => {
+            check_loopback(&args.server.url)?;
+            let scenario = scenarios::find(&args.name).with_context(|| format!("no scenario {:?}", args.name))?;
+            let spec = scenario.spec(args.server.target, &args.server.url, args.server.server_pid);
+            let report = runtime()?.block_on(load::run(&spec))?;
+            let markdown =
+                format!("### {}: {}\n\n{}", scenario.name, scenario.description, report::load_markdown(&report));
+            println!("{markdown}");
+            let result = report::ScenarioResult::new(scenario, args.server.target, &report)?;
+            std::fs::create_dir_all(&args.out)?;
+            let stem = format!("{}.{}", scenario.name, args.server.target.name());
+            std::fs::write(args.out.join(format!("{stem}.json")), serde_json::to_vec_pretty(&result)?)?;
+            std::fs::write(args.out.join(format!("{stem}.md")), markdown)?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_servers_are_loaded() {
+        for url in ["http://127.0.0.1:7070", "http://127.9.8.7", "http://localhost:8091/x", "http://[::1]:80"] {
+            assert!(check_loopback(url).is_ok(), "{url}");
+        }
+        for url in ["http://10.0.0.1:7070", "http://example.com", "https://127.0.0.1"] {
+            assert!(check_loopback(url).is_err(), "{url}");
+        }
+    }
+}

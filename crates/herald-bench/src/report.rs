@@ -1,0 +1,266 @@
+//! Writing results: a markdown table per load, a JSON file per scenario and target, and the summary table of
+//! Herald/Nchan ratios built from those files.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::LoadReport;
+use crate::scenarios::{Better, Scenario};
+use crate::spec::Target;
+
+/// One scenario run against one target: what `bench/results/<scenario>.<target>.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ScenarioResult {
+    pub(crate) scenario: String,
+    pub(crate) description: String,
+    pub(crate) cut: Option<String>,
+    pub(crate) target: String,
+    pub(crate) metric: String,
+    pub(crate) better: Better,
+    pub(crate) headline: Option<f64>,
+    /// p99 latency of the step the headline comes from, ms.
+    pub(crate) p99_ms: Option<f64>,
+    /// The highest publish rate held, messages/s.
+    pub(crate) rate_held: Option<f64>,
+    pub(crate) idle_cpu: Option<f64>,
+    pub(crate) gaps: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) errors: u64,
+    /// The whole load report.
+    pub(crate) load: serde_json::Value,
+}
+
+impl<'de> Deserialize<'de> for Better {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "lower" => Ok(Better::Lower),
+            _ => Ok(Better::Higher),
+        }
+    }
+}
+
+impl ScenarioResult {
+    pub(crate) fn new(scenario: &Scenario, target: Target, report: &LoadReport) -> anyhow::Result<Self> {
+        let best = report.best_step();
+        Ok(Self {
+            scenario: scenario.name.into(),
+            description: scenario.description.into(),
+            cut: scenario.cut.map(Into::into),
+            target: target.name().into(),
+            metric: scenario.metric.into(),
+            better: scenario.better,
+            headline: scenario.headline(report),
+            p99_ms: best.map(|s| s.latency_ms.p99),
+            rate_held: best.and_then(|s| s.rate),
+            idle_cpu: report.idle_server_cpu,
+            gaps: report.gaps,
+            duplicates: report.duplicates,
+            errors: report.errors + report.publish_errors + u64::from(report.connect.failed),
+            load: serde_json::to_value(report)?,
+        })
+    }
+}
+
+fn num(x: f64) -> String {
+    match x.abs() {
+        a if a >= 100.0 => format!("{:.0}", x)
+            .as_bytes()
+            .rchunks(3)
+            .rev()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(","),
+        a if a >= 10.0 => format!("{x:.1}"),
+        _ => format!("{x:.2}"),
+    }
+}
+
+fn opt(x: Option<f64>) -> String {
+    x.map_or("–".into(), num)
+}
+
+/// A load's steps as a markdown table, with its connection and memory figures above.
+pub(crate) fn load_markdown(report: &LoadReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "**{}**, {} × {} on {}, {} publisher(s), {}-byte payloads, {} worker process(es)\n",
+        report.target.name(),
+        report.subscribers,
+        report.transport.name(),
+        report.layout,
+        report.publishers,
+        report.payload_bytes,
+        report.workers
+    );
+    let c = &report.connect;
+    let _ = writeln!(
+        out,
+        "- connections: {} opened, {} failed, in {:.2} s ({} /s)",
+        c.opened,
+        c.failed,
+        c.secs,
+        num(c.per_sec)
+    );
+    if let Some(m) = &report.memory {
+        let _ = writeln!(
+            out,
+            "- server memory: RSS {:.1} → {:.1} MiB ({} B per connection), PSS {} B per connection, {} process(es)",
+            m.before.rss_bytes as f64 / 1048576.0,
+            m.after.rss_bytes as f64 / 1048576.0,
+            num(m.rss_per_connection_bytes),
+            num(m.pss_per_connection_bytes),
+            m.after.processes
+        );
+    }
+    if let Some(cpu) = report.idle_server_cpu {
+        let _ = writeln!(out, "- server CPU at rest: {:.2}% of a core", cpu * 100.0);
+    }
+    let _ = writeln!(
+        out,
+        "- gaps {}, duplicates {}, subscriber errors {}, publish errors {}",
+        report.gaps, report.duplicates, report.errors, report.publish_errors
+    );
+    for sample in &report.error_samples {
+        let _ = writeln!(out, "  - e.g. `{sample}`");
+    }
+    if !report.steps.is_empty() {
+        out.push_str("\n| rate asked /s | published /s | delivered / expected | deliveries /s | p50 ms | p90 | p99 | p99.9 | max | server CPU | bench CPU | held |\n");
+        out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|\n");
+        for s in &report.steps {
+            let l = &s.latency_ms;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {:.0}% | {:.0}% | {} |",
+                s.rate.map_or("max".into(), num),
+                num(s.publish_rate),
+                s.delivered,
+                s.expected,
+                num(s.deliveries_per_sec),
+                num(l.p50),
+                num(l.p90),
+                num(l.p99),
+                num(l.p999),
+                num(l.max),
+                s.server_cpu * 100.0,
+                s.bench_cpu * 100.0,
+                if s.held { "yes" } else { "**no**" }
+            );
+        }
+    }
+    out
+}
+
+/// Reads every `*.json` result in `dir`.
+pub(crate) fn read_results(dir: &Path) -> anyhow::Result<Vec<ScenarioResult>> {
+    let mut results = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        if path.extension().is_some_and(|e| e == "json") {
+            if let Ok(result) = serde_json::from_slice::<ScenarioResult>(&std::fs::read(&path)?) {
+                results.push(result);
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// The ratio table: one row per scenario, Herald's figure, Nchan's, and Herald/Nchan.
+pub(crate) fn summary_markdown(results: &[ScenarioResult]) -> String {
+    let mut out = String::from(
+        "| scenario | figure | Herald | Nchan | Herald/Nchan | Herald ahead? | p99 ms H / N | gaps+dups H / N | errors H / N |\n|---|---|---:|---:|---:|:--:|---:|---:|---:|\n",
+    );
+    let mut cuts = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    for r in results {
+        if !names.contains(&r.scenario.as_str()) {
+            names.push(&r.scenario);
+        }
+    }
+    for name in names {
+        let of = |target: &str| results.iter().find(|r| r.scenario == name && r.target == target);
+        let (h, n) = (of("herald"), of("nchan"));
+        let Some(any) = h.or(n) else { continue };
+        let (hv, nv) = (h.and_then(|r| r.headline), n.and_then(|r| r.headline));
+        let ratio = match (hv, nv) {
+            (Some(h), Some(n)) if n > 0.0 => Some(h / n),
+            _ => None,
+        };
+        let ahead = ratio.map_or("–", |r| match (any.better, r >= 1.0) {
+            (Better::Higher, true) | (Better::Lower, false) => "yes",
+            _ => "**no**",
+        });
+        let pair = |f: &dyn Fn(&ScenarioResult) -> String| {
+            format!("{} / {}", h.map_or("–".into(), f), n.map_or("–".into(), f))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            name,
+            any.metric,
+            opt(hv),
+            opt(nv),
+            ratio.map_or("–".into(), |r| format!("{r:.2}×")),
+            ahead,
+            pair(&|r| opt(r.p99_ms)),
+            pair(&|r| (r.gaps + r.duplicates).to_string()),
+            pair(&|r| r.errors.to_string()),
+        );
+        if let Some(cut) = &any.cut {
+            cuts.push(format!("- {name}: cut down — {cut}"));
+        }
+    }
+    if !cuts.is_empty() {
+        out.push('\n');
+        out.push_str(&cuts.join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_numbers_get_thousands_separators_and_small_ones_decimals() {
+        assert_eq!(num(1_234_567.4), "1,234,567");
+        assert_eq!(num(123.4), "123");
+        assert_eq!(num(12.34), "12.3");
+        assert_eq!(num(1.234), "1.23");
+    }
+
+    fn result(scenario: &str, target: &str, headline: f64, better: Better) -> ScenarioResult {
+        ScenarioResult {
+            scenario: scenario.into(),
+            description: String::new(),
+            cut: None,
+            target: target.into(),
+            metric: "m".into(),
+            better,
+            headline: Some(headline),
+            p99_ms: None,
+            rate_held: None,
+            idle_cpu: None,
+            gaps: 0,
+            duplicates: 0,
+            errors: 0,
+            load: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn the_summary_divides_herald_by_nchan_and_says_who_is_ahead_by_the_figures_sense() {
+        let table = summary_markdown(&[
+            result("fanout", "herald", 200.0, Better::Higher),
+            result("fanout", "nchan", 100.0, Better::Higher),
+            result("idle", "herald", 12.0, Better::Lower),
+            result("idle", "nchan", 6.0, Better::Lower),
+        ]);
+        assert!(table.contains("| fanout | m | 200 | 100 | 2.00× | yes |"), "{table}");
+        assert!(table.contains("| idle | m | 12.0 | 6.00 | 2.00× | **no** |"), "{table}");
+    }
+}

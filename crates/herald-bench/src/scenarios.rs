@@ -1,0 +1,224 @@
+//! The scenarios of issue 6, sized so that `bench/compare.sh` runs all of them against both servers in
+//! about ten minutes on a 2-core machine that also runs the load generator. Where a scenario is smaller than
+//! the issue asks, its `cut` says how and why, and the report repeats it.
+
+use serde::Serialize;
+
+use crate::load::{LoadReport, LoadSpec, StepPlan};
+use crate::spec::{Layout, Target, Transport};
+
+/// Which way a scenario's headline figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Better {
+    Higher,
+    Lower,
+}
+
+/// A named load and the figure it is judged by.
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    pub(crate) description: &'static str,
+    /// How it is smaller than the issue's, if it is.
+    pub(crate) cut: Option<&'static str>,
+    pub(crate) metric: &'static str,
+    pub(crate) better: Better,
+    build: fn(&mut LoadSpec),
+    headline: fn(&LoadReport) -> Option<f64>,
+}
+
+/// Rising rates, 3 seconds each.
+fn ramp(rates: &[f64]) -> Vec<StepPlan> {
+    rates.iter().map(|&r| StepPlan { rate: Some(r), secs: 3.0 }).collect()
+}
+
+fn best_deliveries(report: &LoadReport) -> Option<f64> {
+    report.best_step().map(|s| s.deliveries_per_sec)
+}
+
+fn rss_per_connection(report: &LoadReport) -> Option<f64> {
+    report.memory.as_ref().map(|m| m.rss_per_connection_bytes / 1024.0)
+}
+
+fn publish_rate(report: &LoadReport) -> Option<f64> {
+    report.steps.first().map(|s| s.publish_rate)
+}
+
+/// Every scenario, in the order they run.
+pub(crate) const ALL: &[Scenario] = &[
+    Scenario {
+        name: "fanout-ws",
+        description: "10,000 WebSocket subscribers on one channel, 100-byte messages at rising rates",
+        cut: None,
+        metric: "deliveries/s at the highest rate held (p99 < 100 ms)",
+        better: Better::Higher,
+        build: |s| {
+            s.transport = Transport::Ws;
+            s.subscribers = 10_000;
+            s.steps = ramp(&[5.0, 10.0, 20.0, 40.0, 80.0, 160.0]);
+        },
+        headline: best_deliveries,
+    },
+    Scenario {
+        name: "fanout-sse",
+        description: "10,000 SSE subscribers on one channel, 100-byte messages at rising rates",
+        cut: None,
+        metric: "deliveries/s at the highest rate held (p99 < 100 ms)",
+        better: Better::Higher,
+        build: |s| {
+            s.transport = Transport::Sse;
+            s.subscribers = 10_000;
+            s.steps = ramp(&[5.0, 10.0, 20.0, 40.0, 80.0, 160.0]);
+        },
+        headline: best_deliveries,
+    },
+    Scenario {
+        name: "channels",
+        description: "10,000 WebSocket subscribers each on its own channel, publishes spread evenly, rising rates",
+        cut: None,
+        metric: "deliveries/s at the highest rate held (p99 < 100 ms)",
+        better: Better::Higher,
+        build: |s| {
+            s.transport = Transport::Ws;
+            s.subscribers = 10_000;
+            s.layout = Layout::Each;
+            s.publishers = 4;
+            s.steps = ramp(&[1_000.0, 2_000.0, 4_000.0, 8_000.0, 16_000.0]);
+        },
+        headline: best_deliveries,
+    },
+    Scenario {
+        name: "long-poll",
+        description: "2,000 long-pollers on one channel, each re-polling (on a new connection) after every answer",
+        cut: None,
+        metric: "deliveries/s at the highest rate held (p99 < 100 ms)",
+        better: Better::Higher,
+        build: |s| {
+            s.transport = Transport::LongPoll;
+            s.subscribers = 2_000;
+            s.settle_secs = 2.0;
+            s.steps = ramp(&[2.0, 5.0, 10.0, 20.0, 40.0]);
+        },
+        headline: best_deliveries,
+    },
+    Scenario {
+        name: "idle-ws",
+        description: "15,000 WebSocket connections on one channel doing nothing but heartbeats for 20 s",
+        cut: Some("20 s at rest instead of minutes, to fit the run in 10 minutes: one heartbeat round"),
+        metric: "server RSS per connection, KiB",
+        better: Better::Lower,
+        build: |s| {
+            s.transport = Transport::Ws;
+            s.subscribers = 15_000;
+            s.settle_secs = 2.0;
+            s.idle_secs = 20.0;
+            s.steps = Vec::new();
+        },
+        headline: rss_per_connection,
+    },
+    Scenario {
+        name: "idle-sse",
+        description: "15,000 SSE connections on one channel doing nothing but heartbeats for 20 s",
+        cut: Some("20 s at rest instead of minutes, to fit the run in 10 minutes: one heartbeat round"),
+        metric: "server RSS per connection, KiB",
+        better: Better::Lower,
+        build: |s| {
+            s.transport = Transport::Sse;
+            s.subscribers = 15_000;
+            s.settle_secs = 2.0;
+            s.idle_secs = 20.0;
+            s.steps = Vec::new();
+        },
+        headline: rss_per_connection,
+    },
+    Scenario {
+        name: "publish-alone",
+        description: "HTTP publishes flat out for 5 s, 4 kept-alive connections, nobody subscribed",
+        cut: None,
+        metric: "acknowledged publishes/s",
+        better: Better::Higher,
+        build: |s| {
+            s.subscribers = 0;
+            s.layout = Layout::Zipf { channels: 100 };
+            s.publishers = 4;
+            s.steps = vec![StepPlan { rate: None, secs: 5.0 }];
+        },
+        headline: publish_rate,
+    },
+    Scenario {
+        name: "publish-1000",
+        description: "HTTP publishes flat out for 5 s, 4 connections, spread over 1,000 channels with one WebSocket subscriber each",
+        cut: None,
+        metric: "acknowledged publishes/s",
+        better: Better::Higher,
+        build: |s| {
+            s.transport = Transport::Ws;
+            s.subscribers = 1_000;
+            s.layout = Layout::Each;
+            s.publishers = 4;
+            s.steps = vec![StepPlan { rate: None, secs: 5.0 }];
+        },
+        headline: publish_rate,
+    },
+];
+
+/// The scenario called `name`.
+pub(crate) fn find(name: &str) -> Option<&'static Scenario> {
+    ALL.iter().find(|s| s.name == name)
+}
+
+impl Scenario {
+    /// The load of this scenario against `target`.
+    pub(crate) fn spec(&self, target: Target, url: &str, server_pid: Option<u32>) -> LoadSpec {
+        let mut spec = LoadSpec {
+            target,
+            url: url.to_string(),
+            server_pid,
+            transport: Transport::Ws,
+            subscribers: 0,
+            layout: Layout::One,
+            payload_bytes: 100,
+            publishers: 1,
+            steps: Vec::new(),
+            ramp: true,
+            max_p99_ms: 100.0,
+            drain_secs: 5.0,
+            settle_secs: 1.0,
+            idle_secs: 0.0,
+            workers: 0,
+            connect_concurrency: 256,
+            poll_interval_ms: 1000,
+        };
+        (self.build)(&mut spec);
+        spec
+    }
+
+    /// The figure the scenario is judged by.
+    pub(crate) fn headline(&self, report: &LoadReport) -> Option<f64> {
+        (self.headline)(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_are_unique_and_found() {
+        for scenario in ALL {
+            assert_eq!(find(scenario.name).map(|s| s.name), Some(scenario.name));
+        }
+        assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn every_load_is_bounded_in_time_and_stays_under_the_open_files_limit_per_worker() {
+        for scenario in ALL {
+            let spec = scenario.spec(Target::Herald, "http://127.0.0.1:7070", None);
+            let secs: f64 = spec.steps.iter().map(|s| s.secs + spec.drain_secs).sum::<f64>() + spec.idle_secs;
+            assert!(secs < 60.0, "{} may take {secs} s", scenario.name);
+            let workers = spec.subscribers.div_ceil(crate::load::MAX_PER_WORKER).max(2);
+            assert!(spec.subscribers / workers <= 15_000, "{}", scenario.name);
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::Config;
 use crate::engine::EngineError;
@@ -20,6 +20,20 @@ use crate::shutdown::Shutdown;
 
 /// How often expired history is dropped and idle channels are freed.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Connections waiting to be accepted, at most. A Rust listener gets 128 by default: a burst of clients
+/// connecting at once (a restart, 2,000 long polls re-polling after one message) overflows it, and every
+/// connection dropped that way waits a whole second for its SYN to be sent again. The kernel caps the
+/// value at `net.core.somaxconn` (4096 by default), as it does for nginx's `backlog`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, like `TcpListener::bind`).
+fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +63,7 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let listen = config.listen;
         let hub = Hub::start(Arc::new(config)).await?;
-        let listener = TcpListener::bind(listen).await.map_err(|source| StartError::Bind { addr: listen, source })?;
+        let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
         Ok(Self { listener, hub, shutdown: Shutdown::new() })
     }
 

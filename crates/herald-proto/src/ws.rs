@@ -72,6 +72,13 @@ pub enum ClientFrame {
         /// Echoed in the answer.
         id: Option<RequestId>,
     },
+    /// `{"op":"auth","token":…,"id":…}`: present a subscriber token, or a fresh one before the last expires.
+    Auth {
+        /// The token (a JWT).
+        token: String,
+        /// Echoed in the answer.
+        id: Option<RequestId>,
+    },
 }
 
 /// A refused frame: the code and message of the `error` frame, and the `id` to echo.
@@ -103,6 +110,7 @@ struct RawFrame<'a> {
     event: Option<String>,
     #[serde(borrow, default, deserialize_with = "crate::json::present")]
     data: Option<&'a RawValue>,
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +154,9 @@ impl ClientFrame {
                 .ok_or_else(|| FrameError::new(&id, "invalid_frame", format!("`{}` needs a `channel`", raw.op)))?;
             ChannelName::new(&name).map_err(|e| FrameError::new(&id, "invalid_channel", e.to_string()))
         };
+        if raw.token.is_some() && raw.op != "auth" {
+            return Err(FrameError::new(&id, "invalid_frame", "`token` belongs in an `auth` frame"));
+        }
         match raw.op.as_str() {
             "subscribe" => {
                 let channel = channel(raw.channel)?;
@@ -169,10 +180,14 @@ impl ClientFrame {
                 Ok(ClientFrame::Publish { channel, event, data: minify(data.get().as_bytes()), id })
             }
             "ping" => Ok(ClientFrame::Ping { id }),
+            "auth" => {
+                let token = raw.token.ok_or_else(|| FrameError::new(&id, "invalid_frame", "`auth` needs a `token`"))?;
+                Ok(ClientFrame::Auth { token, id })
+            }
             other => Err(FrameError::new(
                 &id,
                 "unknown_op",
-                format!("unknown op {other:?}; expected subscribe, unsubscribe, publish or ping"),
+                format!("unknown op {other:?}; expected subscribe, unsubscribe, publish, ping or auth"),
             )),
         }
     }
@@ -221,6 +236,25 @@ pub enum ServerFrame<'a> {
     },
     /// A request failed.
     Error(&'a FrameError),
+    /// Answer to `auth`: the token is accepted until `exp`.
+    Authenticated {
+        /// The token's `sub`, if it has one.
+        sub: Option<&'a str>,
+        /// The token's `exp`, in seconds since 1970.
+        exp: u64,
+        /// The request's id.
+        id: Option<&'a RequestId>,
+    },
+    /// The server ended a subscription on its own (its token expired, or a new token does not grant it): no
+    /// message of the channel follows.
+    Ended {
+        /// The channel.
+        channel: &'a ChannelName,
+        /// Why, as an error code (`token_expired`, `channel_forbidden`).
+        code: &'static str,
+        /// A human-readable explanation.
+        message: &'a str,
+    },
 }
 
 fn push_id(out: &mut String, id: Option<&RequestId>) {
@@ -270,6 +304,25 @@ impl ServerFrame<'_> {
                 push_string(&mut rest, err.code);
                 rest.extend_from_slice(b",\"message\":");
                 push_string(&mut rest, &err.message);
+                out.push_str(&String::from_utf8_lossy(&rest));
+            }
+            ServerFrame::Authenticated { sub, exp, id } => {
+                let mut rest = Vec::with_capacity(64);
+                rest.extend_from_slice(b"{\"op\":\"authenticated\",\"sub\":");
+                match sub {
+                    Some(sub) => push_string(&mut rest, sub),
+                    None => rest.extend_from_slice(b"null"),
+                }
+                out.push_str(&String::from_utf8_lossy(&rest));
+                out.push_str(&format!(",\"exp\":{exp}"));
+                push_id(&mut out, *id);
+            }
+            ServerFrame::Ended { channel, code, message } => {
+                let mut rest = Vec::with_capacity(64 + message.len());
+                rest.extend_from_slice(format!(r#"{{"op":"ended","channel":"{channel}","code":"#).as_bytes());
+                push_string(&mut rest, code);
+                rest.extend_from_slice(b",\"message\":");
+                push_string(&mut rest, message);
                 out.push_str(&String::from_utf8_lossy(&rest));
             }
         }
@@ -336,6 +389,12 @@ mod tests {
             ClientFrame::parse(r#"{"op":"ping","id":4}"#).unwrap(),
             ClientFrame::Ping { id: Some(RequestId("4".into())) }
         );
+        assert_eq!(
+            ClientFrame::parse(r#"{"op":"auth","token":"a.b.c","id":5}"#).unwrap(),
+            ClientFrame::Auth { token: "a.b.c".into(), id: Some(RequestId("5".into())) }
+        );
+        assert_eq!(err(r#"{"op":"auth","id":5}"#).code, "invalid_frame");
+        assert_eq!(err(r#"{"op":"subscribe","channel":"c","token":"t"}"#).code, "invalid_frame");
     }
 
     #[test]
@@ -372,6 +431,18 @@ mod tests {
         assert_eq!(
             ServerFrame::Reset { channel: &c, cursor: "AQ" }.encode(),
             r#"{"op":"reset","channel":"c","cursor":"AQ"}"#
+        );
+        assert_eq!(
+            ServerFrame::Authenticated { sub: Some("u\"42"), exp: 1_800_000_000, id: Some(&id) }.encode(),
+            r#"{"op":"authenticated","sub":"u\"42","exp":1800000000,"id":1}"#
+        );
+        assert_eq!(
+            ServerFrame::Authenticated { sub: None, exp: 7, id: None }.encode(),
+            r#"{"op":"authenticated","sub":null,"exp":7}"#
+        );
+        assert_eq!(
+            ServerFrame::Ended { channel: &c, code: "token_expired", message: "renew" }.encode(),
+            r#"{"op":"ended","channel":"c","code":"token_expired","message":"renew"}"#
         );
         let e = FrameError { id: None, code: "unknown_op", message: "say \"hi\"".into() };
         assert_eq!(ServerFrame::Error(&e).encode(), r#"{"op":"error","code":"unknown_op","message":"say \"hi\""}"#);

@@ -8,7 +8,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use herald_proto::{CursorError, NameError};
 
+use crate::auth::AuthError;
 use crate::hub::HubError;
+use crate::limits::LimitError;
 
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +89,31 @@ impl From<HubError> for ApiError {
         match err {
             HubError::Engine(e) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", e.to_string()),
         }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        if err.is_unauthenticated() {
+            // RFC 6750 §3: a 401 names the scheme, and for a bad token says so.
+            let challenge = match err {
+                AuthError::Token(_) => r#"Bearer realm="herald", error="invalid_token""#,
+                _ => r#"Bearer realm="herald""#,
+            };
+            Self::new(StatusCode::UNAUTHORIZED, err.code(), err.to_string())
+                .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))
+        } else {
+            Self::new(StatusCode::FORBIDDEN, err.code(), err.to_string())
+        }
+    }
+}
+
+impl From<LimitError> for ApiError {
+    fn from(err: LimitError) -> Self {
+        // Whole seconds, rounded up, so a client that waits as told is let in.
+        let secs = err.retry_after().as_secs_f64().ceil().max(1.0) as u64;
+        Self::new(StatusCode::TOO_MANY_REQUESTS, err.code(), err.to_string())
+            .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
     }
 }
 

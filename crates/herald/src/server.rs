@@ -88,8 +88,10 @@ impl Server {
         let Self { listener, hub, shutdown } = self;
         let grace = hub.config().shutdown_grace;
         let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
-        let app = router(AppState { hub, shutdown: shutdown.clone() });
+        let app = router(AppState::new(hub, shutdown.clone()));
         let stop = shutdown.clone();
+        // The peer's address feeds the per-address connection limit.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve =
             axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).into_future();
         tokio::pin!(serve);

@@ -124,8 +124,14 @@ impl Auth {
     }
 
     fn refuse<T>(&self, err: AuthError) -> Result<T, AuthError> {
+        Err(self.refused(err))
+    }
+
+    /// Counts and logs a refusal decided by a transport (a credential it could not even read, a session whose
+    /// token ran out), and returns it.
+    pub fn refused(&self, err: AuthError) -> AuthError {
         self.refusals.record(err.refusal(), || err.to_string());
-        Err(err)
+        err
     }
 
     /// Checks a publish over HTTP with the `Authorization` header's value; returns the key used, if keys are

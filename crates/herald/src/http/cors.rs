@@ -14,6 +14,18 @@ use axum::response::{IntoResponse, Response};
 const EXPOSED: &str = "ETag, X-Herald-Event, X-Herald-Offset";
 const ALLOWED_HEADERS: &str = "Content-Type, If-None-Match, Last-Event-ID, Authorization";
 
+/// Whether a WebSocket handshake's `Origin` may connect: `*`, a listed origin, or the server's own origin
+/// (`Host` under either scheme), so a page served through the same host always works. A handshake without
+/// `Origin` does not come from a browser page and cannot be a cross-site hijack, so it is allowed.
+pub fn websocket_origin_allowed(origins: &[String], origin: Option<&str>, host: Option<&str>) -> bool {
+    let Some(origin) = origin else { return true };
+    if origins.iter().any(|o| o == "*" || o == origin) {
+        return true;
+    }
+    let own = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    own.is_some_and(|authority| host.is_some_and(|host| authority.eq_ignore_ascii_case(host)))
+}
+
 fn allowed(origins: &[String], origin: &str) -> Option<HeaderValue> {
     if origins.iter().any(|o| o == "*") {
         return Some(HeaderValue::from_static("*"));

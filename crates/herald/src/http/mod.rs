@@ -4,7 +4,9 @@
 //! [`AppState`] holding the hub and the shutdown signal.
 
 pub mod assets;
-mod cors;
+pub mod client_ip;
+pub mod cors;
+pub mod credentials;
 mod ops;
 mod publish;
 pub mod query;
@@ -17,9 +19,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use herald_proto::ChannelName;
 
+use crate::auth::Auth;
 use crate::config::TransportKind;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::limits::Limits;
+use crate::refusal::Refusals;
 use crate::shutdown::Shutdown;
 use crate::transport::{latest, poll, sse, ws};
 
@@ -30,9 +35,21 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The server's shutdown signal.
     pub shutdown: Shutdown,
+    /// Who may publish and subscribe.
+    pub auth: Arc<Auth>,
+    /// How much anyone may take.
+    pub limits: Arc<Limits>,
 }
 
 impl AppState {
+    /// The state of a server on `hub`, with the access rules and limits of its configuration.
+    pub fn new(hub: Arc<Hub>, shutdown: Shutdown) -> Self {
+        let refusals = Arc::new(Refusals::new(hub.metrics().clone()));
+        let auth = Arc::new(Auth::new(hub.config().clone(), refusals.clone()));
+        let limits = Arc::new(Limits::new(hub.config().clone(), refusals));
+        Self { hub, shutdown, auth, limits }
+    }
+
     /// Fails with `404 transport_disabled` unless `kind` is enabled.
     pub fn require(&self, kind: TransportKind, name: &str) -> Result<(), ApiError> {
         if self.hub.config().enabled(kind) {

@@ -13,8 +13,11 @@ use herald_proto::EventName;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::client_ip::ClientIp;
+use super::credentials::authorization;
 use super::{AppState, ChannelPath};
 use crate::error::ApiError;
+use crate::refusal::Refusal;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,16 +60,26 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
 pub(super) async fn publish(
     State(state): State<AppState>,
     ChannelPath(channel): ChannelPath,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // Who is asking comes first: nothing of an unauthenticated body is read.
+    if let Some(key) = state.auth.publisher(authorization(&headers), &channel)? {
+        state.limits.publish_with_key(key.name())?;
+    }
     check_content_type(&headers)?;
     let max = state.hub.config().max_body_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > max) {
-        return Err(too_large(max));
-    }
-    let body = read_body(body, max).await?;
+    let body = match declared.filter(|&len| len > max) {
+        Some(_) => Err(too_large(max)),
+        None => read_body(body, max).await,
+    };
+    let body = body.inspect_err(|err| {
+        if err.code == "payload_too_large" {
+            state.limits.refused(Refusal::BodySize, || format!("{ip}: a publish body over {max} bytes"));
+        }
+    })?;
     if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
         return Err(ApiError::bad_request("invalid_json", "the body is not valid JSON"));
     }

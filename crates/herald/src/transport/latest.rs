@@ -15,6 +15,8 @@ use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
 use crate::engine::Start;
 use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::{AppState, ChannelPath};
 use crate::hub::Tracker;
@@ -99,11 +101,15 @@ fn empty(channel: &ChannelName) -> Response {
 pub async fn latest(
     State(state): State<AppState>,
     ChannelPath(channel): ChannelPath,
+    ClientIp(ip): ClientIp,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.require(TransportKind::Poll, "poll")?;
-    let wait = super::poll::wait_param(&state, &Query::parse(raw.as_deref()))?;
+    let query = Query::parse(raw.as_deref());
+    authorize_read(&state, &headers, &query, std::slice::from_ref(&channel))?;
+    let wait = super::poll::wait_param(&state, &query)?;
+    let _admission = (!wait.is_zero()).then(|| state.limits.admit(ip)).transpose()?;
     let known = Known::parse(&headers, &channel);
     let hub = &state.hub;
     let transport = if wait.is_zero() { Transport::Poll } else { Transport::LongPoll };

@@ -6,16 +6,26 @@
 //! - `sse`: Server-Sent Events;
 //! - `ws`: WebSocket, both directions.
 //!
-//! They share how a subscription's start is chosen, here.
+//! They share how a subscription's start is chosen, how many channels a request may name, and when a stream
+//! that relies on a token must end, here.
 
 pub mod latest;
 pub mod poll;
 pub mod sse;
 pub mod ws;
 
-use herald_proto::{ChannelName, Cursor};
+use std::net::IpAddr;
+use std::time::Duration;
 
+use herald_proto::{ChannelName, Cursor};
+use tokio::time::Instant;
+
+use crate::auth::{now_unix, Claims};
 use crate::engine::Start;
+use crate::error::ApiError;
+use crate::http::query::Query;
+use crate::http::AppState;
+use crate::refusal::Refusal;
 
 /// Where a channel's subscription starts: a cursor naming the channel wins, then `since=latest`, then
 /// `last=N`, then the transport's default.
@@ -38,6 +48,31 @@ pub fn start_for(
         }
     } else {
         default
+    }
+}
+
+/// Every `channel` of a request, at most `max_channels_per_request`; more is refused and counted.
+pub(crate) fn requested_channels(state: &AppState, query: &Query, ip: IpAddr) -> Result<Vec<ChannelName>, ApiError> {
+    let max = state.hub.config().max_channels_per_request;
+    query.channels(max).inspect_err(|err| {
+        if err.code == "too_many_channels" {
+            state.limits.refused(Refusal::ChannelsPerRequest, || format!("{ip}: more than {max} channels"));
+        }
+    })
+}
+
+/// When a stream that relies on `claims` must end: when its token stops being accepted, on the runtime's clock
+/// (so tests can move it).
+pub(crate) fn token_deadline(state: &AppState, claims: &Claims) -> Instant {
+    let left = state.auth.valid_until(claims).saturating_sub(now_unix());
+    Instant::now() + Duration::from_secs(left)
+}
+
+/// Completes at `deadline`, or never.
+pub(crate) async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use herald_proto::{ChannelName, Cursor};
 
@@ -17,6 +17,8 @@ use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
 use crate::engine::Start;
 use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::{AppState, ChannelPath};
 use crate::hub::Tracker;
@@ -144,19 +146,31 @@ fn answer(batch: Batch, with_reset_channels: bool) -> Response {
 pub async fn channel_messages(
     State(state): State<AppState>,
     ChannelPath(channel): ChannelPath,
+    ClientIp(ip): ClientIp,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.require(TransportKind::Poll, "poll")?;
     let query = Query::parse(raw.as_deref());
+    authorize_read(&state, &headers, &query, std::slice::from_ref(&channel))?;
     let request = PollRequest::parse(&state, &query, vec![channel])?;
+    // A held poll is a connection, under the connection limits; a short poll is not.
+    let _admission = (!request.wait.is_zero()).then(|| state.limits.admit(ip)).transpose()?;
     Ok(answer(collect(&state, request).await?, false))
 }
 
 /// `GET /v1/poll?channel=…`.
-pub async fn poll(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn poll(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     state.require(TransportKind::Poll, "poll")?;
     let query = Query::parse(raw.as_deref());
-    let channels = query.channels(state.hub.config().max_channels_per_request)?;
+    let channels = super::requested_channels(&state, &query, ip)?;
+    authorize_read(&state, &headers, &query, &channels)?;
     let request = PollRequest::parse(&state, &query, channels)?;
+    let _admission = (!request.wait.is_zero()).then(|| state.limits.admit(ip)).transpose()?;
     Ok(answer(collect(&state, request).await?, true))
 }

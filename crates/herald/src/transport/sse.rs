@@ -4,7 +4,9 @@
 //! (so a browser that drops before the first message still resumes without a gap), replays history from the
 //! cursor (`Last-Event-ID`, then `since`, then `last`), then follows live messages. Every event's `id` is a
 //! cursor over all the stream's channels. The stream ends on shutdown or when the client is too slow; the
-//! browser reconnects with `Last-Event-ID` by itself.
+//! browser reconnects with `Last-Event-ID` by itself. A stream of private channels also ends when its token
+//! expires, after an `herald.error` event that says so (its reconnection with the same token is then refused
+//! with `401 token_expired`, which stops the browser's retries until the page brings a new token).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,9 +23,12 @@ use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
 use crate::engine::Start;
 use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::AppState;
 use crate::hub::{Connection, HubError, Tracker};
+use crate::limits::Admission;
 use crate::metrics::Transport;
 use crate::shutdown::Shutdown;
 
@@ -38,6 +43,11 @@ struct Stream {
     heartbeat: Interval,
     shutdown: Shutdown,
     first: Option<Bytes>,
+    /// When the token the stream relies on runs out.
+    expires: Option<Instant>,
+    /// The stream has said its last word.
+    ended: bool,
+    _admission: Admission,
 }
 
 impl Stream {
@@ -82,11 +92,18 @@ impl Stream {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
+        if self.ended {
+            return None;
+        }
         loop {
             let live = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return None,
                 () = self.connection.too_slow() => return None,
+                () = super::until(self.expires) => {
+                    self.ended = true;
+                    return Some(Bytes::from(error_event("token_expired", "the token expired; reconnect with a new one")));
+                }
                 _ = self.heartbeat.tick() => return Some(Bytes::from(sse::comment("ping"))),
                 live = self.connection.recv() => live?,
             };
@@ -104,6 +121,12 @@ impl Stream {
     }
 }
 
+/// `event: herald.error` with `{"code","message"}`: why the server ends the stream.
+fn error_event(code: &str, message: &str) -> Vec<u8> {
+    let data = serde_json::to_vec(&serde_json::json!({ "code": code, "message": message })).unwrap_or_default();
+    sse::event(None, Some("herald.error"), &data)
+}
+
 fn reset_event(channels: &[ChannelName]) -> Vec<u8> {
     let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
     let data = serde_json::to_vec(&serde_json::json!({ "channels": names })).unwrap_or_default();
@@ -113,6 +136,7 @@ fn reset_event(channels: &[ChannelName]) -> Vec<u8> {
 /// `GET /v1/sse?channel=…`.
 pub async fn sse(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -120,7 +144,10 @@ pub async fn sse(
     let hub = &state.hub;
     let config = hub.config();
     let query = Query::parse(raw.as_deref());
-    let channels = query.channels(config.max_channels_per_request)?;
+    let channels = super::requested_channels(&state, &query, ip)?;
+    let claims = authorize_read(&state, &headers, &query, &channels)?;
+    let relies_on_token = channels.iter().any(|c| state.auth.is_private(c));
+    let expires = claims.as_ref().filter(|_| relies_on_token).map(|c| super::token_deadline(&state, c));
     let envelope = query.flag("envelope")?;
     let last = query.number("last")?;
     // Last-Event-ID wins over `since`: it is where the browser really stopped.
@@ -131,6 +158,7 @@ pub async fn sse(
         None => (since.cursor, since.latest),
     };
 
+    let admission = state.limits.admit(ip)?;
     let mut connection = hub.connect(Transport::Sse);
     for channel in &channels {
         connection.subscribe(channel).await;
@@ -155,6 +183,9 @@ pub async fn sse(
         heartbeat: interval_at(Instant::now() + heartbeat, heartbeat),
         shutdown: state.shutdown.clone(),
         first: None,
+        expires,
+        ended: false,
+        _admission: admission,
     };
     let mut first = BytesMut::from(&sse::preamble(config.sse_retry_ms, &stream.cursor())[..]);
     if !reset.is_empty() {

@@ -4,13 +4,20 @@
 //! the shutdown signal. Requests are parsed by `herald_proto::ws`; a bad frame gets an `error` frame and the
 //! connection stays usable. A subscription is registered before its history is read and followed by a
 //! tracker, so replay and live messages join without a gap or a repeat.
+//!
+//! Access: the handshake is refused for a foreign `Origin` (`403`), a bad token (`401`) or a connection limit
+//! (`429`). A token comes with the handshake (`Authorization: Bearer` or `?token=`) or in an `auth` frame, which
+//! also replaces it before it expires. Subscriptions to private channels rely on the token: when it expires they
+//! end, each with an `ended` frame, and the connection stays open for a new `auth` and a resubscription from
+//! the client's cursors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -18,12 +25,19 @@ use herald_proto::ws::{ClientFrame, FrameError, RequestId, ServerFrame};
 use herald_proto::{ChannelName, Cursor, EventName, Position};
 use tokio::time::{interval_at, Instant, Interval};
 
+use crate::auth::{AuthError, Claims, TokenError};
 use crate::config::TransportKind;
 use crate::engine::Start;
 use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::cors::websocket_origin_allowed;
+use crate::http::credentials::authorize_read;
+use crate::http::query::Query;
 use crate::http::AppState;
 use crate::hub::{Connection, Tracker};
+use crate::limits::{Admission, TokenBucket};
 use crate::metrics::Transport;
+use crate::refusal::Refusal;
 
 /// Close code: the server is going away; reconnect and resume with your cursors.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -41,6 +55,9 @@ const MAX_BATCH: usize = 64;
 /// `GET /v1/ws`.
 pub async fn ws(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // A disabled transport is `404 transport_disabled` whatever the request, so this comes before the upgrade's
@@ -54,6 +71,17 @@ pub async fn ws(
                 .with_header(header::UPGRADE, HeaderValue::from_static("websocket")));
         }
     };
+    let text_header = |name| headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or("?"));
+    let origin = text_header(header::ORIGIN);
+    if !websocket_origin_allowed(&state.hub.config().cors_origins, origin, text_header(header::HOST)) {
+        let origin = origin.unwrap_or_default().to_owned();
+        state.limits.refused(Refusal::OriginForbidden, || format!("{ip}: a WebSocket from origin {origin:?}"));
+        let message = format!("WebSocket connections from {origin} are not allowed here");
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "origin_forbidden", message));
+    }
+    let claims = authorize_read(&state, &headers, &Query::parse(raw.as_deref()), &[])?;
+    let admission = state.limits.admit(ip)?;
+    let access = Access::new(&state, claims, ip, admission);
     let max = state.hub.config().max_frame_bytes;
     let tracker = state.shutdown.tracker().clone();
     Ok(upgrade
@@ -64,7 +92,39 @@ pub async fn ws(
         .max_write_buffer_size(16 * 1024 + 2 * max.max(state.hub.config().max_body_bytes) + 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| tracker.track_future(Session::new(state, socket).run())))
+        .on_upgrade(move |socket| tracker.track_future(Session::new(state, socket, access).run())))
+}
+
+/// What the connection's token allows and until when, and what the connection may still take.
+struct Access {
+    claims: Option<Claims>,
+    /// When the token runs out (`None`: no token, or it already ran out).
+    expires: Option<Instant>,
+    /// The token ran out and no new one came.
+    expired: bool,
+    /// Subscriptions that needed the token: they end with it.
+    private: HashSet<ChannelName>,
+    bucket: TokenBucket,
+    ip: IpAddr,
+    _admission: Admission,
+}
+
+impl Access {
+    fn new(state: &AppState, claims: Option<Claims>, ip: IpAddr, admission: Admission) -> Self {
+        let expires = claims.as_ref().map(|c| super::token_deadline(state, c));
+        let bucket = state.limits.connection_bucket();
+        Self { claims, expires, expired: false, private: HashSet::new(), bucket, ip, _admission: admission }
+    }
+
+    /// The claims to check a request with; after expiry, the request is refused as `token_expired`.
+    fn claims(&self, state: &AppState) -> Result<Option<&Claims>, AuthError> {
+        match &self.claims {
+            Some(claims) if self.expired => {
+                Err(state.auth.refused(AuthError::Token(TokenError::Expired { exp: claims.exp })))
+            }
+            claims => Ok(claims.as_ref()),
+        }
+    }
 }
 
 /// One WebSocket connection.
@@ -73,6 +133,11 @@ struct Session {
     socket: WebSocket,
     connection: Connection,
     trackers: HashMap<ChannelName, Tracker>,
+    access: Access,
+}
+
+fn refused(id: Option<RequestId>, err: AuthError) -> FrameError {
+    FrameError { id, code: err.code(), message: err.to_string() }
 }
 
 /// Why a session ended.
@@ -88,9 +153,9 @@ fn text(frame: &ServerFrame<'_>) -> WsMessage {
 }
 
 impl Session {
-    fn new(state: AppState, socket: WebSocket) -> Self {
+    fn new(state: AppState, socket: WebSocket, access: Access) -> Self {
         let connection = state.hub.connect(Transport::WebSocket);
-        Self { state, socket, connection, trackers: HashMap::new() }
+        Self { state, socket, connection, trackers: HashMap::new(), access }
     }
 
     async fn run(mut self) {
@@ -138,7 +203,14 @@ impl Session {
                     }
                     Some(Ok(WsMessage::Close(_))) | None => return Some(End::Gone),
                     Some(Ok(_)) => {} // Ping (answered by the library) and Pong only prove the peer is alive.
-                    Some(Err(err)) => return Some(too_big(err).unwrap_or(End::Gone)),
+                    Some(Err(err)) => {
+                        let end = too_big(err);
+                        if end.is_some() {
+                            let (ip, max) = (self.access.ip, self.state.hub.config().max_frame_bytes);
+                            self.state.limits.refused(Refusal::FrameSize, || format!("{ip}: a frame over {max} bytes"));
+                        }
+                        return Some(end.unwrap_or(End::Gone));
+                    }
                 }
             }
             live = self.connection.recv() => {
@@ -158,8 +230,55 @@ impl Session {
                 }
                 self.send(WsMessage::Ping(Bytes::new())).await;
             }
+            () = super::until(self.access.expires) => self.expire().await,
         }
         None
+    }
+
+    /// The token ran out: every subscription that needed it ends, with an `ended` frame each.
+    async fn expire(&mut self) {
+        self.access.expires = None;
+        self.access.expired = true;
+        if let Some(claims) = &self.access.claims {
+            self.state.auth.refused(AuthError::Token(TokenError::Expired { exp: claims.exp }));
+        }
+        let mut ending: Vec<ChannelName> = self.access.private.drain().collect();
+        ending.sort_unstable();
+        let message = "the token expired: send a new one in an `auth` frame, then subscribe again with your cursor";
+        for channel in ending {
+            self.end(&channel, "token_expired", message).await;
+        }
+        let _ = self.socket.flush().await;
+    }
+
+    /// Ends a subscription on the server's initiative.
+    async fn end(&mut self, channel: &ChannelName, code: &'static str, message: &str) {
+        self.connection.unsubscribe(channel);
+        self.trackers.remove(channel);
+        self.access.private.remove(channel);
+        self.feed(text(&ServerFrame::Ended { channel, code, message })).await;
+    }
+
+    /// `auth`: a token for this connection, replacing any earlier one. Private subscriptions the new token does
+    /// not grant end.
+    async fn authenticate(&mut self, token: String, id: Option<RequestId>) -> Result<Option<WsMessage>, FrameError> {
+        let claims = self.state.auth.verify(&token).map_err(|err| refused(id.clone(), err))?;
+        let mut lost: Vec<ChannelName> = self
+            .access
+            .private
+            .iter()
+            .filter(|channel| self.state.auth.subscribe(Some(&claims), channel).is_err())
+            .cloned()
+            .collect();
+        lost.sort_unstable();
+        for channel in lost {
+            self.end(&channel, "channel_forbidden", "the new token does not grant this channel").await;
+        }
+        self.access.expires = Some(super::token_deadline(&self.state, &claims));
+        self.access.expired = false;
+        let answer = text(&ServerFrame::Authenticated { sub: claims.sub.as_deref(), exp: claims.exp, id: id.as_ref() });
+        self.access.claims = Some(claims);
+        Ok(Some(answer))
     }
 
     /// Sends a frame; a failed send ends the session through the next `recv`.
@@ -199,6 +318,7 @@ impl Session {
             Ok(ClientFrame::Unsubscribe { channel, id }) => {
                 if self.connection.unsubscribe(&channel) {
                     self.trackers.remove(&channel);
+                    self.access.private.remove(&channel);
                     Ok(Some(text(&ServerFrame::Unsubscribed { channel: &channel, id: id.as_ref() })))
                 } else {
                     Err(FrameError { id, code: "not_subscribed", message: format!("not subscribed to {channel}") })
@@ -206,6 +326,7 @@ impl Session {
             }
             Ok(ClientFrame::Publish { channel, event, data, id }) => self.publish(channel, event, data, id).await,
             Ok(ClientFrame::Ping { id }) => Ok(Some(text(&ServerFrame::Pong { id: id.as_ref() }))),
+            Ok(ClientFrame::Auth { token, id }) => self.authenticate(token, id).await,
             Err(err) => Err(err),
         };
         match answer {
@@ -233,8 +354,15 @@ impl Session {
             });
         }
         if self.connection.subscriptions() >= max {
+            let ip = self.access.ip;
+            self.state.limits.refused(Refusal::Subscriptions, || format!("{ip}: more than {max} subscriptions"));
             let message = format!("at most {max} subscriptions per connection");
             return Err(FrameError { id, code: "too_many_subscriptions", message });
+        }
+        let allowed = self.access.claims(&self.state).and_then(|c| self.state.auth.subscribe(c, &channel));
+        allowed.map_err(|err| refused(id.clone(), err))?;
+        if self.state.auth.is_private(&channel) {
+            self.access.private.insert(channel.clone());
         }
         self.connection.subscribe(&channel).await;
         let start = super::start_for(&channel, cursor.as_ref(), false, last.map(u64::from), Start::Now);
@@ -242,6 +370,7 @@ impl Session {
             Ok(read) => read,
             Err(err) => {
                 self.connection.unsubscribe(&channel);
+                self.access.private.remove(&channel);
                 return Err(FrameError { id, code: "engine_unavailable", message: err.to_string() });
             }
         };
@@ -265,9 +394,11 @@ impl Session {
         data: Vec<u8>,
         id: Option<RequestId>,
     ) -> Result<Option<WsMessage>, FrameError> {
-        if !self.state.hub.config().namespace(&channel).allow_client_publish {
-            let message = format!("clients may not publish to {channel}; its namespace does not allow it");
-            return Err(FrameError { id, code: "client_publish_forbidden", message });
+        let allowed = self.access.claims(&self.state).and_then(|c| self.state.auth.client_publish(c, &channel));
+        allowed.map_err(|err| refused(id.clone(), err))?;
+        let (state, access) = (&self.state, &mut self.access);
+        if let Err(err) = state.limits.publish_on_connection(&mut access.bucket, access.ip) {
+            return Err(FrameError { id, code: err.code(), message: err.to_string() });
         }
         match self.state.hub.publish(channel, event, Bytes::from(data)).await {
             Ok(message) => Ok(Some(text(&ServerFrame::Published { message: &message.message, id: id.as_ref() }))),

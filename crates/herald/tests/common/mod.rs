@@ -8,8 +8,9 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 pub mod node;
+pub mod tokens;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use herald::Server;
 use herald_proto::{ChannelName, Cursor, EventName, Position};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -50,7 +51,7 @@ pub async fn spawn(config: Config) -> TestServer {
     let hub = server.hub().clone();
     let shutdown = server.shutdown().clone();
     let handle = tokio::spawn(server.run());
-    TestServer { client: Client { addr }, hub, shutdown, handle }
+    TestServer { client: Client { addr, local: None }, hub, shutdown, handle }
 }
 
 pub async fn start() -> TestServer {
@@ -121,16 +122,61 @@ impl std::ops::Deref for TestServer {
 #[derive(Clone, Copy, Debug)]
 pub struct Client {
     pub addr: SocketAddr,
+    /// The address connections leave from (another one of `127.0.0.0/8` plays another client).
+    pub local: Option<IpAddr>,
 }
 
 impl Client {
+    /// The same client, connecting from `ip` (e.g. `127.0.0.2`): another address, for the server's limits.
+    pub fn coming_from(self, ip: &str) -> Client {
+        Client { local: Some(ip.parse().unwrap()), ..self }
+    }
+
+    async fn connect(&self) -> TcpStream {
+        match self.local {
+            None => TcpStream::connect(self.addr).await.expect("connect"),
+            Some(ip) => {
+                let socket = TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::new(ip, 0)).expect("bind the local address");
+                socket.connect(self.addr).await.expect("connect")
+            }
+        }
+    }
+
+    /// A WebSocket handshake on `path` (e.g. `/v1/ws?token=…`) with extra headers; a refused handshake gives the
+    /// server's HTTP answer.
+    pub async fn ws_with(&self, path: &str, headers: &[(&str, &str)]) -> Result<Ws, Response> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}{path}", self.addr).into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let stream = self.connect().await;
+        match tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await {
+            Ok((socket, _)) => Ok(Ws { socket }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => Err(Response {
+                status: answer.status().as_u16(),
+                headers: answer
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+                    .collect(),
+                body: answer.body().clone().unwrap_or_default(),
+            }),
+            Err(other) => panic!("websocket handshake: {other}"),
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// One request; reads the whole answer.
     pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        let mut stream = self.connect().await;
         stream.write_all(&request_bytes(method, path, headers, body)).await.expect("write");
         let mut raw = Vec::new();
         tokio::time::timeout(PATIENCE * 6, stream.read_to_end(&mut raw)).await.expect("answer in time").expect("read");
@@ -186,7 +232,7 @@ impl Client {
     }
 
     pub async fn sse(&self, query: &str, headers: &[(&str, &str)]) -> Sse {
-        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        let mut stream = self.connect().await;
         stream.write_all(&request_bytes("GET", &format!("/v1/sse?{query}"), headers, b"")).await.expect("write");
         let mut sse = Sse { stream, buffer: Vec::new(), status: 0, headers: Vec::new() };
         loop {
@@ -201,7 +247,7 @@ impl Client {
     }
 
     pub async fn ws(&self) -> Ws {
-        let stream = TcpStream::connect(self.addr).await.expect("connect");
+        let stream = self.connect().await;
         let (socket, _) =
             tokio_tungstenite::client_async(format!("ws://{}/v1/ws", self.addr), MaybeTlsStream::Plain(stream))
                 .await
@@ -294,6 +340,12 @@ impl Sse {
                 return None;
             }
         }
+    }
+
+    /// The rest of the answer, up to its end (for an answer that is not a stream, such as an error).
+    pub async fn rest(mut self) -> Vec<u8> {
+        while self.fill().await {}
+        self.buffer
     }
 
     /// The next event that carries data.

@@ -46,7 +46,7 @@ impl Node {
         .expect("herald serve starts in time");
         // Keep draining the log so the node never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Node { child, client: Client { addr } }
+        Node { child, client: Client { addr, local: None } }
     }
 
     pub fn url(&self) -> String {

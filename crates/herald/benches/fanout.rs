@@ -1,0 +1,65 @@
+//! The hot path without sockets: one publish through the hub into every subscriber's connection queue, then
+//! each connection taking its message out with the shared WebSocket frame (or SSE body), as a transport
+//! does before writing. A regression in fan-out shows here in seconds, without a full `bench/compare.sh`.
+//!
+//! `cargo bench -p herald --bench fanout`; `cargo test` runs each case once, as a smoke test.
+
+// criterion's macros generate undocumented items, and a failed unwrap here is a failed benchmark.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use herald::hub::{Connection, Hub};
+use herald::metrics::Transport;
+use herald::Config;
+use herald_proto::{ChannelName, EventName};
+
+/// A 100-byte JSON payload, the size of the end-to-end scenarios.
+const PAYLOAD: &[u8] =
+    br#""0:0:1:1764297108123456:xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx""#;
+
+fn subscribed(runtime: &tokio::runtime::Runtime, hub: &Arc<Hub>, channel: &ChannelName, n: usize) -> Vec<Connection> {
+    runtime.block_on(async {
+        let mut connections = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut connection = hub.connect(Transport::WebSocket);
+            connection.subscribe(channel).await;
+            connections.push(connection);
+        }
+        connections
+    })
+}
+
+fn fanout(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let channel = ChannelName::new("bench").unwrap();
+    let event = EventName::new("message").unwrap();
+    let data = Bytes::from_static(PAYLOAD);
+    let mut group = c.benchmark_group("fanout");
+    for subscribers in [1usize, 100, 10_000] {
+        let hub = Hub::memory(Arc::new(Config::default()));
+        let mut connections = subscribed(&runtime, &hub, &channel, subscribers);
+        group.throughput(Throughput::Elements(subscribers as u64));
+        for (format, sse) in [("ws", false), ("sse", true)] {
+            group.bench_function(BenchmarkId::new(format!("publish_to_queues_{format}"), subscribers), |b| {
+                b.iter(|| {
+                    runtime.block_on(hub.publish(channel.clone(), event.clone(), data.clone())).unwrap();
+                    for connection in &mut connections {
+                        let message = connection.try_recv().unwrap();
+                        match sse {
+                            false => black_box(message.ws_frame().len()),
+                            true => black_box(message.sse_body(true).len()),
+                        };
+                    }
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout);
+criterion_main!(benches);

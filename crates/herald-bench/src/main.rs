@@ -96,6 +96,9 @@ struct RunArgs {
     /// Stop at the first step that does not hold.
     #[arg(long)]
     ramp: bool,
+    /// The first step only warms up: reported, never judged.
+    #[arg(long)]
+    warmup: bool,
     /// p99 a step must stay under to hold, ms.
     #[arg(long, default_value_t = 100.0)]
     max_p99_ms: f64,
@@ -183,6 +186,7 @@ fn main() -> anyhow::Result<()> {
                 publishers: args.publishers.max(1),
                 steps: steps(&args.rate, args.step_secs)?,
                 ramp: args.ramp,
+                warmup: args.warmup,
                 max_p99_ms: args.max_p99_ms,
                 drain_secs: args.drain_secs,
                 settle_secs: args.settle_secs,

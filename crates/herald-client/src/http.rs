@@ -7,6 +7,8 @@
 //! that a misbehaving server cannot exhaust the client's memory; a stream is read chunk by chunk instead
 //! ([`HttpStream`], and `subscribe::sse`).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -51,6 +53,7 @@ pub(crate) struct StreamingResponse {
 /// A request for `path_and_query` (already under the base URL's prefix) with the client's own headers.
 fn build_request(
     base: &BaseUrl,
+    authorization: Option<&Arc<str>>,
     method: Method,
     path_and_query: &str,
     headers: &[(&str, &str)],
@@ -61,6 +64,9 @@ fn build_request(
         .uri(path_and_query)
         .header(hyper::header::HOST, base.authority())
         .header(hyper::header::USER_AGENT, USER_AGENT);
+    if let Some(authorization) = authorization {
+        request = request.header(hyper::header::AUTHORIZATION, &**authorization);
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -86,7 +92,7 @@ pub(crate) async fn send(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> Result<StreamingResponse, ClientError> {
-    let request = build_request(client.base(), method, path_and_query, headers, body)?;
+    let request = build_request(client.base(), client.authorization(), method, path_and_query, headers, body)?;
     let (mut sender, task) = open(client).await?;
     let response = sender.send_request(request).await?;
     let (parts, body) = response.into_parts();
@@ -200,7 +206,8 @@ impl Client {
     /// of messages would. Each [`Client::request`] or [`Client::publish`] otherwise opens its own.
     pub async fn connect_http(&self) -> Result<HttpConnection, ClientError> {
         let (sender, task) = open(self).await?;
-        Ok(HttpConnection { base: self.base().clone(), sender, _task: task })
+        let authorization = self.authorization().cloned();
+        Ok(HttpConnection { base: self.base().clone(), authorization, sender, _task: task })
     }
 }
 
@@ -245,6 +252,7 @@ impl HttpStream {
 /// not reopened: once the server closes it, every request fails, and the caller opens another.
 pub struct HttpConnection {
     base: BaseUrl,
+    authorization: Option<Arc<str>>,
     sender: SendRequest<Full<Bytes>>,
     _task: ConnectionTask,
 }
@@ -264,7 +272,8 @@ impl HttpConnection {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<StreamingResponse, ClientError> {
-        let request = build_request(&self.base, method, &self.base.path(path_and_query), headers, body)?;
+        let path = self.base.path(path_and_query);
+        let request = build_request(&self.base, self.authorization.as_ref(), method, &path, headers, body)?;
         self.sender.ready().await?;
         let (parts, body) = self.sender.send_request(request).await?.into_parts();
         Ok(StreamingResponse { status: parts.status, headers: parts.headers, body, _connection: None })

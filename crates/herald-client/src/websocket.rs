@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -25,7 +26,14 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 pub(crate) async fn connect(client: &Client, route: &str) -> Result<WebSocketStream<TcpStream>, ClientError> {
     let stream = client.connect_tcp().await?;
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES).write_buffer_size(0);
-    match tokio_tungstenite::client_async_with_config(client.base().ws_url(route), stream, Some(config)).await {
+    let mut request = client.base().ws_url(route).into_client_request()?;
+    if let Some(authorization) = client.authorization() {
+        let value = authorization
+            .parse()
+            .map_err(|_| ClientError::InvalidRequest("a credential must be printable ASCII".into()))?;
+        request.headers_mut().insert(tungstenite::http::header::AUTHORIZATION, value);
+    }
+    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
         Ok((socket, _)) => Ok(socket),
         // A refusal before the upgrade (`transport_disabled` …) is an ordinary Herald error.
         Err(tungstenite::Error::Http(response)) => {

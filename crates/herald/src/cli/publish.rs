@@ -18,13 +18,19 @@ pub(crate) struct PublishArgs {
     /// Herald's base URL.
     #[arg(long, default_value = "http://127.0.0.1:7070", env = "HERALD_URL")]
     url: String,
+    /// The publisher key, sent as `Authorization: Bearer` (prefer the environment: a flag shows in `ps`).
+    #[arg(long, env = "HERALD_KEY", hide_env_values = true)]
+    key: Option<String>,
 }
 
 /// Publishes and prints `{"channel":…,"offset":…,"cursor":…,"time":…}` on stdout.
 pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let data: Box<RawValue> = serde_json::from_str(&args.json)
         .with_context(|| format!("the data must be valid JSON (a string is written '\"text\"'): {}", args.json))?;
-    let client = Client::new(&args.url)?;
+    let mut client = Client::new(&args.url)?;
+    if let Some(key) = &args.key {
+        client = client.with_bearer(key);
+    }
     let published = client
         .publish(&args.channel, args.event.as_deref(), &*data)
         .await

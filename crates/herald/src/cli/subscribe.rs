@@ -31,6 +31,9 @@ pub(crate) struct SubscribeArgs {
     /// Herald's base URL.
     #[arg(long, default_value = "http://127.0.0.1:7070", env = "HERALD_URL")]
     url: String,
+    /// A subscriber token (JWT) for private channels, sent as `Authorization: Bearer`.
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// The `--transport` values.
@@ -56,7 +59,10 @@ pub(crate) async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
         TransportArg::Poll => Transport::Poll { interval: Duration::from_millis(args.poll_interval_ms) },
     };
     let options = SubscribeOptions { channels: args.channels.clone(), transport, since: args.since, last: args.last };
-    let client = Client::new(&args.url)?;
+    let mut client = Client::new(&args.url)?;
+    if let Some(token) = &args.token {
+        client = client.with_bearer(token);
+    }
     let mut subscription = client
         .subscribe(options)
         .await

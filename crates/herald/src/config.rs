@@ -701,6 +701,46 @@ mod tests {
     }
 
     #[test]
+    fn security_keys_are_read_and_checked() {
+        let toml = r#"
+            trusted_proxies = ["10.0.0.0/8"]
+            max_connections_per_ip = 7
+            [[publisher_keys]]
+            name = "orders"
+            key = "orders-key-0123456789"
+            channels = ["orders:*"]
+            [jwt]
+            secret = "a-shared-secret-of-at-least-32-bytes"
+            audience = "herald"
+            [namespaces.news]
+            public = true
+        "#;
+        let c = load(toml, &[("HERALD_KEY", "ignored"), ("HERALD_TOKEN", "ignored")], Overrides::default()).unwrap();
+        assert_eq!((c.publisher_keys.len(), c.tokens.keys.len(), c.max_connections_per_ip), (1, 1, 7));
+        assert_eq!(c.tokens.audience.as_deref(), Some("herald"));
+        assert!(c.is_public(&ChannelName::new("news:1").unwrap()));
+        assert!(!c.is_public(&ChannelName::new("orders:1").unwrap()), "private once a token key exists");
+        assert!(Config::default().is_public(&ChannelName::new("orders:1").unwrap()), "public without one");
+        let env = [("HERALD_JWT_SECRET", "another-shared-secret-of-32-bytes!!")];
+        assert_eq!(load(toml, &env, Overrides::default()).unwrap().tokens.keys.len(), 1, "a later secret replaces");
+    }
+
+    #[test]
+    fn insecure_setups_are_refused_naming_the_key() {
+        let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
+        assert!(msg(load("listen = \"0.0.0.0:7070\"", &[], Overrides::default())).contains("--insecure"));
+        assert!(load("listen = \"0.0.0.0:7070\"\ninsecure = true", &[], Overrides::default()).is_ok());
+        let keyed = [("HERALD_PUBLISHER_KEYS", "a-key-of-sixteen-chars")];
+        assert!(load("listen = \"0.0.0.0:7070\"", &keyed, Overrides::default()).is_ok());
+        assert!(msg(load("[namespaces.a]\npublic = false", &[], Overrides::default())).contains("namespaces.a.public"));
+        assert!(msg(load("[jwt]\nsecret = \"short\"", &[], Overrides::default())).contains("jwt.secret"));
+        assert!(msg(load("[[publisher_keys]]\nname = \"k\"\nkey = \"short\"", &[], Overrides::default()))
+            .contains("publisher_keys[0]"));
+        assert!(msg(load("trusted_proxies = [\"nope\"]", &[], Overrides::default())).contains("trusted_proxies"));
+        assert!(msg(load("cors_origins = [\"shop.example\"]", &[], Overrides::default())).contains("cors_origins"));
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
         assert!(msg(load("max_wait_secs = \"x\"", &[], Overrides::default())).contains("max_wait_secs"));

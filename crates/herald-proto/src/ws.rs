@@ -122,11 +122,10 @@ struct IdOnly<'a> {
 fn request_id(raw: Option<&RawValue>) -> Result<Option<RequestId>, ()> {
     match raw.map(RawValue::get) {
         None => Ok(None),
-        Some(text)
-            if text.starts_with('"') || text.starts_with('-') || text.starts_with(|c: char| c.is_ascii_digit()) =>
-        {
-            Ok(Some(RequestId(text.to_string())))
-        }
+        Some(text) if text.starts_with('"') => Ok(Some(RequestId(text.to_string()))),
+        // A number is echoed verbatim, so it must be one every JSON reader takes: finite as a double
+        // (`1e999` is valid JSON grammar, but most parsers refuse it or read infinity).
+        Some(text) if text.parse::<f64>().is_ok_and(f64::is_finite) => Ok(Some(RequestId(text.to_string()))),
         Some(_) => Err(()),
     }
 }
@@ -134,6 +133,12 @@ fn request_id(raw: Option<&RawValue>) -> Result<Option<RequestId>, ()> {
 impl ClientFrame {
     /// Parses one text frame.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
+        // serde reads a struct from an array too (`["subscribe"]`); a frame is an object, nothing else.
+        if !text.trim_start().starts_with('{') {
+            let is_json = serde_json::from_str::<IgnoredAny>(text).is_ok();
+            let message = if is_json { "a frame must be a JSON object" } else { "the frame is not JSON" };
+            return Err(FrameError::new(&None, "invalid_json", message));
+        }
         let raw: RawFrame<'_> = match serde_json::from_str(text) {
             Ok(raw) => raw,
             Err(err) => {
@@ -413,6 +418,22 @@ mod tests {
         assert_eq!(err(r#"{"op":"publish","channel":"a"}"#).code, "invalid_frame");
         assert_eq!(err(r#"{"op":"publish","channel":"a","event":"a b","data":1}"#).code, "invalid_event");
         assert_eq!(err(r#"{"op":"ping","id":{"x":1}}"#).code, "invalid_frame");
+    }
+
+    /// Found by the `ws_frame` fuzz target: an array was read as a frame, and its number echoed as an `id` that
+    /// JSON readers refuse.
+    #[test]
+    fn regression_an_array_is_not_a_frame_and_an_id_must_be_a_finite_number() {
+        let e = err("[0.3E607]");
+        assert_eq!((e.code, e.id), ("invalid_json", None));
+        assert_eq!(err(r#"["ping"]"#).code, "invalid_json");
+        let e = err(r#"{"op":"ping","id":1e999}"#);
+        assert_eq!((e.code, e.id.clone()), ("invalid_frame", None));
+        assert!(serde_json::from_str::<serde_json::Value>(&ServerFrame::Error(&e).encode()).is_ok());
+        assert_eq!(
+            ClientFrame::parse(r#"{"op":"ping","id":-1.5e3}"#).unwrap(),
+            ClientFrame::Ping { id: Some(RequestId("-1.5e3".into())) }
+        );
     }
 
     #[test]

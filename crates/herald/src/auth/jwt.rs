@@ -137,14 +137,11 @@ impl VerifyingKey {
                 ("EC", None | Some("ES256")) if jwk.crv.as_deref() == Some("P-256") => {
                     let x = jwk_bytes(&jwk.x, "x")?;
                     let y = jwk_bytes(&jwk.y, "y")?;
-                    if x.len() != 32 || y.len() != 32 {
+                    let (Ok(x), Ok(y)) = (<[u8; 32]>::try_from(x.as_slice()), <[u8; 32]>::try_from(y.as_slice()))
+                    else {
                         return Err(key_error("JWKS P-256 key: x and y must be 32 bytes each"));
-                    }
-                    let point = p256::EncodedPoint::from_affine_coordinates(
-                        p256::FieldBytes::from_slice(&x),
-                        p256::FieldBytes::from_slice(&y),
-                        false,
-                    );
+                    };
+                    let point = p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
                     let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
                         .map_err(|_| key_error("JWKS P-256 key: the point is not on the curve"))?;
                     KeyKind::Ec(key)

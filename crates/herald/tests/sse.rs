@@ -7,9 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, position, spawn, start, Event, Sse, TestServer};
+use common::{config, position, spawn, start, Event, Sse, TestServer, PATIENCE};
 use herald_proto::Position;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// The `n` of an event published as `{"n": …}`.
 fn n(event: &Event) -> u64 {
@@ -305,4 +307,70 @@ async fn more_channels_than_max_channels_per_request_are_refused() {
     let server = spawn(config).await;
     assert_eq!(server.sse("channel=a&channel=b", &[]).await.status, 200);
     assert_eq!(refusal(&server, "channel=a&channel=b&channel=c", &[]).await, (400, "too_many_channels".into()));
+}
+
+/// Reads from `stream` until `buffer` holds `needle`; panics after `PATIENCE`.
+async fn read_until(stream: &mut TcpStream, buffer: &mut Vec<u8>, needle: &str) {
+    tokio::time::timeout(PATIENCE, async {
+        while !String::from_utf8_lossy(buffer).contains(needle) {
+            let mut chunk = [0; 4096];
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before {needle:?} in {:?}", String::from_utf8_lossy(buffer));
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", String::from_utf8_lossy(buffer)));
+}
+
+#[tokio::test]
+async fn a_subscriber_that_goes_away_is_forgotten_at_once_not_at_the_next_heartbeat() {
+    let server = start().await;
+    let sse = server.sse("channel=a", &[]).await;
+    server.until_metric(r#"herald_connections{transport="sse"}"#, 1).await;
+    drop(sse);
+    // The heartbeat (15 s) is longer than the test's patience (10 s): only reading the socket notices.
+    server.until_metric(r#"herald_connections{transport="sse"}"#, 0).await;
+}
+
+#[tokio::test]
+async fn an_http11_stream_is_delimited_by_the_close_of_its_connection() {
+    let server = start().await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(b"GET /v1/sse?channel=a HTTP/1.1\r\nHost: herald.test\r\n\r\n").await.unwrap();
+    let mut buffer = Vec::new();
+    read_until(&mut stream, &mut buffer, "retry: ").await;
+    let head = String::from_utf8_lossy(&buffer).to_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n") && head.contains("\r\ndate: "), "{head}");
+    assert!(!head.contains("transfer-encoding") && !head.contains("content-length"), "{head}");
+    server.publish("a", "tick", json!({ "n": 1 })).await;
+    read_until(&mut stream, &mut buffer, "data: {\"n\":1}\n\n").await;
+}
+
+#[tokio::test]
+async fn a_stream_after_other_requests_on_a_kept_alive_connection_works_the_same() {
+    let server = start().await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut buffer = Vec::new();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald.test\r\n\r\n").await.unwrap();
+    read_until(&mut stream, &mut buffer, "\"ok\"").await;
+    buffer.clear();
+    stream.write_all(b"GET /v1/sse?channel=a HTTP/1.1\r\nHost: herald.test\r\n\r\n").await.unwrap();
+    read_until(&mut stream, &mut buffer, "retry: ").await;
+    server.publish("a", "tick", json!({ "n": 1 })).await;
+    read_until(&mut stream, &mut buffer, "data: {\"n\":1}\n\n").await;
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_a_whole_json_answer_and_the_connection_closes() {
+    let server = start().await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(b"GET /v1/sse?channel=a%20b HTTP/1.1\r\nHost: herald.test\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut answer)).await.expect("closed").unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+    assert!(head.contains(&format!("content-length: {}\r\n", body.len())), "{head}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(body).unwrap()["error"]["code"], "invalid_channel");
 }

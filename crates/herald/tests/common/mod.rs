@@ -133,14 +133,18 @@ impl Client {
     }
 
     async fn connect(&self) -> TcpStream {
-        match self.local {
+        let stream = match self.local {
             None => TcpStream::connect(self.addr).await.expect("connect"),
             Some(ip) => {
                 let socket = TcpSocket::new_v4().unwrap();
                 socket.bind(SocketAddr::new(ip, 0)).expect("bind the local address");
                 socket.connect(self.addr).await.expect("connect")
             }
-        }
+        };
+        // Without it, a small write after another (a pong, then a request) waits for the server's delayed ACK,
+        // real milliseconds in which a paused clock jumps to its next timer.
+        stream.set_nodelay(true).expect("nodelay");
+        stream
     }
 
     /// A WebSocket handshake on `path` (e.g. `/v1/ws?token=…`) with extra headers; a refused handshake gives the

@@ -1,15 +1,19 @@
 //! Binding, serving and stopping: the one place that owns the listener, the background sweeper and the
 //! shutdown sequence.
 //!
+//! Every accepted connection is a task on the shutdown tracker, served by [`connection`]: hyper's HTTP/1
+//! connection for requests and WebSocket upgrades, or, for an SSE stream, [`event_stream`] straight on the
+//! socket.
+//!
 //! Shutdown: the token is cancelled (by a signal or by the caller), the listener stops accepting, held polls
-//! answer at once, SSE streams end, WebSockets close with 1001, and the server waits up to
-//! `shutdown_grace` for the rest.
+//! answer at once, SSE streams end, WebSockets close with 1001, idle keep-alive connections close, and the
+//! server waits up to `shutdown_grace` for the rest.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::Config;
@@ -18,8 +22,14 @@ use crate::http::{router, AppState};
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
 
+mod connection;
+mod event_stream;
+
 /// How often expired history is dropped and idle channels are freed.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The pause after an accept that failed for want of resources (file descriptors, memory).
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
 /// Connections waiting to be accepted, at most. A Rust listener gets 128 by default: a burst of clients
 /// connecting at once (a restart, 2,000 long polls re-polling after one message) overflows it, and every
@@ -89,31 +99,43 @@ impl Server {
         let grace = hub.config().shutdown_grace;
         let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
         let app = router(AppState::new(hub, shutdown.clone()));
-        let stop = shutdown.clone();
-        // The peer's address feeds the per-address connection limit.
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve =
-            axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).into_future();
-        tokio::pin!(serve);
-        let ended = tokio::select! {
-            served = &mut serve => Some(served),
-            () = shutdown.cancelled() => None,
-        };
+        accept(&listener, &app, &shutdown).await;
+        drop(listener);
         // One grace period for everything, counted from the shutdown signal.
         let deadline = tokio::time::Instant::now() + grace;
-        let served_in_time = match ended {
-            Some(served) => served.map(|()| true),
-            None => match tokio::time::timeout_at(deadline, serve).await {
-                Ok(served) => served.map(|()| true),
-                // Connections that outlive the grace period are not waited for.
-                Err(_elapsed) => Ok(false),
-            },
-        };
-        shutdown.trigger();
         let drained = shutdown.drain_until(deadline).await;
         sweeper.abort();
-        served_in_time.map(|in_time| in_time && drained)
+        Ok(drained)
     }
+}
+
+/// Accepts connections until shutdown, each served by its own task on the shutdown tracker.
+async fn accept(listener: &TcpListener, app: &Router, shutdown: &Shutdown) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // Frames are batched before each write; waiting for an ACK (Nagle) only adds latency.
+                let _ = stream.set_nodelay(true);
+                shutdown.tracker().spawn(connection::serve(stream, peer, app.clone(), shutdown.clone()));
+            }
+            Err(error) => accept_failed(error).await,
+        }
+    }
+}
+
+/// A failed accept: a connection that went away before it was accepted is nobody's concern; anything else
+/// (out of file descriptors, above all) is logged and retried after a pause rather than in a busy loop.
+async fn accept_failed(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept connections; retrying in {ACCEPT_RETRY:?}");
+    tokio::time::sleep(ACCEPT_RETRY).await;
 }
 
 async fn sweep(hub: Arc<Hub>, shutdown: Shutdown) {

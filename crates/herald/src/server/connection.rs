@@ -1,0 +1,162 @@
+//! One accepted connection: an SSE stream is written straight to the socket, everything else is served by
+//! hyper's HTTP/1 connection (keep-alive, bodies, WebSocket upgrades).
+//!
+//! Why two paths: hyper keeps a whole HTTP/1 connection alive under a streamed response (an 8 KiB read
+//! buffer, an 8 KiB head buffer, the connection state), about 16 KiB of every idle SSE subscriber for a
+//! response that will never need them again; and while the body is idle hyper does not read the socket, so
+//! it does not notice a subscriber that went away. A WebSocket leaves hyper on upgrade; an SSE stream, which
+//! stays an HTTP response, leaves it here: when the connection's first request is `GET /v1/sse` and its head
+//! arrived whole, the request is read off the socket, answered by the same router as every other request,
+//! and its response written by [`super::event_stream`].
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+
+use crate::shutdown::Shutdown;
+
+/// The bytes looked at before choosing a path. A request head longer than this goes to hyper.
+const SNIFF_BYTES: usize = 4096;
+/// Headers of a request taken off hyper's path, at most (more: hyper's path, which takes up to 100).
+const MAX_HEADERS: usize = 64;
+/// The path whose streams leave hyper.
+const SSE_PATH: &str = "/v1/sse";
+
+/// Serves one accepted connection until it ends or shutdown has drained it.
+pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, app: Router, shutdown: Shutdown) {
+    let direct = tokio::select! {
+        () = shutdown.cancelled() => return,
+        direct = take_event_stream_request(&stream) => direct,
+    };
+    match direct {
+        Some(mut request) => {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            super::event_stream::serve(stream, request, app, shutdown).await;
+        }
+        None => serve_http1(stream, peer, app, shutdown).await,
+    }
+}
+
+/// hyper's HTTP/1 connection, with upgrades (WebSocket) and a graceful end on shutdown.
+async fn serve_http1(stream: TcpStream, peer: SocketAddr, app: Router, shutdown: Shutdown) {
+    let app = TowerToHyperService::new(app);
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        // The peer's address feeds the per-address limits (`ClientIp`).
+        request.extensions_mut().insert(ConnectInfo(peer));
+        hyper::service::Service::call(&app, request.map(Body::new))
+    });
+    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = shutdown.cancelled() => {}
+    }
+    // Finish the request in flight (held polls answer at once on shutdown), then close.
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+/// Reads the connection's first request off the socket when it is a `GET /v1/sse` whose head arrived whole;
+/// otherwise leaves every byte where it is, for hyper.
+async fn take_event_stream_request(stream: &TcpStream) -> Option<Request<Body>> {
+    let mut buffer = vec![0; SNIFF_BYTES];
+    let seen = stream.peek(&mut buffer).await.ok()?;
+    let (request, head_len) = parse_event_stream_head(&buffer[..seen])?;
+    // The head is already in the socket's buffer: this read does not wait.
+    read_exact(stream, &mut buffer[..head_len]).await.ok()?;
+    Some(request)
+}
+
+async fn read_exact(stream: &TcpStream, buffer: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buffer.len() {
+        stream.readable().await?;
+        match stream.try_read(&mut buffer[done..]) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The request and its head's length, when `bytes` start with a whole `GET /v1/sse…` head without a body.
+/// Anything else, complete or not, valid or not, is `None`: hyper answers it as it answers every request.
+pub(crate) fn parse_event_stream_head(bytes: &[u8]) -> Option<(Request<Body>, usize)> {
+    let prefix = format!("GET {SSE_PATH}");
+    if !bytes.starts_with(prefix.as_bytes()) {
+        return None;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = head.parse(bytes).ok()? else { return None };
+    let uri: Uri = head.path?.parse().ok()?;
+    if uri.path() != SSE_PATH {
+        return None;
+    }
+    let version = match head.version? {
+        0 => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut request = Request::builder().method(Method::GET).uri(uri).version(version);
+    for header in head.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        // A request with a body is not an event stream request: hyper reads and answers it.
+        if name == axum::http::header::CONTENT_LENGTH && header.value != b"0"
+            || name == axum::http::header::TRANSFER_ENCODING
+        {
+            return None;
+        }
+        request = request.header(name, HeaderValue::from_bytes(header.value).ok()?);
+    }
+    Some((request.body(Body::empty()).ok()?, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &str) -> Option<(Request<Body>, usize)> {
+        parse_event_stream_head(bytes.as_bytes())
+    }
+
+    #[test]
+    fn a_whole_sse_head_is_taken_with_its_length_headers_and_version() {
+        let head = "GET /v1/sse?channel=a&since=latest HTTP/1.1\r\nHost: x\r\nLast-Event-ID: abc\r\n\r\n";
+        let (request, len) = parse(&format!("{head}GET /next")).expect("taken");
+        assert_eq!(len, head.len());
+        assert_eq!(request.uri().query(), Some("channel=a&since=latest"));
+        assert_eq!(request.version(), Version::HTTP_11);
+        assert_eq!(request.headers()["last-event-id"], "abc");
+        let (request, _) = parse("GET /v1/sse HTTP/1.0\r\n\r\n").expect("taken");
+        assert_eq!(request.version(), Version::HTTP_10);
+    }
+
+    #[test]
+    fn everything_else_is_left_to_hyper() {
+        for bytes in [
+            "GET /v1/sse?channel=a HTTP/1.1\r\nHost: x\r\n",          // not whole yet
+            "GET /v1/ssex HTTP/1.1\r\n\r\n",                          // another path
+            "GET /v1/ws HTTP/1.1\r\n\r\n",                            // another path
+            "POST /v1/sse HTTP/1.1\r\n\r\n",                          // another method
+            "GET /v1/sse HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", // a body
+            "GET /v1/sse HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n", // a body
+            "GET /v1/sse HTTP/1.1\r\nBad Header: x\r\n\r\n",          // invalid
+            "GET /v1/sse HTTP/2.0\r\n\r\n",                           // not HTTP/1
+            "",
+        ] {
+            assert!(parse(bytes).is_none(), "{bytes:?}");
+        }
+        let many = format!("GET /v1/sse HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(MAX_HEADERS + 1));
+        assert!(parse(&many).is_none());
+    }
+}

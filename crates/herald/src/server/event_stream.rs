@@ -1,0 +1,168 @@
+//! A response written straight to the socket, for requests taken off hyper's path by
+//! [`super::connection`]: the head, then the body's chunks as they come, delimited by closing the connection
+//! (`Connection: close` and no chunked encoding: an event stream has no end a client waits for, and every
+//! HTTP/1 client reads such a body until the close).
+//!
+//! While the body is idle the socket is read too, so a subscriber that goes away ends its stream at once
+//! instead of at the next heartbeat; bytes a client sends after its request are read and dropped. A response
+//! that is not an event stream (a refusal, an error) is written whole, with its length, and the connection
+//! closed.
+
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Request, StatusCode, Version};
+use axum::Router;
+use futures_util::{FutureExt, StreamExt};
+use http_body_util::BodyExt;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::shutdown::Shutdown;
+
+/// What is read, at most, per read of the idle socket (its bytes are dropped).
+const PROBE_BYTES: usize = 64;
+
+/// Answers `request` with `app` and writes the response to `stream`.
+pub(super) async fn serve(stream: TcpStream, request: Request<Body>, app: Router, shutdown: Shutdown) {
+    let version = request.version();
+    let response = match hyper::service::Service::call(&TowerToHyperService::new(app), request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (parts, body) = response.into_parts();
+    if parts.status == StatusCode::OK && is_event_stream(&parts.headers) {
+        let head = encode_head(version, parts.status, &parts.headers, None, SystemTime::now());
+        stream_body(stream, head, body, shutdown).await;
+    } else {
+        let body = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
+        let mut whole = encode_head(version, parts.status, &parts.headers, Some(body.len()), SystemTime::now());
+        whole.extend_from_slice(&body);
+        write_and_close(stream, &whole).await;
+    }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// Writes the head and the body's chunks until the body ends, the client goes away or shutdown stops a write.
+async fn stream_body(mut stream: TcpStream, mut head: Vec<u8>, body: Body, shutdown: Shutdown) {
+    let mut body = body.into_data_stream();
+    // The first chunk (the preamble and the replayed history) is ready at once: one write with the head.
+    let mut ended = false;
+    if let Some(first) = body.next().now_or_never() {
+        match first {
+            Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+            _ => ended = true,
+        }
+    }
+    let (mut reader, mut writer) = stream.split();
+    if !write(&mut writer, &head, &shutdown).await || ended {
+        let _ = writer.shutdown().await;
+        return;
+    }
+    drop(head);
+    let mut probe = [0; PROBE_BYTES];
+    loop {
+        tokio::select! {
+            chunk = body.next() => match chunk {
+                Some(Ok(chunk)) => if !write(&mut writer, &chunk, &shutdown).await { return },
+                // The stream ended (shutdown, a slow client, an expired token): close after its last word.
+                _ => break,
+            },
+            read = reader.read(&mut probe) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Writes `bytes` unless shutdown comes first; returns whether they were written.
+async fn write(writer: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8], shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        written = writer.write_all(bytes) => written.is_ok(),
+        () = shutdown.cancelled() => false,
+    }
+}
+
+async fn write_and_close(mut stream: TcpStream, bytes: &[u8]) {
+    if stream.write_all(bytes).await.is_ok() {
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// The response head: the status line, the response's own headers, `Date`, the length when known, and
+/// `Connection: close`. Framing headers of the response itself are replaced by these.
+pub(crate) fn encode_head(
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    content_length: Option<usize>,
+    now: SystemTime,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(if version == Version::HTTP_10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::CONNECTION, header::DATE].contains(name) {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(format!("date: {}\r\n", httpdate::fmt_http_date(now)).as_bytes());
+    if let Some(length) = content_length {
+        head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn heads_keep_the_response_headers_and_replace_its_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let head = encode_head(Version::HTTP_11, StatusCode::OK, &headers, None, now);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ndate: Fri, 15 Jan 2027 08:00:00 GMT\r\n\
+             connection: close\r\n\r\n"
+        );
+        let head = encode_head(Version::HTTP_10, StatusCode::UNAUTHORIZED, &HeaderMap::new(), Some(12), now);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "HTTP/1.0 401 Unauthorized\r\ndate: Fri, 15 Jan 2027 08:00:00 GMT\r\ncontent-length: 12\r\n\
+             connection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn only_event_streams_are_streamed() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_event_stream(&headers));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert!(!is_event_stream(&headers));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+        assert!(is_event_stream(&headers));
+    }
+}

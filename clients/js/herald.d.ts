@@ -27,7 +27,16 @@ export interface PublishAck {
   time: string;
 }
 
+/**
+ * A subscriber token (a JWT issued by the page's backend), or a function that returns a fresh one. The function
+ * may be async; it is called before the first connection, ahead of each token's expiry, and after the server
+ * refused a token. It returns null (or undefined) when there is no token to give.
+ */
+export type TokenOption = string | (() => string | null | undefined | Promise<string | null | undefined>) | null;
+
 export interface HeraldOptions {
+  /** The subscriber token for private channels; default none. */
+  token?: TokenOption;
   /** Tried in this order; default all four, WebSocket first. */
   transports?: Transport[];
   /** Milliseconds between two short polls; default 3000. */
@@ -58,6 +67,8 @@ export interface HeraldOptions {
   clearTimeout?: (id: unknown) => void;
   /** Source of the backoff jitter, in [0, 1). */
   random?: () => number;
+  /** The clock tokens' `exp` is compared with, in ms since 1970; default `Date.now`. */
+  now?: () => number;
   document?: unknown;
   window?: unknown;
 }
@@ -83,7 +94,10 @@ export interface StateChange {
   transport: Transport | null;
   /** Why a connection attempt ended, with `reconnecting`, `connecting` or `offline`. */
   error?: HeraldError;
-  /** Why the client is idle: `closed`, `hidden` or `no subscription`. */
+  /**
+   * Why the client is idle: `closed`, `hidden`, `no subscription`, or `unauthorized` (a string token was refused,
+   * or every channel waits for a token: nothing connects until `setToken`, or the token function's next token).
+   */
   reason?: string;
 }
 
@@ -101,7 +115,11 @@ export interface HeraldEvents {
 }
 
 export declare class HeraldError extends Error {
-  /** The API's error code (`transport_disabled`, `client_publish_forbidden` …) or the client's own. */
+  /**
+   * The API's error code (`transport_disabled`, `client_publish_forbidden`, `token_required`, `invalid_token`,
+   * `token_expired`, `channel_forbidden` …) or the client's own (`token_unavailable`: the token function threw,
+   * returned something else than a string, or did not answer within `requestTimeout`).
+   */
   code: string;
   /** The HTTP status, for an HTTP error. */
   status?: number;
@@ -109,7 +127,16 @@ export declare class HeraldError extends Error {
   retryAfter?: number;
   /** The WebSocket close code, for a closed WebSocket. */
   closeCode?: number;
-  constructor(code: string, message: string, extra?: { status?: number; retryAfter?: number; closeCode?: number });
+  /**
+   * The channel a refusal concerns: `channel_forbidden` (that subscription failed and was dropped),
+   * `token_required` (the channel waits for a token), or a WebSocket `ended` frame's channel.
+   */
+  channel?: string;
+  constructor(
+    code: string,
+    message: string,
+    extra?: { status?: number; retryAfter?: number; closeCode?: number; channel?: string; cause?: unknown },
+  );
 }
 
 export declare class Herald {
@@ -127,8 +154,19 @@ export declare class Herald {
   publish(channel: string, event: string | null | undefined, data: unknown): Promise<PublishAck>;
   on<K extends keyof HeraldEvents>(name: K, listener: (payload: HeraldEvents[K]) => void): () => void;
   off<K extends keyof HeraldEvents>(name: K, listener: (payload: HeraldEvents[K]) => void): void;
+  /** Replaces the subscriber token; channels waiting for one resume from their cursors. */
+  setToken(token: TokenOption): void;
   close(): void;
 }
+
+/** The claims of a JWT, read without checking its signature; null when it is not a JWT. */
+export declare function readTokenClaims(token: string): Record<string, unknown> | null;
+
+/**
+ * Milliseconds from `now` until `token` should be renewed: 30 s or a tenth of its lifetime before `exp`, whichever
+ * is closer to `exp`; 0 when that moment has passed; null when the token has no readable `exp`.
+ */
+export declare function tokenRenewalDelay(token: string, now: number): number | null;
 
 /** Exponential backoff with equal jitter: between half and all of `base * 2^attempt`, capped at `max`. */
 export declare function backoffDelay(attempt: number, base: number, max: number, random: () => number): number;

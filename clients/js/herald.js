@@ -7,6 +7,11 @@
  * page's subscriptions, falls back from one technique to the next when one cannot connect, and after every
  * reconnect or switch resumes each channel from its own cursor, so the page sees every message exactly once.
  *
+ * Private channels need a subscriber token (a JWT from the page's backend, docs/SECURITY.md). The client presents
+ * it on every transport, fetches a fresh one from the page's function ahead of its expiry and whenever the server
+ * refuses it, and tells a refused token (a problem of credentials: no fallback to another transport) from a
+ * transport that fails.
+ *
  * The wire contract is docs/API.md of the Herald repository. No dependency; the browser globals it uses
  * (`WebSocket`, `EventSource`, `fetch`, timers, `document`) can be injected through the options, which is how the
  * Node tests drive it without a browser.
@@ -36,17 +41,20 @@ const DEFAULT_OPTIONS = Object.freeze({
   failuresBeforeFallback: 2,
   /** Close the connection while `document.hidden`, and resume from the cursors when the page shows again. */
   pauseWhenHidden: false,
+  /** The subscriber token: a string, or a function (sync or async) that returns a fresh one. */
+  token: null,
 });
 
 /** An error reported by Herald (`code` is the API's error code) or by the client itself. */
 export class HeraldError extends Error {
-  constructor(code, message, { status, retryAfter, closeCode } = {}) {
-    super(message);
+  constructor(code, message, { status, retryAfter, closeCode, channel, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
     this.name = "HeraldError";
     this.code = code;
     if (status !== undefined) this.status = status;
     if (retryAfter !== undefined) this.retryAfter = retryAfter;
     if (closeCode !== undefined) this.closeCode = closeCode;
+    if (channel !== undefined) this.channel = channel;
   }
 }
 
@@ -61,17 +69,29 @@ export class HeraldError extends Error {
  * message a channel may still have a *stream cursor*: the multi-channel cursor of a poll answer or an SSE event,
  * which names it at the position the stream had reached. Resuming passes stream cursors first and own cursors
  * last, because for a channel named twice the last `since` wins (API.md, "Cursors").
+ *
+ * A channel the server refused for want of a valid token is *parked*: it keeps its subscribers and its cursor, but
+ * no connection asks for it until a new token comes, when it resumes from that cursor.
  */
 class ChannelBook {
   #channels = new Map();
   #streamCursorSeq = 0;
 
+  /** How many channels are subscribed, parked or not. */
   get size() {
     return this.#channels.size;
   }
 
+  /** How many channels a connection must carry: the subscribed ones that are not parked. */
+  get activeSize() {
+    let size = 0;
+    for (const channel of this.#channels.values()) if (!channel.parked) size++;
+    return size;
+  }
+
+  /** The channels a connection must carry, in the order they were subscribed. */
   names() {
-    return [...this.#channels.keys()];
+    return [...this.#channels].filter(([, channel]) => !channel.parked).map(([name]) => name);
   }
 
   get(name) {
@@ -83,7 +103,14 @@ class ChannelBook {
     let channel = this.#channels.get(sub.channel);
     const isNew = channel === undefined;
     if (isNew) {
-      channel = { cursor: since ?? null, streamCursor: null, streamSeq: 0, lastOffset: 0, subscribers: new Set() };
+      channel = {
+        cursor: since ?? null,
+        streamCursor: null,
+        streamSeq: 0,
+        lastOffset: 0,
+        parked: false,
+        subscribers: new Set(),
+      };
       this.#channels.set(sub.channel, channel);
     }
     channel.subscribers.add(sub);
@@ -97,6 +124,24 @@ class ChannelBook {
     if (channel.subscribers.size > 0) return false;
     this.#channels.delete(sub.channel);
     return true;
+  }
+
+  /** Drops a channel with every subscriber it has (the server will not serve it); true when it was there. */
+  drop(name) {
+    return this.#channels.delete(name);
+  }
+
+  /** Keeps a channel out of connections until `unparkAll`; true when it was carried until now. */
+  park(name) {
+    const channel = this.#channels.get(name);
+    if (!channel || channel.parked) return false;
+    channel.parked = true;
+    return true;
+  }
+
+  /** A new token came: every parked channel is carried again. */
+  unparkAll() {
+    for (const channel of this.#channels.values()) channel.parked = false;
   }
 
   /** The cursor to resume one channel from, or null when the page has no position in it yet. */
@@ -185,13 +230,15 @@ function endpoint(baseUrl, path) {
   return baseUrl.replace(/\/+$/, "") + path;
 }
 
-function sseUrl(baseUrl, names, book) {
+function sseUrl(baseUrl, names, book, token) {
   const query = new URLSearchParams();
   for (const name of names) query.append("channel", name);
   query.append("envelope", "true");
   for (const cursor of book.sinceList(names)) query.append("since", cursor);
   const last = book.replayCount(names);
   if (last > 0) query.append("last", String(last));
+  // An EventSource cannot set headers: the token goes in the query (SECURITY.md, "Subscriber tokens").
+  if (token) query.append("token", token);
   return `${endpoint(baseUrl, "/v1/sse")}?${query}`;
 }
 
@@ -251,10 +298,184 @@ async function requestJson(env, url, init, timeoutMs, controller = new env.Abort
   }
 }
 
+/** The headers of a request that carries the subscriber token, if there is one. */
+function withToken(headers, token) {
+  return token ? { ...headers, Authorization: `Bearer ${token}` } : headers;
+}
+
+/**
+ * Asks `url` once and drops the answer: null when the server accepts the request, the HeraldError it answered
+ * otherwise. Used where the status of a refusal is hidden (an EventSource's `error` event has none) and to find
+ * which channel of a request the server refused (its error does not name it).
+ */
+async function checkAccess(env, url, init, timeoutMs) {
+  const controller = new env.AbortController();
+  const timer = env.setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    const res = await env.fetch(url, { ...init, signal: controller.signal });
+    if (!res.ok) return await errorFromResponse(res);
+    return null;
+  } finally {
+    env.clearTimeout(timer);
+    controller.abort(); // an accepted SSE request is a stream: end it
+  }
+}
+
+/** The errors that refuse the token itself: every request carrying it fails, so only a new token helps. */
+const TOKEN_REFUSALS = new Set(["invalid_token", "token_expired"]);
+/** The errors that refuse one channel of a request: the others may go on. */
+const CHANNEL_REFUSALS = new Set(["token_required", "channel_forbidden"]);
+
+/**
+ * A request for several channels was refused for one of them, but the error does not say which: asks for each
+ * channel alone (`probeUrl(name)`), one request after the other. Returns `[channel, error]` for each refused one.
+ */
+async function findRefusedChannels(link, names, error, probeUrl, init) {
+  if (names.length === 1) return [[names[0], error]];
+  const refused = [];
+  for (const name of names) {
+    if (!link.live()) break;
+    const refusal = await checkAccess(link.env, probeUrl(name), init, link.opts.requestTimeout).catch(() => null);
+    if (refusal && CHANNEL_REFUSALS.has(refusal.code)) refused.push([name, refusal]);
+  }
+  return refused;
+}
+
 /** Exponential backoff with "equal jitter": between half and all of `base * 2^attempt`, capped at `max`. */
 export function backoffDelay(attempt, base, max, random) {
   const ceiling = Math.min(max, base * 2 ** attempt);
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Subscriber tokens
+
+/** The most a fresh token is fetched before the current one expires. */
+const RENEW_AHEAD_MS = 30000;
+
+/** The claims of a JWT, read without checking its signature (the server does that); null if it is not a JWT. */
+export function readTokenClaims(token) {
+  const payload = typeof token === "string" ? token.split(".")[1] : undefined;
+  if (!payload) return null;
+  try {
+    const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
+    const binary = atob(base64 + "=".repeat((4 - (base64.length % 4)) % 4));
+    const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0))));
+    return claims && typeof claims === "object" && !Array.isArray(claims) ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Milliseconds from `now` until a fresh token should replace `token`: 30 s or a tenth of its lifetime before its
+ * `exp`, whichever is *closer* to `exp`, so a long token is renewed 30 s ahead and a 3 s one 0.3 s ahead (the
+ * earlier of the two would renew a short token the moment it arrives). The lifetime is `exp - iat`; without `iat`,
+ * what is left of it now. With `iat`, the delay never exceeds the lifetime, so a page clock running behind the
+ * issuer's does not push the renewal past the real expiry. 0 when that moment has passed; null without `exp`.
+ */
+export function tokenRenewalDelay(token, now) {
+  const claims = readTokenClaims(token);
+  if (!claims || !Number.isFinite(claims.exp)) return null;
+  let left = claims.exp * 1000 - now;
+  let lifetime = left;
+  if (Number.isFinite(claims.iat) && claims.iat < claims.exp) {
+    lifetime = (claims.exp - claims.iat) * 1000;
+    left = Math.min(left, lifetime);
+  }
+  if (lifetime <= 0) return 0;
+  return Math.max(0, Math.round(left - Math.min(RENEW_AHEAD_MS, lifetime / 10)));
+}
+
+/**
+ * The page's subscriber token: a string it gave (used until it gives another), or a function called for a fresh
+ * one before the first connection, ahead of expiry and after a refusal. One call at a time: asking while a call
+ * is running gets that call's answer. A call that takes longer than `requestTimeout` counts as failed, so a
+ * function that never answers cannot stall the client.
+ */
+class TokenSource {
+  #source = null;
+  #value = null;
+  #stale = false;
+  #pending = null;
+  #generation = 0;
+  #env;
+  #timeoutMs;
+  #onValue;
+
+  /** `onValue()` runs whenever a call of the function brought a token (or none). */
+  constructor(source, { env, timeoutMs, onValue }) {
+    this.#env = env;
+    this.#timeoutMs = timeoutMs;
+    this.#onValue = onValue;
+    this.replace(source);
+  }
+
+  replace(source) {
+    if (source != null && typeof source !== "string" && typeof source !== "function")
+      throw new TypeError("token must be a string, a function that returns one, or null");
+    this.#source = source ?? null;
+    this.#generation++;
+    this.#pending = null;
+    this.#value = typeof source === "string" && source ? source : null;
+    this.#stale = typeof source === "function";
+  }
+
+  /** Whether a fresh token can be asked for (the page gave a function). */
+  get renewable() {
+    return typeof this.#source === "function";
+  }
+
+  /** The token to present, or null. */
+  get value() {
+    return this.#value;
+  }
+
+  /** Whether the function must be called before the next connection: never yet, or its token was refused. */
+  get stale() {
+    return this.#stale;
+  }
+
+  /** The server refused the token: the next connection asks for a fresh one first. */
+  invalidate() {
+    if (this.renewable) this.#stale = true;
+  }
+
+  /** Calls the page's function; resolves with its token (null for none), rejects with `token_unavailable`. */
+  fetch() {
+    if (!this.renewable) return Promise.resolve(this.#value);
+    if (this.#pending) return this.#pending;
+    const [generation, source, env] = [this.#generation, this.#source, this.#env];
+    const pending = (async () => {
+      let token;
+      let timer;
+      const late = new Promise((_, reject) => {
+        timer = env.setTimeout(() => reject(new Error(`no answer within ${this.#timeoutMs} ms`)), this.#timeoutMs);
+      });
+      try {
+        token = await Promise.race([source(), late]);
+      } catch (cause) {
+        throw new HeraldError("token_unavailable", `the token function failed: ${cause?.message ?? cause}`, { cause });
+      } finally {
+        env.clearTimeout(timer);
+      }
+      if (token != null && typeof token !== "string")
+        throw new HeraldError("token_unavailable", "the token function must return a string, null or undefined");
+      if (generation === this.#generation) {
+        this.#value = token || null;
+        this.#stale = false;
+        this.#onValue();
+      }
+      return this.#value;
+    })();
+    this.#pending = pending;
+    pending
+      .finally(() => {
+        if (this.#pending === pending) this.#pending = null;
+      })
+      .catch(() => {});
+    return pending;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -264,6 +485,12 @@ export function backoffDelay(attempt, base, max, random) {
 // the link ignores a transport once the client has moved on, so a late event of a closed connection is harmless.
 // Each has `sync()` (the channel set changed) and `close()`; the WebSocket one also `publish()`.
 
+/**
+ * The token goes in an `auth` frame, sent first on every new socket and again whenever the token is renewed: the
+ * server answers in frames the page can read (a refused handshake is only a close 1006 in a browser), the same
+ * frame renews the token without a reconnection, and the token stays out of URLs. Frames are answered in the
+ * order they were sent, so subscriptions sent after an `auth` frame are checked with its token.
+ */
 class WebSocketTransport {
   #link;
   #ws;
@@ -271,6 +498,8 @@ class WebSocketTransport {
   #nextId = 1;
   #pending = new Map();
   #subscribed = new Map();
+  /** The id of the `auth` frame the server has not answered yet, or null. */
+  #authPending = null;
 
   constructor(link) {
     this.#link = link;
@@ -280,6 +509,7 @@ class WebSocketTransport {
       if (this.#ws !== ws) return;
       this.#open = true;
       link.healthy();
+      this.authenticate();
       this.sync();
     };
     ws.onmessage = (event) => {
@@ -295,6 +525,14 @@ class WebSocketTransport {
 
   get canPublish() {
     return this.#open;
+  }
+
+  /** Presents the current token (a new one replaces the last, and the subscriptions stay). */
+  authenticate() {
+    const token = this.#link.token();
+    if (!this.#open || !token) return;
+    this.#authPending = this.#nextId++;
+    this.#send({ op: "auth", token, id: this.#authPending });
   }
 
   sync() {
@@ -380,6 +618,20 @@ class WebSocketTransport {
         link.reset(frame.channel, false);
         link.setCursor(frame.channel, frame.cursor);
         break;
+      case "authenticated":
+        if (frame.id === this.#authPending) this.#authPending = null;
+        link.tokenAccepted();
+        break;
+      case "ended":
+        if (!subscribed) break;
+        this.#subscribed.delete(frame.channel);
+        this.#refused(
+          frame.channel,
+          new HeraldError(frame.code ?? "ended", frame.message ?? "the server ended the subscription", {
+            channel: frame.channel,
+          }),
+        );
+        break;
       case "published": {
         const { op: _op, id: _id, ...ack } = frame;
         this.#settle(frame.id)?.resolve(ack);
@@ -407,6 +659,11 @@ class WebSocketTransport {
       pending.reject(error);
       return;
     }
+    if (frame.id !== undefined && frame.id === this.#authPending) {
+      this.#authPending = null;
+      this.#link.tokenRefused(error);
+      return;
+    }
     const channel = [...this.#subscribed].find(([, id]) => id === frame.id)?.[0];
     if (channel === undefined || error.code === "already_subscribed") {
       if (error.code !== "already_subscribed") this.#link.error(error);
@@ -417,28 +674,54 @@ class WebSocketTransport {
       // The cursor cannot be read: the page cannot know what it missed. Say so, and start over without it.
       this.#link.reset(channel, true);
       this.#subscribe(channel);
+    } else if (TOKEN_REFUSALS.has(error.code) || CHANNEL_REFUSALS.has(error.code)) {
+      error.channel = channel;
+      this.#refused(channel, error);
     } else {
       this.#link.error(error);
     }
   }
+
+  /**
+   * The server refused or ended `channel` (already out of `#subscribed`): for want of a valid token, the channel
+   * waits for one; not granted (or ended for a reason the client does not know), the subscription fails.
+   */
+  #refused(channel, error) {
+    const tokenRelated = TOKEN_REFUSALS.has(error.code) || CHANNEL_REFUSALS.has(error.code);
+    if (tokenRelated && this.#authPending !== null) {
+      // The server judged it with the token before the `auth` frame in flight; ask again, after that frame.
+      this.#subscribe(channel);
+    } else if (tokenRelated && error.code !== "channel_forbidden") {
+      this.#link.needsToken(channel, error);
+    } else {
+      this.#link.forbidden(channel, error);
+    }
+  }
 }
 
+/**
+ * The token goes in `?token=` (an EventSource cannot set headers). A new token, or a new channel set, means a new
+ * stream from the cursors. An EventSource that cannot open shows no status, so one `fetch` of the same URL asks
+ * the server why: a refused token or channel is then handled as such instead of as a broken transport.
+ */
 class SseTransport {
   #link;
   #source = null;
+  #generation = 0;
 
   constructor(link) {
     this.#link = link;
     this.#open();
   }
 
-  /** The channel set changed: a new stream, from the cursors. */
+  /** The channel set or the token changed: a new stream, from the cursors. */
   sync() {
-    this.#source?.close();
+    this.close();
     this.#open();
   }
 
   close() {
+    this.#generation++;
     const source = this.#source;
     this.#source = null;
     source?.close();
@@ -447,11 +730,19 @@ class SseTransport {
   #open() {
     const link = this.#link;
     const names = link.channels();
-    const source = new link.env.EventSource(sseUrl(link.baseUrl, names, link.book));
+    const url = sseUrl(link.baseUrl, names, link.book, link.token());
+    const source = new link.env.EventSource(url);
     this.#source = source;
+    const generation = this.#generation;
     const live = () => this.#source === source;
+    let opened = false;
+    const end = () => {
+      this.#source = null;
+      source.close();
+    };
     source.onopen = () => {
       if (!live()) return;
+      opened = true;
       link.healthy();
       this.#learnPositions(names, live);
     };
@@ -471,12 +762,43 @@ class SseTransport {
       const channels = parseJson(event.data)?.channels;
       for (const name of Array.isArray(channels) ? channels : names) link.reset(name, false);
     });
+    // The server's last word before it ends a stream, e.g. `token_expired`.
+    source.addEventListener("herald.error", (event) => {
+      if (!live()) return;
+      const body = parseJson(event.data);
+      end();
+      link.failed(new HeraldError(body?.code ?? "stream_ended", body?.message ?? "the server ended the stream"));
+    });
     // The browser would reconnect by itself, but without our backoff or fallback: take over.
     source.onerror = () => {
       if (!live()) return;
-      this.close();
-      link.failed(new HeraldError("stream_failed", "the event stream could not open or ended"));
+      end();
+      if (opened || !link.env.fetch) link.failed(new HeraldError("stream_failed", "the event stream ended"));
+      else this.#diagnose(url, names, () => this.#generation === generation);
     };
+  }
+
+  /** Why a stream could not open: a refusal the server explains, or else a failure of the transport. */
+  async #diagnose(url, names, current) {
+    const link = this.#link;
+    const init = { headers: { Accept: "text/event-stream" } };
+    const refusal = await checkAccess(link.env, url, init, link.opts.requestTimeout).catch(() => null);
+    if (!current()) return;
+    if (refusal === null) {
+      link.failed(new HeraldError("stream_failed", "the event stream could not open"));
+      return;
+    }
+    if (CHANNEL_REFUSALS.has(refusal.code)) {
+      const token = link.token();
+      const probe = (name) => sseUrl(link.baseUrl, [name], link.book, token);
+      const refused = await findRefusedChannels(link, names, refusal, probe, init);
+      if (!current()) return;
+      if (refused.length > 0) {
+        link.refusedChannels(refused);
+        return;
+      }
+    }
+    link.failed(refusal, { fatal: refusal.code === "transport_disabled" });
   }
 
   /**
@@ -492,7 +814,8 @@ class SseTransport {
     if (missing.length === 0 || !env.fetch) return;
     const url = pollUrl(link.baseUrl, missing, book, { wait: 0, limit: 1, last: 0 });
     try {
-      const body = await requestJson(env, url, { headers: { Accept: "application/json" } }, opts.requestTimeout);
+      const headers = withToken({ Accept: "application/json" }, link.token());
+      const body = await requestJson(env, url, { headers }, opts.requestTimeout);
       if (live())
         link.noteStreamCursor(
           missing.filter((name) => !book.resumeCursor(name)),
@@ -504,6 +827,7 @@ class SseTransport {
   }
 }
 
+/** Each request carries the token in `Authorization: Bearer`, so a renewed token serves from the next request. */
 class PollTransport {
   #link;
   #long;
@@ -546,18 +870,23 @@ class PollTransport {
     this.#controller = controller;
     let body;
     try {
-      body = await requestJson(
-        env,
-        url,
-        { headers: { Accept: "application/json" } },
-        wait * 1000 + opts.requestTimeout,
-        controller,
-      );
+      const headers = withToken({ Accept: "application/json" }, link.token());
+      body = await requestJson(env, url, { headers }, wait * 1000 + opts.requestTimeout, controller);
       if (!body || !Array.isArray(body.messages))
         throw new HeraldError("invalid_response", "the poll answer has no messages");
     } catch (error) {
       if (generation !== this.#generation) return;
       if (error.code === "invalid_cursor") for (const name of names) link.reset(name, true);
+      if (CHANNEL_REFUSALS.has(error.code)) {
+        const headers = withToken({ Accept: "application/json" }, link.token());
+        const probe = (name) => pollUrl(link.baseUrl, [name], link.book, { wait: 0, limit: 1, last: 0 });
+        const refused = await findRefusedChannels(link, names, error, probe, { headers });
+        if (generation !== this.#generation) return;
+        if (refused.length > 0) {
+          link.refusedChannels(refused);
+          return;
+        }
+      }
       link.failed(error, { fatal: error.code === "transport_disabled" });
       return;
     }
@@ -596,6 +925,7 @@ function resolveEnv(options) {
     setTimeout: options.setTimeout ?? ((fn, ms) => g.setTimeout(fn, ms)),
     clearTimeout: options.clearTimeout ?? ((id) => g.clearTimeout(id)),
     random: options.random ?? Math.random,
+    now: options.now ?? (() => Date.now()),
     document: options.document ?? g.document,
     window: options.window ?? g.window,
   };
@@ -610,9 +940,15 @@ function resolveBaseUrl(baseUrl) {
 /**
  * A connection to one Herald server, shared by every subscription of the page.
  *
- * States (the `state` event): `idle` (nothing to do: no subscription, paused while hidden, or closed),
- * `connecting` (never connected yet), `connected` (with `transport`), `reconnecting` (lost a connection that
- * worked), `offline` (every transport failed in a row; retries go on with backoff).
+ * States (the `state` event): `idle` (nothing to do: no subscription, paused while hidden, closed, or waiting for a
+ * token), `connecting` (never connected yet), `connected` (with `transport`), `reconnecting` (lost a connection
+ * that worked), `offline` (every transport failed in a row; retries go on with backoff).
+ *
+ * Tokens: a refusal of the token (`invalid_token`, `token_expired`) is not a failure of the transport, so it never
+ * makes the client fall back to another one. With a token function the client asks it for a fresh token and tries
+ * again after the reconnection backoff; with a string it stops (`idle`, reason `unauthorized`) until `setToken`.
+ * A channel refused for want of a token (`token_required`) waits, parked, for a new token; a channel the token
+ * does not grant (`channel_forbidden`) is dropped. Each of these is reported as an `error` event.
  */
 export class Herald {
   #opts;
@@ -636,6 +972,13 @@ export class Herald {
   #syncQueued = false;
   #paused = false;
   #closed = false;
+  #token;
+  #unauthorized = false; // a string token was refused: nothing connects until setToken()
+  #tokenWait = null; // the call of the token function a connection waits for
+  #renewTimer = null;
+  #renewalQueued = false; // a renewal after a refusal is waiting for its backoff
+  #renewAttempt = 0; // renewals after refusals in a row, for their backoff
+  #staleRenewals = 0; // tokens in a row that arrived already due for renewal
   #onVisibility = () => this.#visibilityChanged();
   #onOnline = () => this.#retryNow();
 
@@ -650,6 +993,11 @@ export class Herald {
     }
     this.#env = resolveEnv(options);
     this.#baseUrl = resolveBaseUrl(baseUrl);
+    this.#token = new TokenSource(this.#opts.token, {
+      env: this.#env,
+      timeoutMs: this.#opts.requestTimeout,
+      onValue: () => this.#onTokenValue(),
+    });
     const doc = this.#env.document;
     if (this.#opts.pauseWhenHidden && doc?.addEventListener) {
       doc.addEventListener("visibilitychange", this.#onVisibility);
@@ -724,12 +1072,28 @@ export class Herald {
     this.#listeners.get(name)?.delete(listener);
   }
 
+  /**
+   * Replaces the subscriber token: a string, a function that returns one, or null. Channels waiting for a token
+   * resume from their cursors. A string is taken by the open connection: a WebSocket presents it in an `auth`
+   * frame (its subscriptions stay), an SSE stream reopens with it, polls carry it from their next request. A
+   * function starts the connection over, calling it first. With null, SSE and polls go on without a token; a
+   * WebSocket cannot take back the token it presented, which holds until it expires.
+   */
+  setToken(token) {
+    this.#token.replace(token);
+    this.#renewAttempt = 0;
+    this.#staleRenewals = 0;
+    this.#clearRenewal();
+    if (!this.#closed) this.#tokenChanged();
+  }
+
   /** Closes the connection for good. */
   close() {
     if (this.#closed) return;
     this.#closed = true;
     this.#dropTransport();
     this.#clearRetry();
+    this.#clearRenewal();
     this.#env.document?.removeEventListener?.("visibilitychange", this.#onVisibility);
     this.#env.window?.removeEventListener?.("online", this.#onOnline);
     this.#setState("idle", null, { reason: "closed" });
@@ -749,21 +1113,25 @@ export class Herald {
 
   #sync() {
     if (this.#closed || this.#paused) return;
-    if (this.#book.size === 0) {
+    if (this.#book.activeSize === 0 || this.#unauthorized) {
       this.#dropTransport();
       this.#clearRetry();
-      this.#setState("idle", null, { reason: "no subscription" });
+      this.#setState("idle", null, { reason: this.#book.size === 0 ? "no subscription" : "unauthorized" });
       return;
     }
     if (this.#transport) this.#transport.sync();
-    else if (this.#retryTimer === null) this.#connect();
+    else if (this.#retryTimer === null && this.#tokenWait === null) this.#connect();
   }
 
   #connect() {
     this.#retryTimer = null;
-    if (this.#closed || this.#paused || this.#book.size === 0) return;
+    if (this.#closed || this.#paused || this.#unauthorized || this.#book.activeSize === 0) return;
     const kind = this.#opts.transports[this.#transportIndex];
     this.#setState(this.#offline ? "offline" : this.#everConnected ? "reconnecting" : "connecting", kind);
+    if (this.#token.stale) {
+      this.#connectWithFreshToken(kind);
+      return;
+    }
     const link = this.#makeLink(kind);
     this.#link = link;
     this.#healthy = false;
@@ -786,6 +1154,30 @@ export class Herald {
     else transport.close();
   }
 
+  /** Calls the token function, then connects; a function that fails is tried again after the backoff. */
+  #connectWithFreshToken(kind) {
+    const wait = this.#token.fetch();
+    this.#tokenWait = wait;
+    wait.then(
+      () => {
+        if (this.#tokenWait !== wait) return;
+        this.#tokenWait = null;
+        this.#book.unparkAll();
+        this.#connect();
+      },
+      (error) => {
+        if (this.#tokenWait !== wait) return;
+        this.#tokenWait = null;
+        this.#emit("error", error);
+        const opts = this.#opts;
+        const delay = backoffDelay(this.#attempt++, opts.reconnectDelay, opts.maxReconnectDelay, this.#env.random);
+        const state = this.#offline ? "offline" : this.#everConnected ? "reconnecting" : "connecting";
+        this.#setState(state, kind, { error });
+        this.#retryTimer = this.#env.setTimeout(() => this.#connect(), delay);
+      },
+    );
+  }
+
   /** The transport's view of the client; everything it reports is ignored once the client has moved on. */
   #makeLink(kind) {
     const book = this.#book;
@@ -805,6 +1197,12 @@ export class Herald {
       },
       failed: (error, { fatal = false } = {}) => link.live() && this.#onFailed(kind, error, fatal),
       error: (error) => link.live() && this.#emit("error", error),
+      token: () => this.#token.value,
+      tokenAccepted: () => link.live() && (this.#renewAttempt = 0),
+      tokenRefused: (error) => link.live() && this.#onTokenRefusedInPlace(error),
+      needsToken: (name, error) => link.live() && this.#parkChannel(name, error),
+      forbidden: (name, error) => link.live() && this.#failChannel(name, error),
+      refusedChannels: (refused) => link.live() && this.#onChannelsRefused(refused),
     };
     return link;
   }
@@ -818,10 +1216,15 @@ export class Herald {
     this.#failures = 0;
     this.#switches = 0;
     this.#attempt = 0;
+    this.#renewAttempt = 0;
     this.#setState("connected", kind);
   }
 
   #onFailed(kind, error, fatal) {
+    if (TOKEN_REFUSALS.has(error?.code)) {
+      this.#onTokenRefused(kind, error);
+      return;
+    }
     const wasHealthy = this.#healthy;
     this.#dropTransport();
     const opts = this.#opts;
@@ -853,7 +1256,137 @@ export class Herald {
     this.#retryTimer = this.#env.setTimeout(() => this.#connect(), delay);
   }
 
+  /**
+   * A connection was refused, or ended, because of its token: not the transport's fault, so no fallback. A token
+   * function is asked for a fresh one before the next attempt, after the backoff; a string token stops the client
+   * until `setToken`.
+   */
+  #onTokenRefused(kind, error) {
+    const wasHealthy = this.#healthy;
+    this.#dropTransport();
+    this.#token.invalidate();
+    this.#emit("error", error);
+    if (!this.#token.renewable) {
+      this.#unauthorized = true;
+      this.#setState("idle", null, { reason: "unauthorized", error });
+      return;
+    }
+    if (wasHealthy) this.#attempt = 0;
+    const opts = this.#opts;
+    const delay = backoffDelay(this.#attempt++, opts.reconnectDelay, opts.maxReconnectDelay, this.#env.random);
+    this.#setState(this.#everConnected ? "reconnecting" : "connecting", kind, { error });
+    this.#retryTimer = this.#env.setTimeout(() => this.#connect(), delay);
+  }
+
+  /** A WebSocket's `auth` frame was refused; the connection stays (with its earlier token, if any). */
+  #onTokenRefusedInPlace(error) {
+    this.#token.invalidate();
+    this.#emit("error", error);
+    this.#scheduleRenewal();
+  }
+
+  /** `channel` cannot be served without a (valid) token: it waits for one, keeping its cursor. */
+  #parkChannel(channel, error) {
+    error.channel = channel;
+    if (!this.#book.park(channel)) return;
+    this.#emit("error", error);
+    this.#scheduleRenewal();
+    this.#scheduleSync();
+  }
+
+  /** The token does not grant `channel`: that subscription fails, the others go on. */
+  #failChannel(channel, error) {
+    error.channel = channel;
+    if (!this.#book.drop(channel)) return;
+    this.#emit("error", error);
+    this.#scheduleSync();
+  }
+
+  /** A request was refused for some of its channels: they are set aside, and the others are asked for at once. */
+  #onChannelsRefused(refused) {
+    this.#dropTransport();
+    for (const [channel, error] of refused) {
+      if (error.code === "channel_forbidden") this.#failChannel(channel, error);
+      else this.#parkChannel(channel, error);
+    }
+    this.#scheduleSync();
+  }
+
+  // --- token renewal
+
+  /**
+   * A call of the token function brought a token: its renewal is planned. (Parked channels are let go by whoever
+   * asked for it, once the token is in place: a WebSocket must send its `auth` frame before their subscriptions.)
+   */
+  #onTokenValue() {
+    this.#clearRenewal();
+    const token = this.#token.value;
+    if (this.#closed || !token) return;
+    let delay = tokenRenewalDelay(token, this.#env.now());
+    if (delay === null) return; // not a JWT, or no `exp`: renewed only when refused
+    const opts = this.#opts;
+    if (delay === 0) {
+      // Already due (a cached token, or a page clock ahead of the issuer's): do not ask again at once.
+      delay = backoffDelay(this.#staleRenewals++, opts.reconnectDelay, opts.maxReconnectDelay, this.#env.random);
+    } else {
+      this.#staleRenewals = 0;
+    }
+    this.#renewTimer = this.#env.setTimeout(() => this.#renewToken(), Math.min(delay, 2 ** 31 - 1));
+  }
+
+  /** After a refusal: a fresh token after the backoff (once, however many channels were refused together). */
+  #scheduleRenewal() {
+    if (!this.#token.renewable || this.#renewalQueued || this.#closed) return;
+    this.#clearRenewal();
+    this.#renewalQueued = true;
+    const opts = this.#opts;
+    const delay = backoffDelay(this.#renewAttempt++, opts.reconnectDelay, opts.maxReconnectDelay, this.#env.random);
+    this.#renewTimer = this.#env.setTimeout(() => this.#renewToken(), delay);
+  }
+
+  #clearRenewal() {
+    if (this.#renewTimer !== null) this.#env.clearTimeout(this.#renewTimer);
+    this.#renewTimer = null;
+    this.#renewalQueued = false;
+  }
+
+  /** Asks the function for a fresh token and hands it to the open connection; without one, to the next. */
+  #renewToken() {
+    this.#clearRenewal();
+    if (this.#closed || !this.#token.renewable) return;
+    if (!this.#transport || !this.#healthy) {
+      this.#token.invalidate();
+      this.#tokenChanged();
+      return;
+    }
+    this.#token.fetch().then(
+      () => {
+        if (!this.#closed) this.#tokenChanged();
+      },
+      (error) => {
+        if (this.#closed) return;
+        this.#emit("error", error);
+        this.#scheduleRenewal();
+      },
+    );
+  }
+
+  /**
+   * The token changed. An open connection takes it in place (WebSocket: an `auth` frame; SSE and polls: their
+   * next stream or request, through `sync`); a connection still being made, or one that must first call the
+   * token function, starts over.
+   */
+  #tokenChanged() {
+    this.#unauthorized = false;
+    this.#book.unparkAll();
+    if (this.#closed || this.#paused) return;
+    if (this.#transport && this.#healthy && !this.#token.stale) this.#transport.authenticate?.();
+    else if (this.#transport || this.#tokenWait) this.#dropTransport();
+    this.#scheduleSync();
+  }
+
   #dropTransport() {
+    this.#tokenWait = null;
     if (this.#connectTimer !== null) this.#env.clearTimeout(this.#connectTimer);
     this.#connectTimer = null;
     const transport = this.#transport;

@@ -97,16 +97,23 @@ test("when every transport failed in a row the client is offline and starts over
   herald.subscribe("dashboard", {}, () => {});
   await flush();
   const delays = [];
+  // A stream that cannot open is diagnosed with one fetch of its URL; here the network is down for that too.
+  const streamDown = async (source) => {
+    source.fail();
+    await flush();
+    net.requests.find((r) => r.url === source.url && !r.settled).fail();
+    await flush();
+  };
   net.sockets[0].drop();
   delays.push(...clock.pendingDelays());
   await clock.advance(0);
-  net.sources[0].fail();
+  await streamDown(net.sources[0]);
   delays.push(...clock.pendingDelays());
   await clock.advance(1000);
   net.sockets[1].drop();
   delays.push(...clock.pendingDelays());
   await clock.advance(0);
-  net.sources[1].fail();
+  await streamDown(net.sources[1]);
   delays.push(...clock.pendingDelays());
   await clock.advance(2000);
   net.sockets[2].accept();

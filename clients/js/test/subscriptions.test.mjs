@@ -184,6 +184,9 @@ test("close() ends the connection and every pending retry", async () => {
   herald.subscribe("dashboard", {}, () => {});
   await flush();
   net.sources[0].fail();
+  await flush();
+  net.requests[0].fail(); // the diagnosis of the stream that could not open: the network is down
+  await flush();
   assert.deepEqual(clock.pendingDelays(), [1000]);
   herald.close();
   assert.deepEqual(clock.pendingDelays(), []);

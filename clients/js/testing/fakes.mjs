@@ -158,6 +158,15 @@ export function envelope(channel, offset, data = { top_seller: `seller-${offset}
   return { channel, offset, cursor: `${channel}-${offset}`, event, data, time: "2026-11-28T02:31:48.123Z" };
 }
 
+/**
+ * A JWT with these claims, as a backend would issue it. The signature is not a real one: the client never checks
+ * it (the server does), it only reads `exp` and `iat` to renew the token in time.
+ */
+export function jwt(claims) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  return `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}.c2lnbmF0dXJl`;
+}
+
 /** The query of a URL as [key, value] pairs, in order. */
 export function query(url) {
   return [...new URL(url).searchParams];
@@ -175,10 +184,13 @@ export function setup(HeraldClass, options = {}) {
     fetch: net.fetch,
     setTimeout: clock.setTimeout,
     clearTimeout: clock.clearTimeout,
+    now: () => clock.now,
     random: () => 1,
     ...options,
   });
   herald.on("state", ({ state, transport }) => states.push(transport ? `${state}:${transport}` : state));
   herald.on("reset", ({ channel }) => resets.push(channel));
-  return { herald, clock, net, states, resets };
+  const errors = [];
+  herald.on("error", (error) => errors.push(error.channel ? `${error.code}:${error.channel}` : error.code));
+  return { herald, clock, net, states, resets, errors };
 }

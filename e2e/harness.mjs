@@ -38,49 +38,23 @@ process.on("exit", () => {
   for (const child of running) child.kill("SIGKILL");
 });
 
-/**
- * Starts `herald demo` on 127.0.0.1:`port` and resolves once it printed its address. `extraArgs` go after the
- * defaults (e.g. `["--transports", "sse,poll"]`).
- */
-export async function startDemo(port, extraArgs = [], { timeoutMs = 30000 } = {}) {
-  const args = ["demo", "--listen", `127.0.0.1:${port}`, "--interval-ms", "500", ...extraArgs];
+/** Runs the herald binary with `args`; its output is kept for error messages, and it dies with the test run. */
+function spawnHerald(args) {
+  // HERALD_BIN is the tests' setting, not the server's: Herald refuses any HERALD_* variable it does not know.
+  const { HERALD_BIN: _, ...env } = process.env;
   const child = spawn(HERALD_BIN, args, {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+    env: { ...env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
   });
   running.add(child);
   let output = "";
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
   child.once("exit", () => running.delete(child));
-  const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(
-        new Error(`herald ${args.join(" ")} did not print its address within ${timeoutMs} ms; output:\n${output}`),
-      );
-    }, timeoutMs);
-    const onData = (chunk) => {
-      output += chunk;
-      const match = output.match(READY_LINE);
-      if (match) {
-        clearTimeout(timer);
-        resolve(match[1].replace(/\/+$/, ""));
-      }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", (chunk) => (output += chunk));
-    child.once("error", (error) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot start ${HERALD_BIN}: ${error.message}`));
-    });
-    exited.then(({ code, signal }) => {
-      clearTimeout(timer);
-      reject(new Error(`herald ${args.join(" ")} exited (${code ?? signal}) before printing its address:\n${output}`));
-    });
-  });
+  child.stdout.on("data", (chunk) => (output += chunk));
+  child.stderr.on("data", (chunk) => (output += chunk));
   return {
-    url,
-    port,
+    child,
+    exited,
     output: () => output,
     /** Ends the server: `SIGKILL` to lose it mid-stream, `SIGTERM` for a graceful stop. Resolves once it exited. */
     async stop(signal = "SIGTERM") {
@@ -91,6 +65,42 @@ export async function startDemo(port, extraArgs = [], { timeoutMs = 30000 } = {}
       clearTimeout(timer);
     },
   };
+}
+
+/**
+ * Starts `herald demo` on 127.0.0.1:`port` and resolves once it printed its address. `extraArgs` go after the
+ * defaults (e.g. `["--transports", "sse,poll"]`).
+ */
+export async function startDemo(port, extraArgs = [], { timeoutMs = 30000 } = {}) {
+  const args = ["demo", "--listen", `127.0.0.1:${port}`, "--interval-ms", "500", ...extraArgs];
+  const server = spawnHerald(args);
+  const { child, exited, output } = server;
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(
+        new Error(`herald ${args.join(" ")} did not print its address within ${timeoutMs} ms; output:\n${output()}`),
+      );
+    }, timeoutMs);
+    const onData = () => {
+      const match = output().match(READY_LINE);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1].replace(/\/+$/, ""));
+      }
+    };
+    child.stdout.on("data", onData);
+    child.once("error", (error) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot start ${HERALD_BIN}: ${error.message}`));
+    });
+    exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      const status = code ?? signal;
+      reject(new Error(`herald ${args.join(" ")} exited (${status}) before printing its address:\n${output()}`));
+    });
+  });
+  return { url, port, output, stop: server.stop };
 }
 
 export async function launchBrowser() {

@@ -1,10 +1,11 @@
-// What every browser test needs, written once: a free port, a `herald demo` server that a test can kill and
-// restart, Debian's Chromium driven by playwright-core, a proxy that cuts connections, and the checks of an
-// offset sequence. Every wait is bounded.
+// What every browser test needs, written once: a free port, a `herald demo` or `herald serve` server that a test
+// can kill and restart, Debian's Chromium driven by playwright-core, a proxy that cuts connections, and the checks
+// of an offset sequence. Every wait is bounded.
 
 import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
@@ -101,6 +102,46 @@ export async function startDemo(port, extraArgs = [], { timeoutMs = 30000 } = {}
     });
   });
   return { url, port, output, stop: server.stop };
+}
+
+/**
+ * Starts `herald serve` on 127.0.0.1:`port` with `config` (the TOML file's text, without `listen`) and resolves
+ * once `/healthz` answers. `metric(line)` reads one value of `/metrics`, e.g.
+ * `herald_refusals_total{reason="invalid_token"}` (0 when absent).
+ */
+export async function startServe(port, config, { timeoutMs = 30000 } = {}) {
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), "herald-e2e-")), "herald.toml");
+  writeFileSync(file, `listen = "127.0.0.1:${port}"\n${config}`);
+  const server = spawnHerald(["serve", "--config", file]);
+  const url = `http://127.0.0.1:${port}`;
+  let exit = null;
+  server.exited.then((status) => (exit = status));
+  server.child.once("error", (error) => (exit = { error }));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (exit) throw new Error(`herald serve exited (${JSON.stringify(exit)}) before answering:\n${server.output()}`);
+    const healthy = await fetch(`${url}/healthz`).then(
+      (res) => res.ok,
+      () => false,
+    );
+    if (healthy) break;
+    if (Date.now() > deadline) {
+      await server.stop("SIGKILL");
+      throw new Error(`herald serve did not answer /healthz within ${timeoutMs} ms; output:\n${server.output()}`);
+    }
+    await sleep(100);
+  }
+  return {
+    url,
+    port,
+    output: server.output,
+    stop: server.stop,
+    async metric(line) {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      const found = text.split("\n").find((l) => l.startsWith(`${line} `));
+      return found ? Number(found.slice(line.length + 1)) : 0;
+    },
+  };
 }
 
 export async function launchBrowser() {

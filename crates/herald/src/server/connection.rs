@@ -34,14 +34,17 @@ const SSE_PATH: &str = "/v1/sse";
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, app: Router, shutdown: Shutdown) {
     let direct = tokio::select! {
         () = shutdown.cancelled() => return,
-        direct = take_event_stream_request(&stream) => direct,
+        // Boxed, like the two paths below, so that the task's future is as small as the path it takes.
+        direct = Box::pin(take_event_stream_request(&stream)) => direct,
     };
     match direct {
         Some(mut request) => {
             request.extensions_mut().insert(ConnectInfo(peer));
             super::event_stream::serve(stream, request, app, shutdown).await;
         }
-        None => serve_http1(stream, peer, app, shutdown).await,
+        // Boxed: hyper's connection state is larger than a whole idle event stream, and an unboxed branch would
+        // size every connection's task by it.
+        None => Box::pin(serve_http1(stream, peer, app, shutdown)).await,
     }
 }
 

@@ -26,6 +26,20 @@ const PROBE_BYTES: usize = 64;
 
 /// Answers `request` with `app` and writes the response to `stream`.
 pub(super) async fn serve(stream: TcpStream, request: Request<Body>, app: Router, shutdown: Shutdown) {
+    // Boxed: the router's future is done with before the stream starts, and would otherwise size the task.
+    match Box::pin(answer(request, app)).await {
+        Answer::Stream { head, body } => stream_body(stream, head, body, shutdown).await,
+        Answer::Whole(bytes) => write_and_close(stream, &bytes).await,
+    }
+}
+
+/// What to write: an event stream's head and body, or a whole answer.
+enum Answer {
+    Stream { head: Vec<u8>, body: Body },
+    Whole(Vec<u8>),
+}
+
+async fn answer(request: Request<Body>, app: Router) -> Answer {
     let version = request.version();
     let response = match hyper::service::Service::call(&TowerToHyperService::new(app), request).await {
         Ok(response) => response,
@@ -34,13 +48,12 @@ pub(super) async fn serve(stream: TcpStream, request: Request<Body>, app: Router
     let (parts, body) = response.into_parts();
     if parts.status == StatusCode::OK && is_event_stream(&parts.headers) {
         let head = encode_head(version, parts.status, &parts.headers, None, SystemTime::now());
-        stream_body(stream, head, body, shutdown).await;
-    } else {
-        let body = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
-        let mut whole = encode_head(version, parts.status, &parts.headers, Some(body.len()), SystemTime::now());
-        whole.extend_from_slice(&body);
-        write_and_close(stream, &whole).await;
+        return Answer::Stream { head, body };
     }
+    let body = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
+    let mut whole = encode_head(version, parts.status, &parts.headers, Some(body.len()), SystemTime::now());
+    whole.extend_from_slice(&body);
+    Answer::Whole(whole)
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {

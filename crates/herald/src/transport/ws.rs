@@ -41,6 +41,9 @@ use crate::refusal::Refusal;
 
 /// Close code: the server is going away; reconnect and resume with your cursors.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// The socket's read buffer (tungstenite's default is 128 KiB).
+const READ_BUFFER_BYTES: usize = 1024;
+
 /// Close code: a frame was larger than `max_frame_bytes`.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: the connection's queue overflowed; reconnect and resume with your cursors.
@@ -85,7 +88,9 @@ pub async fn ws(
     let max = state.hub.config().max_frame_bytes;
     let tracker = state.shutdown.tracker().clone();
     Ok(upgrade
-        .read_buffer_size(4096)
+        // Kept for the connection's life, so small: client frames are small (a longer one is read in more
+        // calls). 1 KiB instead of 4 took idle-ws from 9.9 to 6.8 KiB per connection (docs/BENCHMARKS.md).
+        .read_buffer_size(READ_BUFFER_BYTES)
         // Frames are gathered up to this size and written together; a batch is flushed when the queue is empty.
         .write_buffer_size(16 * 1024)
         // A peer that stops reading can hold at most this much in our buffer before writes wait.

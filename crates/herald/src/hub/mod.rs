@@ -5,6 +5,7 @@
 //! transport follows each channel with a [`Tracker`] and calls [`Hub::follow`] for every live message, which
 //! turns the overlap between history and live feed, and any gap, into an exactly-once, in-order stream.
 
+mod queue;
 mod subscribers;
 pub mod tracker;
 
@@ -14,7 +15,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_proto::{ChannelName, EventName};
-use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::{Config, EngineKind};
@@ -23,6 +23,7 @@ use crate::engine::memory::MemoryEngine;
 use crate::engine::redis::RedisEngine;
 use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read, Start};
 use crate::metrics::{ConnectionGuard, Metrics, Transport};
+use queue::{QueueReceiver, QueueSender};
 use subscribers::{Subscriber, Subscribers};
 pub use tracker::{Tracker, Verdict};
 
@@ -152,7 +153,7 @@ impl Hub {
 
     /// Opens a connection: a bounded queue that live messages of its channels are handed to.
     pub fn connect(self: &Arc<Self>, transport: Transport) -> Connection {
-        let (queue, receiver) = mpsc::channel(self.config.connection_queue);
+        let (queue, receiver) = queue::queue(self.config.connection_queue);
         Connection {
             id: self.next_connection.fetch_add(1, Relaxed),
             hub: self.clone(),
@@ -175,8 +176,8 @@ impl Hub {
 pub struct Connection {
     id: u64,
     hub: Arc<Hub>,
-    queue: mpsc::Sender<Arc<EncodedMessage>>,
-    receiver: mpsc::Receiver<Arc<EncodedMessage>>,
+    queue: QueueSender,
+    receiver: QueueReceiver,
     slow: CancellationToken,
     transport: Transport,
     channels: HashSet<ChannelName>,
@@ -223,12 +224,12 @@ impl Connection {
 
     /// The next live message. Never ends while the connection lives.
     pub async fn recv(&mut self) -> Option<Arc<EncodedMessage>> {
-        self.receiver.recv().await
+        Some(self.receiver.recv().await)
     }
 
     /// The next live message if one is queued.
     pub fn try_recv(&mut self) -> Option<Arc<EncodedMessage>> {
-        self.receiver.try_recv().ok()
+        self.receiver.try_recv()
     }
 
     /// Completes when the connection's queue overflowed: it must disconnect. The future borrows nothing, so it

@@ -10,9 +10,9 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use herald_proto::ChannelName;
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
+use super::queue::{QueueSender, TrySendError};
 use crate::encoded::EncodedMessage;
 use crate::metrics::{Metrics, Transport};
 
@@ -22,7 +22,7 @@ const SHARDS: usize = 64;
 #[derive(Clone)]
 pub(crate) struct Subscriber {
     pub(crate) connection: u64,
-    pub(crate) queue: mpsc::Sender<Arc<EncodedMessage>>,
+    pub(crate) queue: QueueSender,
     pub(crate) slow: CancellationToken,
     pub(crate) transport: Transport,
 }
@@ -70,8 +70,8 @@ impl Subscribers {
         let Some(list) = shard.get(&message.message.channel) else { return };
         for subscriber in list {
             match subscriber.queue.try_send(message.clone()) {
-                Ok(()) | Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(_)) => {
+                Ok(()) | Err(TrySendError::Closed) => {}
+                Err(TrySendError::Full) => {
                     if !subscriber.slow.is_cancelled() {
                         subscriber.slow.cancel();
                         self.metrics.slow_consumer(subscriber.transport);

@@ -47,9 +47,25 @@ TOML
 mkdir -p "$work/nchan/logs"
 sed "s#@PREFIX@#$work/nchan#g; s#@PORT@#$nchan_port#g" bench/nchan/nginx.conf.template > "$work/nchan/nginx.conf"
 
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Something already on a port would be measured instead of the server just started: refuse to go on.
+for port in $herald_port $nchan_port; do
+  if listening "$port"; then
+    echo "compare: port $port is already taken (a server left over from another run?); stop it first" >&2
+    exit 1
+  fi
+done
+
+# Waits until the server just started (pid $server_pid) listens on port $1; fails if it died instead.
 wait_for() {
   for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "compare: the server exited at start; the end of its log:" >&2
+      tail -n 5 "$work/herald.log" "$work/nchan/logs/stderr.log" >&2 2>/dev/null || true
+      exit 1
+    fi
+    if listening "$1"; then return 0; fi
     sleep 0.1
   done
   echo "compare: nothing listens on port $1" >&2

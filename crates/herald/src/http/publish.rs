@@ -80,11 +80,14 @@ pub(super) async fn publish(
             state.limits.refused(Refusal::BodySize, || format!("{ip}: a publish body over {max} bytes"));
         }
     })?;
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        return Err(ApiError::bad_request("invalid_json", "the body is not valid JSON"));
-    }
-    let parsed: PublishBody<'_> =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    // One parse on the way that succeeds; a failure is parsed again only to say which of the two it is.
+    let parsed: PublishBody<'_> = serde_json::from_slice(&body).map_err(|e| {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+            ApiError::bad_request("invalid_json", "the body is not valid JSON")
+        } else {
+            ApiError::bad_request("invalid_body", e.to_string())
+        }
+    })?;
     let data = parsed.data.ok_or_else(|| ApiError::bad_request("invalid_body", "`data` is required"))?;
     let event = match parsed.event {
         Some(name) => EventName::new(&name)?,

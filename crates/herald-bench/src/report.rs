@@ -197,10 +197,16 @@ pub(crate) fn summary_markdown(results: &[ScenarioResult]) -> String {
             (Some(h), Some(n)) if n > 0.0 => Some(h / n),
             _ => None,
         };
-        let ahead = ratio.map_or("–", |r| match (any.better, r >= 1.0) {
-            (Better::Higher, true) | (Better::Lower, false) => "yes",
-            _ => "**no**",
-        });
+        let ahead = match (hv, nv, ratio) {
+            (_, _, Some(r)) => match (any.better, r >= 1.0) {
+                (Better::Higher, true) | (Better::Lower, false) => "yes",
+                _ => "**no**",
+            },
+            // One server reached no figure at all (e.g. held no rate): the other is ahead.
+            (None, Some(_), None) if h.is_some() => "**no**",
+            (Some(_), None, None) if n.is_some() => "yes",
+            _ => "–",
+        };
         let pair = |f: &dyn Fn(&ScenarioResult) -> String| {
             format!("{} / {}", h.map_or("–".into(), f), n.map_or("–".into(), f))
         };
@@ -271,5 +277,13 @@ mod tests {
         ]);
         assert!(table.contains("| fanout | m | 200 | 100 | 2.00× | yes |"), "{table}");
         assert!(table.contains("| idle | m | 12.0 | 6.00 | 2.00× | **no** |"), "{table}");
+    }
+
+    #[test]
+    fn a_server_that_reached_no_figure_is_behind_the_one_that_did() {
+        let mut none = result("mixed", "herald", 0.0, Better::Higher);
+        none.headline = None;
+        let table = summary_markdown(&[none, result("mixed", "nchan", 100.0, Better::Higher)]);
+        assert!(table.contains("| mixed | m | – | 100 | – | **no** |"), "{table}");
     }
 }

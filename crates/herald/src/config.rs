@@ -137,6 +137,9 @@ pub struct Config {
     pub ws_ping: Duration,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// How long a connection may take to send a whole request head, from its start or its previous response
+    /// (so also how long an idle kept-alive connection stays open).
+    pub request_head_timeout: Duration,
     /// Origins allowed by CORS; `*` for any.
     pub cors_origins: Vec<String>,
     /// Enabled transports.
@@ -188,6 +191,7 @@ impl Default for Config {
             sse_retry_ms: 2000,
             ws_ping: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(10),
+            request_head_timeout: Duration::from_secs(60),
             cors_origins: vec!["*".to_string()],
             transports: vec![TransportKind::WebSocket, TransportKind::Sse, TransportKind::Poll],
             default_namespace: NamespaceSettings::default(),
@@ -225,6 +229,7 @@ struct FileConfig {
     sse_retry_ms: Option<u64>,
     ws_ping_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    request_head_timeout_secs: Option<u64>,
     cors_origins: Option<Vec<String>>,
     transports: Option<Vec<String>>,
     default_namespace: Option<FileNamespace>,
@@ -395,6 +400,7 @@ impl Config {
         set(&mut self.sse_retry_ms, file.sse_retry_ms);
         set(&mut self.ws_ping, file.ws_ping_secs.map(Duration::from_secs));
         set(&mut self.shutdown_grace, file.shutdown_grace_secs.map(Duration::from_secs));
+        set(&mut self.request_head_timeout, file.request_head_timeout_secs.map(Duration::from_secs));
         set(&mut self.cors_origins, file.cors_origins);
         if let Some(names) = file.transports {
             self.transports = parse_transports("transports", names.iter().map(String::as_str))?;
@@ -504,6 +510,7 @@ impl Config {
                 "SSE_RETRY_MS" => self.sse_retry_ms = parse_num(&key, &value)?,
                 "WS_PING_SECS" => self.ws_ping = secs(&value)?,
                 "SHUTDOWN_GRACE_SECS" => self.shutdown_grace = secs(&value)?,
+                "REQUEST_HEAD_TIMEOUT_SECS" => self.request_head_timeout = secs(&value)?,
                 "CORS_ORIGINS" => self.cors_origins = value.split(',').map(|s| s.trim().to_string()).collect(),
                 "TRANSPORTS" => self.transports = parse_transports(&key, value.split(','))?,
                 "ENGINE" => self.engine = EngineKind::parse(&key, &value)?,
@@ -535,7 +542,12 @@ impl Config {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
-        for (key, value) in [("sse_heartbeat_secs", self.sse_heartbeat), ("ws_ping_secs", self.ws_ping)] {
+        let durations = [
+            ("sse_heartbeat_secs", self.sse_heartbeat),
+            ("ws_ping_secs", self.ws_ping),
+            ("request_head_timeout_secs", self.request_head_timeout),
+        ];
+        for (key, value) in durations {
             if value.is_zero() {
                 return Err(invalid(key, "must be at least 1"));
             }
@@ -672,6 +684,17 @@ mod tests {
         assert_eq!(c.default_namespace.history_size, 100);
         assert_eq!(c.default_namespace.history_ttl, Duration::from_secs(3600));
         assert!(!c.default_namespace.allow_client_publish);
+    }
+
+    #[test]
+    fn the_request_head_timeout_is_read_from_file_and_environment_and_never_zero() {
+        assert_eq!(Config::default().request_head_timeout, Duration::from_secs(60));
+        let file = load("request_head_timeout_secs = 9", &[], Overrides::default()).unwrap();
+        assert_eq!(file.request_head_timeout, Duration::from_secs(9));
+        let env = load("", &[("HERALD_REQUEST_HEAD_TIMEOUT_SECS", "4")], Overrides::default()).unwrap();
+        assert_eq!(env.request_head_timeout, Duration::from_secs(4));
+        let zero = load("request_head_timeout_secs = 0", &[], Overrides::default()).unwrap_err().to_string();
+        assert!(zero.contains("request_head_timeout_secs"), "{zero}");
     }
 
     #[test]

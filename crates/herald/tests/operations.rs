@@ -248,3 +248,53 @@ async fn a_wrong_method_is_405_method_not_allowed_in_json_with_an_allow_header()
     methods.sort_unstable();
     assert!(methods == ["GET", "HEAD", "POST"] || methods == ["GET", "POST"], "{allow}");
 }
+
+/// Whether the server closed `stream`: its next read ends (after anything it had still to send).
+async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut rest = Vec::new();
+    tokio::time::timeout(common::PATIENCE, tokio::io::AsyncReadExt::read_to_end(stream, &mut rest))
+        .await
+        .is_ok_and(|read| read.is_err() || rest.is_empty())
+}
+
+/// Sends a whole `GET /healthz` on a kept-alive connection and reads its answer.
+async fn healthz_on(stream: &mut tokio::net::TcpStream) {
+    let request = b"GET /healthz HTTP/1.1\r\nHost: herald.test\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(stream, request).await.unwrap();
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).contains("\"ok\"") {
+        let mut chunk = [0; 1024];
+        let n = tokio::io::AsyncReadExt::read(stream, &mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the answer: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_without_a_whole_request_head_within_request_head_timeout_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let mut config = config();
+    config.request_head_timeout = Duration::from_secs(5);
+    let server = spawn(config).await;
+    let connect = || TcpStream::connect(server.addr);
+    let (mut silent, mut slow, mut partial, mut kept_alive) =
+        (connect().await.unwrap(), connect().await.unwrap(), connect().await.unwrap(), connect().await.unwrap());
+    partial.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald.test\r\n").await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    healthz_on(&mut kept_alive).await;
+
+    // Within the timeout, each is still served: the first bytes, the rest of a head, the next request.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    healthz_on(&mut silent).await;
+    slow.write_all(b"Host: herald.test\r\n\r\n").await.unwrap();
+    healthz_on(&mut kept_alive).await;
+
+    // Past it: nothing at all, half a head, and idle after an answer are all closed.
+    let mut silent_too = connect().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(closed(&mut silent_too).await, "a connection that sent nothing");
+    assert!(closed(&mut partial).await, "a head never finished");
+    assert!(closed(&mut kept_alive).await, "an idle kept-alive connection");
+    drop((silent, slow));
+}

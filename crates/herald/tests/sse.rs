@@ -374,3 +374,46 @@ async fn a_refused_stream_is_a_whole_json_answer_and_the_connection_closes() {
     assert!(head.contains(&format!("content-length: {}\r\n", body.len())), "{head}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(body).unwrap()["error"]["code"], "invalid_channel");
 }
+
+/// Publishes 60 KB messages, more than loopback's socket buffers hold, while the stream's task can run between
+/// them: its writes block on a subscriber that reads nothing, then its queue (4) overflows.
+async fn publish_past_a_stalled_subscriber(server: &TestServer) {
+    let data = bytes::Bytes::from(format!("\"{}\"", "x".repeat(60_000)));
+    let channel = herald_proto::ChannelName::new("a").unwrap();
+    for _ in 0..400 {
+        server.hub.publish(channel.clone(), herald_proto::EventName::default_event(), data.clone()).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A server whose streams may queue 4 messages.
+async fn small_queue_server() -> TestServer {
+    let mut config = config();
+    config.connection_queue = 4;
+    spawn(config).await
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_disconnected_once_its_queue_overflows() {
+    let server = small_queue_server().await;
+    let _stalled = server.sse("channel=a", &[]).await;
+    server.until_metric(r#"herald_connections{transport="sse"}"#, 1).await;
+    publish_past_a_stalled_subscriber(&server).await;
+    server.until_metric(r#"herald_slow_consumer_disconnects_total{transport="sse"}"#, 1).await;
+    // Not held forever by a write the peer will never take.
+    server.until_metric(r#"herald_connections{transport="sse"}"#, 0).await;
+}
+
+#[tokio::test]
+async fn a_stream_whose_head_came_in_pieces_is_disconnected_the_same_when_it_stops_reading() {
+    let server = small_queue_server().await;
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    // A head longer than the server looks at before choosing its path: hyper serves this stream.
+    let padding = "p".repeat(5000);
+    let head = format!("GET /v1/sse?channel=a HTTP/1.1\r\nHost: herald.test\r\nX-Padding: {padding}\r\n\r\n");
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    read_until(&mut stalled, &mut Vec::new(), "retry: ").await;
+    publish_past_a_stalled_subscriber(&server).await;
+    server.until_metric(r#"herald_slow_consumer_disconnects_total{transport="sse"}"#, 1).await;
+    server.until_metric(r#"herald_connections{transport="sse"}"#, 0).await;
+}

@@ -238,6 +238,12 @@ impl Connection {
         self.slow.clone().cancelled_owned()
     }
 
+    /// The signal behind [`Connection::too_slow`], for whoever writes the connection's bytes: a write blocked
+    /// on a peer that stopped reading must give up when it fires, or the connection never ends.
+    pub fn slow_signal(&self) -> CancellationToken {
+        self.slow.clone()
+    }
+
     /// The hub.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub

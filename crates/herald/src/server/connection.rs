@@ -8,8 +8,14 @@
 //! stays an HTTP response, leaves it here: when the connection's first request is `GET /v1/sse` and its head
 //! arrived whole, the request is read off the socket, answered by the same router as every other request,
 //! and its response written by [`super::event_stream`].
+//!
+//! Both paths give a client `request_head_timeout` to send a whole request head, counted from the connection's
+//! start or, on a kept-alive connection, from its previous response; a connection that has not is closed
+//! without an answer. The same path that waits for the first bytes before choosing holds no buffer meanwhile.
 
+use std::future::pending;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -17,11 +23,14 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::shutdown::Shutdown;
+use crate::transport::StopWriting;
 
 /// The bytes looked at before choosing a path. A request head longer than this goes to hyper.
 const SNIFF_BYTES: usize = 4096;
@@ -30,10 +39,22 @@ const MAX_HEADERS: usize = 64;
 /// The path whose streams leave hyper.
 const SSE_PATH: &str = "/v1/sse";
 
+/// What every connection is served with.
+#[derive(Clone)]
+pub(super) struct Serving {
+    pub(super) app: Router,
+    pub(super) shutdown: Shutdown,
+    /// The longest wait for a whole request head (`request_head_timeout`).
+    pub(super) head_timeout: Duration,
+}
+
 /// Serves one accepted connection until it ends or shutdown has drained it.
-pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, app: Router, shutdown: Shutdown) {
+pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, serving: Serving) {
+    let Serving { app, shutdown, head_timeout } = serving;
     let direct = tokio::select! {
         () = shutdown.cancelled() => return,
+        // A client that sends nothing is not waited for longer than for a whole head.
+        () = tokio::time::sleep(head_timeout) => return,
         // Boxed, like the two paths below, so that the task's future is as small as the path it takes.
         direct = Box::pin(take_event_stream_request(&stream)) => direct,
     };
@@ -44,32 +65,70 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, app: Router, shut
         }
         // Boxed: hyper's connection state is larger than a whole idle event stream, and an unboxed branch would
         // size every connection's task by it.
-        None => Box::pin(serve_http1(stream, peer, app, shutdown)).await,
+        None => Box::pin(serve_http1(stream, peer, app, shutdown, head_timeout)).await,
     }
 }
 
-/// hyper's HTTP/1 connection, with upgrades (WebSocket) and a graceful end on shutdown.
-async fn serve_http1(stream: TcpStream, peer: SocketAddr, app: Router, shutdown: Shutdown) {
+/// hyper's HTTP/1 connection, with upgrades (WebSocket) and a graceful end on shutdown. An event stream
+/// answered here (its head came in pieces) closes the connection when its [`StopWriting`] signal fires, as
+/// hyper stops asking the body for chunks while a write is blocked and would otherwise wait on the peer forever.
+async fn serve_http1(stream: TcpStream, peer: SocketAddr, app: Router, shutdown: Shutdown, head_timeout: Duration) {
     let app = TowerToHyperService::new(app);
+    let (stop_writing, stopped) = watch::channel(None);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         // The peer's address feeds the per-address limits (`ClientIp`).
         request.extensions_mut().insert(ConnectInfo(peer));
-        hyper::service::Service::call(&app, request.map(Body::new))
+        let response = hyper::service::Service::call(&app, request.map(Body::new));
+        let stop_writing = stop_writing.clone();
+        async move {
+            let response = response.await?;
+            if let Some(StopWriting(token)) = response.extensions().get::<StopWriting>() {
+                stop_writing.send_replace(Some(token.clone()));
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
-    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let connection = http1::Builder::new()
+        // hyper's header timeout counts from the start of each head it waits for, the first one included.
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => return,
+        // Dropping the connection closes the socket.
+        () = stream_stopped(stopped) => return,
         () = shutdown.cancelled() => {}
     }
-    // Finish the request in flight (held polls answer at once on shutdown), then close.
+    // Finish the request in flight (held polls answer at once on shutdown), then close. The server's drain
+    // deadline bounds this wait.
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;
+}
+
+/// Completes when the signal of the connection's current event stream fires; never, without one.
+async fn stream_stopped(mut stopped: watch::Receiver<Option<CancellationToken>>) {
+    loop {
+        let current = stopped.borrow_and_update().clone();
+        let fired = async {
+            match current {
+                Some(token) => token.cancelled_owned().await,
+                None => pending().await,
+            }
+        };
+        tokio::select! {
+            () = fired => return,
+            changed = stopped.changed() => if changed.is_err() { pending::<()>().await },
+        }
+    }
 }
 
 /// Reads the connection's first request off the socket when it is a `GET /v1/sse` whose head arrived whole;
 /// otherwise leaves every byte where it is, for hyper.
 async fn take_event_stream_request(stream: &TcpStream) -> Option<Request<Body>> {
+    // A connection waiting for its first bytes holds no buffer.
+    stream.readable().await.ok()?;
     let mut buffer = vec![0; SNIFF_BYTES];
     let seen = stream.peek(&mut buffer).await.ok()?;
     let (request, head_len) = parse_event_stream_head(&buffer[..seen])?;

@@ -4,7 +4,9 @@
 //! HTTP/1 client reads such a body until the close).
 //!
 //! While the body is idle the socket is read too, so a subscriber that goes away ends its stream at once
-//! instead of at the next heartbeat; bytes a client sends after its request are read and dropped. A response
+//! instead of at the next heartbeat; bytes a client sends after its request are read and dropped. A write
+//! blocked on a subscriber that stopped reading gives up, and the connection closes, when the stream's
+//! [`StopWriting`] signal fires (its queue overflowed) or on shutdown. A response
 //! that is not an event stream (a refusal, an error) is written whole, with its length, and the connection
 //! closed.
 
@@ -18,8 +20,10 @@ use http_body_util::BodyExt;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::shutdown::Shutdown;
+use crate::transport::StopWriting;
 
 /// What is read, at most, per read of the idle socket (its bytes are dropped).
 const PROBE_BYTES: usize = 64;
@@ -28,14 +32,17 @@ const PROBE_BYTES: usize = 64;
 pub(super) async fn serve(stream: TcpStream, request: Request<Body>, app: Router, shutdown: Shutdown) {
     // Boxed: the router's future is done with before the stream starts, and would otherwise size the task.
     match Box::pin(answer(request, app)).await {
-        Answer::Stream { head, body } => stream_body(stream, head, body, shutdown).await,
+        Answer::Stream { head, body, stop } => {
+            let stop = Stop { shutdown, stream: stop };
+            stream_body(stream, head, body, stop).await;
+        }
         Answer::Whole(bytes) => write_and_close(stream, &bytes).await,
     }
 }
 
 /// What to write: an event stream's head and body, or a whole answer.
 enum Answer {
-    Stream { head: Vec<u8>, body: Body },
+    Stream { head: Vec<u8>, body: Body, stop: Option<CancellationToken> },
     Whole(Vec<u8>),
 }
 
@@ -48,7 +55,8 @@ async fn answer(request: Request<Body>, app: Router) -> Answer {
     let (parts, body) = response.into_parts();
     if parts.status == StatusCode::OK && is_event_stream(&parts.headers) {
         let head = encode_head(version, parts.status, &parts.headers, None, SystemTime::now());
-        return Answer::Stream { head, body };
+        let stop = parts.extensions.get::<StopWriting>().map(|StopWriting(token)| token.clone());
+        return Answer::Stream { head, body, stop };
     }
     let body = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
     let mut whole = encode_head(version, parts.status, &parts.headers, Some(body.len()), SystemTime::now());
@@ -60,8 +68,26 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"))
 }
 
-/// Writes the head and the body's chunks until the body ends, the client goes away or shutdown stops a write.
-async fn stream_body(mut stream: TcpStream, mut head: Vec<u8>, body: Body, shutdown: Shutdown) {
+/// What interrupts a write: shutdown, or the stream's own signal.
+struct Stop {
+    shutdown: Shutdown,
+    stream: Option<CancellationToken>,
+}
+
+impl Stop {
+    async fn fired(&self) {
+        match &self.stream {
+            Some(token) => tokio::select! {
+                () = self.shutdown.cancelled() => {}
+                () = token.cancelled() => {}
+            },
+            None => self.shutdown.cancelled().await,
+        }
+    }
+}
+
+/// Writes the head and the body's chunks until the body ends, the client goes away or a write is stopped.
+async fn stream_body(mut stream: TcpStream, mut head: Vec<u8>, body: Body, stop: Stop) {
     let mut body = body.into_data_stream();
     // The first chunk (the preamble and the replayed history) is ready at once: one write with the head.
     let mut ended = false;
@@ -72,7 +98,7 @@ async fn stream_body(mut stream: TcpStream, mut head: Vec<u8>, body: Body, shutd
         }
     }
     let (mut reader, mut writer) = stream.split();
-    if !write(&mut writer, &head, &shutdown).await || ended {
+    if !write(&mut writer, &head, &stop).await || ended {
         let _ = writer.shutdown().await;
         return;
     }
@@ -81,7 +107,7 @@ async fn stream_body(mut stream: TcpStream, mut head: Vec<u8>, body: Body, shutd
     loop {
         tokio::select! {
             chunk = body.next() => match chunk {
-                Some(Ok(chunk)) => if !write(&mut writer, &chunk, &shutdown).await { return },
+                Some(Ok(chunk)) => if !write(&mut writer, &chunk, &stop).await { return },
                 // The stream ended (shutdown, a slow client, an expired token): close after its last word.
                 _ => break,
             },
@@ -94,11 +120,11 @@ async fn stream_body(mut stream: TcpStream, mut head: Vec<u8>, body: Body, shutd
     let _ = writer.shutdown().await;
 }
 
-/// Writes `bytes` unless shutdown comes first; returns whether they were written.
-async fn write(writer: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8], shutdown: &Shutdown) -> bool {
+/// Writes `bytes` unless `stop` fires first; returns whether they were written.
+async fn write(writer: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8], stop: &Stop) -> bool {
     tokio::select! {
         written = writer.write_all(bytes) => written.is_ok(),
-        () = shutdown.cancelled() => false,
+        () = stop.fired() => false,
     }
 }
 

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::Config;
@@ -98,8 +97,10 @@ impl Server {
         let Self { listener, hub, shutdown } = self;
         let grace = hub.config().shutdown_grace;
         let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
+        let head_timeout = hub.config().request_head_timeout;
         let app = router(AppState::new(hub, shutdown.clone()));
-        accept(&listener, &app, &shutdown).await;
+        let serving = connection::Serving { app, shutdown: shutdown.clone(), head_timeout };
+        accept(&listener, &serving).await;
         drop(listener);
         // One grace period for everything, counted from the shutdown signal.
         let deadline = tokio::time::Instant::now() + grace;
@@ -110,7 +111,8 @@ impl Server {
 }
 
 /// Accepts connections until shutdown, each served by its own task on the shutdown tracker.
-async fn accept(listener: &TcpListener, app: &Router, shutdown: &Shutdown) {
+async fn accept(listener: &TcpListener, serving: &connection::Serving) {
+    let shutdown = &serving.shutdown;
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -120,7 +122,7 @@ async fn accept(listener: &TcpListener, app: &Router, shutdown: &Shutdown) {
             Ok((stream, peer)) => {
                 // Frames are batched before each write; waiting for an ACK (Nagle) only adds latency.
                 let _ = stream.set_nodelay(true);
-                shutdown.tracker().spawn(connection::serve(stream, peer, app.clone(), shutdown.clone()));
+                shutdown.tracker().spawn(connection::serve(stream, peer, serving.clone()));
             }
             Err(error) => accept_failed(error).await,
         }

@@ -160,6 +160,7 @@ pub async fn sse(
 
     let admission = state.limits.admit(ip)?;
     let mut connection = hub.connect(Transport::Sse);
+    let stop_writing = super::StopWriting(connection.slow_signal());
     for channel in &channels {
         connection.subscribe(channel).await;
     }
@@ -210,5 +211,7 @@ pub async fn sse(
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (header::HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
     ];
-    Ok((headers, Body::from_stream(body)).into_response())
+    let mut response = (headers, Body::from_stream(body)).into_response();
+    response.extensions_mut().insert(stop_writing);
+    Ok(response)
 }

@@ -552,6 +552,12 @@ impl Config {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
+        let bounded = durations
+            .into_iter()
+            .chain([("max_wait_secs", self.max_wait), ("shutdown_grace_secs", self.shutdown_grace)]);
+        for (key, value) in bounded {
+            check_duration(key.to_string(), value)?;
+        }
         if self.transports.is_empty() {
             return Err(invalid("transports", "at least one transport must be enabled"));
         }
@@ -573,6 +579,7 @@ impl Config {
             if ns.history_ttl.is_zero() {
                 return Err(invalid(format!("{key}.history_ttl_secs"), "must be at least 1"));
             }
+            check_duration(format!("{key}.history_ttl_secs"), ns.history_ttl)?;
         }
         self.validate_security()
     }
@@ -660,6 +667,17 @@ fn parse_transports<'a>(key: &str, names: impl Iterator<Item = &'a str>) -> Resu
     Ok(out)
 }
 
+/// The longest duration a setting may have: ten years, far beyond any use, and far from where adding it to a
+/// clock's reading overflows (a panic, in the timers that do).
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+fn check_duration(key: String, value: Duration) -> Result<(), ConfigError> {
+    if value > MAX_DURATION {
+        return Err(invalid(key, format!("must be at most {} (ten years)", MAX_DURATION.as_secs())));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,6 +713,16 @@ mod tests {
         assert_eq!(env.request_head_timeout, Duration::from_secs(4));
         let zero = load("request_head_timeout_secs = 0", &[], Overrides::default()).unwrap_err().to_string();
         assert!(zero.contains("request_head_timeout_secs"), "{zero}");
+        for key in
+            ["request_head_timeout_secs", "shutdown_grace_secs", "max_wait_secs", "default_namespace.history_ttl_secs"]
+        {
+            let toml = match key.split_once('.') {
+                Some((table, key)) => format!("[{table}]\n{key} = 9223372036854775807"),
+                None => format!("{key} = 9223372036854775807"),
+            };
+            let huge = load(&toml, &[], Overrides::default()).unwrap_err().to_string();
+            assert!(huge.contains(key) && huge.contains("at most"), "{huge}");
+        }
     }
 
     #[test]

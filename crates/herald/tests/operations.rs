@@ -261,6 +261,11 @@ async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
 async fn healthz_on(stream: &mut tokio::net::TcpStream) {
     let request = b"GET /healthz HTTP/1.1\r\nHost: herald.test\r\n\r\n";
     tokio::io::AsyncWriteExt::write_all(stream, request).await.unwrap();
+    healthz_answer(stream).await;
+}
+
+/// Reads the answer of a `GET /healthz`.
+async fn healthz_answer(stream: &mut tokio::net::TcpStream) {
     let mut answer = Vec::new();
     while !String::from_utf8_lossy(&answer).contains("\"ok\"") {
         let mut chunk = [0; 1024];
@@ -288,6 +293,7 @@ async fn a_connection_without_a_whole_request_head_within_request_head_timeout_i
     tokio::time::sleep(Duration::from_secs(4)).await;
     healthz_on(&mut silent).await;
     slow.write_all(b"Host: herald.test\r\n\r\n").await.unwrap();
+    healthz_answer(&mut slow).await;
     healthz_on(&mut kept_alive).await;
 
     // Past it: nothing at all, half a head, and idle after an answer are all closed.
@@ -297,4 +303,19 @@ async fn a_connection_without_a_whole_request_head_within_request_head_timeout_i
     assert!(closed(&mut partial).await, "a head never finished");
     assert!(closed(&mut kept_alive).await, "an idle kept-alive connection");
     drop((silent, slow));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_request_head_has_request_head_timeout_from_the_connection_start_not_from_its_first_byte() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = config();
+    config.request_head_timeout = Duration::from_secs(5);
+    let server = spawn(config).await;
+    let mut trickle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // One byte late in the first timeout, then the rest within a timeout of that byte but past the first.
+    trickle.write_all(b"G").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = trickle.write_all(b"ET /healthz HTTP/1.1\r\nHost: herald.test\r\n\r\n").await;
+    assert!(closed(&mut trickle).await, "closed at 5 s, not served at 6 s");
 }

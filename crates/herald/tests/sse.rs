@@ -417,3 +417,23 @@ async fn a_stream_whose_head_came_in_pieces_is_disconnected_the_same_when_it_sto
     server.until_metric(r#"herald_slow_consumer_disconnects_total{transport="sse"}"#, 1).await;
     server.until_metric(r#"herald_connections{transport="sse"}"#, 0).await;
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_on_subscribers_that_stopped_reading_on_either_path() {
+    let server = start().await;
+    let _direct = server.sse("channel=a", &[]).await;
+    let mut pieces = TcpStream::connect(server.addr).await.unwrap();
+    let head =
+        format!("GET /v1/sse?channel=a HTTP/1.1\r\nHost: herald.test\r\nX-Padding: {}\r\n\r\n", "p".repeat(5000));
+    pieces.write_all(head.as_bytes()).await.unwrap();
+    read_until(&mut pieces, &mut Vec::new(), "retry: ").await;
+    // More than the sockets' buffers hold, far less than a queue (1,024): both writers are stuck, nobody is slow.
+    let data = bytes::Bytes::from(format!("\"{}\"", "x".repeat(60_000)));
+    for _ in 0..200 {
+        let channel = herald_proto::ChannelName::new("a").unwrap();
+        server.hub.publish(channel, herald_proto::EventName::default_event(), data.clone()).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(server.metric(r#"herald_slow_consumer_disconnects_total{transport="sse"}"#).await, 0);
+    assert!(server.stop().await, "drained at once, not after the grace period");
+}

@@ -10,8 +10,9 @@
 //! and its response written by [`super::event_stream`].
 //!
 //! Both paths give a client `request_head_timeout` to send a whole request head, counted from the connection's
-//! start or, on a kept-alive connection, from its previous response; a connection that has not is closed
-//! without an answer. The same path that waits for the first bytes before choosing holds no buffer meanwhile.
+//! start (one deadline, whichever path reads the head) or, on a kept-alive connection, from its previous
+//! response; a connection that has not is closed without an answer. Waiting for its first bytes, a connection
+//! holds no buffer.
 
 use std::future::pending;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::shutdown::Shutdown;
@@ -51,10 +53,11 @@ pub(super) struct Serving {
 /// Serves one accepted connection until it ends or shutdown has drained it.
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, serving: Serving) {
     let Serving { app, shutdown, head_timeout } = serving;
+    let head_due = Instant::now() + head_timeout;
     let direct = tokio::select! {
         () = shutdown.cancelled() => return,
         // A client that sends nothing is not waited for longer than for a whole head.
-        () = tokio::time::sleep(head_timeout) => return,
+        () = tokio::time::sleep_until(head_due) => return,
         // Boxed, like the two paths below, so that the task's future is as small as the path it takes.
         direct = Box::pin(take_event_stream_request(&stream)) => direct,
     };
@@ -65,29 +68,39 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, serving: Serving)
         }
         // Boxed: hyper's connection state is larger than a whole idle event stream, and an unboxed branch would
         // size every connection's task by it.
-        None => Box::pin(serve_http1(stream, peer, app, shutdown, head_timeout)).await,
+        None => Box::pin(serve_http1(stream, peer, app, shutdown, head_due, head_timeout)).await,
     }
 }
 
-/// hyper's HTTP/1 connection, with upgrades (WebSocket) and a graceful end on shutdown. An event stream
-/// answered here (its head came in pieces) closes the connection when its [`StopWriting`] signal fires, as
-/// hyper stops asking the body for chunks while a write is blocked and would otherwise wait on the peer forever.
-async fn serve_http1(stream: TcpStream, peer: SocketAddr, app: Router, shutdown: Shutdown, head_timeout: Duration) {
+/// hyper's HTTP/1 connection, with upgrades (WebSocket) and a graceful end on shutdown. The first request's
+/// head must be whole by `head_due` (the connection's own deadline); later ones within `head_timeout` of the
+/// previous answer (hyper's timer).
+///
+/// An event stream answered here (its head came in pieces, or it follows other requests) closes the connection
+/// when its [`StopWriting`] signal fires, and at once on shutdown, as the direct path does: hyper stops asking
+/// the body for chunks while a write is blocked, and would otherwise wait on the peer forever.
+async fn serve_http1(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    shutdown: Shutdown,
+    head_due: Instant,
+    head_timeout: Duration,
+) {
     let app = TowerToHyperService::new(app);
-    let (stop_writing, stopped) = watch::channel(None);
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        // The peer's address feeds the per-address limits (`ClientIp`).
-        request.extensions_mut().insert(ConnectInfo(peer));
-        let response = hyper::service::Service::call(&app, request.map(Body::new));
-        let stop_writing = stop_writing.clone();
-        async move {
-            let response = response.await?;
-            if let Some(StopWriting(token)) = response.extensions().get::<StopWriting>() {
-                stop_writing.send_replace(Some(token.clone()));
-            }
-            Ok::<_, std::convert::Infallible>(response)
-        }
-    });
+    let (stop_writing, mut stopped) = watch::channel(None);
+    let first_head = CancellationToken::new();
+    let service = {
+        let first_head = first_head.clone();
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            first_head.cancel();
+            // The peer's address feeds the per-address limits (`ClientIp`).
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let response = hyper::service::Service::call(&app, request.map(Body::new));
+            let stop_writing = stop_writing.clone();
+            async move { Ok::<_, std::convert::Infallible>(watch_event_stream(response.await?, stop_writing)) }
+        })
+    };
     let connection = http1::Builder::new()
         // hyper's header timeout counts from the start of each head it waits for, the first one included.
         .timer(TokioTimer::new())
@@ -95,11 +108,16 @@ async fn serve_http1(stream: TcpStream, peer: SocketAddr, app: Router, shutdown:
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
+    // Dropping the connection closes the socket.
     tokio::select! {
         _ = connection.as_mut() => return,
-        // Dropping the connection closes the socket.
-        () = stream_stopped(stopped) => return,
+        () = stream_stopped(&mut stopped) => return,
+        () = first_head_late(head_due, &first_head) => return,
         () = shutdown.cancelled() => {}
+    }
+    if stopped.borrow().is_some() {
+        // A live event stream: it ends on shutdown, and its last chunks may never be taken by a stalled peer.
+        return;
     }
     // Finish the request in flight (held polls answer at once on shutdown), then close. The server's drain
     // deadline bounds this wait.
@@ -107,8 +125,46 @@ async fn serve_http1(stream: TcpStream, peer: SocketAddr, app: Router, shutdown:
     let _ = connection.await;
 }
 
+/// Completes at `due` unless the first request's head was whole by then; never, once it was.
+async fn first_head_late(due: Instant, first_head: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep_until(due) => {}
+        () = first_head.cancelled() => pending().await,
+    }
+}
+
+/// Hands an event stream's [`StopWriting`] signal to the connection for as long as its body lives. A signal that
+/// already fired is not handed over: the body, which ends on it too, is then left to say its first words.
+fn watch_event_stream(
+    response: axum::response::Response,
+    stop_writing: watch::Sender<Option<CancellationToken>>,
+) -> axum::response::Response {
+    let Some(StopWriting(token)) = response.extensions().get::<StopWriting>().cloned() else { return response };
+    if token.is_cancelled() {
+        return response;
+    }
+    stop_writing.send_replace(Some(token));
+    // Cleared when the body is dropped (the stream ended and was written, or the connection went away).
+    let live = StreamLive(stop_writing);
+    response.map(|body| {
+        Body::from_stream(futures_util::StreamExt::map(body.into_data_stream(), move |chunk| {
+            let _ = &live;
+            chunk
+        }))
+    })
+}
+
+/// Clears the connection's event stream signal when dropped.
+struct StreamLive(watch::Sender<Option<CancellationToken>>);
+
+impl Drop for StreamLive {
+    fn drop(&mut self) {
+        self.0.send_replace(None);
+    }
+}
+
 /// Completes when the signal of the connection's current event stream fires; never, without one.
-async fn stream_stopped(mut stopped: watch::Receiver<Option<CancellationToken>>) {
+async fn stream_stopped(stopped: &mut watch::Receiver<Option<CancellationToken>>) {
     loop {
         let current = stopped.borrow_and_update().clone();
         let fired = async {

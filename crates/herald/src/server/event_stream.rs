@@ -120,9 +120,12 @@ async fn stream_body(mut stream: TcpStream, mut head: Vec<u8>, body: Body, stop:
     let _ = writer.shutdown().await;
 }
 
-/// Writes `bytes` unless `stop` fires first; returns whether they were written.
+/// Writes `bytes` unless `stop` fires while the write is stuck; returns whether they were written.
 async fn write(writer: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8], stop: &Stop) -> bool {
     tokio::select! {
+        // The write first: a signal that fired before (e.g. while the history was read) does not keep a peer
+        // that reads from getting the stream's first words.
+        biased;
         written = writer.write_all(bytes) => written.is_ok(),
         () = stop.fired() => false,
     }

@@ -396,12 +396,27 @@ async fn small_queue_server() -> TestServer {
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_disconnected_once_its_queue_overflows() {
     let server = small_queue_server().await;
-    let _stalled = server.sse("channel=a", &[]).await;
+    let stalled = server.sse("channel=a", &[]).await;
     server.until_metric(r#"herald_connections{transport="sse"}"#, 1).await;
     publish_past_a_stalled_subscriber(&server).await;
     server.until_metric(r#"herald_slow_consumer_disconnects_total{transport="sse"}"#, 1).await;
     // Not held forever by a write the peer will never take.
     server.until_metric(r#"herald_connections{transport="sse"}"#, 0).await;
+    // Reset, not closed: the server kept none of the bytes it could not send.
+    let mut stream = stalled.into_stream();
+    let end = tokio::time::timeout(PATIENCE, async {
+        let mut chunk = vec![0; 1 << 16];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.kind()),
+            }
+        }
+    })
+    .await
+    .expect("the connection ends");
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
 }
 
 #[tokio::test]

@@ -300,6 +300,11 @@ pub struct Sse {
 }
 
 impl Sse {
+    /// The socket, for tests that look at how the connection ends.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }

@@ -86,32 +86,10 @@ impl Stop {
     }
 }
 
-/// How a stream's connection ends.
-enum Ending {
-    /// The stream said its last word: close the connection after it.
-    Close,
-    /// The client went away.
-    Gone,
-    /// A write was stopped or failed: the peer will not take the rest.
-    Abandon,
-}
-
-/// Writes the head and the body's chunks until the body ends, the client goes away or a write is stopped, then
-/// ends the connection accordingly. An abandoned connection is reset rather than closed: its unsent bytes would
+/// Writes the head and the body's chunks until the body ends, the client goes away or a write is stopped. A
+/// connection abandoned in a stopped or failed write is reset rather than closed: its unsent bytes would
 /// otherwise hold kernel memory until the stalled peer reads again or TCP gives up, minutes later.
-async fn stream_body(mut stream: TcpStream, head: Vec<u8>, body: Body, stop: Stop) {
-    match write_stream(&mut stream, head, body, &stop).await {
-        Ending::Close => {
-            let _ = stream.shutdown().await;
-        }
-        Ending::Gone => {}
-        Ending::Abandon => {
-            let _ = stream.set_zero_linger();
-        }
-    }
-}
-
-async fn write_stream(stream: &mut TcpStream, mut head: Vec<u8>, body: Body, stop: &Stop) -> Ending {
+async fn stream_body(mut stream: TcpStream, mut head: Vec<u8>, body: Body, stop: Stop) {
     let mut body = body.into_data_stream();
     // The first chunk (the preamble and the replayed history) is ready at once: one write with the head.
     let mut ended = false;
@@ -122,27 +100,33 @@ async fn write_stream(stream: &mut TcpStream, mut head: Vec<u8>, body: Body, sto
         }
     }
     let (mut reader, mut writer) = stream.split();
-    if !write(&mut writer, &head, stop).await {
-        return Ending::Abandon;
+    if !write(&mut writer, &head, &stop).await {
+        let _ = writer.as_ref().set_zero_linger();
+        return;
     }
     if ended {
-        return Ending::Close;
+        let _ = writer.shutdown().await;
+        return;
     }
     drop(head);
     let mut probe = [0; PROBE_BYTES];
     loop {
         tokio::select! {
             chunk = body.next() => match chunk {
-                Some(Ok(chunk)) => if !write(&mut writer, &chunk, stop).await { return Ending::Abandon },
+                Some(Ok(chunk)) => if !write(&mut writer, &chunk, &stop).await {
+                    let _ = writer.as_ref().set_zero_linger();
+                    return;
+                },
                 // The stream ended (shutdown, a slow client, an expired token): close after its last word.
-                _ => return Ending::Close,
+                _ => break,
             },
             read = reader.read(&mut probe) => match read {
-                Ok(0) | Err(_) => return Ending::Gone,
+                Ok(0) | Err(_) => return,
                 Ok(_) => {}
             },
         }
     }
+    let _ = writer.shutdown().await;
 }
 
 /// Writes `bytes` unless `stop` fires while the write is stuck; returns whether they were written.

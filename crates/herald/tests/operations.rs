@@ -275,13 +275,18 @@ async fn healthz_answer(stream: &mut tokio::net::TcpStream) {
     }
 }
 
+/// A server that gives a request head 5 s.
+async fn five_second_head_server() -> common::TestServer {
+    let mut config = config();
+    config.request_head_timeout = Duration::from_secs(5);
+    spawn(config).await
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_connection_without_a_whole_request_head_within_request_head_timeout_is_closed() {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
-    let mut config = config();
-    config.request_head_timeout = Duration::from_secs(5);
-    let server = spawn(config).await;
+    let server = five_second_head_server().await;
     let connect = || TcpStream::connect(server.addr);
     let (mut silent, mut slow, mut partial, mut kept_alive) =
         (connect().await.unwrap(), connect().await.unwrap(), connect().await.unwrap(), connect().await.unwrap());
@@ -308,9 +313,7 @@ async fn a_connection_without_a_whole_request_head_within_request_head_timeout_i
 #[tokio::test(start_paused = true)]
 async fn the_first_request_head_has_request_head_timeout_from_the_connection_start_not_from_its_first_byte() {
     use tokio::io::AsyncWriteExt;
-    let mut config = config();
-    config.request_head_timeout = Duration::from_secs(5);
-    let server = spawn(config).await;
+    let server = five_second_head_server().await;
     let mut trickle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     // One byte late in the first timeout, then the rest within a timeout of that byte but past the first.

@@ -375,15 +375,26 @@ async fn a_refused_stream_is_a_whole_json_answer_and_the_connection_closes() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(body).unwrap()["error"]["code"], "invalid_channel");
 }
 
-/// Publishes 60 KB messages, more than loopback's socket buffers hold, while the stream's task can run between
-/// them: its writes block on a subscriber that reads nothing, then its queue (4) overflows.
-async fn publish_past_a_stalled_subscriber(server: &TestServer) {
+/// Publishes `count` 60 KB messages on `a` (400 are more than loopback's socket buffers hold) while the
+/// streams' tasks can run between them: their writes block on subscribers that read nothing.
+async fn publish_large(server: &TestServer, count: usize) {
     let data = bytes::Bytes::from(format!("\"{}\"", "x".repeat(60_000)));
     let channel = herald_proto::ChannelName::new("a").unwrap();
-    for _ in 0..400 {
+    for _ in 0..count {
         server.hub.publish(channel.clone(), herald_proto::EventName::default_event(), data.clone()).await.unwrap();
         tokio::task::yield_now().await;
     }
+}
+
+/// Opens a stream of `a` whose request head is longer than the server looks at before choosing its path, so
+/// hyper serves it, and reads its opening.
+async fn stream_served_by_hyper(server: &TestServer) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let padding = "p".repeat(5000);
+    let head = format!("GET /v1/sse?channel=a HTTP/1.1\r\nHost: herald.test\r\nX-Padding: {padding}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    read_until(&mut stream, &mut Vec::new(), "retry: ").await;
+    stream
 }
 
 /// A server whose streams may queue 4 messages.
@@ -398,7 +409,8 @@ async fn a_subscriber_that_stops_reading_is_disconnected_once_its_queue_overflow
     let server = small_queue_server().await;
     let stalled = server.sse("channel=a", &[]).await;
     server.until_metric(r#"herald_connections{transport="sse"}"#, 1).await;
-    publish_past_a_stalled_subscriber(&server).await;
+    // The queue (4) overflows behind the blocked writes.
+    publish_large(&server, 400).await;
     server.until_metric(r#"herald_slow_consumer_disconnects_total{transport="sse"}"#, 1).await;
     // Not held forever by a write the peer will never take.
     server.until_metric(r#"herald_connections{transport="sse"}"#, 0).await;
@@ -422,13 +434,8 @@ async fn a_subscriber_that_stops_reading_is_disconnected_once_its_queue_overflow
 #[tokio::test]
 async fn a_stream_whose_head_came_in_pieces_is_disconnected_the_same_when_it_stops_reading() {
     let server = small_queue_server().await;
-    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
-    // A head longer than the server looks at before choosing its path: hyper serves this stream.
-    let padding = "p".repeat(5000);
-    let head = format!("GET /v1/sse?channel=a HTTP/1.1\r\nHost: herald.test\r\nX-Padding: {padding}\r\n\r\n");
-    stalled.write_all(head.as_bytes()).await.unwrap();
-    read_until(&mut stalled, &mut Vec::new(), "retry: ").await;
-    publish_past_a_stalled_subscriber(&server).await;
+    let _stalled = stream_served_by_hyper(&server).await;
+    publish_large(&server, 400).await;
     server.until_metric(r#"herald_slow_consumer_disconnects_total{transport="sse"}"#, 1).await;
     server.until_metric(r#"herald_connections{transport="sse"}"#, 0).await;
 }
@@ -437,18 +444,9 @@ async fn a_stream_whose_head_came_in_pieces_is_disconnected_the_same_when_it_sto
 async fn shutdown_does_not_wait_on_subscribers_that_stopped_reading_on_either_path() {
     let server = start().await;
     let _direct = server.sse("channel=a", &[]).await;
-    let mut pieces = TcpStream::connect(server.addr).await.unwrap();
-    let head =
-        format!("GET /v1/sse?channel=a HTTP/1.1\r\nHost: herald.test\r\nX-Padding: {}\r\n\r\n", "p".repeat(5000));
-    pieces.write_all(head.as_bytes()).await.unwrap();
-    read_until(&mut pieces, &mut Vec::new(), "retry: ").await;
+    let _pieces = stream_served_by_hyper(&server).await;
     // More than the sockets' buffers hold, far less than a queue (1,024): both writers are stuck, nobody is slow.
-    let data = bytes::Bytes::from(format!("\"{}\"", "x".repeat(60_000)));
-    for _ in 0..200 {
-        let channel = herald_proto::ChannelName::new("a").unwrap();
-        server.hub.publish(channel, herald_proto::EventName::default_event(), data.clone()).await.unwrap();
-        tokio::task::yield_now().await;
-    }
+    publish_large(&server, 200).await;
     assert_eq!(server.metric(r#"herald_slow_consumer_disconnects_total{transport="sse"}"#).await, 0);
     assert!(server.stop().await, "drained at once, not after the grace period");
 }

@@ -5,7 +5,7 @@
 //!
 //! While the body is idle the socket is read too, so a subscriber that goes away ends its stream at once
 //! instead of at the next heartbeat; bytes a client sends after its request are read and dropped. A write
-//! blocked on a subscriber that stopped reading gives up, and the connection closes, when the stream's
+//! blocked on a subscriber that stopped reading gives up, and the connection is reset, when the stream's
 //! [`StopWriting`] signal fires (its queue overflowed) or on shutdown. A response
 //! that is not an event stream (a refusal, an error) is written whole, with its length, and the connection
 //! closed.

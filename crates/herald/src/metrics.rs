@@ -58,6 +58,8 @@ pub struct Metrics {
     delivered: PerTransport,
     slow_consumer_disconnects: PerTransport,
     published: AtomicU64,
+    history_reads: AtomicU64,
+    catch_up_reads: AtomicU64,
     refusals: [AtomicU64; Refusal::ALL.len()],
 }
 
@@ -86,6 +88,16 @@ impl Metrics {
     /// Counts a stored message.
     pub fn published(&self) {
         self.published.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a read of a channel's history: a subscription's start, a poll, or a catch-up.
+    pub fn history_read(&self) {
+        self.history_reads.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a read that fills a gap in a subscription's live feed (after a dropped Pub/Sub link, say).
+    pub fn catch_up_read(&self) {
+        self.catch_up_reads.fetch_add(1, Relaxed);
     }
 
     /// Counts a refused request.
@@ -119,6 +131,13 @@ impl Metrics {
         }
         let scalars = [
             ("herald_messages_published_total", "counter", "Messages stored.", self.published.load(Relaxed)),
+            ("herald_history_reads_total", "counter", "History reads.", self.history_reads.load(Relaxed)),
+            (
+                "herald_catch_up_reads_total",
+                "counter",
+                "History reads that filled a gap in a live feed.",
+                self.catch_up_reads.load(Relaxed),
+            ),
             ("herald_channels", "gauge", "Channels held by the engine.", channels),
             ("herald_history_messages", "gauge", "Messages held in history.", history_messages),
             ("herald_history_bytes", "gauge", "Bytes of messages held in history.", history_bytes),

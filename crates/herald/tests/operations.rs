@@ -12,11 +12,13 @@ use herald::config::TransportKind;
 use serde_json::json;
 
 /// The series API.md documents, each with its Prometheus type.
-const DOCUMENTED: [(&str, &str); 7] = [
+const DOCUMENTED: [(&str, &str); 9] = [
     ("herald_connections", "gauge"),
     ("herald_messages_published_total", "counter"),
     ("herald_messages_delivered_total", "counter"),
     ("herald_slow_consumer_disconnects_total", "counter"),
+    ("herald_history_reads_total", "counter"),
+    ("herald_catch_up_reads_total", "counter"),
     ("herald_channels", "gauge"),
     ("herald_history_messages", "gauge"),
     ("herald_history_bytes", "gauge"),
@@ -63,6 +65,16 @@ async fn metrics_count_published_messages_and_history() {
     assert_eq!(server.metric("herald_channels").await, 2);
     assert_eq!(server.metric("herald_history_messages").await, 3);
     assert!(server.metric("herald_history_bytes").await > 0);
+}
+
+#[tokio::test]
+async fn metrics_count_history_reads() {
+    let server = start().await;
+    server.publish_n("a", 2).await;
+    assert_eq!(server.get("/v1/channels/a/messages").await.status, 200);
+    assert_eq!(server.get("/v1/poll?channel=a&channel=b").await.status, 200);
+    assert_eq!(server.metric("herald_history_reads_total").await, 3, "one read per channel a request names");
+    assert_eq!(server.metric("herald_catch_up_reads_total").await, 0, "no live feed had a gap");
 }
 
 #[tokio::test]

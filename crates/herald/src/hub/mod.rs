@@ -130,6 +130,7 @@ impl Hub {
 
     /// Reads at most `limit` messages of `channel` from `start`.
     pub async fn read(&self, channel: &ChannelName, start: Start, limit: usize) -> Result<Read, HubError> {
+        self.metrics.history_read();
         Ok(self.engine.read(channel, start, limit).await?)
     }
 
@@ -144,6 +145,7 @@ impl Hub {
             }
             Verdict::CatchUp => {
                 let start = Start::After(tracker.position());
+                self.metrics.catch_up_read();
                 let read = self.read(&live.message.channel, start, usize::MAX).await?;
                 tracker.advance(read.end());
                 Ok(Followed { reset: read.reset, messages: read.messages })

@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn what_herald_proto_frames_this_parser_reads_back() {
-        let mut stream = herald_proto::sse::preamble(2000, "AQA");
+        let mut stream = herald_proto::sse::preamble(2000, "AQA", None);
         stream.extend(herald_proto::sse::comment("ping"));
         stream.extend(herald_proto::sse::event(Some("c1"), Some("e"), b"line 1\nline 2"));
         stream.extend(herald_proto::sse::event(Some("c2"), None, b"{}"));
@@ -321,5 +321,17 @@ mod tests {
         assert_eq!(events, vec![event("c1", "e", "line 1\nline 2"), event("c2", "message", "{}")]);
         assert_eq!(parser.last_event_id(), "c2");
         assert_eq!(parser.retry_ms(), Some(2000));
+    }
+
+    #[test]
+    fn an_opening_with_a_reset_dispatches_the_reset_with_its_id_and_no_prefix_commits_the_id_alone() {
+        let stream = herald_proto::sse::preamble(2000, "AQB", Some(("herald.reset", b"{}")));
+        for cut in 0..stream.len() {
+            let (events, parser) = parse(&stream[..cut]);
+            assert_eq!((events.len(), parser.last_event_id()), (0, ""), "a prefix of {cut} bytes");
+        }
+        let (events, parser) = parse(&stream);
+        assert_eq!(events, vec![event("AQB", "herald.reset", "{}")]);
+        assert_eq!(parser.last_event_id(), "AQB");
     }
 }

@@ -35,11 +35,19 @@ pub fn event(id: Option<&str>, event: Option<&str>, data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The block that opens a stream: the reconnection delay, and an `id` with no data, which a browser records as
-/// its last event id without dispatching an event.
-pub fn preamble(retry_ms: u64, id: &str) -> Vec<u8> {
+/// The block that opens a stream: the reconnection delay and an `id`, the position the stream starts from.
+///
+/// Without `event` the block has no data, and a browser records the id without dispatching anything. With one
+/// (a reset, `(type, data)`), the id and the event are the same block: a browser commits a block's id only at
+/// the blank line that ends it, so no prefix of the stream can move a client's last event id past something it
+/// has not been told.
+pub fn preamble(retry_ms: u64, id: &str, event: Option<(&str, &[u8])>) -> Vec<u8> {
     let mut out = format!("retry: {retry_ms}\n").into_bytes();
     push_field(&mut out, "id", id.as_bytes());
+    if let Some((name, data)) = event {
+        push_field(&mut out, "event", name.as_bytes());
+        push_field(&mut out, "data", data);
+    }
     out.push(b'\n');
     out
 }
@@ -69,7 +77,12 @@ mod tests {
 
     #[test]
     fn preamble_and_comment_bytes() {
-        assert_eq!(preamble(2000, "AQA"), b"retry: 2000\nid: AQA\n\n");
+        assert_eq!(preamble(2000, "AQA", None), b"retry: 2000\nid: AQA\n\n");
+        assert_eq!(
+            preamble(2000, "AQB", Some(("herald.reset", br#"{"channels":["a"]}"#))),
+            b"retry: 2000\nid: AQB\nevent: herald.reset\ndata: {\"channels\":[\"a\"]}\n\n",
+            "a reset and the position after it are one block"
+        );
         assert_eq!(comment("ping"), b": ping\n\n");
     }
 

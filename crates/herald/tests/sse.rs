@@ -212,10 +212,16 @@ async fn a_position_older_than_the_history_gets_herald_reset_then_what_is_retain
     let server = spawn(config).await;
     let published = server.publish_n("a", 5).await;
     let mut sse = server.sse(&format!("channel=a&since={}", cursor(&published[0])), &[]).await;
-    sse.next().await.unwrap();
-    let reset =
-        Event { event: Some("herald.reset".into()), data: Some(r#"{"channels":["a"]}"#.into()), ..Event::default() };
-    assert_eq!(sse.next().await.unwrap(), reset);
+    let opening = sse.next().await.unwrap();
+    let reset = Event {
+        retry: Some("2000".into()),
+        id: opening.id.clone(),
+        event: Some("herald.reset".into()),
+        data: Some(r#"{"channels":["a"]}"#.into()),
+        ..Event::default()
+    };
+    assert_eq!(opening, reset, "the reset is in the opening block, with the id of the position after it");
+    assert_eq!(position(opening.id.as_deref().unwrap(), "a"), position(cursor(&published[2]), "a"));
     assert_eq!(next_numbers(&mut sse, 2).await, [4, 5]);
     assert_caught_up(&server, &mut sse, "a", 6).await;
 }

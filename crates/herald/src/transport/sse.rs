@@ -1,8 +1,9 @@
 //! `GET /v1/sse`: Server-Sent Events, one response that carries every message of its channels.
 //!
 //! The stream subscribes before it reads history, opens with a `retry:` and the `id` of its start position
-//! (so a browser that drops before the first message still resumes without a gap), replays history from the
-//! cursor (`Last-Event-ID`, then `since`, then `last`), then follows live messages. Every event's `id` is a
+//! (so a browser that drops before the first message still resumes without a gap; when the start is a reset,
+//! the `herald.reset` event is in that same block, so the id is never recorded without it), replays history
+//! from the cursor (`Last-Event-ID`, then `since`, then `last`), then follows live messages. Every event's `id` is a
 //! cursor over all the stream's channels. The stream ends on shutdown or when the client is too slow; the
 //! browser reconnects with `Last-Event-ID` by itself. A stream of private channels also ends when its token
 //! expires, after an `herald.error` event that says so (its reconnection with the same token is then refused
@@ -127,10 +128,19 @@ fn error_event(code: &str, message: &str) -> Vec<u8> {
     sse::event(None, Some("herald.error"), &data)
 }
 
-fn reset_event(channels: &[ChannelName]) -> Vec<u8> {
+/// The event type that says messages of some channels were lost.
+const RESET_EVENT: &str = "herald.reset";
+
+/// `{"channels":[…]}`: the data of a reset.
+fn reset_data(channels: &[ChannelName]) -> Vec<u8> {
     let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
-    let data = serde_json::to_vec(&serde_json::json!({ "channels": names })).unwrap_or_default();
-    sse::event(None, Some("herald.reset"), &data)
+    serde_json::to_vec(&serde_json::json!({ "channels": names })).unwrap_or_default()
+}
+
+/// A reset found while following live messages. It carries no id: the ids of the messages after it move the
+/// position, so a stream cut between the two resumes from before the reset and is told again.
+fn reset_event(channels: &[ChannelName]) -> Vec<u8> {
+    sse::event(None, Some(RESET_EVENT), &reset_data(channels))
 }
 
 /// `GET /v1/sse?channel=…`.
@@ -188,10 +198,11 @@ pub async fn sse(
         ended: false,
         _admission: admission,
     };
-    let mut first = BytesMut::from(&sse::preamble(config.sse_retry_ms, &stream.cursor())[..]);
-    if !reset.is_empty() {
-        first.extend_from_slice(&reset_event(&reset));
-    }
+    // A reset and the position after it travel in one block: an id alone would be committed by a browser even
+    // if the connection died before the reset reached it, and its next resume would skip what was lost.
+    let reset = (!reset.is_empty()).then(|| reset_data(&reset));
+    let opening = sse::preamble(config.sse_retry_ms, &stream.cursor(), reset.as_deref().map(|d| (RESET_EVENT, d)));
+    let mut first = BytesMut::from(&opening[..]);
     for message in &replay {
         if let Some((_, tracker)) = stream.trackers.iter_mut().find(|(c, _)| *c == message.message.channel) {
             tracker.advance(message.message.position);

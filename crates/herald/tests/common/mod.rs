@@ -351,6 +351,12 @@ impl Sse {
         }
     }
 
+    /// The body read so far, after reading until `enough` says so about it (or the stream ended).
+    pub async fn body_until(&mut self, enough: impl Fn(&[u8]) -> bool) -> &[u8] {
+        while !enough(&self.buffer) && self.fill().await {}
+        &self.buffer
+    }
+
     /// The rest of the answer, up to its end (for an answer that is not a stream, such as an error).
     pub async fn rest(mut self) -> Vec<u8> {
         while self.fill().await {}

@@ -1,6 +1,7 @@
 //! Several Herald nodes sharing channels through Redis, as separate processes: fan-out between nodes over every
 //! transport, one gap-free sequence from publishers on every node, a crashed node's clients resuming elsewhere,
-//! long polls landing on a different node each time, and Redis itself going away and coming back.
+//! long polls landing on a different node each time, and Redis itself going away and coming back (without
+//! flooding subscribers that missed nothing).
 //!
 //! These tests need `HERALD_TEST_REDIS_URL` (`.ci/run` sets it); each uses its own key prefix. The tests that
 //! restart Redis start a `redis-server` of their own on a spare port.
@@ -245,4 +246,74 @@ async fn when_redis_comes_back_without_the_data_subscribers_are_told_with_a_rese
     let event = tokio::time::timeout(PATIENCE, subscription.next()).await.unwrap().unwrap().unwrap();
     assert!(matches!(event, Event::Reset { .. }), "history was lost: {event:?}");
     assert_eq!(next_offsets(&mut subscription, 1).await, [(1, 3)], "then the new history, from its start");
+}
+
+/// A node on its own Redis whose channels keep 2,000 messages (more than a connection's queue of 1,024), and
+/// `clients` WebSocket subscribers of `dashboard` that have read 1,500 messages.
+async fn node_with_a_long_history(redis: &OwnRedis, clients: usize) -> (Node, Vec<Subscription>) {
+    let config = std::env::temp_dir().join(format!("herald-test-{}-{}.toml", std::process::id(), redis.port));
+    std::fs::write(&config, "[default_namespace]\nhistory_size = 2000\n").unwrap();
+    let args = ["--engine", "redis", "--redis-url", &redis.url(), "--config", config.to_str().unwrap()];
+    let node = Node::start(&args, &[]).await;
+    std::fs::remove_file(&config).unwrap();
+    let mut subscriptions = Vec::new();
+    for _ in 0..clients {
+        subscriptions.push(subscribe(&node, "dashboard", Transport::WebSocket, None).await);
+    }
+    let publisher = Client::new(&node.url()).unwrap();
+    for i in 1..=1500 {
+        publisher.publish("dashboard", Some("tick"), &json!({ "i": i })).await.unwrap();
+    }
+    for subscription in &mut subscriptions {
+        assert_eq!(next_offsets(subscription, 1500).await.last(), Some(&(1500, 1500)));
+    }
+    (node, subscriptions)
+}
+
+/// Publishes `range` and asserts every subscription gets exactly those next, with no reset.
+async fn assert_next_are(node: &Node, subscriptions: &mut [Subscription], range: std::ops::RangeInclusive<i64>) {
+    for i in range.clone() {
+        publish(node, "dashboard", i).await;
+    }
+    let expected: Vec<(u64, i64)> = range.map(|i| (i as u64, i)).collect();
+    for subscription in subscriptions {
+        assert_eq!(next_offsets(subscription, expected.len()).await, expected, "still connected, no gap");
+    }
+}
+
+const SLOW_WS: &str = r#"herald_slow_consumer_disconnects_total{transport="ws"}"#;
+
+#[tokio::test]
+async fn a_redis_restart_does_not_flood_or_disconnect_subscribers_that_missed_nothing() {
+    if test_redis_url().is_none() {
+        return;
+    }
+    let mut redis = OwnRedis::start(true).await;
+    let (node, mut subscriptions) = node_with_a_long_history(&redis, 5).await;
+
+    redis.stop().await;
+    until_health(&node, 503).await;
+    redis.restart().await;
+    until_health(&node, 200).await;
+    assert_next_are(&node, &mut subscriptions, 1501..=1502).await;
+    assert_eq!(node.client.metric(SLOW_WS).await, 0, "nobody was flooded with history it had");
+    assert_eq!(node.client.metric("herald_catch_up_reads_total").await, 0, "nobody had a gap to read");
+}
+
+#[tokio::test]
+async fn messages_stored_while_pub_sub_was_cut_reach_every_subscriber_once_without_a_read_each() {
+    if test_redis_url().is_none() {
+        return;
+    }
+    let redis = OwnRedis::start(false).await;
+    let (node, mut subscriptions) = node_with_a_long_history(&redis, 5).await;
+
+    // Redis stays up; only this node's Pub/Sub connection is cut, and messages are stored before it is back.
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    let killed: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut admin).await.unwrap();
+    assert_eq!(killed, 1);
+    assert_next_are(&node, &mut subscriptions, 1501..=1510).await;
+    assert_eq!(node.client.metric(SLOW_WS).await, 0);
+    assert_eq!(node.client.metric("herald_catch_up_reads_total").await, 0, "handed on once, not read by each");
 }

@@ -3,9 +3,12 @@
 //! Transports register interest through [`Watches`] (a count per channel); one task owns the Pub/Sub connection
 //! and makes Redis's subscriptions match the wanted set whenever it changes. `watch` returns once the channel's
 //! subscription is confirmed, so a transport that reads history afterwards cannot miss a message in between.
-//! When the connection drops, the task reconnects with backoff, subscribes again, and for each channel it had,
-//! hands the retained history to the delivery callback: subscribers' trackers drop what they already have and
-//! deliver what they missed, or report a reset when Redis lost it.
+//! When the connection drops, the task reconnects with backoff, subscribes again, and catches each channel up
+//! from the newest position this node delivered on it before the drop: only the messages stored since then go
+//! to the delivery callback, so a subscriber that missed nothing gets nothing (no flood of history into its
+//! queue, no slow-consumer disconnect). When that window is too large or unknown, only the newest message goes,
+//! and each subscriber's tracker sees the gap and reads what it lacks itself (or learns of a reset when Redis
+//! lost the data). See [`missed`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use herald_proto::ChannelName;
+use herald_proto::{ChannelName, Position};
 use redis::aio::PubSub;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +27,9 @@ use crate::engine::Start;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The most messages a catch-up hands to every subscriber of a channel (and at most half a connection's
+/// queue); past that, subscribers read what they missed themselves.
+const CATCH_UP_WINDOW: usize = 64;
 
 /// The channels this node wants to follow, and which of them Redis confirmed.
 #[derive(Default)]
@@ -118,6 +124,8 @@ pub(super) async fn follow(
 ) {
     let mut backoff = FIRST_BACKOFF;
     let mut connection = Some(first);
+    // The newest position handed to local subscribers, per subscribed channel: where a catch-up starts.
+    let mut delivered: HashMap<ChannelName, Position> = HashMap::new();
     loop {
         let resumed = connection.is_none();
         let connection = match connection.take() {
@@ -162,7 +170,8 @@ pub(super) async fn follow(
                 watches.lock().live.insert(channel.clone());
                 watches.bump();
                 if catching_up {
-                    catch_up(&inner, channel).await;
+                    let newest = catch_up(&inner, channel, delivered.get(channel).copied()).await;
+                    newest.into_iter().for_each(|p| advance(&mut delivered, channel, p));
                 }
             }
             catching_up = false;
@@ -172,6 +181,7 @@ pub(super) async fn follow(
                     break 'session;
                 }
                 subscribed.remove(&channel);
+                delivered.remove(&channel);
                 watches.lock().live.remove(&channel);
             }
             tokio::select! {
@@ -179,7 +189,10 @@ pub(super) async fn follow(
                 () = watches.changed.notified() => {}
                 message = stream.next() => {
                     let Some(message) = message else { break 'session };
-                    announce(&inner, message.get_channel_name(), message.get_payload_bytes());
+                    let position = announce(&inner, message.get_channel_name(), message.get_payload_bytes());
+                    if let Some((channel, position)) = position.filter(|(c, _)| subscribed.contains(c)) {
+                        advance(&mut delivered, &channel, position);
+                    }
                 }
             }
         }
@@ -187,20 +200,153 @@ pub(super) async fn follow(
     }
 }
 
-/// Delivers one Pub/Sub announcement.
-fn announce(inner: &Inner, live: &str, payload: &[u8]) {
-    let Some(channel) = inner.channel_of(live) else { return };
+/// Delivers one Pub/Sub announcement; returns its channel and position.
+fn announce(inner: &Inner, live: &str, payload: &[u8]) -> Option<(ChannelName, Position)> {
+    let channel = inner.channel_of(live)?;
     match scripts::decode_announcement(&channel, payload) {
-        Ok(message) => (inner.deliver)(&EncodedMessage::new(message)),
-        Err(err) => tracing::warn!(%err, %channel, "skipping an unreadable announcement"),
+        Ok(message) => {
+            let position = message.position;
+            (inner.deliver)(&EncodedMessage::new(message));
+            Some((channel, position))
+        }
+        Err(err) => {
+            tracing::warn!(%err, %channel, "skipping an unreadable announcement");
+            None
+        }
     }
 }
 
-/// Hands `channel`'s retained history to the delivery callback after Pub/Sub was down.
-async fn catch_up(inner: &Inner, channel: &ChannelName) {
-    let size = inner.config.namespace(channel).history_size;
-    match inner.read(channel, Start::Newest(size), size).await {
-        Ok(read) => read.messages.iter().for_each(|m| (inner.deliver)(m)),
-        Err(err) => tracing::warn!(%err, %channel, "catch-up after a pub/sub drop failed; the next message will"),
+/// Records that `position` was delivered on `channel`, unless a later one already was (an announcement that
+/// was in flight during a catch-up arrives after it).
+fn advance(delivered: &mut HashMap<ChannelName, Position>, channel: &ChannelName, position: Position) {
+    match delivered.get_mut(channel) {
+        Some(newest) if newest.epoch == position.epoch && newest.offset >= position.offset => {}
+        Some(newest) => *newest = position,
+        None => {
+            delivered.insert(channel.clone(), position);
+        }
+    }
+}
+
+/// After Pub/Sub was down: hands `channel`'s messages stored since `seen` (the newest this node delivered on it)
+/// to the delivery callback, by the rule of [`missed`]. One read per channel. Returns the newest position read.
+async fn catch_up(inner: &Inner, channel: &ChannelName, seen: Option<Position>) -> Option<Position> {
+    let window = CATCH_UP_WINDOW.min(inner.config.connection_queue / 2).max(1);
+    // Without a position to start from, only the newest message is of use.
+    let n = if seen.is_some() { window } else { 1 };
+    match inner.read(channel, Start::Newest(n), n).await {
+        Ok(read) => {
+            let missed = missed(&read.messages, seen);
+            tracing::debug!(%channel, read = read.messages.len(), handed_on = missed.len(), "caught up after a pub/sub drop");
+            missed.iter().for_each(|m| (inner.deliver)(m));
+            read.messages.last().map(|m| m.message.position)
+        }
+        Err(err) => {
+            tracing::warn!(%err, %channel, "catch-up after a pub/sub drop failed; the next message will");
+            None
+        }
+    }
+}
+
+/// Which of a channel's `newest` retained messages (oldest first) a catch-up hands to every local subscriber,
+/// given `seen`, the newest position delivered before the drop:
+/// - those after `seen`, when they follow it without a gap: exactly what every subscriber that was up to date
+///   missed, and nothing it already has;
+/// - otherwise (nothing seen, a new epoch, or more missed than the window holds) only the newest message: each
+///   subscriber's tracker skips it if it has it, or sees the gap and reads what it lacks (a reset if it is
+///   gone). No queue gets more than it will deliver, and a subscriber that missed nothing costs no read.
+fn missed(newest: &[Arc<EncodedMessage>], seen: Option<Position>) -> &[Arc<EncodedMessage>] {
+    let Some(last) = newest.last() else { return &[] };
+    let position = |m: &Arc<EncodedMessage>| m.message.position;
+    if let Some(seen) = seen.filter(|s| s.epoch == position(last).epoch) {
+        let after = newest.partition_point(|m| position(m).offset <= seen.offset);
+        match newest.get(after) {
+            None => return &[],
+            Some(first) if position(first).offset == seen.offset + 1 => return &newest[after..],
+            Some(_) => {}
+        }
+    }
+    std::slice::from_ref(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use herald_proto::EventName;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::hub::{Tracker, Verdict};
+
+    fn messages(epoch: u64, offsets: std::ops::RangeInclusive<u64>) -> Vec<Arc<EncodedMessage>> {
+        let channel = ChannelName::new("a").unwrap();
+        let message = |offset| herald_proto::Message {
+            channel: channel.clone(),
+            position: Position::new(epoch, offset),
+            event: EventName::default_event(),
+            data: Bytes::from_static(b"1"),
+            time_ms: 0,
+        };
+        offsets.map(|offset| EncodedMessage::new(message(offset))).collect()
+    }
+
+    fn offsets(messages: &[Arc<EncodedMessage>]) -> Vec<u64> {
+        messages.iter().map(|m| m.message.position.offset).collect()
+    }
+
+    #[test]
+    fn a_subscriber_that_missed_nothing_gets_nothing() {
+        assert_eq!(offsets(missed(&messages(7, 1437..=1500), Some(Position::new(7, 1500)))), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn what_was_stored_since_the_newest_delivered_is_handed_on() {
+        assert_eq!(offsets(missed(&messages(7, 1437..=1503), Some(Position::new(7, 1500)))), [1501, 1502, 1503]);
+    }
+
+    #[test]
+    fn more_missed_than_the_window_nothing_seen_or_a_new_epoch_hand_on_only_the_newest() {
+        assert_eq!(offsets(missed(&messages(7, 1437..=1500), Some(Position::new(7, 1300)))), [1500]);
+        assert_eq!(offsets(missed(&messages(7, 1437..=1500), None)), [1500]);
+        assert_eq!(offsets(missed(&messages(8, 1..=5), Some(Position::new(7, 1500)))), [5]);
+        assert_eq!(offsets(missed(&[], Some(Position::new(7, 1)))), Vec::<u64>::new());
+    }
+
+    proptest! {
+        /// A subscriber at any position up to the newest delivered one (what it has not taken yet is still in
+        /// its queue), given what a catch-up hands on and reading history on every gap its tracker sees, ends
+        /// with exactly the messages after its position, once each; and one that missed no more than the
+        /// window holds never reads.
+        #[test]
+        fn a_catch_up_and_the_trackers_deliver_exactly_what_was_missed(
+            seen in 1u64..300,
+            stored_since in 0u64..200,
+            window in 1u64..80,
+            behind in 0u64..50,
+        ) {
+            let epoch = 3;
+            let head = seen + stored_since;
+            let retained = messages(epoch, head.saturating_sub(window - 1).max(1)..=head);
+            let start = seen.saturating_sub(behind);
+            let mut tracker = Tracker::new(Position::new(epoch, start));
+            let (mut got, mut reads) = (Vec::new(), 0);
+            let queued = messages(epoch, start + 1..=seen);
+            for message in queued.iter().chain(missed(&retained, Some(Position::new(epoch, seen)))) {
+                let at = message.message.position;
+                match tracker.check(at) {
+                    Verdict::Skip => continue,
+                    Verdict::Deliver => got.push(at.offset),
+                    Verdict::CatchUp => {
+                        reads += 1;
+                        got.extend(tracker.position().offset + 1..=at.offset);
+                    }
+                }
+                tracker.advance(at);
+            }
+            prop_assert_eq!(got, (start + 1..=head).collect::<Vec<_>>());
+            if stored_since < window {
+                prop_assert_eq!(reads, 0);
+            }
+        }
     }
 }

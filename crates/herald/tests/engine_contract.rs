@@ -1,5 +1,10 @@
 //! One contract, every engine: the same cases run against the in-memory engine and against Redis, through the
-//! hub's public API, so both store, trim and read by the same rules.
+//! hub's public API, so both store, trim, read, watch and sweep by the same rules.
+//!
+//! Each case is written once, as a function of a hub factory, and instantiated per engine by [`contract!`] as a
+//! test of its own (`memory::case`, `redis::case`), so a failure on one engine never hides the other's result.
+//! The Redis tests need `HERALD_TEST_REDIS_URL` (`.ci/run` sets it) and say `skipped` without it; each uses a
+//! key prefix of its own. An engine added later (a disk engine, Redis Cluster) gets the whole suite with one line.
 #![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
 
 mod common;
@@ -11,25 +16,81 @@ use bytes::Bytes;
 use herald::config::{Config, EngineKind};
 use herald::engine::Start;
 use herald::hub::Hub;
+use herald::metrics::Transport;
 use herald_proto::{ChannelName, EventName, Position};
 
-/// Hubs to test: memory always, Redis when the suite has one.
-async fn hubs(test: &str, tweak: impl Fn(&mut Config)) -> Vec<Arc<Hub>> {
-    let mut memory = Config::default();
-    tweak(&mut memory);
-    let mut hubs = vec![Hub::memory(Arc::new(memory))];
-    if let Some(url) = common::node::test_redis_url() {
-        let mut redis = Config {
-            engine: EngineKind::Redis,
-            redis_url: url,
-            redis_prefix: common::node::unique_prefix(test),
-            ..Config::default()
-        };
-        tweak(&mut redis);
-        hubs.push(Hub::start(Arc::new(redis)).await.expect("redis is reachable"));
-    }
-    hubs
+/// Which engine a case runs on.
+#[derive(Clone, Copy)]
+enum Engine {
+    Memory,
+    Redis,
 }
+
+/// Builds a hub of one engine for one case, with `tweak` applied to its configuration; `None` when that engine
+/// cannot run here (no Redis for the suite).
+#[derive(Clone, Copy)]
+struct Hubs {
+    engine: Engine,
+    case: &'static str,
+}
+
+impl Hubs {
+    async fn with(self, tweak: impl Fn(&mut Config)) -> Option<Arc<Hub>> {
+        match self.engine {
+            Engine::Memory => {
+                let mut config = Config::default();
+                tweak(&mut config);
+                Some(Hub::memory(Arc::new(config)))
+            }
+            Engine::Redis => {
+                let url = common::node::test_redis_url()?;
+                let mut config = Config {
+                    engine: EngineKind::Redis,
+                    redis_url: url,
+                    redis_prefix: common::node::unique_prefix(self.case),
+                    ..Config::default()
+                };
+                tweak(&mut config);
+                Some(Hub::start(Arc::new(config)).await.expect("redis is reachable"))
+            }
+        }
+    }
+
+    async fn default(self) -> Option<Arc<Hub>> {
+        self.with(|_| {}).await
+    }
+}
+
+/// Instantiates every case once per engine.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Hubs { engine: super::Engine::Memory, case: stringify!($case) }).await;
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Hubs { engine: super::Engine::Redis, case: stringify!($case) }).await;
+            })*
+        }
+    };
+}
+
+contract!(
+    offsets_start_at_one_without_gaps_in_one_epoch,
+    reads_honour_every_start,
+    a_position_the_history_cannot_honour_is_a_reset_with_what_remains,
+    stored_messages_read_back_exactly,
+    messages_older_than_the_namespace_ttl_are_dropped,
+    a_subscriber_receives_each_stored_message_once_in_order,
+    a_subscriber_that_unsubscribed_receives_nothing_while_others_still_do,
+    a_channel_watched_again_after_everyone_left_delivers_again,
+    a_sweep_keeps_a_watched_channel_and_its_offsets,
+    a_connected_engine_is_healthy,
+);
 
 fn ch(name: &str) -> ChannelName {
     ChannelName::new(name).unwrap()
@@ -49,97 +110,131 @@ async fn offsets(hub: &Hub, channel: &str, start: Start, limit: usize) -> (Vec<u
     (read.messages.iter().map(|m| m.message.position.offset).collect(), read.reset)
 }
 
-#[tokio::test]
-async fn offsets_start_at_one_without_gaps_in_one_epoch() {
-    for hub in hubs("offsets", |_| {}).await {
-        let positions = publish(&hub, "a", 5).await;
-        assert_eq!(positions.iter().map(|p| p.offset).collect::<Vec<_>>(), [1, 2, 3, 4, 5], "{}", hub.engine_name());
-        assert!(positions.iter().all(|p| p.epoch == positions[0].epoch && p.epoch != 0));
-        assert_eq!(publish(&hub, "b", 1).await[0].offset, 1, "each channel counts on its own");
-    }
+async fn offsets_start_at_one_without_gaps_in_one_epoch(hubs: Hubs) {
+    let Some(hub) = hubs.default().await else { return };
+    let positions = publish(&hub, "a", 5).await;
+    assert_eq!(positions.iter().map(|p| p.offset).collect::<Vec<_>>(), [1, 2, 3, 4, 5], "{}", hub.engine_name());
+    assert!(positions.iter().all(|p| p.epoch == positions[0].epoch && p.epoch != 0));
+    assert_eq!(publish(&hub, "b", 1).await[0].offset, 1, "each channel counts on its own");
 }
 
-#[tokio::test]
-async fn reads_honour_every_start() {
-    for hub in hubs("starts", |_| {}).await {
-        let epoch = publish(&hub, "a", 5).await[0].epoch;
-        let name = hub.engine_name();
-        assert_eq!(offsets(&hub, "a", Start::Oldest, 100).await, (vec![1, 2, 3, 4, 5], false), "{name}");
-        assert_eq!(offsets(&hub, "a", Start::Oldest, 2).await, (vec![1, 2], false), "{name}");
-        assert_eq!(offsets(&hub, "a", Start::Newest(2), 100).await, (vec![4, 5], false), "{name}");
-        assert_eq!(offsets(&hub, "a", Start::Now, 100).await, (vec![], false), "{name}");
-        assert_eq!(offsets(&hub, "a", Start::After(Position::new(epoch, 3)), 100).await, (vec![4, 5], false));
-        assert_eq!(offsets(&hub, "a", Start::After(Position::new(epoch, 5)), 100).await, (vec![], false));
-        assert_eq!(offsets(&hub, "a", Start::After(Position::default()), 100).await, (vec![1, 2, 3, 4, 5], false));
-        let read = hub.read(&ch("a"), Start::After(Position::new(epoch, 3)), 1).await.unwrap();
-        assert_eq!(
-            (read.start, read.head, read.end()),
-            (Position::new(epoch, 3), Position::new(epoch, 5), Position::new(epoch, 4))
-        );
-    }
+async fn reads_honour_every_start(hubs: Hubs) {
+    let Some(hub) = hubs.default().await else { return };
+    let epoch = publish(&hub, "a", 5).await[0].epoch;
+    let name = hub.engine_name();
+    assert_eq!(offsets(&hub, "a", Start::Oldest, 100).await, (vec![1, 2, 3, 4, 5], false), "{name}");
+    assert_eq!(offsets(&hub, "a", Start::Oldest, 2).await, (vec![1, 2], false), "{name}");
+    assert_eq!(offsets(&hub, "a", Start::Newest(2), 100).await, (vec![4, 5], false), "{name}");
+    assert_eq!(offsets(&hub, "a", Start::Now, 100).await, (vec![], false), "{name}");
+    assert_eq!(offsets(&hub, "a", Start::After(Position::new(epoch, 3)), 100).await, (vec![4, 5], false));
+    assert_eq!(offsets(&hub, "a", Start::After(Position::new(epoch, 5)), 100).await, (vec![], false));
+    assert_eq!(offsets(&hub, "a", Start::After(Position::default()), 100).await, (vec![1, 2, 3, 4, 5], false));
+    let read = hub.read(&ch("a"), Start::After(Position::new(epoch, 3)), 1).await.unwrap();
+    assert_eq!(
+        (read.start, read.head, read.end()),
+        (Position::new(epoch, 3), Position::new(epoch, 5), Position::new(epoch, 4))
+    );
 }
 
-#[tokio::test]
-async fn a_position_the_history_cannot_honour_is_a_reset_with_what_remains() {
-    for hub in hubs("reset", |c| c.default_namespace.history_size = 3).await {
-        let epoch = publish(&hub, "a", 5).await[0].epoch;
-        let name = hub.engine_name();
-        assert_eq!(
-            offsets(&hub, "a", Start::After(Position::new(epoch, 1)), 100).await,
-            (vec![3, 4, 5], true),
-            "{name}"
-        );
-        assert_eq!(
-            offsets(&hub, "a", Start::After(Position::new(epoch, 2)), 100).await,
-            (vec![3, 4, 5], false),
-            "{name}"
-        );
-        assert_eq!(offsets(&hub, "a", Start::After(Position::new(epoch + 1, 4)), 100).await, (vec![3, 4, 5], true));
-        assert_eq!(offsets(&hub, "a", Start::After(Position::new(epoch, 9)), 100).await, (vec![3, 4, 5], true));
-        assert_eq!(offsets(&hub, "a", Start::After(Position::default()), 100).await, (vec![3, 4, 5], true));
-        assert_eq!(offsets(&hub, "none", Start::After(Position::new(epoch, 1)), 100).await, (vec![], true));
-        assert_eq!(offsets(&hub, "none", Start::After(Position::default()), 100).await, (vec![], false));
-        assert_eq!(offsets(&hub, "none", Start::Oldest, 100).await, (vec![], false));
-    }
+async fn a_position_the_history_cannot_honour_is_a_reset_with_what_remains(hubs: Hubs) {
+    let Some(hub) = hubs.with(|c| c.default_namespace.history_size = 3).await else { return };
+    let epoch = publish(&hub, "a", 5).await[0].epoch;
+    let name = hub.engine_name();
+    assert_eq!(offsets(&hub, "a", Start::After(Position::new(epoch, 1)), 100).await, (vec![3, 4, 5], true), "{name}");
+    assert_eq!(offsets(&hub, "a", Start::After(Position::new(epoch, 2)), 100).await, (vec![3, 4, 5], false), "{name}");
+    assert_eq!(offsets(&hub, "a", Start::After(Position::new(epoch + 1, 4)), 100).await, (vec![3, 4, 5], true));
+    assert_eq!(offsets(&hub, "a", Start::After(Position::new(epoch, 9)), 100).await, (vec![3, 4, 5], true));
+    assert_eq!(offsets(&hub, "a", Start::After(Position::default()), 100).await, (vec![3, 4, 5], true));
+    assert_eq!(offsets(&hub, "none", Start::After(Position::new(epoch, 1)), 100).await, (vec![], true));
+    assert_eq!(offsets(&hub, "none", Start::After(Position::default()), 100).await, (vec![], false));
+    assert_eq!(offsets(&hub, "none", Start::Oldest, 100).await, (vec![], false));
 }
 
-#[tokio::test]
-async fn stored_messages_read_back_exactly() {
-    for hub in hubs("exact", |_| {}).await {
-        let data = Bytes::from_static(br#"{"z":1,"a":"line\nbreak","big":123456789012345678901234567890}"#);
-        let stored = hub.publish(ch("x:y/z@w=v"), EventName::new("ev.t:1-2").unwrap(), data.clone()).await.unwrap();
-        let read = hub.read(&ch("x:y/z@w=v"), Start::Oldest, 10).await.unwrap();
-        let back = &read.messages[0];
-        assert_eq!(back.envelope, stored.envelope, "{}", hub.engine_name());
-        assert_eq!(back.message.data, data);
-    }
+async fn stored_messages_read_back_exactly(hubs: Hubs) {
+    let Some(hub) = hubs.default().await else { return };
+    let data = Bytes::from_static(br#"{"z":1,"a":"line\nbreak","big":123456789012345678901234567890}"#);
+    let stored = hub.publish(ch("x:y/z@w=v"), EventName::new("ev.t:1-2").unwrap(), data.clone()).await.unwrap();
+    let read = hub.read(&ch("x:y/z@w=v"), Start::Oldest, 10).await.unwrap();
+    let back = &read.messages[0];
+    assert_eq!(back.envelope, stored.envelope, "{}", hub.engine_name());
+    assert_eq!(back.message.data, data);
 }
 
-#[tokio::test]
-async fn messages_older_than_the_namespace_ttl_are_dropped() {
-    for hub in hubs("ttl", |c| c.default_namespace.history_ttl = Duration::from_secs(1)).await {
-        publish(&hub, "a", 2).await;
-        // Real time for Redis (it keeps its own clock): wait until the history is empty, at most a few seconds.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !offsets(&hub, "a", Start::Oldest, 10).await.0.is_empty() {
-            assert!(tokio::time::Instant::now() < deadline, "{} kept expired messages", hub.engine_name());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(publish(&hub, "a", 1).await[0].offset, 3, "expiry keeps the offset counter");
+async fn messages_older_than_the_namespace_ttl_are_dropped(hubs: Hubs) {
+    let Some(hub) = hubs.with(|c| c.default_namespace.history_ttl = Duration::from_secs(1)).await else { return };
+    publish(&hub, "a", 2).await;
+    // Real time for Redis (it keeps its own clock): wait until the history is empty, at most a few seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !offsets(&hub, "a", Start::Oldest, 10).await.0.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "{} kept expired messages", hub.engine_name());
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(publish(&hub, "a", 1).await[0].offset, 3, "expiry keeps the offset counter");
 }
 
-#[tokio::test]
-async fn a_subscriber_receives_each_stored_message_once_in_order() {
-    for hub in hubs("live", |_| {}).await {
-        let mut connection = hub.connect(herald::metrics::Transport::WebSocket);
-        connection.subscribe(&ch("a")).await;
-        publish(&hub, "a", 20).await;
-        let mut seen = Vec::new();
-        while seen.len() < 20 {
-            let message = tokio::time::timeout(common::PATIENCE, connection.recv()).await.unwrap().unwrap();
-            seen.push(message.message.position.offset);
-        }
-        assert_eq!(seen, (1..=20).collect::<Vec<_>>(), "{}", hub.engine_name());
+async fn a_subscriber_receives_each_stored_message_once_in_order(hubs: Hubs) {
+    let Some(hub) = hubs.default().await else { return };
+    let mut connection = hub.connect(Transport::WebSocket);
+    connection.subscribe(&ch("a")).await;
+    publish(&hub, "a", 20).await;
+    assert_eq!(received(&mut connection, 20).await, (1..=20).collect::<Vec<_>>());
+}
+
+/// The offsets of the next `n` live messages of `connection`.
+async fn received(connection: &mut herald::hub::Connection, n: usize) -> Vec<u64> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let message = tokio::time::timeout(common::PATIENCE, connection.recv()).await.unwrap().unwrap();
+        seen.push(message.message.position.offset);
     }
+    seen
+}
+
+async fn a_subscriber_that_unsubscribed_receives_nothing_while_others_still_do(hubs: Hubs) {
+    let Some(hub) = hubs.default().await else { return };
+    let (mut gone, mut staying) = (hub.connect(Transport::WebSocket), hub.connect(Transport::Sse));
+    gone.subscribe(&ch("a")).await;
+    staying.subscribe(&ch("a")).await;
+    assert!(gone.unsubscribe(&ch("a")));
+    publish(&hub, "a", 3).await;
+    assert_eq!(received(&mut staying, 3).await, [1, 2, 3]);
+    // One delivery hands a message to every subscriber of the channel: had `gone` been one, it would hold them now.
+    assert!(gone.try_recv().is_none());
+}
+
+async fn a_channel_watched_again_after_everyone_left_delivers_again(hubs: Hubs) {
+    let Some(hub) = hubs.default().await else { return };
+    {
+        let mut first = hub.connect(Transport::WebSocket);
+        first.subscribe(&ch("a")).await;
+        publish(&hub, "a", 1).await;
+        assert_eq!(received(&mut first, 1).await, [1]);
+    }
+    let mut again = hub.connect(Transport::WebSocket);
+    again.subscribe(&ch("a")).await;
+    publish(&hub, "a", 2).await;
+    assert_eq!(received(&mut again, 2).await, [2, 3]);
+}
+
+async fn a_sweep_keeps_a_watched_channel_and_its_offsets(hubs: Hubs) {
+    let ttl = Duration::from_millis(300);
+    let Some(hub) = hubs.with(|c| c.default_namespace.history_ttl = ttl).await else { return };
+    let mut watching = hub.connect(Transport::WebSocket);
+    watching.subscribe(&ch("a")).await;
+    let first = publish(&hub, "a", 2).await;
+    assert_eq!(received(&mut watching, 2).await, [1, 2]);
+    // Real time for Redis, which keeps its own clock.
+    tokio::time::sleep(ttl * 2).await;
+    hub.sweep();
+    assert_eq!(offsets(&hub, "a", Start::Oldest, 10).await, (vec![], false), "the expired history is gone");
+    let next = publish(&hub, "a", 1).await[0];
+    assert_eq!((next.epoch, next.offset), (first[0].epoch, 3), "same epoch, the counter kept");
+    assert_eq!(received(&mut watching, 1).await, [3]);
+}
+
+async fn a_connected_engine_is_healthy(hubs: Hubs) {
+    let Some(hub) = hubs.default().await else { return };
+    assert!(hub.healthy());
+    publish(&hub, "a", 1).await;
+    assert!(hub.healthy());
 }

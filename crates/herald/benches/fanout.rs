@@ -1,6 +1,6 @@
-//! The hot path without sockets: one publish through the hub into every subscriber's connection queue, then
-//! each connection taking its message out with the shared WebSocket frame (or SSE body), as a transport
-//! does before writing. A regression in fan-out shows here in seconds, without a full `bench/compare.sh`.
+//! The hot path without sockets: one publish through the hub into every subscriber's queue, then each
+//! subscription following its message (the tracker's judgement) and taking the shared WebSocket frame (or SSE
+//! body), as a transport does before writing. A regression in fan-out shows here in seconds, without a full `bench/compare.sh`.
 //!
 //! `cargo bench -p herald --bench fanout`; `cargo test` runs each case once, as a smoke test.
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use herald::hub::{Connection, Hub};
+use herald::hub::{Hub, Item, Start, Subscription};
 use herald::metrics::Transport;
 use herald::Config;
 use herald_proto::{ChannelName, EventName};
@@ -21,12 +21,12 @@ use herald_proto::{ChannelName, EventName};
 const PAYLOAD: &[u8] =
     br#""0:0:1:1764297108123456:xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx""#;
 
-fn subscribed(runtime: &tokio::runtime::Runtime, hub: &Arc<Hub>, channel: &ChannelName, n: usize) -> Vec<Connection> {
+fn subscribed(runtime: &tokio::runtime::Runtime, hub: &Arc<Hub>, channel: &ChannelName, n: usize) -> Vec<Subscription> {
     runtime.block_on(async {
         let mut connections = Vec::with_capacity(n);
         for _ in 0..n {
-            let mut connection = hub.connect(Transport::WebSocket);
-            connection.subscribe(channel).await;
+            let mut connection = hub.subscription(Transport::WebSocket);
+            connection.subscribe(channel, Start::Now, 0).await.unwrap();
             connections.push(connection);
         }
         connections
@@ -46,14 +46,19 @@ fn fanout(c: &mut Criterion) {
         for (format, sse) in [("ws", false), ("sse", true)] {
             group.bench_function(BenchmarkId::new(format!("publish_to_queues_{format}"), subscribers), |b| {
                 b.iter(|| {
-                    runtime.block_on(hub.publish(channel.clone(), event.clone(), data.clone())).unwrap();
-                    for connection in &mut connections {
-                        let message = connection.try_recv().unwrap();
-                        match sse {
-                            false => black_box(message.ws_frame().len()),
-                            true => black_box(message.sse_body(true).len()),
-                        };
-                    }
+                    runtime.block_on(async {
+                        hub.publish(channel.clone(), event.clone(), data.clone()).await.unwrap();
+                        for connection in &mut connections {
+                            let live = connection.recv().await;
+                            let Some(Item::Message(message)) = connection.follow(live, 64).await.unwrap().pop() else {
+                                panic!("the message was not delivered");
+                            };
+                            match sse {
+                                false => black_box(message.ws_frame().len()),
+                                true => black_box(message.sse_body(true).len()),
+                            };
+                        }
+                    })
                 });
             });
         }

@@ -15,7 +15,7 @@ use herald_proto::{ChannelName, EventName};
 use serde_json::json;
 
 use crate::config::{Config, NamespaceSettings};
-use crate::hub::Hub;
+use crate::hub::{Hub, Item, Start};
 use crate::metrics::Transport;
 use crate::shutdown::Shutdown;
 
@@ -79,18 +79,22 @@ pub async fn run(hub: Arc<Hub>, interval: Duration, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(interval);
     let mut seller = SELLERS.len();
     let mut step = 0;
-    let mut chat = hub.connect(Transport::WebSocket);
-    let lobby = ChannelName::new("chat:lobby").ok();
-    if let Some(lobby) = &lobby {
-        chat.subscribe(lobby).await;
+    let mut chat = hub.subscription(Transport::WebSocket);
+    if let Ok(lobby) = ChannelName::new("chat:lobby") {
+        // Only new messages matter; should the engine fail, the bot just does not answer.
+        let _ = chat.subscribe(&lobby, Start::Now, 0).await;
     }
     for round in 0u64.. {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
-            Some(said) = chat.recv() => {
-                let visitor = serde_json::from_slice::<serde_json::Value>(&said.message.data)
-                    .ok()
+            live = chat.recv() => {
+                let said = chat.follow(live, 1).await.ok().into_iter().flatten().find_map(|item| match item {
+                    Item::Message(message) => Some(message),
+                    Item::Reset { .. } => None,
+                });
+                let visitor = said
+                    .and_then(|said| serde_json::from_slice::<serde_json::Value>(&said.message.data).ok())
                     .and_then(|v| v.get("user").and_then(|u| u.as_str()).map(str::to_owned))
                     .filter(|user| user != BOT);
                 if visitor.is_some() && dice.below(2) == 0 {

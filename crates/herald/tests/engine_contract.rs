@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald::config::{Config, EngineKind};
-use herald::engine::Start;
-use herald::hub::Hub;
+use herald::hub::{Hub, Item, Start, Subscription};
 use herald::metrics::Transport;
 use herald_proto::{ChannelName, EventName, Position};
 
@@ -174,44 +173,56 @@ async fn messages_older_than_the_namespace_ttl_are_dropped(hubs: Hubs) {
 
 async fn a_subscriber_receives_each_stored_message_once_in_order(hubs: Hubs) {
     let Some(hub) = hubs.default().await else { return };
-    let mut connection = hub.connect(Transport::WebSocket);
-    connection.subscribe(&ch("a")).await;
+    let mut connection = subscribed(&hub, "a").await;
     publish(&hub, "a", 20).await;
     assert_eq!(received(&mut connection, 20).await, (1..=20).collect::<Vec<_>>());
 }
 
-/// The offsets of the next `n` live messages of `connection`.
-async fn received(connection: &mut herald::hub::Connection, n: usize) -> Vec<u64> {
+/// A subscription to the live messages of `channel`, with no history.
+async fn subscribed(hub: &Arc<Hub>, channel: &str) -> Subscription {
+    let mut subscription = hub.subscription(Transport::WebSocket);
+    subscription.subscribe(&ch(channel), Start::Now, 0).await.unwrap();
+    subscription
+}
+
+/// The offsets of the next `n` live messages of `subscription`.
+async fn received(subscription: &mut Subscription, n: usize) -> Vec<u64> {
     let mut seen = Vec::new();
     while seen.len() < n {
-        let message = tokio::time::timeout(common::PATIENCE, connection.recv()).await.unwrap().unwrap();
-        seen.push(message.message.position.offset);
+        let live = tokio::time::timeout(common::PATIENCE, subscription.recv()).await.unwrap();
+        for item in subscription.follow(live, n - seen.len()).await.unwrap() {
+            match item {
+                Item::Message(message) => seen.push(message.message.position.offset),
+                Item::Reset { channel, .. } => panic!("a reset of {channel}"),
+            }
+        }
     }
     seen
 }
 
+/// Whether a live message of `subscription` is waiting, without waiting for one.
+async fn has_news(subscription: &mut Subscription) -> bool {
+    tokio::time::timeout(Duration::from_millis(50), subscription.recv()).await.is_ok()
+}
+
 async fn a_subscriber_that_unsubscribed_receives_nothing_while_others_still_do(hubs: Hubs) {
     let Some(hub) = hubs.default().await else { return };
-    let (mut gone, mut staying) = (hub.connect(Transport::WebSocket), hub.connect(Transport::Sse));
-    gone.subscribe(&ch("a")).await;
-    staying.subscribe(&ch("a")).await;
+    let (mut gone, mut staying) = (subscribed(&hub, "a").await, subscribed(&hub, "a").await);
     assert!(gone.unsubscribe(&ch("a")));
     publish(&hub, "a", 3).await;
     assert_eq!(received(&mut staying, 3).await, [1, 2, 3]);
     // One delivery hands a message to every subscriber of the channel: had `gone` been one, it would hold them now.
-    assert!(gone.try_recv().is_none());
+    assert!(!has_news(&mut gone).await);
 }
 
 async fn a_channel_watched_again_after_everyone_left_delivers_again(hubs: Hubs) {
     let Some(hub) = hubs.default().await else { return };
     {
-        let mut first = hub.connect(Transport::WebSocket);
-        first.subscribe(&ch("a")).await;
+        let mut first = subscribed(&hub, "a").await;
         publish(&hub, "a", 1).await;
         assert_eq!(received(&mut first, 1).await, [1]);
     }
-    let mut again = hub.connect(Transport::WebSocket);
-    again.subscribe(&ch("a")).await;
+    let mut again = subscribed(&hub, "a").await;
     publish(&hub, "a", 2).await;
     assert_eq!(received(&mut again, 2).await, [2, 3]);
 }
@@ -219,8 +230,7 @@ async fn a_channel_watched_again_after_everyone_left_delivers_again(hubs: Hubs) 
 async fn a_sweep_keeps_a_watched_channel_and_its_offsets(hubs: Hubs) {
     let ttl = Duration::from_millis(300);
     let Some(hub) = hubs.with(|c| c.default_namespace.history_ttl = ttl).await else { return };
-    let mut watching = hub.connect(Transport::WebSocket);
-    watching.subscribe(&ch("a")).await;
+    let mut watching = subscribed(&hub, "a").await;
     let first = publish(&hub, "a", 2).await;
     assert_eq!(received(&mut watching, 2).await, [1, 2]);
     // Real time for Redis, which keeps its own clock.

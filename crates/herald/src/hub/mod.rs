@@ -1,31 +1,32 @@
 //! The hub: channels, publishers and subscribers, and nothing of HTTP.
 //!
-//! Transports call [`Hub::publish`] and [`Hub::read`], and open a [`Connection`] to receive live messages: one
-//! bounded queue per connection, fed by the engine's delivery callback through the subscriber registry. A
-//! transport follows each channel with a [`Tracker`] and calls [`Hub::follow`] for every live message, which
-//! turns the overlap between history and live feed, and any gap, into an exactly-once, in-order stream.
+//! Transports call [`Hub::publish`], and open a [`Subscription`] to read and follow channels: the one place
+//! where history and the live feed are joined exactly once (`subscription.rs`). Live messages reach a
+//! subscription through its inbox, one bounded queue fed by the engine's delivery callback through the
+//! subscriber registry; a tracker per channel turns the overlap between history and live feed, and any gap, into
+//! an exactly-once, in-order stream.
 
+mod inbox;
 mod queue;
 mod subscribers;
-pub mod tracker;
+mod subscription;
+pub(crate) mod tracker;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_proto::{ChannelName, EventName};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::{Config, EngineKind};
 use crate::encoded::EncodedMessage;
 use crate::engine::memory::MemoryEngine;
 use crate::engine::redis::RedisEngine;
-use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read, Start};
-use crate::metrics::{ConnectionGuard, Metrics, Transport};
-use queue::{QueueReceiver, QueueSender};
-use subscribers::{Subscriber, Subscribers};
-pub use tracker::{Tracker, Verdict};
+pub use crate::engine::Start;
+use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read};
+use crate::metrics::Metrics;
+use subscribers::Subscribers;
+pub use subscription::{Item, Live, Opened, Subscription};
 
 /// Why the hub could not serve a request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,15 +34,6 @@ pub enum HubError {
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
-}
-
-/// The outcome of following one live message.
-#[derive(Debug, Default)]
-pub struct Followed {
-    /// Messages were lost before these.
-    pub reset: bool,
-    /// What to deliver, in order (possibly nothing).
-    pub messages: Vec<Arc<EncodedMessage>>,
 }
 
 /// Channels, publishers and subscribers of one node.
@@ -128,135 +120,14 @@ impl Hub {
         Ok(message)
     }
 
-    /// Reads at most `limit` messages of `channel` from `start`.
+    /// Reads at most `limit` messages of `channel` from `start` (a [`Subscription`] is the way for clients).
     pub async fn read(&self, channel: &ChannelName, start: Start, limit: usize) -> Result<Read, HubError> {
         self.metrics.history_read();
         Ok(self.engine.read(channel, start, limit).await?)
     }
 
-    /// Turns a live message into what its subscription should deliver next, and advances the tracker.
-    pub async fn follow(&self, tracker: &mut Tracker, live: Arc<EncodedMessage>) -> Result<Followed, HubError> {
-        let at = live.message.position;
-        match tracker.check(at) {
-            Verdict::Skip => Ok(Followed::default()),
-            Verdict::Deliver => {
-                tracker.advance(at);
-                Ok(Followed { reset: false, messages: vec![live] })
-            }
-            Verdict::CatchUp => {
-                let start = Start::After(tracker.position());
-                self.metrics.catch_up_read();
-                let read = self.read(&live.message.channel, start, usize::MAX).await?;
-                tracker.advance(read.end());
-                Ok(Followed { reset: read.reset, messages: read.messages })
-            }
-        }
-    }
-
-    /// Opens a connection: a bounded queue that live messages of its channels are handed to.
-    pub fn connect(self: &Arc<Self>, transport: Transport) -> Connection {
-        let (queue, receiver) = queue::queue(self.config.connection_queue);
-        Connection {
-            id: self.next_connection.fetch_add(1, Relaxed),
-            hub: self.clone(),
-            queue,
-            receiver,
-            slow: CancellationToken::new(),
-            transport,
-            channels: HashSet::new(),
-            _guard: self.metrics.connection(transport),
-        }
-    }
-
     /// Drops expired history and frees channels nobody uses.
     pub fn sweep(&self) {
         self.engine.sweep(&|channel| self.subscribers.is_watched(channel));
-    }
-}
-
-/// A client's connection: the channels it follows and its queue of live messages.
-pub struct Connection {
-    id: u64,
-    hub: Arc<Hub>,
-    queue: QueueSender,
-    receiver: QueueReceiver,
-    slow: CancellationToken,
-    transport: Transport,
-    channels: HashSet<ChannelName>,
-    _guard: ConnectionGuard,
-}
-
-impl Connection {
-    /// Starts queueing live messages of `channel`; completes once no message stored from now on can be missed,
-    /// so history read afterwards joins the live feed without a gap. Returns false if it was already subscribed.
-    pub async fn subscribe(&mut self, channel: &ChannelName) -> bool {
-        if !self.channels.insert(channel.clone()) {
-            return false;
-        }
-        let subscriber = Subscriber {
-            connection: self.id,
-            queue: self.queue.clone(),
-            slow: self.slow.clone(),
-            transport: self.transport,
-        };
-        self.hub.subscribers.add(channel, subscriber);
-        self.hub.engine.watch(channel).await;
-        true
-    }
-
-    /// Stops queueing live messages of `channel`. Returns false if it was not subscribed.
-    pub fn unsubscribe(&mut self, channel: &ChannelName) -> bool {
-        if !self.channels.remove(channel) {
-            return false;
-        }
-        self.hub.subscribers.remove(channel, self.id);
-        self.hub.engine.unwatch(channel);
-        true
-    }
-
-    /// Whether the connection follows `channel`.
-    pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
-        self.channels.contains(channel)
-    }
-
-    /// How many channels the connection follows.
-    pub fn subscriptions(&self) -> usize {
-        self.channels.len()
-    }
-
-    /// The next live message. Never ends while the connection lives.
-    pub async fn recv(&mut self) -> Option<Arc<EncodedMessage>> {
-        Some(self.receiver.recv().await)
-    }
-
-    /// The next live message if one is queued.
-    pub fn try_recv(&mut self) -> Option<Arc<EncodedMessage>> {
-        self.receiver.try_recv()
-    }
-
-    /// Completes when the connection's queue overflowed: it must disconnect. The future borrows nothing, so it
-    /// can be awaited alongside [`Connection::recv`].
-    pub fn too_slow(&self) -> WaitForCancellationFutureOwned {
-        self.slow.clone().cancelled_owned()
-    }
-
-    /// The signal behind [`Connection::too_slow`], for whoever writes the connection's bytes: a write blocked
-    /// on a peer that stopped reading must give up when it fires, or the connection never ends.
-    pub fn slow_signal(&self) -> CancellationToken {
-        self.slow.clone()
-    }
-
-    /// The hub.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        for channel in &self.channels {
-            self.hub.subscribers.remove(channel, self.id);
-            self.hub.engine.unwatch(channel);
-        }
     }
 }

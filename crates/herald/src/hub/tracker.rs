@@ -9,7 +9,7 @@ use herald_proto::Position;
 
 /// What to do with a live message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// It is the next one: deliver it.
     Deliver,
     /// It was delivered already.
@@ -20,23 +20,23 @@ pub enum Verdict {
 
 /// The last position delivered on one subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     position: Position,
 }
 
 impl Tracker {
     /// A subscription that has delivered everything up to `position`.
-    pub fn new(position: Position) -> Self {
+    pub(crate) fn new(position: Position) -> Self {
         Self { position }
     }
 
     /// The last position delivered.
-    pub fn position(&self) -> Position {
+    pub(crate) fn position(&self) -> Position {
         self.position
     }
 
     /// Judges a live message at `at`.
-    pub fn check(&self, at: Position) -> Verdict {
+    pub(crate) fn check(&self, at: Position) -> Verdict {
         let before_anything = self.position == Position::default();
         if at.epoch != self.position.epoch && !before_anything {
             return Verdict::CatchUp;
@@ -49,7 +49,7 @@ impl Tracker {
     }
 
     /// Records that everything up to `position` was delivered.
-    pub fn advance(&mut self, position: Position) {
+    pub(crate) fn advance(&mut self, position: Position) {
         self.position = position;
     }
 }

@@ -13,13 +13,12 @@ use herald_proto::{ChannelName, Cursor, Position};
 
 use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
-use crate::engine::Start;
 use crate::error::ApiError;
 use crate::http::client_ip::ClientIp;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::{AppState, ChannelPath};
-use crate::hub::Tracker;
+use crate::hub::{Item, Start};
 use crate::metrics::Transport;
 
 /// What `If-None-Match` said.
@@ -117,27 +116,27 @@ pub async fn latest(
         hub.metrics().delivered(transport, 1);
         current(message)
     };
-    // Subscribe before reading, so a message published in between is not missed.
-    let mut connection = (!wait.is_zero()).then(|| hub.connect(transport));
-    if let Some(connection) = connection.as_mut() {
-        connection.subscribe(&channel).await;
-    }
-    let read = hub.read(&channel, Start::Newest(1), 1).await?;
-    let newest: Option<Arc<EncodedMessage>> = read.messages.into_iter().next();
-    let held = connection.is_some();
-    match (&newest, connection) {
-        (Some(message), _) if !known.has(message) => return Ok(deliver(message)),
-        (_, Some(mut connection)) => {
-            let mut tracker = Tracker::new(read.head);
+    // A held request subscribes before it reads, so a message published in between is not missed.
+    let held = !wait.is_zero();
+    let mut subscription = if held { hub.subscription(transport) } else { hub.reader() };
+    let opened = subscription.subscribe(&channel, Start::Newest(1), 1).await?;
+    let newest: Option<Arc<EncodedMessage>> = opened.messages.into_iter().next();
+    match &newest {
+        Some(message) if !known.has(message) => return Ok(deliver(message)),
+        _ if held => {
             let deadline = tokio::time::Instant::now() + wait;
             loop {
                 let live = tokio::select! {
-                    live = connection.recv() => live,
-                    () = tokio::time::sleep_until(deadline) => None,
-                    () = state.shutdown.cancelled() => None,
+                    live = subscription.recv() => live,
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = state.shutdown.cancelled() => break,
                 };
-                let Some(live) = live else { break };
-                if let Some(newer) = hub.follow(&mut tracker, live).await?.messages.pop() {
+                let newer =
+                    subscription.follow(live, usize::MAX).await?.into_iter().rev().find_map(|item| match item {
+                        Item::Message(message) => Some(message),
+                        Item::Reset { .. } => None,
+                    });
+                if let Some(newer) = newer {
                     return Ok(deliver(&newer));
                 }
             }

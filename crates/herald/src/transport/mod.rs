@@ -22,10 +22,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{now_unix, Claims};
-use crate::engine::Start;
 use crate::error::ApiError;
 use crate::http::query::Query;
 use crate::http::AppState;
+use crate::hub::Start;
 use crate::refusal::Refusal;
 
 /// Where a channel's subscription starts: a cursor naming the channel wins, then `since=latest`, then
@@ -74,14 +74,6 @@ pub(crate) fn token_deadline(state: &AppState, claims: &Claims) -> Instant {
 /// rather than wait on the peer forever, since the body is not asked for its next chunk while a write is stuck.
 #[derive(Clone)]
 pub(crate) struct StopWriting(pub(crate) CancellationToken);
-
-/// Completes at `deadline`, or never.
-pub(crate) async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,9 @@
 //! Polling for every message: `GET /v1/channels/{channel}/messages` and `GET /v1/poll` (several channels).
 //!
 //! Without `wait` this is short polling: history after the cursor, at once. With `wait`, when there is nothing
-//! new, the request subscribes and is held until a message arrives, the wait ends or the server shuts down. The
-//! subscription is made *before* history is read, and each channel is followed by a tracker, so a message
-//! published in between is delivered exactly once.
+//! new, the request is held until a message arrives, the wait ends or the server shuts down. A held poll is a
+//! hub `Subscription` (registered before history is read, so a message published in between is delivered
+//! exactly once); a short poll is a subscription that only reads.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +15,12 @@ use herald_proto::{ChannelName, Cursor};
 
 use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
-use crate::engine::Start;
 use crate::error::ApiError;
 use crate::http::client_ip::ClientIp;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::{AppState, ChannelPath};
-use crate::hub::Tracker;
+use crate::hub::{Item, Start};
 use crate::metrics::Transport;
 
 const DEFAULT_LIMIT: u64 = 100;
@@ -66,55 +65,36 @@ pub(crate) fn wait_param(state: &AppState, query: &Query) -> Result<Duration, Ap
 async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiError> {
     let hub = &state.hub;
     let holding = !request.wait.is_zero();
-    let mut connection = holding.then(|| hub.connect(Transport::LongPoll));
-    if let Some(connection) = connection.as_mut() {
-        for (channel, _) in &request.starts {
-            connection.subscribe(channel).await;
-        }
-    }
+    let mut subscription = if holding { hub.subscription(Transport::LongPoll) } else { hub.reader() };
     let mut remaining = request.limit;
     let mut batch = Batch { messages: Vec::new(), cursor: Cursor::new(), reset: Vec::new() };
-    let mut trackers = Vec::with_capacity(request.starts.len());
     for (channel, start) in &request.starts {
-        let read = hub.read(channel, *start, remaining).await?;
-        remaining -= read.messages.len();
-        if read.reset {
+        let opened = subscription.subscribe(channel, *start, remaining).await?;
+        remaining -= opened.messages.len();
+        if opened.reset {
             batch.reset.push(channel.clone());
         }
-        trackers.push((channel.clone(), Tracker::new(read.end())));
-        batch.messages.extend(read.messages);
+        batch.messages.extend(opened.messages);
     }
-    if let Some(mut connection) = connection.filter(|_| batch.messages.is_empty()) {
+    if holding && batch.messages.is_empty() {
         let deadline = tokio::time::Instant::now() + request.wait;
-        let mut first = tokio::select! {
-            live = connection.recv() => live,
+        let live = tokio::select! {
+            live = subscription.recv() => Some(live),
             () = tokio::time::sleep_until(deadline) => None,
             () = state.shutdown.cancelled() => None,
         };
-        // Take what arrived with the first message too, up to the limit.
-        while let Some(live) = first.take().or_else(|| connection.try_recv()) {
-            let channel = live.message.channel.clone();
-            let Some((_, tracker)) = trackers.iter_mut().find(|(c, _)| *c == channel) else { continue };
-            let mut followed = hub.follow(tracker, live).await?;
-            if followed.reset && !batch.reset.contains(&channel) {
-                batch.reset.push(channel);
-            }
-            if followed.messages.len() > remaining {
-                followed.messages.truncate(remaining);
-                if let Some(last) = followed.messages.last() {
-                    tracker.advance(last.message.position);
+        // The first message, and what arrived with it, up to the limit.
+        if let Some(live) = live {
+            for item in subscription.follow(live, remaining).await? {
+                match item {
+                    Item::Message(message) => batch.messages.push(message),
+                    Item::Reset { channel, .. } if !batch.reset.contains(&channel) => batch.reset.push(channel),
+                    Item::Reset { .. } => {}
                 }
-            }
-            remaining -= followed.messages.len();
-            batch.messages.extend(followed.messages);
-            if remaining == 0 {
-                break;
             }
         }
     }
-    for (channel, tracker) in trackers {
-        batch.cursor.set(channel, tracker.position());
-    }
+    batch.cursor = subscription.cursor();
     let transport = if holding { Transport::LongPoll } else { Transport::Poll };
     hub.metrics().delivered(transport, batch.messages.len() as u64);
     Ok(batch)

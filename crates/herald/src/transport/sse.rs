@@ -10,7 +10,6 @@
 //! with `401 token_expired`, which stops the browser's retries until the page brings a new token).
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -22,13 +21,12 @@ use tokio::time::{interval_at, Instant, Interval};
 
 use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
-use crate::engine::Start;
 use crate::error::ApiError;
 use crate::http::client_ip::ClientIp;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::AppState;
-use crate::hub::{Connection, HubError, Tracker};
+use crate::hub::{Item, Start, Subscription};
 use crate::limits::Admission;
 use crate::metrics::Transport;
 use crate::shutdown::Shutdown;
@@ -38,54 +36,28 @@ const MAX_BATCH: usize = 64;
 
 /// One open stream.
 struct Stream {
-    connection: Connection,
-    trackers: Vec<(ChannelName, Tracker)>,
+    subscription: Subscription,
+    /// The position as of the last event written, over every channel: each event's `id`.
+    cursor: Cursor,
     envelope: bool,
     heartbeat: Interval,
     shutdown: Shutdown,
     first: Option<Bytes>,
-    /// When the token the stream relies on runs out.
-    expires: Option<Instant>,
     /// The stream has said its last word.
     ended: bool,
     _admission: Admission,
 }
 
 impl Stream {
-    /// The cursor over every channel of the stream.
-    fn cursor(&self) -> String {
-        let mut cursor = Cursor::new();
-        for (channel, tracker) in &self.trackers {
-            cursor.set(channel.clone(), tracker.position());
-        }
-        cursor.encode()
-    }
-
-    fn push_message(&self, out: &mut BytesMut, message: &EncodedMessage) {
+    /// Writes `message` with the id of the stream's position right after it.
+    fn push_message(&mut self, out: &mut BytesMut, message: &EncodedMessage) {
+        self.cursor.set(message.message.channel.clone(), message.message.position);
         // With one channel the stream's cursor is the message's own, already encoded.
-        let id = if self.trackers.len() == 1 { message.cursor.clone() } else { self.cursor() };
+        let id = if self.subscription.len() == 1 { message.cursor.clone() } else { self.cursor.encode() };
         out.extend_from_slice(b"id: ");
         out.extend_from_slice(id.as_bytes());
         out.extend_from_slice(b"\n");
         out.extend_from_slice(&message.sse_body(self.envelope));
-    }
-
-    /// Follows one live message into `out`; returns how many messages were written.
-    async fn follow(&mut self, out: &mut BytesMut, live: Arc<EncodedMessage>) -> Result<u64, HubError> {
-        let channel = live.message.channel.clone();
-        let Some(i) = self.trackers.iter().position(|(c, _)| *c == channel) else { return Ok(0) };
-        let mut tracker = self.trackers[i].1;
-        let followed = self.connection.hub().follow(&mut tracker, live).await?;
-        if followed.reset {
-            out.extend_from_slice(&reset_event(&[channel]));
-        }
-        // Each event's id must cover the other channels too, so the stream's tracker moves message by message.
-        for message in &followed.messages {
-            self.trackers[i].1.advance(message.message.position);
-            self.push_message(out, message);
-        }
-        self.trackers[i].1 = tracker;
-        Ok(followed.messages.len() as u64)
     }
 
     /// The next chunk of the body, or `None` to end the stream.
@@ -100,22 +72,32 @@ impl Stream {
             let live = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return None,
-                () = self.connection.too_slow() => return None,
-                () = super::until(self.expires) => {
+                () = self.subscription.too_slow() => return None,
+                () = self.subscription.expired() => {
                     self.ended = true;
                     return Some(Bytes::from(error_event("token_expired", "the token expired; reconnect with a new one")));
                 }
                 _ = self.heartbeat.tick() => return Some(Bytes::from(sse::comment("ping"))),
-                live = self.connection.recv() => live?,
+                live = self.subscription.recv() => live,
             };
             let mut out = BytesMut::new();
-            let mut written = self.follow(&mut out, live).await.ok()?;
-            for _ in 1..MAX_BATCH {
-                let Some(live) = self.connection.try_recv() else { break };
-                written += self.follow(&mut out, live).await.ok()?;
+            let mut written = 0;
+            for item in self.subscription.follow(live, MAX_BATCH).await.ok()? {
+                match item {
+                    Item::Message(message) => {
+                        self.push_message(&mut out, &message);
+                        written += 1;
+                    }
+                    // No id: the ids of the messages after it move the position, so a stream cut in between
+                    // resumes from before the reset and is told again.
+                    Item::Reset { channel, from } => {
+                        self.cursor.set(channel.clone(), from);
+                        out.extend_from_slice(&sse::event(None, Some(RESET_EVENT), &reset_data(&[channel])));
+                    }
+                }
             }
             if !out.is_empty() {
-                self.connection.hub().metrics().delivered(Transport::Sse, written);
+                self.subscription.hub().metrics().delivered(Transport::Sse, written);
                 return Some(out.freeze());
             }
         }
@@ -135,12 +117,6 @@ const RESET_EVENT: &str = "herald.reset";
 fn reset_data(channels: &[ChannelName]) -> Vec<u8> {
     let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
     serde_json::to_vec(&serde_json::json!({ "channels": names })).unwrap_or_default()
-}
-
-/// A reset found while following live messages. It carries no id: the ids of the messages after it move the
-/// position, so a stream cut between the two resumes from before the reset and is told again.
-fn reset_event(channels: &[ChannelName]) -> Vec<u8> {
-    sse::event(None, Some(RESET_EVENT), &reset_data(channels))
 }
 
 /// `GET /v1/sse?channel=…`.
@@ -163,53 +139,49 @@ pub async fn sse(
     // Last-Event-ID wins over `since`: it is where the browser really stopped.
     let resume = headers.get("last-event-id").map(|v| Cursor::decode(v.to_str().unwrap_or("!"))).transpose()?;
     let since = query.since()?;
-    let (cursor, latest) = match resume {
+    let (resume, latest) = match resume {
         Some(cursor) => (Some(cursor), false),
         None => (since.cursor, since.latest),
     };
 
     let admission = state.limits.admit(ip)?;
-    let mut connection = hub.connect(Transport::Sse);
-    let stop_writing = super::StopWriting(connection.slow_signal());
-    for channel in &channels {
-        connection.subscribe(channel).await;
-    }
-    let mut trackers = Vec::with_capacity(channels.len());
-    let mut replay = Vec::new();
+    let mut subscription = hub.subscription(Transport::Sse);
+    subscription.set_deadline(expires);
+    let stop_writing = super::StopWriting(subscription.slow_signal());
+    let mut opened = Vec::with_capacity(channels.len());
     let mut reset = Vec::new();
+    let mut cursor = Cursor::new();
     for channel in channels {
-        let start = super::start_for(&channel, cursor.as_ref(), latest, last, Start::Now);
-        let read = hub.read(&channel, start, usize::MAX).await?;
+        let start = super::start_for(&channel, resume.as_ref(), latest, last, Start::Now);
+        let read = subscription.subscribe(&channel, start, usize::MAX).await?;
         if read.reset {
             reset.push(channel.clone());
         }
-        trackers.push((channel, Tracker::new(read.start)));
-        replay.extend(read.messages);
+        cursor.set(channel, read.start);
+        opened.push(read.messages);
     }
     let heartbeat = config.sse_heartbeat;
     let mut stream = Stream {
-        connection,
-        trackers,
+        subscription,
+        cursor,
         envelope,
         heartbeat: interval_at(Instant::now() + heartbeat, heartbeat),
         shutdown: state.shutdown.clone(),
         first: None,
-        expires,
         ended: false,
         _admission: admission,
     };
     // A reset and the position after it travel in one block: an id alone would be committed by a browser even
     // if the connection died before the reset reached it, and its next resume would skip what was lost.
     let reset = (!reset.is_empty()).then(|| reset_data(&reset));
-    let opening = sse::preamble(config.sse_retry_ms, &stream.cursor(), reset.as_deref().map(|d| (RESET_EVENT, d)));
+    let opening =
+        sse::preamble(config.sse_retry_ms, &stream.cursor.encode(), reset.as_deref().map(|d| (RESET_EVENT, d)));
     let mut first = BytesMut::from(&opening[..]);
-    for message in &replay {
-        if let Some((_, tracker)) = stream.trackers.iter_mut().find(|(c, _)| *c == message.message.channel) {
-            tracker.advance(message.message.position);
-        }
+    let replayed: usize = opened.iter().map(Vec::len).sum();
+    for message in opened.iter().flatten() {
         stream.push_message(&mut first, message);
     }
-    hub.metrics().delivered(Transport::Sse, replay.len() as u64);
+    hub.metrics().delivered(Transport::Sse, replayed as u64);
     stream.first = Some(first.freeze());
 
     // The stream ends itself on the shutdown signal, which lets the server's graceful shutdown finish.

@@ -11,7 +11,7 @@
 //! end, each with an `ended` frame, and the connection stays open for a new `auth` and a resubscription from
 //! the client's cursors.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -22,19 +22,18 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use herald_proto::ws::{ClientFrame, FrameError, RequestId, ServerFrame};
-use herald_proto::{ChannelName, Cursor, EventName, Position};
+use herald_proto::{ChannelName, Cursor, EventName};
 use tokio::time::{interval_at, Instant, Interval};
 
 use crate::auth::{AuthError, Claims, TokenError};
 use crate::config::TransportKind;
-use crate::engine::Start;
 use crate::error::ApiError;
 use crate::http::client_ip::ClientIp;
 use crate::http::cors::websocket_origin_allowed;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::AppState;
-use crate::hub::{Connection, Tracker};
+use crate::hub::{Item, Start, Subscription};
 use crate::limits::{Admission, TokenBucket};
 use crate::metrics::Transport;
 use crate::refusal::Refusal;
@@ -103,8 +102,6 @@ pub async fn ws(
 /// What the connection's token allows and until when, and what the connection may still take.
 struct Access {
     claims: Option<Claims>,
-    /// When the token runs out (`None`: no token, or it already ran out).
-    expires: Option<Instant>,
     /// The token ran out and no new one came.
     expired: bool,
     /// Subscriptions that needed the token: they end with it.
@@ -116,9 +113,8 @@ struct Access {
 
 impl Access {
     fn new(state: &AppState, claims: Option<Claims>, ip: IpAddr, admission: Admission) -> Self {
-        let expires = claims.as_ref().map(|c| super::token_deadline(state, c));
         let bucket = state.limits.connection_bucket();
-        Self { claims, expires, expired: false, private: HashSet::new(), bucket, ip, _admission: admission }
+        Self { claims, expired: false, private: HashSet::new(), bucket, ip, _admission: admission }
     }
 
     /// The claims to check a request with; after expiry, the request is refused as `token_expired`.
@@ -136,8 +132,7 @@ impl Access {
 struct Session {
     state: AppState,
     socket: WebSocket,
-    connection: Connection,
-    trackers: HashMap<ChannelName, Tracker>,
+    subscription: Subscription,
     access: Access,
 }
 
@@ -159,8 +154,10 @@ fn text(frame: &ServerFrame<'_>) -> WsMessage {
 
 impl Session {
     fn new(state: AppState, socket: WebSocket, access: Access) -> Self {
-        let connection = state.hub.connect(Transport::WebSocket);
-        Self { state, socket, connection, trackers: HashMap::new(), access }
+        // The connection's token, if any, has a deadline; what relies on it (its private channels) ends there.
+        let mut subscription = state.hub.subscription(Transport::WebSocket);
+        subscription.set_deadline(access.claims.as_ref().map(|c| super::token_deadline(&state, c)));
+        Self { state, socket, subscription, access }
     }
 
     async fn run(mut self) {
@@ -182,7 +179,7 @@ impl Session {
         // Made once, not per wake-up: each registers with its token when first polled (that bookkeeping was about
         // 4% of a fan-out profile).
         let stopped = stop.cancelled();
-        let slow = self.connection.too_slow();
+        let slow = self.subscription.slow_signal().cancelled_owned();
         tokio::pin!(stopped, slow);
         loop {
             tokio::select! {
@@ -200,6 +197,7 @@ impl Session {
 
     /// Waits for one thing to do and does it: a client frame, live messages, or a ping.
     async fn step(&mut self, ping: &mut Interval, last_heard: &mut Instant) -> Option<End> {
+        let expired = self.subscription.expired();
         tokio::select! {
             frame = self.socket.recv() => {
                 *last_heard = Instant::now();
@@ -222,13 +220,8 @@ impl Session {
                     }
                 }
             }
-            live = self.connection.recv() => {
-                let live = live?;
+            live = self.subscription.recv() => {
                 self.live(live).await;
-                for _ in 1..MAX_BATCH {
-                    let Some(live) = self.connection.try_recv() else { break };
-                    self.live(live).await;
-                }
                 if self.socket.flush().await.is_err() {
                     return Some(End::Gone);
                 }
@@ -239,14 +232,14 @@ impl Session {
                 }
                 self.send(WsMessage::Ping(Bytes::new())).await;
             }
-            () = super::until(self.access.expires) => self.expire().await,
+            () = expired => self.expire().await,
         }
         None
     }
 
     /// The token ran out: every subscription that needed it ends, with an `ended` frame each.
     async fn expire(&mut self) {
-        self.access.expires = None;
+        self.subscription.set_deadline(None);
         self.access.expired = true;
         if let Some(claims) = &self.access.claims {
             self.state.auth.refused(AuthError::Token(TokenError::Expired { exp: claims.exp }));
@@ -262,8 +255,7 @@ impl Session {
 
     /// Ends a subscription on the server's initiative.
     async fn end(&mut self, channel: &ChannelName, code: &'static str, message: &str) {
-        self.connection.unsubscribe(channel);
-        self.trackers.remove(channel);
+        self.subscription.unsubscribe(channel);
         self.access.private.remove(channel);
         self.feed(text(&ServerFrame::Ended { channel, code, message })).await;
     }
@@ -283,7 +275,7 @@ impl Session {
         for channel in lost {
             self.end(&channel, "channel_forbidden", "the new token does not grant this channel").await;
         }
-        self.access.expires = Some(super::token_deadline(&self.state, &claims));
+        self.subscription.set_deadline(Some(super::token_deadline(&self.state, &claims)));
         self.access.expired = false;
         let answer = text(&ServerFrame::Authenticated { sub: claims.sub.as_deref(), exp: claims.exp, id: id.as_ref() });
         self.access.claims = Some(claims);
@@ -300,33 +292,31 @@ impl Session {
         let _ = self.socket.feed(message).await;
     }
 
-    async fn live(&mut self, live: std::sync::Arc<crate::encoded::EncodedMessage>) {
-        let channel = live.message.channel.clone();
-        let Some(mut tracker) = self.trackers.get(&channel).copied() else { return };
-        let Ok(followed) = self.state.hub.follow(&mut tracker, live).await else { return };
-        self.trackers.insert(channel.clone(), tracker);
-        if followed.reset {
-            // The stream continues right before the first message that follows, or after everything there is.
-            let from = match followed.messages.first() {
-                Some(m) => Position::new(m.message.position.epoch, m.message.position.offset - 1),
-                None => tracker.position(),
-            };
-            let cursor = Cursor::single(channel.clone(), from);
-            let frame = text(&ServerFrame::Reset { channel: &channel, cursor: &cursor.encode() });
-            self.feed(frame).await;
+    /// Sends what a live message (and what was queued with it) turned into.
+    async fn live(&mut self, live: crate::hub::Live) {
+        // An engine error leaves the channel where it was: its next message catches up through history.
+        let Ok(items) = self.subscription.follow(live, MAX_BATCH).await else { return };
+        let mut delivered = 0;
+        for item in items {
+            match item {
+                Item::Message(message) => {
+                    delivered += 1;
+                    self.feed(WsMessage::Text(message.ws_frame())).await;
+                }
+                Item::Reset { channel, from } => {
+                    let cursor = Cursor::single(channel.clone(), from).encode();
+                    self.feed(text(&ServerFrame::Reset { channel: &channel, cursor: &cursor })).await;
+                }
+            }
         }
-        self.state.hub.metrics().delivered(Transport::WebSocket, followed.messages.len() as u64);
-        for message in followed.messages {
-            self.feed(WsMessage::Text(message.ws_frame())).await;
-        }
+        self.state.hub.metrics().delivered(Transport::WebSocket, delivered);
     }
 
     async fn request(&mut self, frame: &str) {
         let answer = match ClientFrame::parse(frame) {
             Ok(ClientFrame::Subscribe { channel, cursor, last, id }) => self.subscribe(channel, cursor, last, id).await,
             Ok(ClientFrame::Unsubscribe { channel, id }) => {
-                if self.connection.unsubscribe(&channel) {
-                    self.trackers.remove(&channel);
+                if self.subscription.unsubscribe(&channel) {
                     self.access.private.remove(&channel);
                     Ok(Some(text(&ServerFrame::Unsubscribed { channel: &channel, id: id.as_ref() })))
                 } else {
@@ -355,14 +345,14 @@ impl Session {
         id: Option<RequestId>,
     ) -> Result<Option<WsMessage>, FrameError> {
         let max = self.state.hub.config().max_subscriptions_per_connection;
-        if self.connection.is_subscribed(&channel) {
+        if self.subscription.is_subscribed(&channel) {
             return Err(FrameError {
                 id,
                 code: "already_subscribed",
                 message: format!("already subscribed to {channel}"),
             });
         }
-        if self.connection.subscriptions() >= max {
+        if self.subscription.len() >= max {
             let ip = self.access.ip;
             self.state.limits.refused(Refusal::Subscriptions, || format!("{ip}: more than {max} subscriptions"));
             let message = format!("at most {max} subscriptions per connection");
@@ -373,23 +363,20 @@ impl Session {
         if self.state.auth.is_private(&channel) {
             self.access.private.insert(channel.clone());
         }
-        self.connection.subscribe(&channel).await;
         let start = super::start_for(&channel, cursor.as_ref(), false, last.map(u64::from), Start::Now);
-        let read = match self.state.hub.read(&channel, start, usize::MAX).await {
-            Ok(read) => read,
+        let opened = match self.subscription.subscribe(&channel, start, usize::MAX).await {
+            Ok(opened) => opened,
             Err(err) => {
-                self.connection.unsubscribe(&channel);
                 self.access.private.remove(&channel);
                 return Err(FrameError { id, code: "engine_unavailable", message: err.to_string() });
             }
         };
-        let start_cursor = Cursor::single(channel.clone(), read.start).encode();
+        let start_cursor = Cursor::single(channel.clone(), opened.start).encode();
         let subscribed =
-            ServerFrame::Subscribed { channel: &channel, cursor: &start_cursor, reset: read.reset, id: id.as_ref() };
+            ServerFrame::Subscribed { channel: &channel, cursor: &start_cursor, reset: opened.reset, id: id.as_ref() };
         self.feed(text(&subscribed)).await;
-        self.trackers.insert(channel, Tracker::new(read.end()));
-        self.state.hub.metrics().delivered(Transport::WebSocket, read.messages.len() as u64);
-        for message in read.messages {
+        self.state.hub.metrics().delivered(Transport::WebSocket, opened.messages.len() as u64);
+        for message in opened.messages {
             self.feed(WsMessage::Text(message.ws_frame())).await;
         }
         // Everything was queued on the socket; the caller flushes.

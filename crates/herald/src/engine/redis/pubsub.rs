@@ -276,7 +276,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::hub::{Tracker, Verdict};
+    use crate::hub::tracker::{Tracker, Verdict};
 
     fn messages(epoch: u64, offsets: std::ops::RangeInclusive<u64>) -> Vec<Arc<EncodedMessage>> {
         let channel = ChannelName::new("a").unwrap();

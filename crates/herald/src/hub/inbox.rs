@@ -1,0 +1,95 @@
+//! A subscriber's inbox: the one bounded queue that live messages of all its channels are handed to.
+//!
+//! Registering a channel here (with the subscriber registry, and with the engine through `watch`) is what makes
+//! the live feed start; reading it is the [`Subscription`](super::Subscription)'s job, which owns its inbox.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use herald_proto::ChannelName;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::{QueueReceiver, QueueSender};
+use super::subscribers::Subscriber;
+use super::Hub;
+use crate::encoded::EncodedMessage;
+use crate::metrics::{ConnectionGuard, Transport};
+
+/// The channels a subscriber follows and its queue of their live messages.
+pub(crate) struct Inbox {
+    id: u64,
+    hub: Arc<Hub>,
+    queue: QueueSender,
+    receiver: QueueReceiver,
+    slow: CancellationToken,
+    transport: Transport,
+    channels: HashSet<ChannelName>,
+    _guard: ConnectionGuard,
+}
+
+impl Inbox {
+    pub(super) fn new(hub: &Arc<Hub>, id: u64, transport: Transport, capacity: usize) -> Self {
+        let (queue, receiver) = super::queue::queue(capacity);
+        Self {
+            id,
+            hub: hub.clone(),
+            queue,
+            receiver,
+            slow: CancellationToken::new(),
+            transport,
+            channels: HashSet::new(),
+            _guard: hub.metrics.connection(transport),
+        }
+    }
+
+    /// Starts queueing live messages of `channel`; completes once no message stored from now on can be missed,
+    /// so history read afterwards joins the live feed without a gap. Returns false if it was already subscribed.
+    pub(super) async fn subscribe(&mut self, channel: &ChannelName) -> bool {
+        if !self.channels.insert(channel.clone()) {
+            return false;
+        }
+        let subscriber = Subscriber {
+            connection: self.id,
+            queue: self.queue.clone(),
+            slow: self.slow.clone(),
+            transport: self.transport,
+        };
+        self.hub.subscribers.add(channel, subscriber);
+        self.hub.engine.watch(channel).await;
+        true
+    }
+
+    /// Stops queueing live messages of `channel`. Returns false if it was not subscribed.
+    pub(super) fn unsubscribe(&mut self, channel: &ChannelName) -> bool {
+        if !self.channels.remove(channel) {
+            return false;
+        }
+        self.hub.subscribers.remove(channel, self.id);
+        self.hub.engine.unwatch(channel);
+        true
+    }
+
+    /// The next live message. Cancel-safe: a message is only taken by the poll that returns it.
+    pub(super) async fn recv(&mut self) -> Arc<EncodedMessage> {
+        self.receiver.recv().await
+    }
+
+    /// The next live message if one is queued.
+    pub(super) fn try_recv(&mut self) -> Option<Arc<EncodedMessage>> {
+        self.receiver.try_recv()
+    }
+
+    /// The signal that the queue overflowed: the subscriber must disconnect.
+    pub(super) fn slow_signal(&self) -> &CancellationToken {
+        &self.slow
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        for channel in &self.channels {
+            self.hub.subscribers.remove(channel, self.id);
+            self.hub.engine.unwatch(channel);
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! A subscription: where history and the live feed are joined into "nothing lost, nothing twice", once, for
+//! every transport.
+//!
+//! A subscription follows channels for one client: a WebSocket, an SSE stream, a held poll (with an inbox of
+//! live messages), or a short poll (which only reads). Each channel is registered for live messages *before*
+//! its history is read, so the two overlap; a [`Tracker`] per channel then judges every live message — deliver
+//! it, skip it (already delivered), or catch up through history after a gap or a new epoch, which is also where
+//! a reset is found. What a catch-up read beyond the batch a transport asked for waits in the subscription, so
+//! batches stay bounded and nothing read is dropped.
+//!
+//! A transport reads as parse → authorize → [`Subscription::subscribe`] → encode → write, then loops over
+//! [`Subscription::recv`] and [`Subscription::follow`]. The subscription also keeps the deadline of the
+//! credentials it was opened with, so that every transport ends at the same instant.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use herald_proto::{ChannelName, Cursor, Position};
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::inbox::Inbox;
+use super::tracker::{Tracker, Verdict};
+use super::{Hub, HubError};
+use crate::encoded::EncodedMessage;
+use crate::engine::Start;
+use crate::metrics::Transport;
+
+/// What subscribing to a channel gave.
+#[derive(Debug)]
+pub struct Opened {
+    /// History to replay, oldest first.
+    pub messages: Vec<Arc<EncodedMessage>>,
+    /// The start could not be honoured: messages were lost before these.
+    pub reset: bool,
+    /// The position right before the first replayed message: where the client stands before the replay.
+    pub start: Position,
+}
+
+/// One thing to tell the client, in order.
+#[derive(Debug)]
+pub enum Item {
+    /// Deliver this message.
+    Message(Arc<EncodedMessage>),
+    /// Messages of `channel` were lost; the channel continues from `from` (right before the next message of it).
+    Reset {
+        /// The channel.
+        channel: ChannelName,
+        /// Where the channel stands after the loss.
+        from: Position,
+    },
+}
+
+/// What [`Subscription::recv`] waited for; hand it to [`Subscription::follow`].
+#[derive(Debug)]
+pub struct Live(Option<Arc<EncodedMessage>>);
+
+/// One followed channel.
+struct Followed {
+    channel: ChannelName,
+    /// Everything the subscription has taken from the engine (delivered, or waiting in `pending`).
+    tracker: Tracker,
+    /// What the client has been handed.
+    delivered: Position,
+}
+
+/// A client's subscription to some channels.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    /// Live messages; `None` for a subscription that only reads (a short poll).
+    inbox: Option<Inbox>,
+    channels: Vec<Followed>,
+    /// Read by a catch-up, not handed over yet (oldest first).
+    pending: VecDeque<Arc<EncodedMessage>>,
+    deadline: Option<Instant>,
+}
+
+impl Hub {
+    /// A subscription that follows live messages: its channels' messages are queued (up to `connection_queue`)
+    /// from the moment each is subscribed.
+    pub fn subscription(self: &Arc<Self>, transport: Transport) -> Subscription {
+        let id = self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let inbox = Inbox::new(self, id, transport, self.config.connection_queue);
+        Subscription::new(self, Some(inbox))
+    }
+
+    /// A subscription that only reads history (a short poll): no live messages, no connection counted.
+    pub fn reader(self: &Arc<Self>) -> Subscription {
+        Subscription::new(self, None)
+    }
+}
+
+impl Subscription {
+    fn new(hub: &Arc<Hub>, inbox: Option<Inbox>) -> Self {
+        Self { hub: hub.clone(), inbox, channels: Vec::new(), pending: VecDeque::new(), deadline: None }
+    }
+
+    /// Follows `channel` from `start`: registers for its live messages first (when the subscription has an
+    /// inbox), then reads at most `limit` messages of history. Subscribing again to a channel restarts it from
+    /// `start`. When the read fails, the channel is not followed.
+    pub async fn subscribe(&mut self, channel: &ChannelName, start: Start, limit: usize) -> Result<Opened, HubError> {
+        let registered = match self.inbox.as_mut() {
+            Some(inbox) => inbox.subscribe(channel).await,
+            None => false,
+        };
+        let read = match self.hub.read(channel, start, limit).await {
+            Ok(read) => read,
+            Err(err) => {
+                if registered {
+                    self.unsubscribe(channel);
+                }
+                return Err(err);
+            }
+        };
+        let end = read.end();
+        let followed = Followed { channel: channel.clone(), tracker: Tracker::new(end), delivered: end };
+        match self.channels.iter_mut().find(|f| f.channel == *channel) {
+            Some(existing) => *existing = followed,
+            None => self.channels.push(followed),
+        }
+        Ok(Opened { messages: read.messages, reset: read.reset, start: read.start })
+    }
+
+    /// Stops following `channel`. Returns false if it was not followed.
+    pub fn unsubscribe(&mut self, channel: &ChannelName) -> bool {
+        let Some(i) = self.channels.iter().position(|f| f.channel == *channel) else { return false };
+        self.channels.remove(i);
+        self.pending.retain(|m| m.message.channel != *channel);
+        if let Some(inbox) = self.inbox.as_mut() {
+            inbox.unsubscribe(channel);
+        }
+        true
+    }
+
+    /// Whether `channel` is followed.
+    pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
+        self.channels.iter().any(|f| f.channel == *channel)
+    }
+
+    /// How many channels are followed.
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Whether no channel is followed.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// The position the client has been handed on each channel, in the order they were subscribed.
+    pub fn cursor(&self) -> Cursor {
+        let mut cursor = Cursor::new();
+        for followed in &self.channels {
+            cursor.set(followed.channel.clone(), followed.delivered);
+        }
+        cursor
+    }
+
+    /// Waits until there is something to follow: a live message, or messages a catch-up left waiting. Cancel-safe:
+    /// nothing is taken by a wait that is dropped. A subscription without an inbox waits forever.
+    pub async fn recv(&mut self) -> Live {
+        if !self.pending.is_empty() {
+            return Live(None);
+        }
+        match self.inbox.as_mut() {
+            Some(inbox) => Live(Some(inbox.recv().await)),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Turns what [`Subscription::recv`] gave, and whatever else is queued, into at most `max` messages (and the
+    /// resets before them) to deliver in order. On an engine error the live message is dropped and its channel's
+    /// tracker stays put, so the next message of that channel catches up through history.
+    pub async fn follow(&mut self, live: Live, max: usize) -> Result<Vec<Item>, HubError> {
+        let mut items = Vec::new();
+        let mut handed = 0;
+        let mut next = live.0;
+        while handed < max {
+            if let Some(message) = self.pending.pop_front() {
+                handed += 1;
+                self.hand(&mut items, message);
+                continue;
+            }
+            let Some(live) = next.take().or_else(|| self.inbox.as_mut().and_then(Inbox::try_recv)) else { break };
+            handed += self.take(&mut items, live).await?;
+        }
+        Ok(items)
+    }
+
+    /// Judges one live message: hands it over, skips it, or catches its channel up through history into
+    /// `pending`, to be handed over by the caller's loop. Returns how many messages it handed over.
+    async fn take(&mut self, items: &mut Vec<Item>, live: Arc<EncodedMessage>) -> Result<usize, HubError> {
+        let at = live.message.position;
+        let Some(i) = self.channels.iter().position(|f| f.channel == live.message.channel) else { return Ok(0) };
+        match self.channels[i].tracker.check(at) {
+            Verdict::Skip => {}
+            Verdict::Deliver => {
+                self.channels[i].tracker.advance(at);
+                self.hand(items, live);
+                return Ok(1);
+            }
+            Verdict::CatchUp => {
+                let channel = live.message.channel.clone();
+                let start = Start::After(self.channels[i].tracker.position());
+                self.hub.metrics.catch_up_read();
+                let read = self.hub.read(&channel, start, usize::MAX).await?;
+                self.channels[i].tracker.advance(read.end());
+                // Live messages are only taken once `pending` is empty, so what was read comes next, in order.
+                if read.reset {
+                    self.channels[i].delivered = read.start;
+                    items.push(Item::Reset { channel, from: read.start });
+                }
+                self.pending.extend(read.messages);
+            }
+        }
+        Ok(0)
+    }
+
+    /// Hands `message` to the client.
+    fn hand(&mut self, items: &mut Vec<Item>, message: Arc<EncodedMessage>) {
+        if let Some(followed) = self.channels.iter_mut().find(|f| f.channel == message.message.channel) {
+            followed.delivered = message.message.position;
+        }
+        items.push(Item::Message(message));
+    }
+
+    /// Completes when the inbox overflowed: the subscriber is too slow and must disconnect. Never, without an
+    /// inbox. The future borrows nothing, so it can be awaited alongside [`Subscription::recv`].
+    pub fn too_slow(&self) -> WaitForCancellationFutureOwned {
+        self.slow_signal().cancelled_owned()
+    }
+
+    /// The signal behind [`Subscription::too_slow`], for whoever writes the subscriber's bytes: a write blocked on
+    /// a peer that stopped reading must give up when it fires, or the connection never ends.
+    pub fn slow_signal(&self) -> CancellationToken {
+        self.inbox.as_ref().map(|i| i.slow_signal().clone()).unwrap_or_default()
+    }
+
+    /// When the credentials the subscription relies on stop being accepted (`None`: never).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Sets (or, with `None`, lifts) the deadline of the subscription's credentials.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// Completes at the deadline, or never. The future borrows nothing, so it can be awaited alongside
+    /// [`Subscription::recv`].
+    pub fn expired(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let deadline = self.deadline;
+        async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}

@@ -39,6 +39,15 @@ impl Transport {
     }
 }
 
+/// Who read history to fill a gap in a live feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// One subscription's tracker saw a gap and read what it lacked.
+    Subscriber,
+    /// A node's Pub/Sub link came back and read each followed channel once, for all its subscribers.
+    Node,
+}
+
 #[derive(Default)]
 struct PerTransport([AtomicU64; 4]);
 
@@ -59,7 +68,7 @@ pub struct Metrics {
     slow_consumer_disconnects: PerTransport,
     published: AtomicU64,
     history_reads: AtomicU64,
-    catch_up_reads: AtomicU64,
+    catch_up_reads: [AtomicU64; 2],
     refusals: [AtomicU64; Refusal::ALL.len()],
 }
 
@@ -95,9 +104,9 @@ impl Metrics {
         self.history_reads.fetch_add(1, Relaxed);
     }
 
-    /// Counts a read that fills a gap in a subscription's live feed (after a dropped Pub/Sub link, say).
-    pub fn catch_up_read(&self) {
-        self.catch_up_reads.fetch_add(1, Relaxed);
+    /// Counts a read that fills a gap in a live feed (after a dropped Pub/Sub link, say).
+    pub fn catch_up_read(&self, by: CatchUp) {
+        self.catch_up_reads[by as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts a refused request.
@@ -132,18 +141,18 @@ impl Metrics {
         let scalars = [
             ("herald_messages_published_total", "counter", "Messages stored.", self.published.load(Relaxed)),
             ("herald_history_reads_total", "counter", "History reads.", self.history_reads.load(Relaxed)),
-            (
-                "herald_catch_up_reads_total",
-                "counter",
-                "History reads that filled a gap in a live feed.",
-                self.catch_up_reads.load(Relaxed),
-            ),
             ("herald_channels", "gauge", "Channels held by the engine.", channels),
             ("herald_history_messages", "gauge", "Messages held in history.", history_messages),
             ("herald_history_bytes", "gauge", "Bytes of messages held in history.", history_bytes),
         ];
         for (name, kind, help, value) in scalars {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        let name = "herald_catch_up_reads_total";
+        let _ = writeln!(out, "# HELP {name} History reads that filled a gap in a live feed, by who read.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (by, label) in [(CatchUp::Subscriber, "subscriber"), (CatchUp::Node, "node")] {
+            let _ = writeln!(out, "{name}{{by=\"{label}\"}} {}", self.catch_up_reads[by as usize].load(Relaxed));
         }
         let name = "herald_refusals_total";
         let _ = writeln!(out, "# HELP {name} Requests refused for their credentials or a limit, by reason.");

@@ -74,7 +74,10 @@ async fn metrics_count_history_reads() {
     assert_eq!(server.get("/v1/channels/a/messages").await.status, 200);
     assert_eq!(server.get("/v1/poll?channel=a&channel=b").await.status, 200);
     assert_eq!(server.metric("herald_history_reads_total").await, 3, "one read per channel a request names");
-    assert_eq!(server.metric("herald_catch_up_reads_total").await, 0, "no live feed had a gap");
+    for by in ["subscriber", "node"] {
+        let series = format!("herald_catch_up_reads_total{{by=\"{by}\"}}");
+        assert_eq!(server.metric(&series).await, 0, "no live feed had a gap");
+    }
 }
 
 #[tokio::test]

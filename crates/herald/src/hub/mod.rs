@@ -59,7 +59,7 @@ impl Hub {
             EngineKind::Memory => Ok(Self::memory(config)),
             EngineKind::Redis => {
                 let (subscribers, metrics, deliver) = Self::fanout();
-                let engine = Box::new(RedisEngine::connect(config.clone(), deliver).await?);
+                let engine = Box::new(RedisEngine::connect(config.clone(), deliver, metrics.clone()).await?);
                 Ok(Self::assemble(config, engine, subscribers, metrics))
             }
         }

@@ -24,7 +24,7 @@ use super::tracker::{Tracker, Verdict};
 use super::{Hub, HubError};
 use crate::encoded::EncodedMessage;
 use crate::engine::Start;
-use crate::metrics::Transport;
+use crate::metrics::{CatchUp, Transport};
 
 /// What subscribing to a channel gave.
 #[derive(Debug)]
@@ -202,7 +202,7 @@ impl Subscription {
             Verdict::CatchUp => {
                 let channel = live.message.channel.clone();
                 let start = Start::After(self.channels[i].tracker.position());
-                self.hub.metrics.catch_up_read();
+                self.hub.metrics.catch_up_read(CatchUp::Subscriber);
                 let read = self.hub.read(&channel, start, usize::MAX).await?;
                 self.channels[i].tracker.advance(read.end());
                 // Live messages are only taken once `pending` is empty, so what was read comes next, in order.

@@ -25,6 +25,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Start};
 use crate::config::Config;
 use crate::encoded::EncodedMessage;
+use crate::metrics::Metrics;
 
 /// How long a Redis command may take before the engine reports it unavailable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,6 +39,8 @@ pub(super) struct Inner {
     publish: Script,
     read: Script,
     deliver: Delivery,
+    /// Counts the catch-up reads after a Pub/Sub drop.
+    metrics: Arc<Metrics>,
     /// Whether the last command succeeded; logged when it changes.
     commands_ok: AtomicBool,
 }
@@ -164,7 +167,7 @@ pub struct RedisEngine {
 
 impl RedisEngine {
     /// Connects to `config.redis_url` and starts following Pub/Sub. Fails if Redis cannot be reached now.
-    pub async fn connect(config: Arc<Config>, deliver: Delivery) -> Result<Self, EngineError> {
+    pub async fn connect(config: Arc<Config>, deliver: Delivery, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
         let unavailable =
             |err: redis::RedisError| EngineError::Unavailable(format!("redis at {}: {err}", config.redis_url));
         let client = redis::Client::open(config.redis_url.as_str()).map_err(unavailable)?;
@@ -181,6 +184,7 @@ impl RedisEngine {
             publish: Script::new(scripts::PUBLISH),
             read: Script::new(scripts::READ),
             deliver,
+            metrics,
             commands_ok: AtomicBool::new(true),
         });
         let stop = CancellationToken::new();

@@ -19,11 +19,13 @@ use futures_util::StreamExt;
 use herald_proto::{ChannelName, Position};
 use redis::aio::PubSub;
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{scripts, Inner};
 use crate::encoded::EncodedMessage;
 use crate::engine::Start;
+use crate::metrics::CatchUp;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -126,6 +128,7 @@ pub(super) async fn follow(
     let mut connection = Some(first);
     // The newest position handed to local subscribers, per subscribed channel: where a catch-up starts.
     let mut delivered: HashMap<ChannelName, Position> = HashMap::new();
+    let mut unfinished = Unfinished::default();
     loop {
         let resumed = connection.is_none();
         let connection = match connection.take() {
@@ -170,8 +173,11 @@ pub(super) async fn follow(
                 watches.lock().live.insert(channel.clone());
                 watches.bump();
                 if catching_up {
-                    let newest = catch_up(&inner, channel, delivered.get(channel).copied()).await;
-                    newest.into_iter().for_each(|p| advance(&mut delivered, channel, p));
+                    let seen = unfinished.channels.remove(channel).unwrap_or_else(|| delivered.get(channel).copied());
+                    match catch_up(&inner, channel, seen).await {
+                        Ok(newest) => newest.into_iter().for_each(|p| advance(&mut delivered, channel, p)),
+                        Err(()) => unfinished.failed(channel.clone(), seen),
+                    }
                 }
             }
             catching_up = false;
@@ -182,11 +188,21 @@ pub(super) async fn follow(
                 }
                 subscribed.remove(&channel);
                 delivered.remove(&channel);
+                unfinished.channels.remove(&channel);
                 watches.lock().live.remove(&channel);
             }
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = watches.changed.notified() => {}
+                () = tokio::time::sleep_until(unfinished.at.unwrap_or_else(Instant::now)), if unfinished.at.is_some() => {
+                    for (channel, seen) in unfinished.retry() {
+                        match catch_up(&inner, &channel, seen).await {
+                            Ok(newest) => newest.into_iter().for_each(|p| advance(&mut delivered, &channel, p)),
+                            Err(()) => unfinished.failed(channel, seen),
+                        }
+                    }
+                    unfinished.settle();
+                }
                 message = stream.next() => {
                     let Some(message) = message else { break 'session };
                     let position = announce(&inner, message.get_channel_name(), message.get_payload_bytes());
@@ -216,6 +232,42 @@ fn announce(inner: &Inner, live: &str, payload: &[u8]) -> Option<(ChannelName, P
     }
 }
 
+/// Channels whose catch-up read failed (Redis still loading its data after a restart, a timeout), with the
+/// position each had then: retried with backoff until it succeeds, so that a message another node stored
+/// meanwhile does not wait for the channel's next message to be noticed.
+#[derive(Default)]
+struct Unfinished {
+    channels: HashMap<ChannelName, Option<Position>>,
+    /// When to retry; `None` while nothing failed.
+    at: Option<Instant>,
+    /// Rounds of retries in a row that left something failed: the backoff doubles with each.
+    rounds: u32,
+}
+
+impl Unfinished {
+    fn failed(&mut self, channel: ChannelName, seen: Option<Position>) {
+        self.channels.insert(channel, seen);
+        if self.at.is_none() {
+            let backoff = FIRST_BACKOFF.saturating_mul(1 << self.rounds.min(6)).min(MAX_BACKOFF);
+            self.at = Some(Instant::now() + backoff);
+        }
+    }
+
+    /// Takes the channels to retry now; those that fail again are handed back with [`Unfinished::failed`].
+    fn retry(&mut self) -> Vec<(ChannelName, Option<Position>)> {
+        self.at = None;
+        self.rounds += 1;
+        self.channels.drain().collect()
+    }
+
+    /// After a round of retries: once nothing is left, the next failure starts the backoff over.
+    fn settle(&mut self) {
+        if self.channels.is_empty() {
+            self.rounds = 0;
+        }
+    }
+}
+
 /// Records that `position` was delivered on `channel`, unless a later one already was (an announcement that
 /// was in flight during a catch-up arrives after it).
 fn advance(delivered: &mut HashMap<ChannelName, Position>, channel: &ChannelName, position: Position) {
@@ -229,21 +281,23 @@ fn advance(delivered: &mut HashMap<ChannelName, Position>, channel: &ChannelName
 }
 
 /// After Pub/Sub was down: hands `channel`'s messages stored since `seen` (the newest this node delivered on it)
-/// to the delivery callback, by the rule of [`missed`]. One read per channel. Returns the newest position read.
-async fn catch_up(inner: &Inner, channel: &ChannelName, seen: Option<Position>) -> Option<Position> {
+/// to the delivery callback, by the rule of [`missed`]. One read per channel. Returns the newest position read,
+/// or `Err` when the read failed (to be retried).
+async fn catch_up(inner: &Inner, channel: &ChannelName, seen: Option<Position>) -> Result<Option<Position>, ()> {
     let window = CATCH_UP_WINDOW.min(inner.config.connection_queue / 2).max(1);
     // Without a position to start from, only the newest message is of use.
     let n = if seen.is_some() { window } else { 1 };
+    inner.metrics.catch_up_read(CatchUp::Node);
     match inner.read(channel, Start::Newest(n), n).await {
         Ok(read) => {
             let missed = missed(&read.messages, seen);
             tracing::debug!(%channel, read = read.messages.len(), handed_on = missed.len(), "caught up after a pub/sub drop");
             missed.iter().for_each(|m| (inner.deliver)(m));
-            read.messages.last().map(|m| m.message.position)
+            Ok(read.messages.last().map(|m| m.message.position))
         }
         Err(err) => {
-            tracing::warn!(%err, %channel, "catch-up after a pub/sub drop failed; the next message will");
-            None
+            tracing::warn!(%err, %channel, "catch-up after a pub/sub drop failed; retrying");
+            Err(())
         }
     }
 }
@@ -310,6 +364,28 @@ mod tests {
         assert_eq!(offsets(missed(&messages(7, 1437..=1500), None)), [1500]);
         assert_eq!(offsets(missed(&messages(8, 1..=5), Some(Position::new(7, 1500)))), [5]);
         assert_eq!(offsets(missed(&[], Some(Position::new(7, 1)))), Vec::<u64>::new());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_catch_up_is_retried_with_a_backoff_that_doubles_and_starts_over_once_all_succeed() {
+        let (a, start) = (ChannelName::new("a").unwrap(), Instant::now());
+        let mut unfinished = Unfinished::default();
+        let mut waits = Vec::new();
+        unfinished.failed(a.clone(), Some(Position::new(1, 7)));
+        for _ in 0..8 {
+            waits.push(unfinished.at.unwrap() - start);
+            let again = unfinished.retry();
+            assert_eq!(again, [(a.clone(), Some(Position::new(1, 7)))], "retried from the position it had");
+            unfinished.failed(a.clone(), Some(Position::new(1, 7)));
+            unfinished.settle();
+        }
+        let ms: Vec<u128> = waits.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        unfinished.retry();
+        unfinished.settle();
+        assert_eq!(unfinished.at, None);
+        unfinished.failed(a, None);
+        assert_eq!(unfinished.at.unwrap() - start, Duration::from_millis(100), "a new failure starts over");
     }
 
     proptest! {

@@ -183,6 +183,14 @@ pub(crate) struct WorkerSpec {
     pub(crate) publishers: u32,
     /// Subscriptions being opened at once at most.
     pub(crate) connect_concurrency: u32,
+    /// Resume a subscription that ends, from its cursor, as `herald.js` does (Herald only), and keep when each
+    /// message arrived (see `recovery.rs`); otherwise an ended subscription stays ended.
+    #[serde(default)]
+    pub(crate) resume: bool,
+    /// `baseline[channel][publisher]`: what was published before the subscribers opened, which they do not
+    /// expect (empty: nothing).
+    #[serde(default)]
+    pub(crate) baseline: Vec<Vec<u64>>,
 }
 
 #[cfg(test)]

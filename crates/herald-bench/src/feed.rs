@@ -44,12 +44,7 @@ impl Feed {
     ) -> Result<Self, String> {
         match target {
             Target::Herald => {
-                let transport = match transport {
-                    Transport::Ws => herald_client::Transport::WebSocket,
-                    Transport::Sse => herald_client::Transport::Sse,
-                    Transport::LongPoll => herald_client::Transport::LongPoll,
-                    Transport::Poll => herald_client::Transport::Poll { interval: poll_interval },
-                };
+                let transport = herald_transport(transport, poll_interval);
                 let sub = client.subscribe(SubscribeOptions::new([channel], transport)).await.map_err(show)?;
                 Ok(Self::Herald(Box::new(sub)))
             }
@@ -77,6 +72,27 @@ impl Feed {
                     interval: Some(poll_interval),
                 }),
             },
+        }
+    }
+
+    /// Subscribes again to Herald's `channel` from `cursor`, as a client resumes after a drop; other servers
+    /// have no cursor to resume from.
+    pub(crate) async fn resume(
+        client: &Client,
+        transport: Transport,
+        channel: &str,
+        cursor: &str,
+        poll_interval: Duration,
+    ) -> Result<Self, String> {
+        let options = SubscribeOptions::new([channel], herald_transport(transport, poll_interval)).since(cursor);
+        Ok(Self::Herald(Box::new(client.subscribe(options).await.map_err(show)?)))
+    }
+
+    /// Where a Herald subscription stands, to resume it; `None` for other servers.
+    pub(crate) fn cursor(&self) -> Option<String> {
+        match self {
+            Self::Herald(sub) => Some(sub.cursor()),
+            _ => None,
         }
     }
 
@@ -108,6 +124,15 @@ impl Feed {
                 Some(nchan_poll(client, route, validators, *interval).await)
             }
         }
+    }
+}
+
+fn herald_transport(transport: Transport, poll_interval: Duration) -> herald_client::Transport {
+    match transport {
+        Transport::Ws => herald_client::Transport::WebSocket,
+        Transport::Sse => herald_client::Transport::Sse,
+        Transport::LongPoll => herald_client::Transport::LongPoll,
+        Transport::Poll => herald_client::Transport::Poll { interval: poll_interval },
     }
 }
 

@@ -158,7 +158,7 @@ impl LoadReport {
 }
 
 /// A worker process and its pipes.
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
@@ -186,20 +186,35 @@ impl Worker {
         Ok(serde_json::from_str(&line)?)
     }
 
-    async fn ask(&mut self, command: &Command) -> anyhow::Result<(TallyReport, f64)> {
+    async fn send(&mut self, command: &Command) -> anyhow::Result<()> {
         let mut line = serde_json::to_vec(command)?;
         line.push(b'\n');
         self.stdin.write_all(&line).await?;
         self.stdin.flush().await?;
+        Ok(())
+    }
+
+    async fn ask(&mut self, command: &Command) -> anyhow::Result<(TallyReport, f64)> {
+        self.send(command).await?;
         match self.read().await? {
             Reply::Report { tally, cpu_secs } => Ok((tally, cpu_secs)),
-            Reply::Ready { .. } => bail!("a worker answered out of turn"),
+            _ => bail!("a worker answered out of turn"),
+        }
+    }
+
+    /// Per subscriber of this worker: when it first received a message sent at or after `since_us`, and how
+    /// often it reconnected.
+    pub(crate) async fn recovery(&mut self, since_us: u64) -> anyhow::Result<(Vec<Option<u64>>, Vec<u32>)> {
+        self.send(&Command::Recovery { since_us }).await?;
+        match self.read().await? {
+            Reply::Recovery { live_at_us, reconnects } => Ok((live_at_us, reconnects)),
+            _ => bail!("a worker answered out of turn"),
         }
     }
 }
 
 /// Asks every worker for its tally; returns the merged tally and the workers' CPU seconds.
-async fn gather(workers: &mut [Worker], command: &Command) -> anyhow::Result<(TallyReport, f64)> {
+pub(crate) async fn gather(workers: &mut [Worker], command: &Command) -> anyhow::Result<(TallyReport, f64)> {
     let mut merged = TallyReport::default();
     let mut cpu = 0.0;
     for worker in workers {
@@ -214,7 +229,7 @@ fn server_usage(pid: Option<u32>) -> Usage {
     pid.and_then(|pid| usage(pid).ok()).unwrap_or_default()
 }
 
-fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Latency {
+pub(crate) fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Latency {
     let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
     Latency {
         p50: ms(h.value_at_quantile(0.5)),
@@ -226,7 +241,7 @@ fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Latency {
 }
 
 /// A run id unique enough for channel names: the time in base 36.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let mut n = now_us();
     let mut id = Vec::new();
     while n > 0 {
@@ -237,20 +252,14 @@ fn run_id() -> String {
     String::from_utf8_lossy(&id).into_owned()
 }
 
-/// Runs a load to the end.
-pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
-    let run = run_id();
-    let client = Client::new(&spec.url)?;
-    let channels = spec.layout.channels(spec.subscribers);
-    let audience = {
-        let mut audience = vec![0u64; channels as usize];
-        for channel in spec.layout.assign(spec.subscribers) {
-            audience[channel as usize] += 1;
-        }
-        audience
-    };
-    let before = server_usage(spec.server_pid);
-
+/// Starts the workers of `spec` (channels named after `run`) and waits until every subscription is open
+/// or failed. `resume` and `baseline` are passed on to each worker (see [`WorkerSpec`]).
+pub(crate) async fn open_subscribers(
+    spec: &LoadSpec,
+    run: &str,
+    resume: bool,
+    baseline: &[Vec<u64>],
+) -> anyhow::Result<(Vec<Worker>, ConnectReport)> {
     // Open the subscriptions, split over the workers.
     let wanted = match spec.workers {
         0 => spec.subscribers.div_ceil(MAX_PER_WORKER).max(2),
@@ -267,13 +276,15 @@ pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
             url: spec.url.clone(),
             transport: spec.transport,
             poll_interval_ms: spec.poll_interval_ms,
-            run: run.clone(),
+            run: run.to_string(),
             layout: spec.layout,
             subscribers: spec.subscribers,
             first,
             count: share,
             publishers: spec.publishers,
             connect_concurrency: spec.connect_concurrency.div_ceil(count),
+            resume,
+            baseline: baseline.to_vec(),
         };
         first += share;
         workers.push(Worker::spawn(&worker_spec).await?);
@@ -286,10 +297,39 @@ pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
                 connect.secs = connect.secs.max(secs);
                 connect.error_samples.extend(error_samples);
             }
-            Reply::Report { .. } => bail!("a worker reported before it was ready"),
+            _ => bail!("a worker reported before it was ready"),
         }
     }
     connect.per_sec = if connect.secs > 0.0 { f64::from(connect.opened) / connect.secs } else { 0.0 };
+    Ok((workers, connect))
+}
+
+/// Tells the workers that publishing is over (`published`: see [`Command::Finish`]), and returns their final
+/// tally once they have exited.
+pub(crate) async fn finish(mut workers: Vec<Worker>, published: Vec<Vec<u64>>) -> anyhow::Result<TallyReport> {
+    let (tally, _) = gather(&mut workers, &Command::Finish { published }).await?;
+    for mut worker in workers {
+        let _ = worker.child.wait().await;
+    }
+    Ok(tally)
+}
+
+/// Runs a load to the end.
+pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
+    let run = run_id();
+    let client = Client::new(&spec.url)?;
+    let channels = spec.layout.channels(spec.subscribers);
+    let audience = {
+        let mut audience = vec![0u64; channels as usize];
+        for channel in spec.layout.assign(spec.subscribers) {
+            audience[channel as usize] += 1;
+        }
+        audience
+    };
+    let before = server_usage(spec.server_pid);
+
+    let (mut workers, connect) = open_subscribers(spec, &run, false, &[]).await?;
+    let count = workers.len() as u32;
     tokio::time::sleep(Duration::from_secs_f64(spec.settle_secs)).await;
 
     let memory = spec.server_pid.map(|_| {
@@ -408,11 +448,7 @@ pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
     }
 
     // Count what never arrived, and end the workers.
-    let published = published_table(&publishers, channels);
-    let (tally, _) = gather(&mut workers, &Command::Finish { published }).await?;
-    for mut worker in workers {
-        let _ = worker.child.wait().await;
-    }
+    let tally = finish(workers, published_table(&publishers, channels)).await?;
     Ok(LoadReport {
         target: spec.target,
         transport: spec.transport,

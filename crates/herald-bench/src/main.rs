@@ -3,17 +3,22 @@
 //! - `run` drives one load with every knob on the command line;
 //! - `scenario NAME` runs one of issue 6's scenarios against Herald or Nchan and writes its JSON result;
 //! - `summarize DIR` turns a directory of results into the Herald/Nchan ratio table;
+//! - `redis-blip` measures what a short Redis fault costs the subscribers of a Herald on `--engine redis`
+//!   (`bench/redis-blip.sh` sets it up);
 //! - `worker` is this program re-executed by the others to hold a share of the subscribers.
 //!
 //! Every load is bounded in connections and time and only targets loopback addresses (127.0.0.0/8).
 
+mod blip;
 mod feed;
 mod load;
 mod payload;
 mod procfs;
 mod publisher;
+mod recovery;
 mod report;
 mod scenarios;
+mod server_metrics;
 mod spec;
 mod tally;
 mod worker;
@@ -42,6 +47,8 @@ enum Command {
     Scenario(ScenarioArgs),
     /// List the scenarios.
     Scenarios,
+    /// Subscribers through a Redis fault: who was dropped, what was read again, when everyone was live again.
+    RedisBlip(BlipArgs),
     /// Print the Herald/Nchan ratio table of the results in a directory.
     Summarize {
         /// The directory of `<scenario>.<target>.json` files.
@@ -78,7 +85,7 @@ struct RunArgs {
     /// Subscribers to open.
     #[arg(long, default_value_t = 1000)]
     subscribers: u32,
-    /// Channels: `one` (fan-out), `each` (one per subscriber) or `zipf:<channels>`.
+    /// Channels: `one` (fan-out), `each` (one per subscriber), `zipf:<channels>` or `even:<channels>`.
     #[arg(long, default_value = "one")]
     layout: Layout,
     /// Payload size in bytes.
@@ -132,6 +139,52 @@ struct ScenarioArgs {
     out: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct BlipArgs {
+    /// Herald's base URL (loopback only); it must run `--engine redis`.
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    url: String,
+    /// A shell command that does something to Redis and returns once Redis is back.
+    #[arg(long)]
+    blip_command: String,
+    /// A name for this kind of blip, in the report.
+    #[arg(long, default_value = "blip")]
+    label: String,
+    #[arg(long, default_value_t = 5000)]
+    subscribers: u32,
+    /// Channels, with the same number of subscribers each.
+    #[arg(long, default_value_t = 50)]
+    channels: u32,
+    /// Messages published to each channel before anyone subscribes (keep it above Herald's
+    /// `connection_queue`, and the namespace's `history_size` above it, to see a replayed history overflow).
+    #[arg(long, default_value_t = 1500)]
+    history: u64,
+    #[arg(long, default_value_t = 4)]
+    publishers: u32,
+    /// Steady publish rate over all channels, messages/s.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Seconds of steady publishing before the blip.
+    #[arg(long, default_value_t = 3.0)]
+    before_secs: f64,
+    /// Seconds to wait, after the command returned, for every subscriber to be live again.
+    #[arg(long, default_value_t = 30.0)]
+    max_recovery_secs: f64,
+    /// Seconds of steady publishing once everyone is live again.
+    #[arg(long, default_value_t = 2.0)]
+    after_secs: f64,
+    #[arg(long, default_value_t = 5.0)]
+    drain_secs: f64,
+    /// Worker processes (0: one per 10,000 subscribers, at least 2).
+    #[arg(long, default_value_t = 0)]
+    workers: u32,
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: u32,
+    /// Also write the report as JSON to this file, and as markdown next to it.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 /// Refuses any server that is not on this machine's loopback.
 fn check_loopback(url: &str) -> anyhow::Result<()> {
     let rest = url.strip_prefix("http://").context("the URL must start with http://")?;
@@ -166,6 +219,33 @@ fn main() -> anyhow::Result<()> {
         Command::Scenarios => {
             for s in scenarios::ALL {
                 println!("{:<14} {}", s.name, s.description);
+            }
+            Ok(())
+        }
+        Command::RedisBlip(args) => {
+            check_loopback(&args.url)?;
+            let spec = blip::BlipSpec {
+                label: args.label,
+                url: args.url,
+                subscribers: args.subscribers,
+                channels: args.channels,
+                publishers: args.publishers,
+                history: args.history,
+                rate: args.rate,
+                before_secs: args.before_secs,
+                blip_command: args.blip_command,
+                max_recovery_secs: args.max_recovery_secs,
+                after_secs: args.after_secs,
+                drain_secs: args.drain_secs,
+                workers: args.workers,
+                connect_concurrency: args.connect_concurrency,
+            };
+            let report = runtime()?.block_on(blip::run(&spec))?;
+            let markdown = report::blip_markdown(&report);
+            println!("{markdown}");
+            if let Some(path) = args.json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+                std::fs::write(path.with_extension("md"), markdown)?;
             }
             Ok(())
         }

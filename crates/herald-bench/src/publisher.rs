@@ -98,6 +98,25 @@ impl Publisher {
         done
     }
 
+    /// Sends messages of step `step` flat out until each of its channels has `per_channel` acknowledged, or
+    /// until `until`.
+    pub(crate) async fn fill(&mut self, step: u32, per_channel: u64, until: Instant) -> Published {
+        let mut done = Published::default();
+        while self.acknowledged.iter().any(|&n| n < per_channel) && Instant::now() < until {
+            match self.publish_one(step).await {
+                Ok(()) => done.ok += 1,
+                Err(err) => {
+                    done.errors += 1;
+                    if done.error_samples.len() < 3 {
+                        done.error_samples.push(err);
+                    }
+                    self.connection = None;
+                }
+            }
+        }
+        done
+    }
+
     async fn publish_one(&mut self, step: u32) -> Result<(), String> {
         if self.channels.is_empty() {
             return Ok(());

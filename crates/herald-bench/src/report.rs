@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::blip::BlipReport;
 use crate::load::LoadReport;
 use crate::scenarios::{Better, Scenario};
 use crate::spec::Target;
@@ -64,7 +65,7 @@ impl ScenarioResult {
     }
 }
 
-fn num(x: f64) -> String {
+pub(crate) fn num(x: f64) -> String {
     match x.abs() {
         a if a >= 100.0 => format!("{:.0}", x)
             .as_bytes()
@@ -155,6 +156,82 @@ pub(crate) fn load_markdown(report: &LoadReport) -> String {
                 }
             );
         }
+    }
+    out
+}
+
+/// A blip run as markdown: what was done, then one table of what it cost.
+pub(crate) fn blip_markdown(report: &BlipReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "**redis-blip, {}**: {} WebSocket subscribers on {} channels, {} messages of history per channel, {} msg/s \
+         while the blip happens; blip: `{}` ({:.2} s)\n",
+        report.label,
+        report.subscribers,
+        report.channels,
+        report.history_per_channel,
+        num(report.rate),
+        report.blip_command,
+        report.blip_secs
+    );
+    let c = &report.connect;
+    let _ = writeln!(
+        out,
+        "- history: {} published in {:.1} s ({} errors); connections: {} opened, {} failed, in {:.2} s",
+        report.history.published, report.history.secs, report.history.errors, c.opened, c.failed, c.secs
+    );
+    let s = &report.steady;
+    let _ = writeln!(out, "- steady publishing: {} published, {} errors", s.published, s.errors);
+    for sample in s.error_samples.iter().chain(&c.error_samples) {
+        let _ = writeln!(out, "  - e.g. `{sample}`");
+    }
+    let (b, a) = (&report.counters_before, &report.counters_after);
+    let live = &report.live_again;
+    let ms = |v: Option<f64>| v.map_or("–".into(), num);
+    let rows: [(&str, String, String); 9] = [
+        ("slow-consumer disconnects (ws)", b.slow_consumer_ws.to_string(), a.slow_consumer_ws.to_string()),
+        ("history reads", b.history_reads.to_string(), a.history_reads.to_string()),
+        ("catch-up reads", b.catch_up_reads.to_string(), a.catch_up_reads.to_string()),
+        ("subscribers that reconnected", "".into(), report.subscribers_reconnected.to_string()),
+        ("reconnects in all", "".into(), report.reconnects.to_string()),
+        ("live again: subscribers", "".into(), format!("{} of {}", live.live, live.subscribers)),
+        (
+            "live again after Redis is back, ms: p50 / p90 / p99",
+            "".into(),
+            format!("{} / {} / {}", ms(live.p50_ms), ms(live.p90_ms), ms(live.p99_ms)),
+        ),
+        ("**everyone live again**, ms after Redis is back", "".into(), ms(live.all_ms)),
+        (
+            "delivery latency, ms: p50 / p99 / max",
+            format!(
+                "{} / {} / {}",
+                num(report.latency_before_ms.p50),
+                num(report.latency_before_ms.p99),
+                num(report.latency_before_ms.max)
+            ),
+            format!(
+                "{} / {} / {}",
+                num(report.latency_after_ms.p50),
+                num(report.latency_after_ms.p99),
+                num(report.latency_after_ms.max)
+            ),
+        ),
+    ];
+    out.push_str("\n| | before the blip (opening included) | from the blip to the end |\n|---|---:|---:|\n");
+    for (what, before, after) in rows {
+        let _ = writeln!(out, "| {what} | {before} | {after} |");
+    }
+    let _ = writeln!(
+        out,
+        "\n- delivered {} of {} expected; gaps {}, duplicates {}, subscriber errors {}",
+        report.delivered, report.expected, report.gaps, report.duplicates, report.errors
+    );
+    for sample in &report.error_samples {
+        let _ = writeln!(out, "  - e.g. `{sample}`");
+    }
+    for (reason, n) in &report.drops {
+        let _ = writeln!(out, "- dropped {n}×: `{reason}`");
     }
     out
 }

@@ -63,6 +63,12 @@ pub(crate) enum Layout {
         /// How many channels.
         channels: u32,
     },
+    /// `channels` channels, subscriber `i` on channel `i % channels`: the same audience on every channel, so
+    /// that a per-channel effect (a history replayed, say) hits every subscriber alike.
+    Even {
+        /// How many channels.
+        channels: u32,
+    },
 }
 
 impl std::str::FromStr for Layout {
@@ -72,10 +78,14 @@ impl std::str::FromStr for Layout {
         match text {
             "one" => Ok(Self::One),
             "each" => Ok(Self::Each),
-            _ => match text.strip_prefix("zipf:").map(str::parse::<u32>) {
-                Some(Ok(channels)) if channels > 0 => Ok(Self::Zipf { channels }),
-                _ => Err(format!("expected one, each or zipf:<channels>, not {text:?}")),
-            },
+            _ => {
+                let (kind, channels) = text.split_once(':').unwrap_or((text, ""));
+                match (kind, channels.parse::<u32>()) {
+                    ("zipf", Ok(channels)) if channels > 0 => Ok(Self::Zipf { channels }),
+                    ("even", Ok(channels)) if channels > 0 => Ok(Self::Even { channels }),
+                    _ => Err(format!("expected one, each, zipf:<channels> or even:<channels>, not {text:?}")),
+                }
+            }
         }
     }
 }
@@ -86,7 +96,7 @@ impl Layout {
         match self {
             Self::One => 1,
             Self::Each => subscribers.max(1),
-            Self::Zipf { channels } => channels,
+            Self::Zipf { channels } | Self::Even { channels } => channels,
         }
     }
 
@@ -99,6 +109,7 @@ impl Layout {
                 let cumulative = zipf_cumulative(channels);
                 (0..subscribers).map(|i| zipf_rank(&cumulative, spread(i))).collect()
             }
+            Self::Even { channels } => (0..subscribers).map(|i| i % channels).collect(),
         }
     }
 
@@ -107,6 +118,7 @@ impl Layout {
             Self::One => "one channel".into(),
             Self::Each => "a channel each".into(),
             Self::Zipf { channels } => format!("{channels} channels, Zipf"),
+            Self::Even { channels } => format!("{channels} channels, even"),
         }
     }
 }
@@ -171,6 +183,14 @@ pub(crate) struct WorkerSpec {
     pub(crate) publishers: u32,
     /// Subscriptions being opened at once at most.
     pub(crate) connect_concurrency: u32,
+    /// Resume a subscription that ends, from its cursor, as `herald.js` does (Herald only), and keep when each
+    /// message arrived (see `recovery.rs`); otherwise an ended subscription stays ended.
+    #[serde(default)]
+    pub(crate) resume: bool,
+    /// `baseline[channel][publisher]`: what was published before the subscribers opened, which they do not
+    /// expect (empty: nothing).
+    #[serde(default)]
+    pub(crate) baseline: Vec<Vec<u64>>,
 }
 
 #[cfg(test)]
@@ -182,7 +202,9 @@ mod tests {
         assert_eq!("one".parse::<Layout>(), Ok(Layout::One));
         assert_eq!("each".parse::<Layout>(), Ok(Layout::Each));
         assert_eq!("zipf:100".parse::<Layout>(), Ok(Layout::Zipf { channels: 100 }));
+        assert_eq!("even:50".parse::<Layout>(), Ok(Layout::Even { channels: 50 }));
         assert!("zipf:0".parse::<Layout>().is_err());
+        assert!("even:".parse::<Layout>().is_err());
         assert!("many".parse::<Layout>().is_err());
     }
 
@@ -191,6 +213,16 @@ mod tests {
         assert_eq!(Layout::One.assign(5), [0; 5]);
         assert_eq!(Layout::Each.assign(5), [0, 1, 2, 3, 4]);
         assert_eq!((Layout::One.channels(0), Layout::Each.channels(0)), (1, 1));
+    }
+
+    #[test]
+    fn even_gives_every_channel_the_same_audience() {
+        let layout = Layout::Even { channels: 50 };
+        let mut audience = [0u32; 50];
+        for channel in layout.assign(5_000) {
+            audience[channel as usize] += 1;
+        }
+        assert!(audience.iter().all(|&n| n == 100), "{audience:?}");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! A worker keeps one [`Tally`] for all its subscribers and sends it to the coordinator as a [`TallyReport`],
 //! which merges the reports of every worker.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +38,12 @@ pub(crate) enum Seen {
 }
 
 impl Sequence {
+    /// A subscriber that starts after publisher `p` had acknowledged `published[p]` messages on its channel:
+    /// those are not expected, and one of them arriving counts as a duplicate.
+    pub(crate) fn starting_after(published: &[u64]) -> Self {
+        Self { last: published.to_vec() }
+    }
+
     /// Records message `seq` of `publisher`.
     pub(crate) fn see(&mut self, publisher: u32, seq: u64) -> Seen {
         let p = publisher as usize;
@@ -78,10 +86,27 @@ pub(crate) struct Tally {
     pub(crate) error_samples: Vec<String>,
     /// Subscriptions that ended (an error or the server closing).
     pub(crate) ended: u64,
+    /// Subscriptions opened again from their cursor after they ended (only when the load resumes them).
+    pub(crate) reconnects: u64,
+    /// Why subscriptions ended, with how many times each.
+    pub(crate) drops: BTreeMap<String, u64>,
 }
 
 /// Error messages kept as examples, per worker.
 const ERROR_SAMPLES: usize = 5;
+
+/// Distinct reasons kept in [`Tally::drops`]; further ones are counted under [`OTHER_DROPS`].
+const DROP_REASONS: usize = 10;
+const OTHER_DROPS: &str = "(other reasons)";
+
+/// Counts `n` drops for `reason` in `drops`, which keeps at most [`DROP_REASONS`] reasons and an "other" entry.
+fn count_drop(drops: &mut BTreeMap<String, u64>, reason: &str, n: u64) {
+    let key = match drops.contains_key(reason) || drops.len() < DROP_REASONS {
+        true => reason,
+        false => OTHER_DROPS,
+    };
+    *drops.entry(key.to_string()).or_default() += n;
+}
 
 impl Tally {
     /// Records a received message, stamped `stamp`, that arrived at `now_us`.
@@ -112,6 +137,12 @@ impl Tally {
         }
     }
 
+    /// Records a subscription that ended for `reason`.
+    pub(crate) fn dropped(&mut self, reason: &str) {
+        self.ended += 1;
+        count_drop(&mut self.drops, reason, 1);
+    }
+
     pub(crate) fn report(&self) -> TallyReport {
         TallyReport {
             steps: self
@@ -132,6 +163,8 @@ impl Tally {
             errors: self.errors,
             error_samples: self.error_samples.clone(),
             ended: self.ended,
+            reconnects: self.reconnects,
+            drops: self.drops.clone(),
         }
     }
 }
@@ -154,6 +187,8 @@ pub(crate) struct TallyReport {
     pub(crate) errors: u64,
     pub(crate) error_samples: Vec<String>,
     pub(crate) ended: u64,
+    pub(crate) reconnects: u64,
+    pub(crate) drops: BTreeMap<String, u64>,
 }
 
 impl TallyReport {
@@ -171,6 +206,10 @@ impl TallyReport {
         self.duplicates += other.duplicates;
         self.errors += other.errors;
         self.ended += other.ended;
+        self.reconnects += other.reconnects;
+        for (reason, &n) in &other.drops {
+            count_drop(&mut self.drops, reason, n);
+        }
         for sample in &other.error_samples {
             if self.error_samples.len() < ERROR_SAMPLES * 2 {
                 self.error_samples.push(sample.clone());
@@ -210,6 +249,30 @@ mod tests {
         assert_eq!(sequence.see(1, 4), Seen::Gap(2));
         assert_eq!(sequence.see(1, 4), Seen::Duplicate);
         assert_eq!(sequence.see(0, 1), Seen::Duplicate);
+    }
+
+    #[test]
+    fn a_subscriber_starting_after_earlier_messages_expects_only_later_ones() {
+        let mut sequence = Sequence::starting_after(&[1_500, 1_500]);
+        assert_eq!(sequence.see(0, 1_501), Seen::Next);
+        assert_eq!(sequence.see(1, 1_200), Seen::Duplicate);
+        assert_eq!(sequence.missing(&[1_502, 1_500]), 1);
+    }
+
+    #[test]
+    fn drop_reasons_are_counted_and_bounded_in_number() {
+        let mut tally = Tally::default();
+        tally.dropped("slow consumer");
+        tally.dropped("slow consumer");
+        for i in 0..DROP_REASONS + 2 {
+            tally.dropped(&format!("reason {i}"));
+        }
+        let mut merged = tally.report();
+        merged.merge(&tally.report());
+        assert_eq!(merged.drops["slow consumer"], 4);
+        assert_eq!(merged.drops[OTHER_DROPS], 2 * 3);
+        assert_eq!(merged.drops.len(), DROP_REASONS + 1);
+        assert_eq!(merged.ended, 2 * (DROP_REASONS as u64 + 4));
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //!
 //! Workers exist because one process may hold at most 20,000 open files here, and because two processes use
 //! both cores. Each runs a single-threaded runtime: its subscribers share one [`Tally`] without contention.
+//!
+//! When the load resumes subscriptions (`WorkerSpec::resume`), a subscription that ends is opened again from
+//! its cursor after herald.js's backoff, and every arrival is kept so that the coordinator can ask when each
+//! subscriber was live again after a fault ([`Command::Recovery`]).
 
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,7 +19,8 @@ use tokio::sync::Semaphore;
 
 use crate::feed::Feed;
 use crate::payload::{decode, now_us};
-use crate::spec::{channel_name, local_ip, WorkerSpec};
+use crate::recovery::{backoff_ms, Arrivals, MAX_RECONNECT_DELAY_MS, RECONNECT_DELAY_MS};
+use crate::spec::{channel_name, local_ip, Transport, WorkerSpec};
 use crate::tally::{Sequence, Tally, TallyReport};
 
 /// What the coordinator asks a worker.
@@ -23,6 +29,9 @@ use crate::tally::{Sequence, Tally, TallyReport};
 pub(crate) enum Command {
     /// Send the tally so far.
     Report,
+    /// Say, for each subscriber, when it first received a message sent at or after `since_us`, and how often
+    /// it reconnected (loads that resume subscriptions only).
+    Recovery { since_us: u64 },
     /// Publishing is over: `published[channel][publisher]` is the last sequence number acknowledged. Count
     /// what never arrived, send the final tally and exit.
     Finish { published: Vec<Vec<u64>> },
@@ -36,11 +45,25 @@ pub(crate) enum Reply {
     Ready { opened: u32, failed: u32, secs: f64, error_samples: Vec<String> },
     /// The tally, and the worker's own CPU time so far.
     Report { tally: TallyReport, cpu_secs: f64 },
+    /// Per subscriber of the worker, in order: when it was live again (µs since the Unix epoch), and its
+    /// reconnects.
+    Recovery { live_at_us: Vec<Option<u64>>, reconnects: Vec<u32> },
 }
 
 struct State {
     tally: Tally,
     sequences: Vec<Sequence>,
+    /// Per subscriber, what arrived when (only when resuming).
+    arrivals: Vec<Arrivals>,
+    reconnects: Vec<u32>,
+}
+
+/// What a subscriber needs to open its subscription again.
+struct Resume {
+    client: Client,
+    transport: Transport,
+    channel: String,
+    interval: Duration,
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -57,8 +80,16 @@ async fn serve(spec: WorkerSpec) -> anyhow::Result<()> {
     let mut stdout = tokio::io::stdout();
     let channels = spec.layout.assign(spec.subscribers);
     let mine: Vec<u32> = (spec.first..spec.first + spec.count).collect();
-    let state =
-        Arc::new(Mutex::new(State { tally: Tally::default(), sequences: vec![Sequence::default(); mine.len()] }));
+    let sequences = mine
+        .iter()
+        .map(|&index| match spec.baseline.get(channels[index as usize] as usize) {
+            Some(published) => Sequence::starting_after(published),
+            None => Sequence::default(),
+        })
+        .collect();
+    let arrivals = vec![Arrivals::default(); if spec.resume { mine.len() } else { 0 }];
+    let reconnects = vec![0; mine.len()];
+    let state = Arc::new(Mutex::new(State { tally: Tally::default(), sequences, arrivals, reconnects }));
 
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(spec.connect_concurrency.max(1) as usize));
@@ -74,7 +105,8 @@ async fn serve(spec: WorkerSpec) -> anyhow::Result<()> {
             let feed = Feed::open(&client, spec.target, spec.transport, &channel, interval).await;
             drop(permit);
             let feed = feed?;
-            tokio::spawn(follow(feed, local, state));
+            let resume = spec.resume.then_some(Resume { client, transport: spec.transport, channel, interval });
+            tokio::spawn(follow(feed, local, state, resume));
             Ok::<(), String>(())
         }));
     }
@@ -104,10 +136,18 @@ async fn serve(spec: WorkerSpec) -> anyhow::Result<()> {
                 let tally = lock(&state).tally.report();
                 write(&mut stdout, &Reply::Report { tally, cpu_secs: own_cpu_secs() }).await?;
             }
+            Command::Recovery { since_us } => {
+                let reply = {
+                    let guard = lock(&state);
+                    let live_at_us = guard.arrivals.iter().map(|a| a.live_at(since_us)).collect();
+                    Reply::Recovery { live_at_us, reconnects: guard.reconnects.clone() }
+                };
+                write(&mut stdout, &reply).await?;
+            }
             Command::Finish { published } => {
                 let tally = {
                     let mut guard = lock(&state);
-                    let State { tally, sequences } = &mut *guard;
+                    let State { tally, sequences, .. } = &mut *guard;
                     for (sequence, &index) in sequences.iter().zip(&mine) {
                         let channel = channels[index as usize] as usize;
                         tally.gaps += sequence.missing(published.get(channel).map_or(&[][..], Vec::as_slice));
@@ -122,23 +162,63 @@ async fn serve(spec: WorkerSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads one subscriber's feed until it ends, into the shared tally.
-async fn follow(mut feed: Feed, local: usize, state: Arc<Mutex<State>>) {
-    while let Some(item) = feed.next().await {
-        let now = now_us();
-        let mut guard = lock(&state);
-        let State { tally, sequences } = &mut *guard;
-        match item.map(|payload| decode(&payload).ok_or(payload)) {
-            Ok(Ok(stamp)) => tally.receive(&mut sequences[local], stamp, now),
-            Ok(Err(payload)) => tally.error(format!("not a bench payload: {:?}", String::from_utf8_lossy(&payload))),
-            Err(err) => {
-                tally.error(err);
-                tally.ended += 1;
-                return;
+/// Reads one subscriber's feed, into the shared tally, until it ends; with `resume`, opens it again each time.
+async fn follow(mut feed: Feed, local: usize, state: Arc<Mutex<State>>, resume: Option<Resume>) {
+    loop {
+        let ended = read(&mut feed, local, &state).await;
+        let (Some(resume), Some(cursor)) = (&resume, feed.cursor()) else {
+            let mut guard = lock(&state);
+            if let Err(err) = ended {
+                guard.tally.error(err);
             }
+            guard.tally.ended += 1;
+            return;
+        };
+        lock(&state).tally.dropped(&ended.err().unwrap_or_else(|| "ended by the server".into()));
+        drop(feed);
+        feed = reopen(resume, &cursor, local, &state).await;
+        let mut guard = lock(&state);
+        guard.tally.reconnects += 1;
+        guard.reconnects[local] += 1;
+    }
+}
+
+/// Reads a feed until it ends: `Ok` when the server ended it, `Err` with why otherwise.
+async fn read(feed: &mut Feed, local: usize, state: &Mutex<State>) -> Result<(), String> {
+    while let Some(item) = feed.next().await {
+        let payload = item?;
+        let now = now_us();
+        let mut guard = lock(state);
+        let State { tally, sequences, arrivals, .. } = &mut *guard;
+        match decode(&payload) {
+            Some(stamp) => {
+                tally.receive(&mut sequences[local], stamp, now);
+                if let Some(arrivals) = arrivals.get_mut(local) {
+                    arrivals.record(stamp.sent_us, now);
+                }
+            }
+            None => tally.error(format!("not a bench payload: {:?}", String::from_utf8_lossy(&payload))),
         }
     }
-    lock(&state).tally.ended += 1;
+    Ok(())
+}
+
+/// Subscribes again from `cursor` after herald.js's backoff, until it works (the worker ends with the load);
+/// each failed attempt is an error.
+async fn reopen(resume: &Resume, cursor: &str, local: usize, state: &Mutex<State>) -> Feed {
+    let Resume { client, transport, channel, interval } = resume;
+    let random = std::collections::hash_map::RandomState::new();
+    let mut attempt = 0u32;
+    loop {
+        let jitter = random.hash_one((local, attempt)) as f64 / u64::MAX as f64;
+        let wait = backoff_ms(attempt, RECONNECT_DELAY_MS, MAX_RECONNECT_DELAY_MS, jitter);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        match Feed::resume(client, *transport, channel, cursor, *interval).await {
+            Ok(feed) => return feed,
+            Err(err) => lock(state).tally.error(format!("resuming: {err}")),
+        }
+        attempt = attempt.saturating_add(1);
+    }
 }
 
 async fn write(stdout: &mut tokio::io::Stdout, reply: &Reply) -> anyhow::Result<()> {

@@ -189,10 +189,11 @@ pub(crate) fn blip_markdown(report: &BlipReport) -> String {
     let (b, a) = (&report.counters_before, &report.counters_after);
     let live = &report.live_again;
     let ms = |v: Option<f64>| v.map_or("–".into(), num);
-    let rows: [(&str, String, String); 9] = [
+    let rows: [(&str, String, String); 10] = [
         ("slow-consumer disconnects (ws)", b.slow_consumer_ws.to_string(), a.slow_consumer_ws.to_string()),
         ("history reads", b.history_reads.to_string(), a.history_reads.to_string()),
-        ("catch-up reads", b.catch_up_reads.to_string(), a.catch_up_reads.to_string()),
+        ("catch-up reads by subscribers", b.catch_up_reads.to_string(), a.catch_up_reads.to_string()),
+        ("catch-up reads by the node", b.node_catch_up_reads.to_string(), a.node_catch_up_reads.to_string()),
         ("subscribers that reconnected", "".into(), report.subscribers_reconnected.to_string()),
         ("reconnects in all", "".into(), report.reconnects.to_string()),
         ("live again: subscribers", "".into(), format!("{} of {}", live.live, live.subscribers)),

@@ -15,8 +15,11 @@ pub(crate) struct Counters {
     pub(crate) slow_consumer_ws: u64,
     /// `herald_history_reads_total`.
     pub(crate) history_reads: u64,
-    /// `herald_catch_up_reads_total`.
+    /// `herald_catch_up_reads_total{by="subscriber"}`: reads of one subscription's own gap.
     pub(crate) catch_up_reads: u64,
+    /// `herald_catch_up_reads_total{by="node"}`: the node's reads after its Pub/Sub link came back (one per
+    /// followed channel, more when one failed and was retried).
+    pub(crate) node_catch_up_reads: u64,
     /// `herald_messages_published_total`.
     pub(crate) published: u64,
 }
@@ -28,7 +31,8 @@ impl Counters {
         Self {
             slow_consumer_ws: value("herald_slow_consumer_disconnects_total{transport=\"ws\"}"),
             history_reads: value("herald_history_reads_total"),
-            catch_up_reads: value("herald_catch_up_reads_total"),
+            catch_up_reads: value("herald_catch_up_reads_total{by=\"subscriber\"}"),
+            node_catch_up_reads: value("herald_catch_up_reads_total{by=\"node\"}"),
             published: value("herald_messages_published_total"),
         }
     }
@@ -51,6 +55,7 @@ impl Sub for Counters {
             slow_consumer_ws: self.slow_consumer_ws.saturating_sub(before.slow_consumer_ws),
             history_reads: self.history_reads.saturating_sub(before.history_reads),
             catch_up_reads: self.catch_up_reads.saturating_sub(before.catch_up_reads),
+            node_catch_up_reads: self.node_catch_up_reads.saturating_sub(before.node_catch_up_reads),
             published: self.published.saturating_sub(before.published),
         }
     }
@@ -74,7 +79,8 @@ herald_slow_consumer_disconnects_total{transport=\"sse\"} 7
 herald_slow_consumer_disconnects_total{transport=\"ws\"} 4999
 herald_history_reads_total 10050
 herald_history_reads_total_bogus 1
-herald_catch_up_reads_total 3
+herald_catch_up_reads_total{by=\"subscriber\"} 3
+herald_catch_up_reads_total{by=\"node\"} 50
 ";
 
     #[test]
@@ -82,13 +88,19 @@ herald_catch_up_reads_total 3
         let counters = Counters::parse(TEXT);
         assert_eq!(
             counters,
-            Counters { slow_consumer_ws: 4_999, history_reads: 10_050, catch_up_reads: 3, published: 0 }
+            Counters {
+                slow_consumer_ws: 4_999,
+                history_reads: 10_050,
+                catch_up_reads: 3,
+                node_catch_up_reads: 50,
+                published: 0
+            }
         );
     }
 
     #[test]
     fn a_difference_of_counters_is_what_happened_in_between() {
-        let before = Counters { slow_consumer_ws: 1, history_reads: 50, catch_up_reads: 0, published: 9 };
+        let before = Counters { slow_consumer_ws: 1, history_reads: 50, published: 9, ..Counters::default() };
         let after = Counters::parse(TEXT);
         assert_eq!((after - before).history_reads, 10_000);
         assert_eq!((before - after).slow_consumer_ws, 0);

@@ -16,20 +16,20 @@
  * (`WebSocket`, `EventSource`, `fetch`, timers, `document`) can be injected through the options, which is how the
  * Node tests drive it without a browser.
  *
- * What this file stands on is in native ES modules under herald/, imported by relative URL: a page imports this
- * one file, and the browser fetches the rest from beside it. Nothing to build or bundle.
+ * This file is the public class. What it stands on is in native ES modules under herald/ (the book of channels
+ * and their cursors, the connection and its fallback, tokens, one module per transport), imported by relative
+ * URL: a page imports this one file, and the browser fetches the rest from beside it. Nothing to build or bundle.
  */
 
-import { backoffDelay } from "./herald/backoff.js";
 import { ChannelBook } from "./herald/channel-book.js";
-import { HeraldError } from "./herald/error.js";
+import { Connection } from "./herald/connection.js";
 import { channelPath, endpoint, requestJson } from "./herald/http.js";
-import { TOKEN_REFUSALS } from "./herald/refusals.js";
-import { TokenSource, tokenRenewalDelay } from "./herald/tokens.js";
-import { REQUIRED_GLOBAL, TRANSPORTS, openTransport } from "./herald/transports.js";
+import { TRANSPORTS } from "./herald/transports.js";
 
-export { backoffDelay, HeraldError, TRANSPORTS };
+export { backoffDelay } from "./herald/backoff.js";
+export { HeraldError } from "./herald/error.js";
 export { readTokenClaims, tokenRenewalDelay } from "./herald/tokens.js";
+export { TRANSPORTS };
 
 const CHANNEL_NAME = /^[A-Za-z0-9_\-.:@/=]{1,255}$/;
 
@@ -55,9 +55,6 @@ const DEFAULT_OPTIONS = Object.freeze({
   /** The subscriber token: a string, or a function (sync or async) that returns a fresh one. */
   token: null,
 });
-
-// ---------------------------------------------------------------------------------------------------------------
-// The client
 
 function resolveEnv(options) {
   const g = globalThis;
@@ -100,31 +97,7 @@ export class Herald {
   #baseUrl;
   #book = new ChannelBook();
   #listeners = new Map();
-  #state = { state: "idle", transport: null };
-
-  #transportIndex = 0;
-  #transport = null;
-  #link = null;
-  #healthy = false;
-  #everConnected = false;
-  #failures = 0; // of the current transport, in a row, before it opened
-  #switches = 0; // transports given up in a row; a full round means offline
-  #attempt = 0; // reconnects in a row, for the backoff
-  #offline = false;
-  #retryTimer = null;
-  #connectTimer = null;
-  #syncQueued = false;
-  #paused = false;
-  #closed = false;
-  #token;
-  #unauthorized = false; // a string token was refused: nothing connects until setToken()
-  #tokenWait = null; // the call of the token function a connection waits for
-  #renewTimer = null;
-  #renewalQueued = false; // a renewal after a refusal is waiting for its backoff
-  #renewAttempt = 0; // renewals after refusals in a row, for their backoff
-  #staleRenewals = 0; // tokens in a row that arrived already due for renewal
-  #onVisibility = () => this.#visibilityChanged();
-  #onOnline = () => this.#retryNow();
+  #connection;
 
   constructor(baseUrl, options = {}) {
     this.#opts = { ...DEFAULT_OPTIONS, ...options };
@@ -137,27 +110,25 @@ export class Herald {
     }
     this.#env = resolveEnv(options);
     this.#baseUrl = resolveBaseUrl(baseUrl);
-    this.#token = new TokenSource(this.#opts.token, {
+    this.#connection = new Connection({
+      opts: this.#opts,
       env: this.#env,
-      timeoutMs: this.#opts.requestTimeout,
-      onValue: () => this.#onTokenValue(),
+      baseUrl: this.#baseUrl,
+      book: this.#book,
+      deliver: (envelope) => this.#deliver(envelope),
+      emit: (name, payload) => this.#emit(name, payload),
     });
-    const doc = this.#env.document;
-    if (this.#opts.pauseWhenHidden && doc?.addEventListener) {
-      doc.addEventListener("visibilitychange", this.#onVisibility);
-      this.#paused = Boolean(doc.hidden);
-    }
-    this.#env.window?.addEventListener?.("online", this.#onOnline);
   }
 
   /** The current state: `{ state, transport }`. */
   get state() {
-    return { ...this.#state };
+    return this.#connection.state;
   }
 
   /** The transport in use while connected, else null. */
   get transport() {
-    return this.#state.state === "connected" ? this.#state.transport : null;
+    const { state, transport } = this.#connection.state;
+    return state === "connected" ? transport : null;
   }
 
   /**
@@ -168,18 +139,18 @@ export class Herald {
   subscribe(channel, options, handler) {
     if (typeof options === "function") [options, handler] = [{}, options];
     options = options ?? {};
-    if (this.#closed) throw new Error("this Herald client is closed");
+    if (this.#connection.closed) throw new Error("this Herald client is closed");
     if (typeof channel !== "string" || !CHANNEL_NAME.test(channel))
       throw new TypeError(`invalid channel name: ${channel}`);
     if (typeof handler !== "function") throw new TypeError("subscribe needs a handler function");
     const sub = { channel, event: options.event ?? null, last: Math.max(0, Math.floor(options.last ?? 0)), handler };
-    if (this.#book.add(sub, options.since)) this.#scheduleSync();
+    if (this.#book.add(sub, options.since)) this.#connection.scheduleSync();
     let active = true;
     return {
       unsubscribe: () => {
         if (!active) return;
         active = false;
-        if (this.#book.remove(sub)) this.#scheduleSync();
+        if (this.#book.remove(sub)) this.#connection.scheduleSync();
       },
     };
   }
@@ -193,8 +164,8 @@ export class Herald {
     if (typeof channel !== "string" || !CHANNEL_NAME.test(channel)) {
       return Promise.reject(new TypeError(`invalid channel name: ${channel}`));
     }
-    const transport = this.#transport;
-    if (this.#healthy && transport?.canPublish) return transport.publish(channel, event, data);
+    const transport = this.#connection.openTransport;
+    if (transport?.canPublish) return transport.publish(channel, event, data);
     const body = { data: data === undefined ? null : data };
     if (event != null) body.event = event;
     const url = endpoint(this.#baseUrl, `/v1/channels/${channelPath(channel)}/messages`);
@@ -224,346 +195,12 @@ export class Herald {
    * WebSocket cannot take back the token it presented, which holds until it expires.
    */
   setToken(token) {
-    this.#token.replace(token);
-    this.#renewAttempt = 0;
-    this.#staleRenewals = 0;
-    this.#clearRenewal();
-    if (!this.#closed) this.#tokenChanged();
+    this.#connection.setToken(token);
   }
 
   /** Closes the connection for good. */
   close() {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#dropTransport();
-    this.#clearRetry();
-    this.#clearRenewal();
-    this.#env.document?.removeEventListener?.("visibilitychange", this.#onVisibility);
-    this.#env.window?.removeEventListener?.("online", this.#onOnline);
-    this.#setState("idle", null, { reason: "closed" });
-  }
-
-  // --- connection lifecycle
-
-  #scheduleSync() {
-    if (this.#syncQueued) return;
-    this.#syncQueued = true;
-    // Subscriptions made in one go (a page's start) give one connection, not one per call.
-    queueMicrotask(() => {
-      this.#syncQueued = false;
-      this.#sync();
-    });
-  }
-
-  #sync() {
-    if (this.#closed || this.#paused) return;
-    if (this.#book.activeSize === 0 || this.#unauthorized) {
-      this.#dropTransport();
-      this.#clearRetry();
-      this.#setState("idle", null, { reason: this.#book.size === 0 ? "no subscription" : "unauthorized" });
-      return;
-    }
-    if (this.#transport) this.#transport.sync();
-    else if (this.#retryTimer === null && this.#tokenWait === null) this.#connect();
-  }
-
-  #connect() {
-    this.#retryTimer = null;
-    if (this.#closed || this.#paused || this.#unauthorized || this.#book.activeSize === 0) return;
-    const kind = this.#opts.transports[this.#transportIndex];
-    this.#setState(this.#offline ? "offline" : this.#everConnected ? "reconnecting" : "connecting", kind);
-    if (this.#token.stale) {
-      this.#connectWithFreshToken(kind);
-      return;
-    }
-    const link = this.#makeLink(kind);
-    this.#link = link;
-    this.#healthy = false;
-    const env = this.#env;
-    if (!env[REQUIRED_GLOBAL[kind]]) {
-      link.failed(new HeraldError("unsupported", `${REQUIRED_GLOBAL[kind]} is not available here`), { fatal: true });
-      return;
-    }
-    this.#connectTimer = env.setTimeout(() => {
-      link.failed(new HeraldError("connect_timeout", `${kind} did not open within ${this.#opts.connectTimeout} ms`));
-    }, this.#opts.connectTimeout);
-    let transport;
-    try {
-      transport = openTransport(kind, link);
-    } catch (error) {
-      link.failed(error, { fatal: true });
-      return;
-    }
-    if (this.#link === link) this.#transport = transport;
-    else transport.close();
-  }
-
-  /** Calls the token function, then connects; a function that fails is tried again after the backoff. */
-  #connectWithFreshToken(kind) {
-    const wait = this.#token.fetch();
-    this.#tokenWait = wait;
-    wait.then(
-      () => {
-        if (this.#tokenWait !== wait) return;
-        this.#tokenWait = null;
-        this.#book.unparkAll();
-        this.#connect();
-      },
-      (error) => {
-        if (this.#tokenWait !== wait) return;
-        this.#tokenWait = null;
-        this.#emit("error", error);
-        const opts = this.#opts;
-        const delay = backoffDelay(this.#attempt++, opts.reconnectDelay, opts.maxReconnectDelay, this.#env.random);
-        const state = this.#offline ? "offline" : this.#everConnected ? "reconnecting" : "connecting";
-        this.#setState(state, kind, { error });
-        this.#retryTimer = this.#env.setTimeout(() => this.#connect(), delay);
-      },
-    );
-  }
-
-  /** The transport's view of the client; everything it reports is ignored once the client has moved on. */
-  #makeLink(kind) {
-    const book = this.#book;
-    const link = {
-      env: this.#env,
-      opts: this.#opts,
-      baseUrl: this.#baseUrl,
-      book,
-      channels: () => book.names(),
-      live: () => this.#link === link,
-      healthy: () => link.live() && this.#onHealthy(kind),
-      deliver: (envelope) => link.live() && this.#deliver(envelope),
-      setCursor: (name, cursor) => link.live() && book.setCursor(name, cursor),
-      noteStreamCursor: (names, cursor) => link.live() && book.noteStreamCursor(names, cursor),
-      reset: (name, forgetCursor) => {
-        if (link.live() && book.reset(name, forgetCursor)) this.#emit("reset", { channel: name, transport: kind });
-      },
-      failed: (error, { fatal = false } = {}) => link.live() && this.#onFailed(kind, error, fatal),
-      error: (error) => link.live() && this.#emit("error", error),
-      token: () => this.#token.value,
-      tokenAccepted: () => link.live() && (this.#renewAttempt = 0),
-      tokenRefused: (error) => link.live() && this.#onTokenRefusedInPlace(error),
-      needsToken: (name, error) => link.live() && this.#parkChannel(name, error),
-      forbidden: (name, error) => link.live() && this.#failChannel(name, error),
-      refusedChannels: (refused) => link.live() && this.#onChannelsRefused(refused),
-    };
-    return link;
-  }
-
-  #onHealthy(kind) {
-    this.#env.clearTimeout(this.#connectTimer);
-    if (this.#healthy) return;
-    this.#healthy = true;
-    this.#everConnected = true;
-    this.#offline = false;
-    this.#failures = 0;
-    this.#switches = 0;
-    this.#attempt = 0;
-    this.#renewAttempt = 0;
-    this.#setState("connected", kind);
-  }
-
-  #onFailed(kind, error, fatal) {
-    if (TOKEN_REFUSALS.has(error?.code)) {
-      this.#onTokenRefused(kind, error);
-      return;
-    }
-    const wasHealthy = this.#healthy;
-    this.#dropTransport();
-    const opts = this.#opts;
-    const backoff = () => backoffDelay(this.#attempt++, opts.reconnectDelay, opts.maxReconnectDelay, this.#env.random);
-    let delay;
-    if (wasHealthy) {
-      // A connection that worked and dropped: the same transport again, soon.
-      this.#attempt = 0;
-      delay = backoff();
-    } else if (fatal || ++this.#failures >= opts.failuresBeforeFallback) {
-      this.#failures = 0;
-      if (++this.#switches >= opts.transports.length) {
-        // Every transport failed in a row: the network or the server is down. Start the round over from the
-        // preferred transport, and wait longer each time.
-        this.#switches = 0;
-        this.#transportIndex = 0;
-        this.#offline = true;
-        delay = backoff();
-      } else {
-        this.#transportIndex = (this.#transportIndex + 1) % opts.transports.length;
-        delay = 0;
-      }
-    } else {
-      delay = backoff();
-    }
-    if (error?.retryAfter) delay = Math.max(delay, error.retryAfter * 1000);
-    const next = opts.transports[this.#transportIndex];
-    this.#setState(this.#offline ? "offline" : this.#everConnected ? "reconnecting" : "connecting", next, { error });
-    this.#retryTimer = this.#env.setTimeout(() => this.#connect(), delay);
-  }
-
-  /**
-   * A connection was refused, or ended, because of its token: not the transport's fault, so no fallback. A token
-   * function is asked for a fresh one before the next attempt, after the backoff; a string token stops the client
-   * until `setToken`.
-   */
-  #onTokenRefused(kind, error) {
-    const wasHealthy = this.#healthy;
-    this.#dropTransport();
-    this.#token.invalidate();
-    this.#emit("error", error);
-    if (!this.#token.renewable) {
-      this.#unauthorized = true;
-      this.#setState("idle", null, { reason: "unauthorized", error });
-      return;
-    }
-    if (wasHealthy) this.#attempt = 0;
-    const opts = this.#opts;
-    const delay = backoffDelay(this.#attempt++, opts.reconnectDelay, opts.maxReconnectDelay, this.#env.random);
-    this.#setState(this.#everConnected ? "reconnecting" : "connecting", kind, { error });
-    this.#retryTimer = this.#env.setTimeout(() => this.#connect(), delay);
-  }
-
-  /** A WebSocket's `auth` frame was refused; the connection stays (with its earlier token, if any). */
-  #onTokenRefusedInPlace(error) {
-    this.#token.invalidate();
-    this.#emit("error", error);
-    this.#scheduleRenewal();
-  }
-
-  /** `channel` cannot be served without a (valid) token: it waits for one, keeping its cursor. */
-  #parkChannel(channel, error) {
-    error.channel = channel;
-    if (!this.#book.park(channel)) return;
-    this.#emit("error", error);
-    this.#scheduleRenewal();
-    this.#scheduleSync();
-  }
-
-  /** The token does not grant `channel`: that subscription fails, the others go on. */
-  #failChannel(channel, error) {
-    error.channel = channel;
-    if (!this.#book.drop(channel)) return;
-    this.#emit("error", error);
-    this.#scheduleSync();
-  }
-
-  /** A request was refused for some of its channels: they are set aside, and the others are asked for at once. */
-  #onChannelsRefused(refused) {
-    this.#dropTransport();
-    for (const [channel, error] of refused) {
-      if (error.code === "channel_forbidden") this.#failChannel(channel, error);
-      else this.#parkChannel(channel, error);
-    }
-    this.#scheduleSync();
-  }
-
-  // --- token renewal
-
-  /**
-   * A call of the token function brought a token: its renewal is planned. (Parked channels are let go by whoever
-   * asked for it, once the token is in place: a WebSocket must send its `auth` frame before their subscriptions.)
-   */
-  #onTokenValue() {
-    this.#clearRenewal();
-    const token = this.#token.value;
-    if (this.#closed || !token) return;
-    let delay = tokenRenewalDelay(token, this.#env.now());
-    if (delay === null) return; // not a JWT, or no `exp`: renewed only when refused
-    const opts = this.#opts;
-    if (delay === 0) {
-      // Already due (a cached token, or a page clock ahead of the issuer's): do not ask again at once.
-      delay = backoffDelay(this.#staleRenewals++, opts.reconnectDelay, opts.maxReconnectDelay, this.#env.random);
-    } else {
-      this.#staleRenewals = 0;
-    }
-    this.#renewTimer = this.#env.setTimeout(() => this.#renewToken(), Math.min(delay, 2 ** 31 - 1));
-  }
-
-  /** After a refusal: a fresh token after the backoff (once, however many channels were refused together). */
-  #scheduleRenewal() {
-    if (!this.#token.renewable || this.#renewalQueued || this.#closed) return;
-    this.#clearRenewal();
-    this.#renewalQueued = true;
-    const opts = this.#opts;
-    const delay = backoffDelay(this.#renewAttempt++, opts.reconnectDelay, opts.maxReconnectDelay, this.#env.random);
-    this.#renewTimer = this.#env.setTimeout(() => this.#renewToken(), delay);
-  }
-
-  #clearRenewal() {
-    if (this.#renewTimer !== null) this.#env.clearTimeout(this.#renewTimer);
-    this.#renewTimer = null;
-    this.#renewalQueued = false;
-  }
-
-  /** Asks the function for a fresh token and hands it to the open connection; without one, to the next. */
-  #renewToken() {
-    this.#clearRenewal();
-    if (this.#closed || !this.#token.renewable) return;
-    if (!this.#transport || !this.#healthy) {
-      this.#token.invalidate();
-      this.#tokenChanged();
-      return;
-    }
-    this.#token.fetch().then(
-      () => {
-        if (!this.#closed) this.#tokenChanged();
-      },
-      (error) => {
-        if (this.#closed) return;
-        this.#emit("error", error);
-        this.#scheduleRenewal();
-      },
-    );
-  }
-
-  /**
-   * The token changed. An open connection takes it in place (WebSocket: an `auth` frame; SSE and polls: their
-   * next stream or request, through `sync`); a connection still being made, or one that must first call the
-   * token function, starts over.
-   */
-  #tokenChanged() {
-    this.#unauthorized = false;
-    this.#book.unparkAll();
-    if (this.#closed || this.#paused) return;
-    if (this.#transport && this.#healthy && !this.#token.stale) this.#transport.authenticate?.();
-    else if (this.#transport || this.#tokenWait) this.#dropTransport();
-    this.#scheduleSync();
-  }
-
-  #dropTransport() {
-    this.#tokenWait = null;
-    if (this.#connectTimer !== null) this.#env.clearTimeout(this.#connectTimer);
-    this.#connectTimer = null;
-    const transport = this.#transport;
-    this.#transport = null;
-    this.#link = null;
-    this.#healthy = false;
-    transport?.close();
-  }
-
-  #clearRetry() {
-    if (this.#retryTimer !== null) this.#env.clearTimeout(this.#retryTimer);
-    this.#retryTimer = null;
-  }
-
-  #retryNow() {
-    if (this.#retryTimer === null || this.#closed || this.#paused) return;
-    this.#clearRetry();
-    this.#attempt = 0;
-    this.#connect();
-  }
-
-  #visibilityChanged() {
-    if (this.#closed) return;
-    if (this.#env.document.hidden) {
-      this.#paused = true;
-      this.#dropTransport();
-      this.#clearRetry();
-      this.#setState("idle", null, { reason: "hidden" });
-    } else if (this.#paused) {
-      this.#paused = false;
-      this.#attempt = 0;
-      this.#sync();
-    }
+    this.#connection.close();
   }
 
   // --- delivery
@@ -581,12 +218,6 @@ export class Herald {
         this.#report(error);
       }
     }
-  }
-
-  #setState(state, transport, extra = {}) {
-    if (this.#state.state === state && this.#state.transport === transport) return;
-    this.#state = { state, transport };
-    this.#emit("state", { state, transport, ...extra });
   }
 
   #emit(name, payload) {

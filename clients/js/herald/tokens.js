@@ -2,6 +2,7 @@
 // claims, unverified: the server checks the signature), and when it asks for the next. A token is a problem of
 // credentials, apart from any transport; the client only asks this module for the token to present.
 
+import { backoffDelay } from "./backoff.js";
 import { HeraldError } from "./error.js";
 
 /** The most a fresh token is fetched before the current one expires. */
@@ -132,3 +133,73 @@ export class TokenSource {
   }
 }
 
+/**
+ * When to call the token function again: ahead of the current token's expiry, or after a refusal with the
+ * reconnection backoff (once, however many refusals come together). `onDue()` runs when that moment comes. A token
+ * that arrives already due is renewed after a growing delay, so a function that keeps returning one is not called
+ * in a loop.
+ */
+export class RenewalSchedule {
+  #env;
+  #opts;
+  #onDue;
+  #timer = null;
+  #queued = false; // a renewal after a refusal is waiting for its backoff
+  #attempt = 0; // renewals after refusals in a row, for their backoff
+  #staleTokens = 0; // tokens in a row that arrived already due for renewal
+
+  constructor({ env, opts, onDue }) {
+    this.#env = env;
+    this.#opts = opts;
+    this.#onDue = onDue;
+  }
+
+  /** A call of the token function brought `token` (or none): its renewal is planned ahead of its expiry. */
+  planAhead(token) {
+    this.clear();
+    if (!token) return;
+    let delay = tokenRenewalDelay(token, this.#env.now());
+    if (delay === null) return; // not a JWT, or no `exp`: renewed only when refused
+    const opts = this.#opts;
+    if (delay === 0) {
+      // Already due (a cached token, or a page clock ahead of the issuer's): do not ask again at once.
+      delay = backoffDelay(this.#staleTokens++, opts.reconnectDelay, opts.maxReconnectDelay, this.#env.random);
+    } else {
+      this.#staleTokens = 0;
+    }
+    this.#timer = this.#env.setTimeout(() => this.#due(), Math.min(delay, 2 ** 31 - 1));
+  }
+
+  /** The server refused the token: a fresh one after the backoff, unless one is already planned that way. */
+  afterRefusal() {
+    if (this.#queued) return;
+    this.clear();
+    this.#queued = true;
+    const opts = this.#opts;
+    const delay = backoffDelay(this.#attempt++, opts.reconnectDelay, opts.maxReconnectDelay, this.#env.random);
+    this.#timer = this.#env.setTimeout(() => this.#due(), delay);
+  }
+
+  /** A token was accepted: the next refusal waits the shortest delay again. */
+  accepted() {
+    this.#attempt = 0;
+  }
+
+  /** The page gave a new token: nothing planned for the old one, and no backoff carried over. */
+  restart() {
+    this.#attempt = 0;
+    this.#staleTokens = 0;
+    this.clear();
+  }
+
+  clear() {
+    if (this.#timer !== null) this.#env.clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#queued = false;
+  }
+
+  #due() {
+    this.clear();
+    this.#onDue();
+  }
+}

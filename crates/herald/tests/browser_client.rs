@@ -1,6 +1,6 @@
 //! The browser client as a page gets it: `/v1/herald.js` and, by following its `import … from "./…"` lines,
-//! every module it needs, each as JavaScript and byte for byte the file in `clients/js/`. A module the client
-//! imports but the server does not serve fails here, not in a browser.
+//! every module it needs, each as JavaScript with `herald.js`'s headers and byte for byte the file in
+//! `clients/js/`. A module the client imports but the server does not serve fails here, not in a browser.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use common::start;
 
 const ENTRY: &str = "/v1/herald.js";
+/// A page on another origin: the README's own example imports the client from the server's address, and a browser
+/// fetches module scripts in CORS mode, so each module needs the header `herald.js` has.
+const FOREIGN_PAGE: (&str, &str) = ("Origin", "https://shop.example");
 
 /// The relative specifiers of a module's static imports and re-exports: `… from "./x.js"`, `import "../y.js"`.
 fn relative_imports(source: &str) -> Vec<&str> {
@@ -62,16 +65,19 @@ fn imports_resolve_as_in_a_browser() {
 }
 
 #[tokio::test]
-async fn herald_js_and_every_module_it_imports_are_served_as_javascript() {
+async fn herald_js_and_every_module_it_imports_are_served_as_javascript_with_its_headers() {
     let server = start().await;
-    let entry = server.get(ENTRY).await;
+    let entry = server.get_with(ENTRY, &[FOREIGN_PAGE]).await;
+    assert_eq!(entry.header("Access-Control-Allow-Origin"), Some("*"));
     let mut queue = vec![ENTRY.to_string()];
     let mut seen = BTreeSet::from([ENTRY.to_string()]);
     while let Some(path) = queue.pop() {
-        let r = server.get(&path).await;
+        let r = server.get_with(&path, &[FOREIGN_PAGE]).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         assert_eq!(r.header("Content-Type"), Some("text/javascript; charset=utf-8"), "{path}");
-        assert_eq!(r.header("Cache-Control"), entry.header("Cache-Control"), "{path}");
+        for header in ["Cache-Control", "Access-Control-Allow-Origin"] {
+            assert_eq!(r.header(header), entry.header(header), "{path}: {header}");
+        }
         let on_disk = std::fs::read_to_string(source_file(&path)).unwrap();
         assert!(r.text() == on_disk, "{path} is not {}", source_file(&path).display());
         for specifier in relative_imports(&on_disk) {

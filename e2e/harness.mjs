@@ -13,7 +13,10 @@ import { chromium } from "playwright-core";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const OUTPUT = path.join(REPO, "test-output");
-const HERALD_BIN = process.env.HERALD_BIN ?? path.join(REPO, "target", "debug", "herald");
+// Where scripts/e2e.sh's `cargo build -p herald` put it: target/, or CARGO_TARGET_DIR (relative to the repository,
+// where the script runs cargo) when that is set.
+const TARGET_DIR = path.resolve(REPO, process.env.CARGO_TARGET_DIR || "target");
+const HERALD_BIN = process.env.HERALD_BIN ?? path.join(TARGET_DIR, "debug", "herald");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const READY_LINE = /Herald demo running: open (http:\/\/\S+)/;
 

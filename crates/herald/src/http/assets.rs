@@ -1,5 +1,8 @@
 //! The demo page and the browser client, compiled into the binary so `herald demo` needs nothing on disk and
 //! nothing from a CDN.
+//!
+//! The client is native ES modules with nothing to build: `herald.js` imports its modules by relative URL, so
+//! they are served beside it, at `/v1/herald/<path>`, from a fixed table.
 
 use axum::extract::Path;
 use axum::http::header;
@@ -13,6 +16,31 @@ const DEMO_CSS: &str = include_str!("../../assets/demo/demo.css");
 /// The browser client, `herald.js`, also served at `/v1/herald.js`.
 pub const CLIENT_JS: &str = include_str!("../../../../clients/js/herald.js");
 
+/// One module of the client: its path under `clients/js/herald/` (and `/v1/herald/`), and its text.
+macro_rules! client_module {
+    ($path:literal) => {
+        ($path, include_str!(concat!("../../../../clients/js/herald/", $path)))
+    };
+}
+
+/// Every module `herald.js` imports, directly or not. Nothing else under `/v1/herald/` answers, and nothing is
+/// read from disk at run time; a module the client imports without a line here fails tests/browser_client.rs.
+const CLIENT_MODULES: [(&str, &str); 11] = [
+    client_module!("backoff.js"),
+    client_module!("channel-book.js"),
+    client_module!("connection.js"),
+    client_module!("error.js"),
+    client_module!("http.js"),
+    client_module!("refusals.js"),
+    client_module!("tokens.js"),
+    client_module!("transports.js"),
+    client_module!("transports/poll.js"),
+    client_module!("transports/sse.js"),
+    client_module!("transports/websocket.js"),
+];
+
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
 fn file(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
@@ -22,12 +50,17 @@ pub(super) async fn index() -> Response {
 }
 
 pub(super) async fn client() -> Response {
-    file("text/javascript; charset=utf-8", CLIENT_JS)
+    file(JAVASCRIPT, CLIENT_JS)
+}
+
+pub(super) async fn client_module(Path(path): Path<String>) -> Result<Response, ApiError> {
+    let (_, body) = CLIENT_MODULES.iter().find(|(name, _)| *name == path).ok_or_else(ApiError::not_found)?;
+    Ok(file(JAVASCRIPT, body))
 }
 
 pub(super) async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     match name.as_str() {
-        "demo.js" => Ok(file("text/javascript; charset=utf-8", DEMO_JS)),
+        "demo.js" => Ok(file(JAVASCRIPT, DEMO_JS)),
         "demo.css" => Ok(file("text/css; charset=utf-8", DEMO_CSS)),
         _ => Err(ApiError::not_found()),
     }

@@ -7,8 +7,6 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::refusal::Refusal;
-
 /// How a client is connected, for per-transport series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -46,6 +44,97 @@ pub enum CatchUp {
     Subscriber,
     /// A node's Pub/Sub link came back and read each followed channel once, for all its subscribers.
     Node,
+}
+
+/// Why a request was refused: the `reason` label of `herald_refusals_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A publish without a key, where keys are configured.
+    KeyRequired,
+    /// A publish with a key that is not configured.
+    InvalidKey,
+    /// A private channel asked for without a token.
+    TokenRequired,
+    /// A token that is malformed, wrongly signed or whose claims do not hold.
+    InvalidToken,
+    /// A token past its `exp`.
+    TokenExpired,
+    /// A key or token that does not reach the channel.
+    ChannelForbidden,
+    /// A WebSocket publish where the namespace does not allow it.
+    ClientPublishForbidden,
+    /// A WebSocket from an origin that is not allowed.
+    OriginForbidden,
+    /// `max_connections` reached.
+    Connections,
+    /// `max_connections_per_ip` reached.
+    ConnectionsPerIp,
+    /// `publish_rate_per_connection` exceeded.
+    PublishRateConnection,
+    /// `publish_rate_per_key` exceeded.
+    PublishRateKey,
+    /// `max_subscriptions_per_connection` reached.
+    Subscriptions,
+    /// `max_channels_per_request` exceeded.
+    ChannelsPerRequest,
+    /// A body over `max_body_bytes`.
+    BodySize,
+    /// A WebSocket frame over `max_frame_bytes`.
+    FrameSize,
+}
+
+impl Refusal {
+    /// Every reason, in the order `/metrics` lists them.
+    pub const ALL: [Refusal; 16] = [
+        Refusal::KeyRequired,
+        Refusal::InvalidKey,
+        Refusal::TokenRequired,
+        Refusal::InvalidToken,
+        Refusal::TokenExpired,
+        Refusal::ChannelForbidden,
+        Refusal::ClientPublishForbidden,
+        Refusal::OriginForbidden,
+        Refusal::Connections,
+        Refusal::ConnectionsPerIp,
+        Refusal::PublishRateConnection,
+        Refusal::PublishRateKey,
+        Refusal::Subscriptions,
+        Refusal::ChannelsPerRequest,
+        Refusal::BodySize,
+        Refusal::FrameSize,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::KeyRequired => "key_required",
+            Refusal::InvalidKey => "invalid_key",
+            Refusal::TokenRequired => "token_required",
+            Refusal::InvalidToken => "invalid_token",
+            Refusal::TokenExpired => "token_expired",
+            Refusal::ChannelForbidden => "channel_forbidden",
+            Refusal::ClientPublishForbidden => "client_publish_forbidden",
+            Refusal::OriginForbidden => "origin_forbidden",
+            Refusal::Connections => "max_connections",
+            Refusal::ConnectionsPerIp => "max_connections_per_ip",
+            Refusal::PublishRateConnection => "publish_rate_per_connection",
+            Refusal::PublishRateKey => "publish_rate_per_key",
+            Refusal::Subscriptions => "max_subscriptions_per_connection",
+            Refusal::ChannelsPerRequest => "max_channels_per_request",
+            Refusal::BodySize => "max_body_bytes",
+            Refusal::FrameSize => "max_frame_bytes",
+        }
+    }
+
+    /// The position in [`Refusal::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the reason is a limit (logged as a warning) rather than bad credentials.
+    pub(crate) fn is_limit(self) -> bool {
+        self.index() >= Refusal::Connections.index()
+    }
 }
 
 #[derive(Default)]
@@ -173,5 +262,21 @@ pub struct ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.metrics.connections.0[self.transport.index()].fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_place_and_a_distinct_label() {
+        for (i, reason) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
+        let mut labels: Vec<&str> = Refusal::ALL.iter().map(|r| r.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Refusal::ALL.len());
     }
 }

@@ -2,11 +2,11 @@
 //!
 //! The envelope is encoded when the message is stored (history reads need it anyway); the other forms are
 //! built the first time a transport asks for them. Subscribers receive an `Arc<EncodedMessage>`, so a
-//! message fanned out to 10,000 connections is encoded once per format, not 10,000 times.
+//! message fanned out to 10,000 connections is encoded once per format, not 10,000 times. The encodings are
+//! plain bytes: engines build these messages and know nothing of the socket libraries that send them.
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use herald_proto::ws::ServerFrame;
 use herald_proto::{sse, Message};
@@ -20,7 +20,7 @@ pub struct EncodedMessage {
     pub envelope: Bytes,
     /// Its cursor's text.
     pub cursor: String,
-    ws_frame: OnceLock<Utf8Bytes>,
+    ws_frame: OnceLock<Bytes>,
     sse_data: OnceLock<Bytes>,
     sse_envelope: OnceLock<Bytes>,
 }
@@ -38,14 +38,9 @@ impl EncodedMessage {
         })
     }
 
-    /// The WebSocket `message` frame's text.
-    pub fn ws_frame(&self) -> Utf8Bytes {
-        self.ws_frame
-            .get_or_init(|| {
-                // The envelope is built from UTF-8 parts, so this never falls back.
-                Utf8Bytes::try_from(Bytes::from(ServerFrame::message(&self.message))).unwrap_or_default()
-            })
-            .clone()
+    /// The WebSocket `message` frame's text, as UTF-8 bytes (the transport wraps them in its socket's type).
+    pub fn ws_frame(&self) -> Bytes {
+        self.ws_frame.get_or_init(|| Bytes::from(ServerFrame::message(&self.message))).clone()
     }
 
     /// The SSE event without its `id:` line: `event:` and `data:` with the published data, or, for

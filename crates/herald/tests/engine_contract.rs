@@ -39,7 +39,7 @@ impl Hubs {
             Engine::Memory => {
                 let mut config = Config::default();
                 tweak(&mut config);
-                Some(Hub::memory(Arc::new(config)))
+                Some(hub(config).await)
             }
             Engine::Redis => {
                 let url = common::node::test_redis_url()?;
@@ -50,7 +50,7 @@ impl Hubs {
                     ..Config::default()
                 };
                 tweak(&mut config);
-                Some(Hub::start(Arc::new(config)).await.expect("redis is reachable"))
+                Some(hub(config).await)
             }
         }
     }
@@ -58,6 +58,14 @@ impl Hubs {
     async fn default(self) -> Option<Arc<Hub>> {
         self.with(|_| {}).await
     }
+}
+
+/// A hub on the engine `config` names, started as the server starts it.
+async fn hub(config: Config) -> Arc<Hub> {
+    let config = Arc::new(config);
+    Hub::new(config.clone(), |deliver, metrics| herald::engine::start(config, deliver, metrics))
+        .await
+        .expect("the engine starts")
 }
 
 /// Instantiates every case once per engine.

@@ -1,10 +1,10 @@
 //! Engines: where channels' histories live and where offsets are assigned.
 //!
-//! The hub talks to one [`Engine`]; each implementation is one module (`memory` today, `redis` when one
-//! machine is not enough). An engine stores a message, assigns its offset, and hands every stored message,
-//! in offset order per channel, to the [`Delivery`] callback it was built with, which fans it out to local
-//! subscribers. Reads return history from a [`Start`], with `reset` when the client's position cannot be
-//! honoured.
+//! The hub talks to one [`Engine`], which [`start`] picks from the configuration; each implementation is one
+//! module (`memory`, the embedded default; `redis`, when one machine is not enough). An engine stores a
+//! message, assigns its offset, and hands every stored message, in offset order per channel, to the
+//! [`Delivery`] callback it was built with, which fans it out to local subscribers. Reads return history from a
+//! [`Start`], with `reset` when the client's position cannot be honoured.
 
 pub mod memory;
 pub mod redis;
@@ -16,7 +16,21 @@ use std::sync::Arc;
 use bytes::Bytes;
 use herald_proto::{ChannelName, EventName, Position};
 
+use crate::config::{Config, EngineKind};
 use crate::encoded::EncodedMessage;
+use crate::metrics::Metrics;
+
+/// Starts the engine `config` names, handing every stored message to `deliver`; for Redis, connects first.
+pub async fn start(
+    config: Arc<Config>,
+    deliver: Delivery,
+    metrics: Arc<Metrics>,
+) -> Result<Box<dyn Engine>, EngineError> {
+    Ok(match config.engine {
+        EngineKind::Memory => Box::new(memory::MemoryEngine::new(config, deliver)),
+        EngineKind::Redis => Box::new(redis::RedisEngine::connect(config, deliver, metrics).await?),
+    })
+}
 
 /// A boxed future, so that `Engine` can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

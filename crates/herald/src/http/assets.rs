@@ -45,20 +45,20 @@ fn file(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-pub(super) async fn index() -> Response {
+pub(crate) async fn index() -> Response {
     file("text/html; charset=utf-8", INDEX)
 }
 
-pub(super) async fn client() -> Response {
+pub(crate) async fn client() -> Response {
     file(JAVASCRIPT, CLIENT_JS)
 }
 
-pub(super) async fn client_module(Path(path): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn client_module(Path(path): Path<String>) -> Result<Response, ApiError> {
     let (_, body) = CLIENT_MODULES.iter().find(|(name, _)| *name == path).ok_or_else(ApiError::not_found)?;
     Ok(file(JAVASCRIPT, body))
 }
 
-pub(super) async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     match name.as_str() {
         "demo.js" => Ok(file(JAVASCRIPT, DEMO_JS)),
         "demo.css" => Ok(file("text/css; charset=utf-8", DEMO_CSS)),

@@ -33,7 +33,7 @@ fn allowed(origins: &[String], origin: &str) -> Option<HeaderValue> {
     origins.iter().any(|o| o == origin).then(|| HeaderValue::from_str(origin).ok()).flatten()
 }
 
-pub(super) async fn cors(origins: Arc<Vec<String>>, request: Request, next: Next) -> Response {
+pub(crate) async fn cors(origins: Arc<Vec<String>>, request: Request, next: Next) -> Response {
     let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let allow = origin.as_deref().and_then(|o| allowed(&origins, o));
     let preflight =

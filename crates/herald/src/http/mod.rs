@@ -1,23 +1,23 @@
-//! The HTTP surface: routes, CORS, JSON errors for unknown routes and methods, and the shared state.
-//!
-//! Each transport is its own module under `transport/`; this module only wires them to paths. Handlers get an
-//! [`AppState`] holding the hub and the shutdown signal.
+//! What every HTTP handler shares, below them all: the state ([`AppState`]: the hub, the shutdown signal, the
+//! access rules and the limits), extractors (the channel path, the client's address, its credentials, the
+//! query), CORS, and the handlers that are not transports (publishing, `/healthz` and `/metrics`, the demo and
+//! the browser client's files). The routes that wire all of them to paths are in `server/routes.rs`, above both
+//! this module and `transport/`; neither imports the other's importers.
 
 pub mod assets;
 pub mod client_ip;
 pub mod cors;
 pub mod credentials;
-mod ops;
-mod publish;
+pub(crate) mod ops;
+pub(crate) mod publish;
 pub mod query;
 
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::routing::{get, post};
-use axum::Router;
 use herald_proto::ChannelName;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 use crate::config::TransportKind;
@@ -26,7 +26,6 @@ use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::refusal::Refusals;
 use crate::shutdown::Shutdown;
-use crate::transport::{latest, poll, sse, ws};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -74,25 +73,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ChannelPath {
     }
 }
 
-/// All routes.
-pub fn router(state: AppState) -> Router {
-    let cors = Arc::new(state.hub.config().cors_origins.clone());
-    Router::new()
-        .route("/v1/channels/{channel}/messages", post(publish::publish).get(poll::channel_messages))
-        .route("/v1/channels/{channel}/latest", get(latest::latest))
-        .route("/v1/poll", get(poll::poll))
-        .route("/v1/sse", get(sse::sse))
-        .route("/v1/ws", get(ws::ws))
-        .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
-        .route("/", get(assets::index))
-        .route("/assets/{file}", get(assets::asset))
-        .route("/v1/herald.js", get(assets::client))
-        .route("/v1/herald/{*module}", get(assets::client_module))
-        .fallback(|| async { ApiError::not_found() })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
-        })
-        .layer(axum::middleware::from_fn(move |req, next| cors::cors(cors.clone(), req, next)))
-        .with_state(state)
-}
+/// A response extension of a stream (SSE) whose writes may block on a peer that stopped reading: once the token
+/// is cancelled (the subscriber fell behind its queue) the server stops writing and closes the connection,
+/// rather than wait on the peer forever, since the body is not asked for its next chunk while a write is stuck.
+#[derive(Clone)]
+pub(crate) struct StopWriting(pub(crate) CancellationToken);

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 
-pub(super) async fn healthz(State(state): State<AppState>) -> Response {
+pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
     let engine = state.hub.engine_name();
     let (status, text) = if state.shutdown.is_triggered() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
@@ -19,7 +19,7 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.hub.stats();
     let body = state.hub.metrics().render(stats.channels, stats.messages, stats.bytes);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()

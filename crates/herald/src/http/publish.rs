@@ -57,7 +57,7 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     })
 }
 
-pub(super) async fn publish(
+pub(crate) async fn publish(
     State(state): State<AppState>,
     ChannelPath(channel): ChannelPath,
     ClientIp(ip): ClientIp,

@@ -12,16 +12,15 @@ mod subscribers;
 mod subscription;
 pub(crate) mod tracker;
 
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_proto::{ChannelName, EventName};
 
-use crate::config::{Config, EngineKind};
+use crate::config::Config;
 use crate::encoded::EncodedMessage;
-use crate::engine::memory::MemoryEngine;
-use crate::engine::redis::RedisEngine;
 pub use crate::engine::Start;
 use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read};
 use crate::metrics::Metrics;
@@ -46,23 +45,16 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub on the embedded in-memory engine.
-    pub fn memory(config: Arc<Config>) -> Arc<Self> {
+    /// A hub on the engine `build` makes, given the delivery callback that feeds this hub's subscribers and the
+    /// metrics it may count on. The hub does not choose its engine: `engine::start` picks the configured one.
+    pub async fn new<F, Fut>(config: Arc<Config>, build: F) -> Result<Arc<Self>, EngineError>
+    where
+        F: FnOnce(Delivery, Arc<Metrics>) -> Fut,
+        Fut: Future<Output = Result<Box<dyn Engine>, EngineError>>,
+    {
         let (subscribers, metrics, deliver) = Self::fanout();
-        let engine = Box::new(MemoryEngine::new(config.clone(), deliver));
-        Self::assemble(config, engine, subscribers, metrics)
-    }
-
-    /// A hub on the engine the configuration names; for Redis, connects first.
-    pub async fn start(config: Arc<Config>) -> Result<Arc<Self>, EngineError> {
-        match config.engine {
-            EngineKind::Memory => Ok(Self::memory(config)),
-            EngineKind::Redis => {
-                let (subscribers, metrics, deliver) = Self::fanout();
-                let engine = Box::new(RedisEngine::connect(config.clone(), deliver, metrics.clone()).await?);
-                Ok(Self::assemble(config, engine, subscribers, metrics))
-            }
-        }
+        let engine = build(deliver, metrics.clone()).await?;
+        Ok(Self::assemble(config, engine, subscribers, metrics))
     }
 
     /// The subscriber registry and the delivery callback that feeds it, for an engine to be built with.

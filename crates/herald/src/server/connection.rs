@@ -31,16 +31,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::routes::SSE_PATH;
+use crate::http::StopWriting;
 use crate::shutdown::Shutdown;
-use crate::transport::StopWriting;
 
 /// The bytes looked at before choosing a path. A request head longer than this goes to hyper.
 const SNIFF_BYTES: usize = 4096;
 /// Headers of a request taken off hyper's path, at most (more: hyper's path, which takes up to 100).
 const MAX_HEADERS: usize = 64;
-/// The path whose streams leave hyper.
-const SSE_PATH: &str = "/v1/sse";
-
 /// What every connection is served with.
 #[derive(Clone)]
 pub(super) struct Serving {

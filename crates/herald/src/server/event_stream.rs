@@ -22,8 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::StopWriting;
 use crate::shutdown::Shutdown;
-use crate::transport::StopWriting;
 
 /// What is read, at most, per read of the idle socket (its bytes are dropped).
 const PROBE_BYTES: usize = 64;

@@ -17,12 +17,14 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::Config;
 use crate::engine::EngineError;
-use crate::http::{router, AppState};
+use crate::http::AppState;
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
+use routes::router;
 
 mod connection;
 mod event_stream;
+mod routes;
 
 /// How often expired history is dropped and idle channels are freed.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -71,7 +73,8 @@ impl Server {
     /// Starts the configured engine and binds `config.listen`.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let listen = config.listen;
-        let hub = Hub::start(Arc::new(config)).await?;
+        let config = Arc::new(config);
+        let hub = Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await?;
         let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
         Ok(Self { listener, hub, shutdown: Shutdown::new() })
     }

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use herald_proto::{ChannelName, Cursor};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::{now_unix, Claims};
 use crate::error::ApiError;
@@ -68,12 +67,6 @@ pub(crate) fn token_deadline(state: &AppState, claims: &Claims) -> Instant {
     let left = state.auth.valid_until(claims).saturating_sub(now_unix());
     Instant::now() + Duration::from_secs(left)
 }
-
-/// A response extension of a stream (SSE) whose writes may block on a peer that stopped reading: once the token
-/// is cancelled (the subscriber fell behind its queue) the server stops writing and closes the connection,
-/// rather than wait on the peer forever, since the body is not asked for its next chunk while a write is stuck.
-#[derive(Clone)]
-pub(crate) struct StopWriting(pub(crate) CancellationToken);
 
 #[cfg(test)]
 mod tests {

@@ -147,7 +147,7 @@ pub async fn sse(
     let admission = state.limits.admit(ip)?;
     let mut subscription = hub.subscription(Transport::Sse);
     subscription.set_deadline(expires);
-    let stop_writing = super::StopWriting(subscription.slow_signal());
+    let stop_writing = crate::http::StopWriting(subscription.slow_signal());
     let mut opened = Vec::with_capacity(channels.len());
     let mut reset = Vec::new();
     let mut cursor = Cursor::new();

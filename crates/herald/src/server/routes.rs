@@ -1,0 +1,37 @@
+//! Every route: the one place that knows which path goes to which handler, above the transports and the
+//! shared HTTP parts they use.
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::http::{assets, cors, ops, publish, AppState};
+use crate::transport::{latest, poll, sse, ws};
+
+/// The Server-Sent Events route; `connection.rs` also looks for it to serve such a stream off hyper.
+pub(crate) const SSE_PATH: &str = "/v1/sse";
+
+/// All routes.
+pub(crate) fn router(state: AppState) -> Router {
+    let cors = Arc::new(state.hub.config().cors_origins.clone());
+    Router::new()
+        .route("/v1/channels/{channel}/messages", post(publish::publish).get(poll::channel_messages))
+        .route("/v1/channels/{channel}/latest", get(latest::latest))
+        .route("/v1/poll", get(poll::poll))
+        .route(SSE_PATH, get(sse::sse))
+        .route("/v1/ws", get(ws::ws))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/", get(assets::index))
+        .route("/assets/{file}", get(assets::asset))
+        .route("/v1/herald.js", get(assets::client))
+        .route("/v1/herald/{*module}", get(assets::client_module))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+        })
+        .layer(axum::middleware::from_fn(move |req, next| cors::cors(cors.clone(), req, next)))
+        .with_state(state)
+}

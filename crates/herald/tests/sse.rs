@@ -1,5 +1,6 @@
 //! `GET /v1/sse`: the stream's headers and bytes, where it starts (`Last-Event-ID`, `since`, `last`), resets,
-//! heartbeats, slow consumers, and the JSON errors answered before a stream starts.
+//! heartbeats, slow consumers, and the JSON errors answered before a stream starts. Every case about what a
+//! client sees runs on both of the server's SSE writers (see `on_both_paths!`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,6 +13,53 @@ use herald_proto::Position;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Runs each case as two tests: `direct::case`, the stream written straight to the socket (a browser's
+/// `EventSource`), and `hyper::case`, the same stream served by hyper (a request head longer than the direct path
+/// takes). Both writers must behave the same in everything a client can see.
+macro_rules! on_both_paths {
+    ($(#[$runtime:meta] $($case:ident),* $(,)?);* $(;)?) => {
+        mod direct {
+            $($(#[$runtime]
+            async fn $case() {
+                super::$case().await;
+            })*)*
+        }
+        mod hyper {
+            $($(#[$runtime]
+            async fn $case() {
+                super::common::sse_via_hyper();
+                super::$case().await;
+            })*)*
+        }
+    };
+}
+
+on_both_paths!(
+    #[tokio::test]
+    the_stream_is_an_uncached_unbuffered_event_stream,
+    the_stream_opens_with_retry_and_the_id_of_its_start_without_data,
+    the_retry_delay_is_sse_retry_ms,
+    a_message_is_its_cursor_its_event_and_its_data,
+    with_envelope_true_the_data_is_the_envelope_and_there_is_no_event_line,
+    with_several_channels_every_id_is_a_cursor_over_all_of_them,
+    last_event_id_resumes_exactly_after_the_last_message_seen,
+    last_event_id_wins_over_since,
+    since_starts_after_the_cursor,
+    a_cursor_wins_over_last,
+    last_n_replays_the_newest_n_messages,
+    without_since_last_event_id_or_last_only_new_messages_come,
+    the_opening_id_alone_resumes_without_a_gap,
+    the_opening_id_of_a_channel_that_never_had_a_message_resumes_from_its_first,
+    a_position_older_than_the_history_gets_herald_reset_then_what_is_retained,
+    a_stream_too_slow_for_its_queue_ends_and_is_counted,
+    a_slow_stream_does_not_hold_up_publishing_or_lose_history,
+    a_slow_stream_resumes_from_its_last_id_without_a_gap,
+    more_channels_than_max_channels_per_request_are_refused,
+    a_subscriber_that_goes_away_is_forgotten_at_once_not_at_the_next_heartbeat;
+    #[tokio::test(start_paused = true)]
+    an_idle_stream_gets_a_ping_comment_every_heartbeat;
+);
 
 /// The `n` of an event published as `{"n": …}`.
 fn n(event: &Event) -> u64 {
@@ -37,7 +85,6 @@ fn cursor(answer: &serde_json::Value) -> &str {
     answer["cursor"].as_str().unwrap()
 }
 
-#[tokio::test]
 async fn the_stream_is_an_uncached_unbuffered_event_stream() {
     let server = start().await;
     let sse = server.sse("channel=a", &[]).await;
@@ -47,7 +94,6 @@ async fn the_stream_is_an_uncached_unbuffered_event_stream() {
     assert_eq!(sse.header("X-Accel-Buffering"), Some("no"));
 }
 
-#[tokio::test]
 async fn the_stream_opens_with_retry_and_the_id_of_its_start_without_data() {
     let server = start().await;
     let published = server.publish_n("a", 2).await;
@@ -59,7 +105,6 @@ async fn the_stream_opens_with_retry_and_the_id_of_its_start_without_data() {
     assert_eq!(start, position(cursor(&published[1]), "a"), "the stream starts after the newest message");
 }
 
-#[tokio::test]
 async fn the_retry_delay_is_sse_retry_ms() {
     let mut config = config();
     config.sse_retry_ms = 750;
@@ -68,7 +113,6 @@ async fn the_retry_delay_is_sse_retry_ms() {
     assert_eq!(sse.next().await.unwrap().retry.as_deref(), Some("750"));
 }
 
-#[tokio::test]
 async fn a_message_is_its_cursor_its_event_and_its_data() {
     let server = start().await;
     let mut sse = server.sse("channel=dashboard", &[]).await;
@@ -83,7 +127,6 @@ async fn a_message_is_its_cursor_its_event_and_its_data() {
     assert_eq!(sse.next().await.unwrap(), expected);
 }
 
-#[tokio::test]
 async fn with_envelope_true_the_data_is_the_envelope_and_there_is_no_event_line() {
     let server = start().await;
     let mut sse = server.sse("channel=a&envelope=true", &[]).await;
@@ -96,7 +139,6 @@ async fn with_envelope_true_the_data_is_the_envelope_and_there_is_no_event_line(
     assert_eq!(event.id.as_deref(), stored["cursor"].as_str());
 }
 
-#[tokio::test]
 async fn with_several_channels_every_id_is_a_cursor_over_all_of_them() {
     let server = start().await;
     let b_before = server.publish("b", "tick", json!(0)).await;
@@ -116,7 +158,6 @@ async fn with_several_channels_every_id_is_a_cursor_over_all_of_them() {
     assert_eq!(position(second, "b"), position(cursor(&b1), "b"));
 }
 
-#[tokio::test]
 async fn last_event_id_resumes_exactly_after_the_last_message_seen() {
     let server = start().await;
     server.publish_n("a", 5).await;
@@ -132,7 +173,6 @@ async fn last_event_id_resumes_exactly_after_the_last_message_seen() {
     assert_caught_up(&server, &mut again, "a", 6).await;
 }
 
-#[tokio::test]
 async fn last_event_id_wins_over_since() {
     let server = start().await;
     let published = server.publish_n("a", 5).await;
@@ -142,7 +182,6 @@ async fn last_event_id_wins_over_since() {
     assert_caught_up(&server, &mut sse, "a", 6).await;
 }
 
-#[tokio::test]
 async fn since_starts_after_the_cursor() {
     let server = start().await;
     let published = server.publish_n("a", 5).await;
@@ -151,7 +190,6 @@ async fn since_starts_after_the_cursor() {
     assert_caught_up(&server, &mut sse, "a", 6).await;
 }
 
-#[tokio::test]
 async fn a_cursor_wins_over_last() {
     let server = start().await;
     let published = server.publish_n("a", 5).await;
@@ -160,7 +198,6 @@ async fn a_cursor_wins_over_last() {
     assert_caught_up(&server, &mut sse, "a", 6).await;
 }
 
-#[tokio::test]
 async fn last_n_replays_the_newest_n_messages() {
     let server = start().await;
     server.publish_n("a", 5).await;
@@ -169,7 +206,6 @@ async fn last_n_replays_the_newest_n_messages() {
     assert_caught_up(&server, &mut sse, "a", 6).await;
 }
 
-#[tokio::test]
 async fn without_since_last_event_id_or_last_only_new_messages_come() {
     let server = start().await;
     server.publish_n("a", 3).await;
@@ -177,7 +213,6 @@ async fn without_since_last_event_id_or_last_only_new_messages_come() {
     assert_caught_up(&server, &mut sse, "a", 4).await;
 }
 
-#[tokio::test]
 async fn the_opening_id_alone_resumes_without_a_gap() {
     let server = start().await;
     server.publish_n("a", 2).await;
@@ -191,7 +226,6 @@ async fn the_opening_id_alone_resumes_without_a_gap() {
     assert_caught_up(&server, &mut again, "a", 4).await;
 }
 
-#[tokio::test]
 async fn the_opening_id_of_a_channel_that_never_had_a_message_resumes_from_its_first() {
     let server = start().await;
     let mut first = server.sse("channel=a", &[]).await;
@@ -205,7 +239,6 @@ async fn the_opening_id_of_a_channel_that_never_had_a_message_resumes_from_its_f
     assert_caught_up(&server, &mut again, "a", 3).await;
 }
 
-#[tokio::test]
 async fn a_position_older_than_the_history_gets_herald_reset_then_what_is_retained() {
     let mut config = config();
     config.default_namespace.history_size = 2;
@@ -226,7 +259,6 @@ async fn a_position_older_than_the_history_gets_herald_reset_then_what_is_retain
     assert_caught_up(&server, &mut sse, "a", 6).await;
 }
 
-#[tokio::test(start_paused = true)]
 async fn an_idle_stream_gets_a_ping_comment_every_heartbeat() {
     let server = start().await;
     let mut sse = server.sse("channel=a", &[]).await;
@@ -245,21 +277,18 @@ async fn overflowed_stream() -> (TestServer, Sse) {
     (server, sse)
 }
 
-#[tokio::test]
 async fn a_stream_too_slow_for_its_queue_ends_and_is_counted() {
     let (server, mut sse) = overflowed_stream().await;
     while sse.next().await.is_some() {}
     assert_eq!(server.metric(r#"herald_slow_consumer_disconnects_total{transport="sse"}"#).await, 1);
 }
 
-#[tokio::test]
 async fn a_slow_stream_does_not_hold_up_publishing_or_lose_history() {
     let (server, _sse) = overflowed_stream().await;
     let history = server.get("/v1/channels/a/messages").await.json();
     assert_eq!(history["messages"].as_array().unwrap().len(), 50);
 }
 
-#[tokio::test]
 async fn a_slow_stream_resumes_from_its_last_id_without_a_gap() {
     let (server, mut sse) = overflowed_stream().await;
     let mut last_id = None;
@@ -306,7 +335,6 @@ async fn an_unreadable_last_event_id_is_refused() {
     assert_eq!(refusal(&server, "channel=a", &[("Last-Event-ID", "!!")]).await, (400, "invalid_cursor".into()));
 }
 
-#[tokio::test]
 async fn more_channels_than_max_channels_per_request_are_refused() {
     let mut config = config();
     config.max_channels_per_request = 2;
@@ -329,7 +357,6 @@ async fn read_until(stream: &mut TcpStream, buffer: &mut Vec<u8>, needle: &str) 
     .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", String::from_utf8_lossy(buffer)));
 }
 
-#[tokio::test]
 async fn a_subscriber_that_goes_away_is_forgotten_at_once_not_at_the_next_heartbeat() {
     let server = start().await;
     let sse = server.sse("channel=a", &[]).await;

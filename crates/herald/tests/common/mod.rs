@@ -29,6 +29,17 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+thread_local! {
+    /// Whether this test's SSE streams go through hyper's path instead of the direct writer.
+    static SSE_VIA_HYPER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Sends this test's SSE requests with a head longer than the server's direct path takes (4 KiB), so hyper serves
+/// them. A `#[tokio::test]` runs on one thread, its spawned tasks included, so this holds for the whole test.
+pub fn sse_via_hyper() {
+    SSE_VIA_HYPER.set(true);
+}
+
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -237,13 +248,23 @@ impl Client {
 
     pub async fn sse(&self, query: &str, headers: &[(&str, &str)]) -> Sse {
         let mut stream = self.connect().await;
-        stream.write_all(&request_bytes("GET", &format!("/v1/sse?{query}"), headers, b"")).await.expect("write");
+        let padding = "p".repeat(5000);
+        let mut headers = headers.to_vec();
+        if SSE_VIA_HYPER.get() {
+            headers.push(("X-Padding", &padding));
+        }
+        stream.write_all(&request_bytes("GET", &format!("/v1/sse?{query}"), &headers, b"")).await.expect("write");
         let mut sse = Sse { stream, buffer: Vec::new(), status: 0, headers: Vec::new() };
         loop {
             if let Some((status, headers, at)) = split_head(&sse.buffer) {
                 sse.status = status;
                 sse.headers = headers;
                 sse.buffer.drain(..at);
+                if sse.status == 200 {
+                    // The direct writer closes the connection to end the body and says so; hyper's does not.
+                    let direct = sse.header("Connection") == Some("close");
+                    assert_eq!(direct, !SSE_VIA_HYPER.get(), "the stream was served by the writer the test asked for");
+                }
                 return sse;
             }
             assert!(sse.fill().await, "connection closed before the headers");

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Herald and Nchan side by side: every scenario of issue 6 against each server in turn, driven by the same
+# Herald and Nchan side by side: every scenario of herald-bench against each server in turn, driven by the same
 # load generator (herald-bench), then one table of Herald/Nchan ratios.
 #
 #   bench/compare.sh                 # all scenarios (about 10 minutes on 2 cores)

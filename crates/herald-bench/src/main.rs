@@ -1,7 +1,7 @@
 //! `herald-bench`: Herald's load generator, built on `herald-client`.
 //!
 //! - `run` drives one load with every knob on the command line;
-//! - `scenario NAME` runs one of issue 6's scenarios against Herald or Nchan and writes its JSON result;
+//! - `scenario NAME` runs one of the comparison scenarios (`scenarios.rs`) against Herald or Nchan and writes its JSON result;
 //! - `summarize DIR` turns a directory of results into the Herald/Nchan ratio table;
 //! - `redis-blip` measures what a short Redis fault costs the subscribers of a Herald on `--engine redis`
 //!   (`bench/redis-blip.sh` sets it up);

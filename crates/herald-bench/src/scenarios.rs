@@ -1,6 +1,7 @@
-//! The scenarios of issue 6, sized so that `bench/compare.sh` runs all of them against both servers in
-//! about ten minutes on a 2-core machine that also runs the load generator. Where a scenario is smaller than
-//! the issue asks, its `cut` says how and why, and the report repeats it.
+//! The scenarios Herald is compared with Nchan on (throughput, fan-out latency, memory, publishing), sized so
+//! that `bench/compare.sh` runs all of them against both servers in about ten minutes on a 2-core machine that
+//! also runs the load generator. Where a scenario is smaller than
+//! the target it measures asks, its `cut` says how and why, and the report repeats it.
 
 use serde::Serialize;
 
@@ -19,7 +20,7 @@ pub(crate) enum Better {
 pub(crate) struct Scenario {
     pub(crate) name: &'static str,
     pub(crate) description: &'static str,
-    /// How it is smaller than the issue's, if it is.
+    /// How it is smaller than its target asks, if it is.
     pub(crate) cut: Option<&'static str>,
     pub(crate) metric: &'static str,
     pub(crate) better: Better,
@@ -100,7 +101,7 @@ pub(crate) const ALL: &[Scenario] = &[
         metric: "deliveries/s, highest rate held with p99 < 100 ms",
         better: Better::Higher,
         build: |s| {
-            // Issue 6's latency target: 15,000 connections in one process, p99 < 100 ms at 100,000 deliveries/s.
+            // The latency target: 15,000 connections in one process, p99 < 100 ms at 100,000 deliveries/s.
             // About 100 subscribers per channel on average (the most popular about 2,700), so 1,000 msg/s is
             // about 100,000 deliveries/s.
             s.transport = Transport::Ws;

@@ -2,7 +2,8 @@
 //!
 //! Made for pages written against an ordinary JSON endpoint: the body is exactly the published data, the ETag
 //! is the message's cursor, and `If-None-Match` gives `304`. With `wait`, a request that already has the newest
-//! value is held until a newer one arrives (long polling with nothing but HTTP caching semantics).
+//! value is held until a newer one arrives (long polling with nothing but HTTP caching semantics). Of a private
+//! channel, it is held no longer than its token is accepted, and is then `401 token_expired`, as a poll is.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use herald_proto::{ChannelName, Cursor, Position};
 
+use super::TokenDeadline;
 use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
 use crate::engine::Start;
@@ -107,15 +109,19 @@ pub async fn latest(
 ) -> Result<Response, ApiError> {
     state.require(TransportKind::Poll, "poll")?;
     let query = Query::parse(raw.as_deref());
-    authorize_read(&state, &headers, &query, std::slice::from_ref(&channel))?;
+    let claims = authorize_read(&state, &headers, &query, std::slice::from_ref(&channel))?;
+    let token = TokenDeadline::of(&state, claims.as_ref(), std::slice::from_ref(&channel));
+    // Nothing is answered under a token once it is no longer accepted.
+    let in_time = || token.map_or(Ok(()), |t| t.check(&state));
     let wait = super::poll::wait_param(&state, &query)?;
     let _admission = (!wait.is_zero()).then(|| state.limits.admit(ip)).transpose()?;
     let known = Known::parse(&headers, &channel);
     let hub = &state.hub;
     let transport = if wait.is_zero() { Transport::Poll } else { Transport::LongPoll };
     let deliver = |message: &EncodedMessage| {
+        in_time()?;
         hub.metrics().delivered(transport, 1);
-        current(message)
+        Ok(current(message))
     };
     // Subscribe before reading, so a message published in between is not missed.
     let mut connection = (!wait.is_zero()).then(|| hub.connect(transport));
@@ -126,10 +132,10 @@ pub async fn latest(
     let newest: Option<Arc<EncodedMessage>> = read.messages.into_iter().next();
     let held = connection.is_some();
     match (&newest, connection) {
-        (Some(message), _) if !known.has(message) => return Ok(deliver(message)),
+        (Some(message), _) if !known.has(message) => return deliver(message),
         (_, Some(mut connection)) => {
             let mut tracker = Tracker::new(read.head);
-            let deadline = tokio::time::Instant::now() + wait;
+            let deadline = super::hold_until(wait, token);
             loop {
                 let live = tokio::select! {
                     live = connection.recv() => live,
@@ -138,7 +144,7 @@ pub async fn latest(
                 };
                 let Some(live) = live else { break };
                 if let Some(newer) = hub.follow(&mut tracker, live).await?.messages.pop() {
-                    return Ok(deliver(&newer));
+                    return deliver(&newer);
                 }
             }
         }
@@ -147,5 +153,6 @@ pub async fn latest(
     // Without a wait an empty channel is a 404 whatever the request knew; after a wait, a client that sent an
     // ETag is told nothing changed.
     let unchanged = if held { known.given() } else { newest.is_some() };
+    in_time()?;
     Ok(if unchanged { not_modified(newest.as_deref()) } else { empty(&channel) })
 }

@@ -4,6 +4,11 @@
 //! new, the request subscribes and is held until a message arrives, the wait ends or the server shuts down. The
 //! subscription is made *before* history is read, and each channel is followed by a tracker, so a message
 //! published in between is delivered exactly once.
+//!
+//! A poll of private channels relies on its token: it is held no longer than the token is accepted, and a poll
+//! whose answer would be taken after that instant is `401 token_expired` instead (nothing that arrived after the
+//! deadline is ever delivered under the token; the client's cursor does not move, so it misses nothing when it
+//! asks again with a new token).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +18,8 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use herald_proto::{ChannelName, Cursor};
 
+use super::TokenDeadline;
+use crate::auth::Claims;
 use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
 use crate::engine::Start;
@@ -39,10 +46,17 @@ struct PollRequest {
     starts: Vec<(ChannelName, Start)>,
     limit: usize,
     wait: Duration,
+    token: Option<TokenDeadline>,
 }
 
 impl PollRequest {
-    fn parse(state: &AppState, query: &Query, channels: Vec<ChannelName>) -> Result<Self, ApiError> {
+    fn parse(
+        state: &AppState,
+        query: &Query,
+        channels: Vec<ChannelName>,
+        claims: Option<&Claims>,
+    ) -> Result<Self, ApiError> {
+        let token = TokenDeadline::of(state, claims, &channels);
         let since = query.since()?;
         let last = query.number("last")?;
         let starts = channels
@@ -53,7 +67,7 @@ impl PollRequest {
             })
             .collect();
         let limit = query.number("limit")?.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
-        Ok(Self { starts, limit, wait: wait_param(state, query)? })
+        Ok(Self { starts, limit, wait: wait_param(state, query)?, token })
     }
 }
 
@@ -85,7 +99,7 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
         batch.messages.extend(read.messages);
     }
     if let Some(mut connection) = connection.filter(|_| batch.messages.is_empty()) {
-        let deadline = tokio::time::Instant::now() + request.wait;
+        let deadline = super::hold_until(request.wait, request.token);
         let mut first = tokio::select! {
             live = connection.recv() => live,
             () = tokio::time::sleep_until(deadline) => None,
@@ -114,6 +128,9 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
     }
     for (channel, tracker) in trackers {
         batch.cursor.set(channel, tracker.position());
+    }
+    if let Some(token) = request.token {
+        token.check(state)?;
     }
     let transport = if holding { Transport::LongPoll } else { Transport::Poll };
     hub.metrics().delivered(transport, batch.messages.len() as u64);
@@ -152,8 +169,8 @@ pub async fn channel_messages(
 ) -> Result<Response, ApiError> {
     state.require(TransportKind::Poll, "poll")?;
     let query = Query::parse(raw.as_deref());
-    authorize_read(&state, &headers, &query, std::slice::from_ref(&channel))?;
-    let request = PollRequest::parse(&state, &query, vec![channel])?;
+    let claims = authorize_read(&state, &headers, &query, std::slice::from_ref(&channel))?;
+    let request = PollRequest::parse(&state, &query, vec![channel], claims.as_ref())?;
     // A held poll is a connection, under the connection limits; a short poll is not.
     let _admission = (!request.wait.is_zero()).then(|| state.limits.admit(ip)).transpose()?;
     Ok(answer(collect(&state, request).await?, false))
@@ -169,8 +186,8 @@ pub async fn poll(
     state.require(TransportKind::Poll, "poll")?;
     let query = Query::parse(raw.as_deref());
     let channels = super::requested_channels(&state, &query, ip)?;
-    authorize_read(&state, &headers, &query, &channels)?;
-    let request = PollRequest::parse(&state, &query, channels)?;
+    let claims = authorize_read(&state, &headers, &query, &channels)?;
+    let request = PollRequest::parse(&state, &query, channels, claims.as_ref())?;
     let _admission = (!request.wait.is_zero()).then(|| state.limits.admit(ip)).transpose()?;
     Ok(answer(collect(&state, request).await?, true))
 }

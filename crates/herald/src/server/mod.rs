@@ -23,6 +23,7 @@ use crate::shutdown::Shutdown;
 
 mod connection;
 mod event_stream;
+mod head_errors;
 
 /// How often expired history is dropped and idle channels are freed.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);

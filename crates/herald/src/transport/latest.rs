@@ -24,6 +24,9 @@ use crate::http::{AppState, ChannelPath};
 use crate::hub::Tracker;
 use crate::metrics::Transport;
 
+/// The ETags of an `If-None-Match` that are read; the others are taken for ETags not of this server.
+const MAX_ETAGS: usize = 16;
+
 /// What `If-None-Match` said.
 enum Known {
     /// No header.
@@ -42,12 +45,15 @@ impl Known {
         if value.trim() == "*" {
             return Known::Any;
         }
-        // An ETag that is not one of ours counts as older than anything: the current value is sent.
+        // An ETag that is not one of ours counts as older than anything: the current value is sent. Ours are
+        // cursors of one channel, so a longer one is not read, and only the first `MAX_ETAGS` are (a cache keeps
+        // a few variants; more cost time, not answers).
         let positions = value
             .split(',')
+            .take(MAX_ETAGS)
             .filter_map(|tag| {
                 let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
-                Cursor::decode(tag).ok()?.get(channel)
+                Cursor::decode_at_most(tag, 1).ok()?.get(channel)
             })
             .collect();
         Known::Positions(positions)

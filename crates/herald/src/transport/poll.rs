@@ -57,7 +57,7 @@ impl PollRequest {
         claims: Option<&Claims>,
     ) -> Result<Self, ApiError> {
         let token = TokenDeadline::of(state, claims, &channels);
-        let since = query.since()?;
+        let since = query.since_at_most(state.hub.config().max_channels_per_request)?;
         let last = query.number("last")?;
         let starts = channels
             .into_iter()
@@ -126,9 +126,7 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
             }
         }
     }
-    for (channel, tracker) in trackers {
-        batch.cursor.set(channel, tracker.position());
-    }
+    batch.cursor = trackers.into_iter().map(|(channel, tracker)| (channel, tracker.position())).collect();
     if let Some(token) = request.token {
         token.check(state)?;
     }

@@ -147,6 +147,22 @@ impl Cursor {
     /// Reads the text form of a cursor of at most `max` channels (and never more than [`MAX_CURSOR_CHANNELS`]).
     /// A text longer than any such cursor is refused unread.
     pub fn decode_at_most(text: &str, max: usize) -> Result<Self, CursorError> {
+        let mut entries = Vec::new();
+        let mut failed = None;
+        Self::read_entries(text, max, |name, position| match ChannelName::new(name) {
+            Ok(channel) => entries.push((channel, position)),
+            Err(_) => failed = Some(CursorError::BadChannel),
+        })?;
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(Self { entries: deduplicated(entries) }),
+        }
+    }
+
+    /// Checks the text form of a cursor of at most `max` channels, as [`decode_at_most`](Self::decode_at_most)
+    /// does, and gives each entry in order to `each`, without making a cursor: a caller that wants a few channels
+    /// of a long cursor allocates nothing for the others.
+    pub fn read_entries(text: &str, max: usize, mut each: impl FnMut(&str, Position)) -> Result<(), CursorError> {
         let max = max.min(MAX_CURSOR_CHANNELS);
         let longest_bytes = 1 + 10 + max * MAX_ENTRY_BYTES;
         if text.len() > longest_bytes.div_ceil(3) * 4 {
@@ -162,20 +178,20 @@ impl Cursor {
         if count > max as u64 {
             return Err(CursorError::TooManyChannels(max));
         }
-        // `count` is at most `max`, and each entry takes at least 3 bytes of the input.
-        let mut entries = Vec::with_capacity((count as usize).min(input.len() / 3));
         for _ in 0..count {
             let len = take(&mut input, 1)?[0] as usize;
             let name = std::str::from_utf8(take(&mut input, len)?).map_err(|_| CursorError::BadChannel)?;
-            let channel = ChannelName::new(name).map_err(|_| CursorError::BadChannel)?;
+            if !ChannelName::is_valid(name) {
+                return Err(CursorError::BadChannel);
+            }
             let epoch = get_varint(&mut input)?;
             let offset = get_varint(&mut input)?;
-            entries.push((channel, Position { epoch, offset }));
+            each(name, Position { epoch, offset });
         }
         if !input.is_empty() {
             return Err(CursorError::Malformed);
         }
-        Ok(Self { entries: deduplicated(entries) })
+        Ok(())
     }
 }
 

@@ -57,7 +57,7 @@ impl PollRequest {
         claims: Option<&Claims>,
     ) -> Result<Self, ApiError> {
         let token = TokenDeadline::of(state, claims, &channels);
-        let since = query.since_at_most(state.hub.config().max_channels_per_request)?;
+        let since = query.since_for(&channels, state.hub.config().max_channels_per_request)?;
         let last = query.number("last")?;
         let starts = channels
             .into_iter()

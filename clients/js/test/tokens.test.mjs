@@ -188,6 +188,22 @@ test("over long polling a renewed token is sent from the next request on", async
   assert.deepEqual(query(net.requests.at(-1).url)[1], ["since", "P0"]);
 });
 
+test("a held long poll ended by token_expired asks for a fresh token and polls again from the same cursor", async () => {
+  const tokens = ["T1", "T2"];
+  const { herald, clock, net, states } = setup(Herald, { transports: ["long-poll", "poll"], token: () => tokens.shift() });
+  herald.subscribe("user:u42", {}, () => {});
+  await flush();
+  net.requests[0].respond(200, { messages: [], cursor: "P0", reset: false });
+  await flush();
+  // The server holds a poll no longer than its token, then says so (API.md, "Long polling").
+  net.requests[1].respond(401, refusal("token_expired"));
+  await flush();
+  await clock.advance(Math.max(0, ...clock.pendingDelays()));
+  assert.equal(bearer(net.requests.at(-1)), "Bearer T2");
+  assert.deepEqual(query(net.requests.at(-1).url)[1], ["since", "P0"]);
+  assert.ok(states.every((s) => s.endsWith(":long-poll")), "a refused token is not a failed transport");
+});
+
 test("a WebSocket subscription ended by token_expired waits for a fresh token, then resumes from its cursor", async () => {
   const { herald, clock, net, errors } = setup(Herald, { transports: ["websocket"] });
   const { token, issued } = issuer(clock, 3600);

@@ -85,6 +85,11 @@ impl ChannelName {
         Ok(Self(Arc::from(name)))
     }
 
+    /// Whether `name` is a valid channel name, without making one.
+    pub fn is_valid(name: &str) -> bool {
+        validate(name, "channel", MAX_CHANNEL_LEN, "", channel_byte).is_ok()
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -7,12 +7,21 @@
 //! ```text
 //! version (1 byte = 1) · count (varint) · count × [ name length (1 byte) · name · epoch (varint) · offset (varint) ]
 //! ```
+//!
+//! Cursors come from the network (query strings, `Last-Event-ID`, `If-None-Match`), so reading them costs time
+//! linear in their length and bounded by a caller's cap on channels: a text too long for that many channels is
+//! refused before it is decoded, and entries are merged through a map, never by a search per entry.
+
+use std::collections::hash_map::{Entry, HashMap};
 
 use crate::channel::ChannelName;
 
 const VERSION: u8 = 1;
-/// The most channels one cursor may name; a longer one is refused as unreadable.
+/// The most channels one cursor may name; a longer one is refused as unreadable. A caller may set a lower cap
+/// ([`Cursor::decode_at_most`]).
 pub const MAX_CURSOR_CHANNELS: usize = 1024;
+/// The longest entry: a name length byte, a name of 255 bytes, two varints of 10 bytes.
+const MAX_ENTRY_BYTES: usize = 1 + 255 + 10 + 10;
 
 /// A position in one channel: the epoch of its history and the offset of the last message seen.
 ///
@@ -49,9 +58,9 @@ pub enum CursorError {
     /// A channel name inside is not valid.
     #[error("cursor names an invalid channel")]
     BadChannel,
-    /// More channels than [`MAX_CURSOR_CHANNELS`].
-    #[error("cursor names more than {MAX_CURSOR_CHANNELS} channels")]
-    TooManyChannels,
+    /// More channels than the cap (at most [`MAX_CURSOR_CHANNELS`]), or text too long for that many.
+    #[error("cursor names more than {0} channels")]
+    TooManyChannels(usize),
 }
 
 /// Positions in one or more channels, in the order they were added.
@@ -71,7 +80,8 @@ impl Cursor {
         Self { entries: vec![(channel, position)] }
     }
 
-    /// Sets `channel`'s position, replacing an earlier one.
+    /// Sets `channel`'s position, replacing an earlier one. A search of the entries: to build or combine cursors of
+    /// many channels, collect or [`merge`](Self::merge) them instead.
     pub fn set(&mut self, channel: ChannelName, position: Position) {
         match self.entries.iter_mut().find(|(c, _)| *c == channel) {
             Some(entry) => entry.1 = position,
@@ -96,9 +106,21 @@ impl Cursor {
 
     /// Adds every entry of `other`; where both name a channel, `other` wins.
     pub fn merge(&mut self, other: Cursor) {
-        for (channel, position) in other.entries {
-            self.set(channel, position);
+        if other.entries.len() == 1 {
+            // The common case (a message's own cursor), without a map.
+            for (channel, position) in other.entries {
+                self.set(channel, position);
+            }
+            return;
         }
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.extend(other.entries);
+        self.entries = deduplicated(entries);
+    }
+
+    /// Every (channel, position), in order, taken out of the cursor.
+    pub fn into_entries(self) -> Vec<(ChannelName, Position)> {
+        self.entries
     }
 
     /// The text form.
@@ -117,8 +139,35 @@ impl Cursor {
         base64url::encode(&bytes)
     }
 
-    /// Reads the text form.
+    /// Reads the text form, of at most [`MAX_CURSOR_CHANNELS`] channels.
     pub fn decode(text: &str) -> Result<Self, CursorError> {
+        Self::decode_at_most(text, MAX_CURSOR_CHANNELS)
+    }
+
+    /// Reads the text form of a cursor of at most `max` channels (and never more than [`MAX_CURSOR_CHANNELS`]).
+    /// A text longer than any such cursor is refused unread.
+    pub fn decode_at_most(text: &str, max: usize) -> Result<Self, CursorError> {
+        let mut entries = Vec::new();
+        let mut failed = None;
+        Self::read_entries(text, max, |name, position| match ChannelName::new(name) {
+            Ok(channel) => entries.push((channel, position)),
+            Err(_) => failed = Some(CursorError::BadChannel),
+        })?;
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(Self { entries: deduplicated(entries) }),
+        }
+    }
+
+    /// Checks the text form of a cursor of at most `max` channels, as [`decode_at_most`](Self::decode_at_most)
+    /// does, and gives each entry in order to `each`, without making a cursor: a caller that wants a few channels
+    /// of a long cursor allocates nothing for the others.
+    pub fn read_entries(text: &str, max: usize, mut each: impl FnMut(&str, Position)) -> Result<(), CursorError> {
+        let max = max.min(MAX_CURSOR_CHANNELS);
+        let longest_bytes = 1 + 10 + max * MAX_ENTRY_BYTES;
+        if text.len() > longest_bytes.div_ceil(3) * 4 {
+            return Err(CursorError::TooManyChannels(max));
+        }
         let bytes = base64url::decode(text).ok_or(CursorError::NotBase64)?;
         let mut input = bytes.as_slice();
         let version = take(&mut input, 1)?[0];
@@ -126,23 +175,56 @@ impl Cursor {
             return Err(CursorError::Version(version));
         }
         let count = get_varint(&mut input)?;
-        if count > MAX_CURSOR_CHANNELS as u64 {
-            return Err(CursorError::TooManyChannels);
+        if count > max as u64 {
+            return Err(CursorError::TooManyChannels(max));
         }
-        let mut cursor = Cursor::new();
         for _ in 0..count {
             let len = take(&mut input, 1)?[0] as usize;
             let name = std::str::from_utf8(take(&mut input, len)?).map_err(|_| CursorError::BadChannel)?;
-            let channel = ChannelName::new(name).map_err(|_| CursorError::BadChannel)?;
+            if !ChannelName::is_valid(name) {
+                return Err(CursorError::BadChannel);
+            }
             let epoch = get_varint(&mut input)?;
             let offset = get_varint(&mut input)?;
-            cursor.set(channel, Position { epoch, offset });
+            each(name, Position { epoch, offset });
         }
         if !input.is_empty() {
             return Err(CursorError::Malformed);
         }
-        Ok(cursor)
+        Ok(())
     }
+}
+
+/// A cursor of these entries; where several name a channel, the last one wins, in the place of the first.
+impl FromIterator<(ChannelName, Position)> for Cursor {
+    fn from_iter<I: IntoIterator<Item = (ChannelName, Position)>>(entries: I) -> Self {
+        Self { entries: deduplicated(entries.into_iter().collect()) }
+    }
+}
+
+/// `entries` with one entry per channel: its last position, in the place of its first. Linear: one map lookup per
+/// entry.
+fn deduplicated(entries: Vec<(ChannelName, Position)>) -> Vec<(ChannelName, Position)> {
+    if entries.len() < 2 {
+        return entries;
+    }
+    // For each entry, the position it ends with, or `None` when an earlier entry names its channel.
+    let mut kept: Vec<Option<Position>> = vec![None; entries.len()];
+    let mut first: HashMap<&ChannelName, usize> = HashMap::with_capacity(entries.len());
+    for (i, (channel, position)) in entries.iter().enumerate() {
+        match first.entry(channel) {
+            Entry::Occupied(at) => kept[*at.get()] = Some(*position),
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+                kept[i] = Some(*position);
+            }
+        }
+    }
+    if first.len() == entries.len() {
+        return entries;
+    }
+    drop(first);
+    entries.into_iter().zip(kept).filter_map(|((channel, _), kept)| Some((channel, kept?))).collect()
 }
 
 fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], CursorError> {
@@ -193,8 +275,21 @@ mod base64url {
         out
     }
 
+    /// The value of each byte, `NONE` for a byte outside the alphabet: one lookup per character.
+    const VALUES: [u8; 256] = {
+        let mut values = [NONE; 256];
+        let mut i = 0;
+        while i < ALPHABET.len() {
+            values[ALPHABET[i] as usize] = i as u8;
+            i += 1;
+        }
+        values
+    };
+    const NONE: u8 = 0xff;
+
     fn value(c: u8) -> Option<u32> {
-        ALPHABET.iter().position(|&a| a == c).map(|v| v as u32)
+        let v = VALUES[c as usize];
+        (v != NONE).then_some(u32::from(v))
     }
 
     pub(super) fn decode(text: &str) -> Option<Vec<u8>> {
@@ -245,6 +340,32 @@ mod tests {
         assert_eq!(a.get(&channel("a")), Some(Position::new(1, 1)));
         assert_eq!(a.get(&channel("b")), Some(Position::new(1, 9)));
         assert_eq!(a.get(&channel("c")), Some(Position::new(2, 2)));
+    }
+
+    #[test]
+    fn a_channel_named_twice_keeps_its_first_place_and_its_last_position() {
+        let twice = [("a", 1), ("b", 2), ("a", 3)].map(|(c, o)| (channel(c), Position::new(1, o)));
+        let cursor: Cursor = twice.clone().into_iter().collect();
+        let expected = [(channel("a"), Position::new(1, 3)), (channel("b"), Position::new(1, 2))];
+        assert_eq!(cursor.entries(), expected);
+        let mut bytes = vec![1, 3];
+        for (c, p) in &twice {
+            bytes.extend([1, c.as_str().as_bytes()[0], p.epoch as u8, p.offset as u8]);
+        }
+        assert_eq!(Cursor::decode(&base64url::encode(&bytes)).unwrap().entries(), expected);
+        let mut merged = Cursor::single(channel("b"), Position::new(1, 1));
+        merged.merge(Cursor::decode(&base64url::encode(&bytes)).unwrap());
+        assert_eq!(merged.entries(), [expected[1].clone(), expected[0].clone()]);
+    }
+
+    #[test]
+    fn a_cursor_of_more_channels_than_the_cap_is_refused_and_a_text_too_long_for_it_unread() {
+        let three: Cursor = ["a", "b", "c"].map(|c| (channel(c), Position::new(1, 1))).into_iter().collect();
+        assert_eq!(Cursor::decode_at_most(&three.encode(), 2), Err(CursorError::TooManyChannels(2)));
+        assert_eq!(Cursor::decode_at_most(&three.encode(), 3).unwrap(), three);
+        // Not even base64url, but longer than any cursor of one channel: refused by its length.
+        assert_eq!(Cursor::decode_at_most(&"!".repeat(400), 1), Err(CursorError::TooManyChannels(1)));
+        assert_eq!(Cursor::decode_at_most(&"!".repeat(300), 1), Err(CursorError::NotBase64));
     }
 
     #[test]

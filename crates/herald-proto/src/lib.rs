@@ -14,5 +14,5 @@ pub mod time;
 pub mod ws;
 
 pub use channel::{ChannelName, EventName, NameError};
-pub use cursor::{Cursor, CursorError, Position};
+pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_CHANNELS};
 pub use envelope::{Envelope, Message};

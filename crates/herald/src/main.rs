@@ -2,6 +2,8 @@
 
 mod cli;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// Herald: real-time delivery over short polling, long polling, Server-Sent Events and WebSocket.
@@ -24,7 +26,19 @@ enum Command {
     Subscribe(cli::subscribe::SubscribeArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// A configuration or start-up error is a message for a person: its reason and causes on one line, never the
+/// backtrace `anyhow` captures when `RUST_BACKTRACE` is set (a panic still prints its own).
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| "info".into()))

@@ -107,6 +107,26 @@ async fn a_bad_configuration_is_refused_at_start_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("connection_queue"));
 }
 
+#[tokio::test]
+async fn a_bad_configuration_prints_its_reason_without_a_backtrace_even_when_backtraces_are_asked_for() {
+    let out = tokio::time::timeout(
+        PATIENCE,
+        herald()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("HERALD_CONNECTION_QUEUE", "0")
+            .env("RUST_BACKTRACE", "1")
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("connection_queue"), "{stderr}");
+    assert!(!stderr.contains("backtrace") && !stderr.contains("main"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line, the reason: {stderr}");
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_stops_the_server_cleanly() {

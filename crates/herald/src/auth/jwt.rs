@@ -338,7 +338,7 @@ impl TokenRules {
 
     fn check_claims(&self, claims: RawClaims, now: u64) -> Result<Claims, TokenError> {
         let exp = seconds("exp", claims.exp.as_ref().ok_or_else(|| invalid("the token has no `exp`"))?)?;
-        if now > exp.saturating_add(self.leeway_secs) {
+        if now >= self.refused_from(exp) {
             return Err(TokenError::Expired { exp });
         }
         if let Some(nbf) = &claims.nbf {
@@ -381,9 +381,11 @@ impl TokenRules {
         })
     }
 
-    /// When a token with `exp` stops being accepted, leeway included, in seconds since 1970.
-    pub fn valid_until(&self, exp: u64) -> u64 {
-        exp.saturating_add(self.leeway_secs)
+    /// The first second (since 1970) in which a token with `exp` is refused, leeway included. `exp` and the
+    /// clock are compared in whole seconds, so a token is accepted through the second `exp + leeway_secs`, and
+    /// this instant, exactly, is when everything delivered under it must stop.
+    pub fn refused_from(&self, exp: u64) -> u64 {
+        exp.saturating_add(self.leeway_secs).saturating_add(1)
     }
 }
 
@@ -442,6 +444,15 @@ mod tests {
         assert!(lenient.verify(&token(r#"{"exp":1799999999}"#), NOW).is_ok());
         assert!(refusal(&rules(), &token(r#"{"exp":-1}"#)).contains("exp"));
         assert!(refusal(&rules(), &token(r#"{"exp":"soon"}"#)).contains("claims"));
+    }
+
+    #[test]
+    fn a_token_is_accepted_through_the_second_of_exp_plus_leeway_and_refused_from_the_instant_after() {
+        let lenient = TokenRules { leeway_secs: 5, ..rules() };
+        let token = token(r#"{"exp":1800000000}"#);
+        assert!(lenient.verify(&token, NOW + 5).is_ok());
+        assert_eq!(lenient.refused_from(NOW), NOW + 6);
+        assert_eq!(lenient.verify(&token, lenient.refused_from(NOW)), Err(TokenError::Expired { exp: NOW }));
     }
 
     #[test]

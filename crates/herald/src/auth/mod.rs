@@ -20,7 +20,7 @@ pub mod keys;
 pub mod patterns;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_proto::ChannelName;
 
@@ -168,9 +168,10 @@ impl Auth {
         }
     }
 
-    /// Until when (seconds since 1970) a token with these claims is accepted, leeway included.
-    pub fn valid_until(&self, claims: &Claims) -> u64 {
-        self.config.tokens.valid_until(claims.exp)
+    /// The instant a token with these claims stops being accepted, leeway included: the one deadline of every
+    /// stream, subscription and held poll that relies on it.
+    pub fn refused_from(&self, claims: &Claims) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.config.tokens.refused_from(claims.exp))
     }
 
     /// Whether subscribing to `channel` needs a token.

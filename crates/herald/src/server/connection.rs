@@ -12,7 +12,8 @@
 //! Both paths give a client `request_head_timeout` to send a whole request head, counted from the connection's
 //! start (one deadline, whichever path reads the head) or, on a kept-alive connection, from its previous
 //! response; a connection that has not is closed without an answer. Waiting for its first bytes, a connection
-//! holds no buffer.
+//! holds no buffer. A head hyper cannot read (too long a URL, too large a head, too many headers) is answered
+//! in JSON by [`super::head_errors`].
 
 use std::future::pending;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::head_errors::{JsonHeadErrors, MAX_HEADERS as MAX_HEAD_HEADERS, MAX_HEAD_BYTES};
 use super::routes::SSE_PATH;
 use crate::http::StopWriting;
 use crate::shutdown::Shutdown;
@@ -103,7 +105,11 @@ async fn serve_http1(
         // hyper's header timeout counts from the start of each head it waits for, the first one included.
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
-        .serve_connection(TokioIo::new(stream), service)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEAD_HEADERS)
+        // hyper answers a head it cannot read by itself; this socket makes those answers JSON.
+        .serve_connection(TokioIo::new(JsonHeadErrors::new(stream)), service)
         .with_upgrades();
     tokio::pin!(connection);
     // Dropping the connection closes the socket.

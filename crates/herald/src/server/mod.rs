@@ -20,10 +20,11 @@ use crate::engine::EngineError;
 use crate::http::AppState;
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
-use routes::router;
+pub use routes::router;
 
 mod connection;
 mod event_stream;
+mod head_errors;
 mod routes;
 
 /// How often expired history is dropped and idle channels are freed.

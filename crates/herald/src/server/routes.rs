@@ -14,7 +14,7 @@ use crate::transport::{latest, poll, sse, ws};
 pub(crate) const SSE_PATH: &str = "/v1/sse";
 
 /// All routes.
-pub(crate) fn router(state: AppState) -> Router {
+pub fn router(state: AppState) -> Router {
     let cors = Arc::new(state.hub.config().cors_origins.clone());
     Router::new()
         .route("/v1/channels/{channel}/messages", post(publish::publish).get(poll::channel_messages))

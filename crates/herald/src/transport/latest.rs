@@ -2,7 +2,8 @@
 //!
 //! Made for pages written against an ordinary JSON endpoint: the body is exactly the published data, the ETag
 //! is the message's cursor, and `If-None-Match` gives `304`. With `wait`, a request that already has the newest
-//! value is held until a newer one arrives (long polling with nothing but HTTP caching semantics).
+//! value is held until a newer one arrives (long polling with nothing but HTTP caching semantics). Of a private
+//! channel, it is held no longer than its token is accepted, and is then `401 token_expired`, as a poll is.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use herald_proto::{ChannelName, Cursor, Position};
 
+use super::TokenDeadline;
 use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
 use crate::error::ApiError;
@@ -20,6 +22,9 @@ use crate::http::query::Query;
 use crate::http::{AppState, ChannelPath};
 use crate::hub::{Item, Start};
 use crate::metrics::Transport;
+
+/// The ETags of an `If-None-Match` that are read; the others are taken for ETags not of this server.
+const MAX_ETAGS: usize = 16;
 
 /// What `If-None-Match` said.
 enum Known {
@@ -39,12 +44,15 @@ impl Known {
         if value.trim() == "*" {
             return Known::Any;
         }
-        // An ETag that is not one of ours counts as older than anything: the current value is sent.
+        // An ETag that is not one of ours counts as older than anything: the current value is sent. Ours are
+        // cursors of one channel, so a longer one is not read, and only the first `MAX_ETAGS` are (a cache keeps
+        // a few variants; more cost time, not answers).
         let positions = value
             .split(',')
+            .take(MAX_ETAGS)
             .filter_map(|tag| {
                 let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
-                Cursor::decode(tag).ok()?.get(channel)
+                Cursor::decode_at_most(tag, 1).ok()?.get(channel)
             })
             .collect();
         Known::Positions(positions)
@@ -106,15 +114,19 @@ pub async fn latest(
 ) -> Result<Response, ApiError> {
     state.require(TransportKind::Poll, "poll")?;
     let query = Query::parse(raw.as_deref());
-    authorize_read(&state, &headers, &query, std::slice::from_ref(&channel))?;
+    let claims = authorize_read(&state, &headers, &query, std::slice::from_ref(&channel))?;
+    let token = TokenDeadline::of(&state, claims.as_ref(), std::slice::from_ref(&channel));
+    // Nothing is answered under a token once it is no longer accepted.
+    let in_time = || token.map_or(Ok(()), |t| t.check(&state));
     let wait = super::poll::wait_param(&state, &query)?;
     let _admission = (!wait.is_zero()).then(|| state.limits.admit(ip)).transpose()?;
     let known = Known::parse(&headers, &channel);
     let hub = &state.hub;
     let transport = if wait.is_zero() { Transport::Poll } else { Transport::LongPoll };
     let deliver = |message: &EncodedMessage| {
+        in_time()?;
         hub.metrics().delivered(transport, 1);
-        current(message)
+        Ok(current(message))
     };
     // A held request subscribes before it reads, so a message published in between is not missed.
     let held = !wait.is_zero();
@@ -122,12 +134,16 @@ pub async fn latest(
     let opened = subscription.subscribe(&channel, Start::Newest(1), 1).await?;
     let newest: Option<Arc<EncodedMessage>> = opened.messages.into_iter().next();
     match &newest {
-        Some(message) if !known.has(message) => return Ok(deliver(message)),
+        Some(message) if !known.has(message) => return deliver(message),
         _ if held => {
+            // Held no longer than the wait, nor than the token is accepted (the subscription's deadline).
+            subscription.set_deadline(token.map(|t| t.at()));
             let deadline = tokio::time::Instant::now() + wait;
             loop {
+                let expired = subscription.expired();
                 let live = tokio::select! {
                     live = subscription.recv() => live,
+                    () = expired => break,
                     () = tokio::time::sleep_until(deadline) => break,
                     () = state.shutdown.cancelled() => break,
                 };
@@ -137,7 +153,7 @@ pub async fn latest(
                         Item::Reset { .. } => None,
                     });
                 if let Some(newer) = newer {
-                    return Ok(deliver(&newer));
+                    return deliver(&newer);
                 }
             }
         }
@@ -146,5 +162,6 @@ pub async fn latest(
     // Without a wait an empty channel is a 404 whatever the request knew; after a wait, a client that sent an
     // ETag is told nothing changed.
     let unchanged = if held { known.given() } else { newest.is_some() };
+    in_time()?;
     Ok(if unchanged { not_modified(newest.as_deref()) } else { empty(&channel) })
 }

@@ -6,8 +6,9 @@
 //! - `sse`: Server-Sent Events;
 //! - `ws`: WebSocket, both directions.
 //!
-//! They share how a subscription's start is chosen, how many channels a request may name, and when a stream
-//! that relies on a token must end, here.
+//! They share how a subscription's start is chosen, how many channels a request may name, and when what is
+//! delivered under a token must end (a stream, a WebSocket subscription, a held poll: the instant the token stops
+//! being accepted), here.
 
 pub mod latest;
 pub mod poll;
@@ -15,12 +16,12 @@ pub mod sse;
 pub mod ws;
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::SystemTime;
 
 use herald_proto::{ChannelName, Cursor};
 use tokio::time::Instant;
 
-use crate::auth::{now_unix, Claims};
+use crate::auth::{AuthError, Claims, TokenError};
 use crate::error::ApiError;
 use crate::http::query::Query;
 use crate::http::AppState;
@@ -61,11 +62,45 @@ pub(crate) fn requested_channels(state: &AppState, query: &Query, ip: IpAddr) ->
     })
 }
 
-/// When a stream that relies on `claims` must end: when its token stops being accepted, on the runtime's clock
-/// (so tests can move it).
+/// When a stream that relies on `claims` must end: the instant its token stops being accepted, to the
+/// sub-second, on the runtime's clock (so tests can move it).
 pub(crate) fn token_deadline(state: &AppState, claims: &Claims) -> Instant {
-    let left = state.auth.valid_until(claims).saturating_sub(now_unix());
-    Instant::now() + Duration::from_secs(left)
+    deadline_at(state.auth.refused_from(claims), SystemTime::now(), Instant::now())
+}
+
+/// The instant of the runtime's clock that is `refused_from` on the wall clock, both clocks read at once.
+fn deadline_at(refused_from: SystemTime, wall_now: SystemTime, now: Instant) -> Instant {
+    now + refused_from.duration_since(wall_now).unwrap_or_default()
+}
+
+/// The token a request reads private channels under, and when it stops being accepted: a held poll waits no
+/// longer, and answers nothing taken after it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenDeadline {
+    exp: u64,
+    at: Instant,
+}
+
+impl TokenDeadline {
+    /// The deadline of a request that reads `channels` with `claims`: none when no channel needs a token, since a
+    /// token given for public channels only is checked but not relied on (as on SSE).
+    pub(crate) fn of(state: &AppState, claims: Option<&Claims>, channels: &[ChannelName]) -> Option<Self> {
+        let claims = claims.filter(|_| channels.iter().any(|c| state.auth.is_private(c)))?;
+        Some(Self { exp: claims.exp, at: token_deadline(state, claims) })
+    }
+
+    /// The instant itself.
+    pub(crate) fn at(&self) -> Instant {
+        self.at
+    }
+
+    /// `Err(401 token_expired)`, counted like any refused token, once the deadline has come.
+    pub(crate) fn check(&self, state: &AppState) -> Result<(), ApiError> {
+        if Instant::now() < self.at {
+            return Ok(());
+        }
+        Err(state.auth.refused(AuthError::Token(TokenError::Expired { exp: self.exp })).into())
+    }
 }
 
 #[cfg(test)]
@@ -83,5 +118,14 @@ mod tests {
         assert_eq!(start_for(&b, Some(&cursor), false, Some(5), Start::Now), Start::Newest(5));
         assert_eq!(start_for(&b, None, false, Some(0), Start::Oldest), Start::Now);
         assert_eq!(start_for(&b, None, false, None, Start::Oldest), Start::Oldest);
+    }
+
+    #[test]
+    fn a_token_deadline_is_exact_to_the_sub_second() {
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_800_000_000_700);
+        let refused_from = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_002);
+        assert_eq!(deadline_at(refused_from, wall, now), now + std::time::Duration::from_millis(1300));
+        assert_eq!(deadline_at(wall, refused_from, now), now, "a deadline already past is now");
     }
 }

@@ -4,6 +4,11 @@
 //! new, the request is held until a message arrives, the wait ends or the server shuts down. A held poll is a
 //! hub `Subscription` (registered before history is read, so a message published in between is delivered
 //! exactly once); a short poll is a subscription that only reads.
+//!
+//! A poll of private channels relies on its token: it is held no longer than the token is accepted, and a poll
+//! whose answer would be taken after that instant is `401 token_expired` instead (nothing that arrived after the
+//! deadline is ever delivered under the token; the client's cursor does not move, so it misses nothing when it
+//! asks again with a new token).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +18,8 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use herald_proto::{ChannelName, Cursor};
 
+use super::TokenDeadline;
+use crate::auth::Claims;
 use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
 use crate::error::ApiError;
@@ -38,11 +45,18 @@ struct PollRequest {
     starts: Vec<(ChannelName, Start)>,
     limit: usize,
     wait: Duration,
+    token: Option<TokenDeadline>,
 }
 
 impl PollRequest {
-    fn parse(state: &AppState, query: &Query, channels: Vec<ChannelName>) -> Result<Self, ApiError> {
-        let since = query.since()?;
+    fn parse(
+        state: &AppState,
+        query: &Query,
+        channels: Vec<ChannelName>,
+        claims: Option<&Claims>,
+    ) -> Result<Self, ApiError> {
+        let token = TokenDeadline::of(state, claims, &channels);
+        let since = query.since_for(&channels, state.hub.config().max_channels_per_request)?;
         let last = query.number("last")?;
         let starts = channels
             .into_iter()
@@ -52,7 +66,7 @@ impl PollRequest {
             })
             .collect();
         let limit = query.number("limit")?.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
-        Ok(Self { starts, limit, wait: wait_param(state, query)? })
+        Ok(Self { starts, limit, wait: wait_param(state, query)?, token })
     }
 }
 
@@ -77,9 +91,13 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
         batch.messages.extend(opened.messages);
     }
     if holding && batch.messages.is_empty() {
+        // Held no longer than the wait, nor than the token is accepted (the subscription's deadline).
+        subscription.set_deadline(request.token.map(|t| t.at()));
+        let expired = subscription.expired();
         let deadline = tokio::time::Instant::now() + request.wait;
         let live = tokio::select! {
             live = subscription.recv() => Some(live),
+            () = expired => None,
             () = tokio::time::sleep_until(deadline) => None,
             () = state.shutdown.cancelled() => None,
         };
@@ -95,6 +113,9 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
         }
     }
     batch.cursor = subscription.cursor();
+    if let Some(token) = request.token {
+        token.check(state)?;
+    }
     let transport = if holding { Transport::LongPoll } else { Transport::Poll };
     hub.metrics().delivered(transport, batch.messages.len() as u64);
     Ok(batch)
@@ -132,8 +153,8 @@ pub async fn channel_messages(
 ) -> Result<Response, ApiError> {
     state.require(TransportKind::Poll, "poll")?;
     let query = Query::parse(raw.as_deref());
-    authorize_read(&state, &headers, &query, std::slice::from_ref(&channel))?;
-    let request = PollRequest::parse(&state, &query, vec![channel])?;
+    let claims = authorize_read(&state, &headers, &query, std::slice::from_ref(&channel))?;
+    let request = PollRequest::parse(&state, &query, vec![channel], claims.as_ref())?;
     // A held poll is a connection, under the connection limits; a short poll is not.
     let _admission = (!request.wait.is_zero()).then(|| state.limits.admit(ip)).transpose()?;
     Ok(answer(collect(&state, request).await?, false))
@@ -149,8 +170,8 @@ pub async fn poll(
     state.require(TransportKind::Poll, "poll")?;
     let query = Query::parse(raw.as_deref());
     let channels = super::requested_channels(&state, &query, ip)?;
-    authorize_read(&state, &headers, &query, &channels)?;
-    let request = PollRequest::parse(&state, &query, channels)?;
+    let claims = authorize_read(&state, &headers, &query, &channels)?;
+    let request = PollRequest::parse(&state, &query, channels, claims.as_ref())?;
     let _admission = (!request.wait.is_zero()).then(|| state.limits.admit(ip)).transpose()?;
     Ok(answer(collect(&state, request).await?, true))
 }

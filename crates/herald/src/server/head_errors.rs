@@ -21,6 +21,9 @@ pub(crate) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 /// The most headers a request may have, set to hyper's default.
 pub(crate) const MAX_HEADERS: usize = 100;
 
+/// hyper's own answers have a head of a status line, `content-length: 0` and a date: far shorter than this.
+const SHORT_HEAD: usize = 512;
+
 /// The socket of a hyper connection, whose empty answers to unreadable heads are replaced by JSON ones.
 pub(crate) struct JsonHeadErrors<S> {
     inner: S,
@@ -36,6 +39,12 @@ impl<S> JsonHeadErrors<S> {
 
 /// The JSON answer to write instead of `bytes`, when they start with one of hyper's own answers.
 fn replacement(bytes: &[u8]) -> Option<Vec<u8>> {
+    // Every write of a hyper connection passes here, upgraded WebSockets' included: rule almost all of them out
+    // in a few byte comparisons, and look for the end of a head only in hyper's own short ones.
+    if ![&b"HTTP/1.1 400 "[..], b"HTTP/1.1 414 ", b"HTTP/1.1 431 "].iter().any(|s| bytes.starts_with(s)) {
+        return None;
+    }
+    let bytes = &bytes[..bytes.len().min(SHORT_HEAD)];
     let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = &bytes[..head_end];
     if !head.windows(21).any(|w| w.eq_ignore_ascii_case(b"\r\ncontent-length: 0\r\n")) {

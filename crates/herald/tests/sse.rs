@@ -335,6 +335,17 @@ async fn an_unreadable_last_event_id_is_refused() {
     assert_eq!(refusal(&server, "channel=a", &[("Last-Event-ID", "!!")]).await, (400, "invalid_cursor".into()));
 }
 
+#[tokio::test]
+async fn a_last_event_id_naming_more_channels_than_a_request_may_is_refused_unread() {
+    let mut config = config();
+    config.max_channels_per_request = 2;
+    let server = spawn(config).await;
+    let names = ["a", "b", "c"].map(|n| herald_proto::ChannelName::new(n).unwrap());
+    let cursor: herald_proto::Cursor = names.into_iter().map(|c| (c, Position::new(1, 1))).collect();
+    let id = cursor.encode();
+    assert_eq!(refusal(&server, "channel=a", &[("Last-Event-ID", &id)]).await, (400, "invalid_cursor".into()));
+}
+
 async fn more_channels_than_max_channels_per_request_are_refused() {
     let mut config = config();
     config.max_channels_per_request = 2;

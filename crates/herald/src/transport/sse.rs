@@ -137,8 +137,11 @@ pub async fn sse(
     let envelope = query.flag("envelope")?;
     let last = query.number("last")?;
     // Last-Event-ID wins over `since`: it is where the browser really stopped.
-    let resume = headers.get("last-event-id").map(|v| Cursor::decode(v.to_str().unwrap_or("!"))).transpose()?;
-    let since = query.since()?;
+    // A cursor the server gave names no more channels than a request may: a longer one is refused unread.
+    let max = config.max_channels_per_request;
+    let last_event_id = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("!"));
+    let resume = last_event_id.map(|id| Cursor::decode_at_most(id, max)).transpose()?;
+    let since = query.since_for(&channels, max)?;
     let (resume, latest) = match resume {
         Some(cursor) => (Some(cursor), false),
         None => (since.cursor, since.latest),

@@ -210,6 +210,7 @@ impl Limits {
         let trusted_proxies = config
             .trusted_proxies
             .iter()
+            .filter(|text| !text.trim().is_empty())
             .map(|text| text.parse().map_err(|e: String| ConfigError::invalid(key, e)))
             .collect::<Result<_, _>>()?;
         Ok(Self { config, trusted_proxies, refusals, open: Mutex::default(), keys: Mutex::default() })

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::refusal::{Refusal, Refusals};
 
 /// What a client over a connection limit is told to wait before trying again.
@@ -171,6 +171,7 @@ struct Open {
 /// The server's limits and what is held against them.
 pub struct Limits {
     config: Arc<Config>,
+    trusted_proxies: Vec<IpRange>,
     refusals: Arc<Refusals>,
     open: Mutex<Open>,
     keys: Mutex<HashMap<String, TokenBucket>>,
@@ -202,9 +203,22 @@ impl fmt::Debug for Admission {
 }
 
 impl Limits {
-    /// The limits of `config`; refusals are counted and logged on `refusals`.
-    pub fn new(config: Arc<Config>, refusals: Arc<Refusals>) -> Self {
-        Self { config, refusals, open: Mutex::default(), keys: Mutex::default() }
+    /// The limits of `config`, its `trusted_proxies` read; refusals are counted and logged on `refusals`. A
+    /// proxy that is not an address or a range is refused naming `trusted_proxies` (or the variable that set it).
+    pub fn new(config: Arc<Config>, refusals: Arc<Refusals>) -> Result<Self, ConfigError> {
+        let key = config.source("trusted_proxies");
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| text.parse().map_err(|e: String| ConfigError::invalid(key, e)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { config, trusted_proxies, refusals, open: Mutex::default(), keys: Mutex::default() })
+    }
+
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub fn trusted_proxies(&self) -> &[IpRange] {
+        &self.trusted_proxies
     }
 
     fn refuse<T>(&self, reason: Refusal, err: LimitError, who: impl fmt::Display) -> Result<T, LimitError> {
@@ -281,7 +295,7 @@ mod tests {
 
     fn limits(max: usize, per_ip: usize) -> Arc<Limits> {
         let config = Config { max_connections: max, max_connections_per_ip: per_ip, ..Config::default() };
-        Arc::new(Limits::new(Arc::new(config), Arc::new(Refusals::new(Arc::new(Metrics::default())))))
+        Arc::new(Limits::new(Arc::new(config), Arc::new(Refusals::new(Arc::new(Metrics::default())))).unwrap())
     }
 
     fn ip(text: &str) -> IpAddr {
@@ -331,7 +345,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_key_has_its_own_bucket() {
         let config = Config { publish_rate_per_key: 1, ..Config::default() };
-        let limits = Limits::new(Arc::new(config), Arc::new(Refusals::new(Arc::new(Metrics::default()))));
+        let limits = Limits::new(Arc::new(config), Arc::new(Refusals::new(Arc::new(Metrics::default())))).unwrap();
         assert!(limits.publish_with_key("a").is_ok());
         assert_eq!(limits.publish_with_key("a").unwrap_err().code(), "rate_limited");
         assert!(limits.publish_with_key("b").is_ok());
@@ -350,5 +364,23 @@ mod tests {
         for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", ""] {
             assert!(bad.parse::<IpRange>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_read_and_a_bad_one_is_refused_naming_its_key() {
+        let limits = |proxies: &[&str], variable: Option<&str>| {
+            let mut config =
+                Config { trusted_proxies: proxies.iter().map(|p| p.to_string()).collect(), ..Config::default() };
+            if let Some(variable) = variable {
+                config.sources.insert("trusted_proxies".into(), variable.into());
+            }
+            Limits::new(Arc::new(config), Arc::new(Refusals::new(Arc::new(Metrics::default()))))
+        };
+        let read = limits(&["10.0.0.0/8", "127.0.0.1"], None).unwrap();
+        assert!(read.trusted_proxies().iter().any(|r| r.contains(ip("10.1.2.3"))));
+        let bad = limits(&["nope"], None).err().unwrap().to_string();
+        assert!(bad.starts_with("trusted_proxies: \"nope\""), "{bad}");
+        let from_env = limits(&["nope"], Some("HERALD_TRUSTED_PROXIES")).err().unwrap().to_string();
+        assert!(from_env.starts_with("HERALD_TRUSTED_PROXIES:"), "{from_env}");
     }
 }

@@ -29,7 +29,7 @@ fn held(path: &str, n: usize) -> String {
 
 async fn server() -> TestServer {
     let mut config = tokens::secured();
-    config.tokens.leeway_secs = 0;
+    config.jwt.leeway_secs = 0;
     config.max_wait = Duration::from_secs(50);
     spawn(config).await
 }

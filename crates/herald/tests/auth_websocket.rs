@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 async fn server() -> TestServer {
     let mut config = tokens::secured();
-    config.tokens.leeway_secs = 0;
+    config.jwt.leeway_secs = 0;
     spawn(config).await
 }
 

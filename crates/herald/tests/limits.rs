@@ -6,9 +6,9 @@
 
 mod common;
 
+use common::tokens::publisher_key;
 use common::tokens::BACKEND_KEY;
 use common::{config, spawn, Sse, TestServer};
-use herald::auth::PublisherKey;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -60,7 +60,7 @@ async fn one_address_cannot_take_more_than_its_share_of_connections() {
 async fn behind_a_trusted_proxy_each_forwarded_address_has_its_own_share() {
     let mut config = config();
     config.max_connections_per_ip = 1;
-    config.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    config.trusted_proxies = vec!["127.0.0.1".to_string()];
     let server = spawn(config).await;
     let _first = stream(server.client, "a", &[("X-Forwarded-For", "198.51.100.1")]).await;
     let again = server.get_with("/v1/sse?channel=a", &[("X-Forwarded-For", "198.51.100.1")]).await;
@@ -129,10 +129,8 @@ async fn post_with_key(server: &TestServer, key: &str) -> common::Response {
 async fn a_publisher_key_over_its_rate_gets_429_with_retry_after_and_other_keys_publish() {
     let mut config = config();
     config.publish_rate_per_key = 2;
-    config.publisher_keys = vec![
-        PublisherKey::new("backend", BACKEND_KEY, Vec::new()).unwrap(),
-        PublisherKey::new("reports", "reports-key-0123456789", Vec::new()).unwrap(),
-    ];
+    config.publisher_keys =
+        vec![publisher_key("backend", BACKEND_KEY, &[]), publisher_key("reports", "reports-key-0123456789", &[])];
     let server = spawn(config).await;
     assert_eq!(post_with_key(&server, BACKEND_KEY).await.status, 201);
     assert_eq!(post_with_key(&server, BACKEND_KEY).await.status, 201);

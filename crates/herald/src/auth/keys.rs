@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::patterns::{any_matches, Pattern};
+use crate::config::{Config, ConfigError};
 
 /// Shortest key accepted, in bytes.
 pub const MIN_KEY_LEN: usize = 16;
@@ -58,6 +59,25 @@ impl PublisherKey {
     pub fn reaches(&self, channel: &ChannelName) -> bool {
         self.channels.is_empty() || any_matches(&self.channels, channel)
     }
+}
+
+/// The publisher keys of `config`; a weak key or a bad channel pattern is refused naming it
+/// (`publisher_keys[0]`, `publisher_keys[0].channels`, or the variable that set the keys).
+pub fn from_config(config: &Config) -> Result<Vec<PublisherKey>, ConfigError> {
+    let from_env = config.sources.get("publisher_keys");
+    let mut keys = Vec::with_capacity(config.publisher_keys.len());
+    for (i, settings) in config.publisher_keys.iter().enumerate() {
+        let at = from_env.cloned().unwrap_or_else(|| format!("publisher_keys[{i}]"));
+        let channels = settings
+            .channels
+            .iter()
+            .map(|p| Pattern::new(p).map_err(|e| ConfigError::invalid(format!("{at}.channels"), e.to_string())))
+            .collect::<Result<_, _>>()?;
+        let key = PublisherKey::new(&settings.name, &settings.key, channels)
+            .map_err(|e| ConfigError::invalid(&at, e.to_string()))?;
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 /// The configured key matching `presented`, if any, found in constant time.

@@ -24,9 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_proto::ChannelName;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::refusal::{Refusal, Refusals};
-pub use jwt::{Claims, TokenError};
+pub use jwt::{Claims, TokenError, TokenRules};
 pub use keys::PublisherKey;
 
 /// The namespace of per-user channels: a token with `sub: "u42"` may read `user:u42` without listing it.
@@ -114,13 +114,23 @@ pub fn now_unix() -> u64 {
 /// The server's access rules, from its configuration.
 pub struct Auth {
     config: Arc<Config>,
+    publisher_keys: Vec<PublisherKey>,
+    tokens: TokenRules,
     refusals: Arc<Refusals>,
 }
 
 impl Auth {
-    /// The rules of `config`; refusals are counted and logged on `refusals`.
-    pub fn new(config: Arc<Config>, refusals: Arc<Refusals>) -> Self {
-        Self { config, refusals }
+    /// The rules of `config`, its publisher keys and token keys read (key files included); refusals are
+    /// counted and logged on `refusals`. A key that cannot be used is refused naming where it was configured.
+    pub fn new(config: Arc<Config>, refusals: Arc<Refusals>) -> Result<Self, ConfigError> {
+        let publisher_keys = keys::from_config(&config)?;
+        let tokens = TokenRules::from_config(&config)?;
+        Ok(Self { config, publisher_keys, tokens, refusals })
+    }
+
+    /// How many publisher keys and token keys are configured, for the log at start.
+    pub fn key_counts(&self) -> (usize, usize) {
+        (self.publisher_keys.len(), self.tokens.keys.len())
     }
 
     fn refuse<T>(&self, err: AuthError) -> Result<T, AuthError> {
@@ -141,7 +151,7 @@ impl Auth {
         authorization: Option<&str>,
         channel: &ChannelName,
     ) -> Result<Option<&PublisherKey>, AuthError> {
-        let keys = &self.config.publisher_keys;
+        let keys = &self.publisher_keys;
         if keys.is_empty() {
             return Ok(None);
         }
@@ -162,7 +172,7 @@ impl Auth {
 
     /// Checks a token at `now` (seconds since 1970).
     pub fn verify_at(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
-        match self.config.tokens.verify(token, now) {
+        match self.tokens.verify(token, now) {
             Ok(claims) => Ok(claims),
             Err(err) => self.refuse(err.into()),
         }
@@ -171,7 +181,7 @@ impl Auth {
     /// The instant a token with these claims stops being accepted, leeway included: the one deadline of every
     /// stream, subscription and held poll that relies on it.
     pub fn refused_from(&self, claims: &Claims) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.config.tokens.refused_from(claims.exp))
+        UNIX_EPOCH + Duration::from_secs(self.tokens.refused_from(claims.exp))
     }
 
     /// Whether subscribing to `channel` needs a token.
@@ -235,9 +245,17 @@ mod tests {
         ChannelName::new(name).unwrap()
     }
 
+    fn refusals() -> Arc<Refusals> {
+        Arc::new(Refusals::new(Arc::new(Metrics::default())))
+    }
+
+    fn refused(config: Config) -> String {
+        Auth::new(Arc::new(config), refusals()).err().expect("a refused configuration").to_string()
+    }
+
     fn secured() -> Auth {
         let mut config = Config::default();
-        config.tokens.keys.push(jwt::VerifyingKey::hs256(&[7; 32]).unwrap());
+        config.jwt.secret = Some("a-shared-secret-of-at-least-32-bytes".into());
         config
             .namespaces
             .insert("news".into(), crate::config::NamespaceSettings { public: Some(true), ..Default::default() });
@@ -245,7 +263,7 @@ mod tests {
             "chat".into(),
             crate::config::NamespaceSettings { allow_client_publish: true, ..Default::default() },
         );
-        Auth::new(Arc::new(config), Arc::new(Refusals::new(Arc::new(Metrics::default()))))
+        Auth::new(Arc::new(config), refusals()).unwrap()
     }
 
     #[test]
@@ -259,7 +277,7 @@ mod tests {
 
     #[test]
     fn without_security_everything_is_public() {
-        let auth = Auth::new(Arc::new(Config::default()), Arc::new(Refusals::new(Arc::new(Metrics::default()))));
+        let auth = Auth::new(Arc::new(Config::default()), refusals()).unwrap();
         assert_eq!(auth.subscribe(None, &ch("orders:1")), Ok(()));
         assert_eq!(auth.publisher(None, &ch("orders:1")).map(|k| k.is_some()), Ok(false));
     }
@@ -299,6 +317,33 @@ mod tests {
             auth.client_publish(Some(&member), &ch("orders:1")),
             Err(AuthError::ClientPublishForbidden(ch("orders:1")))
         );
+    }
+
+    #[test]
+    fn unusable_keys_are_refused_naming_where_they_were_configured() {
+        let key = |key: &str, channels: &[&str]| crate::config::PublisherKeySettings {
+            name: "k".into(),
+            key: key.into(),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+        };
+        let config = |f: &dyn Fn(&mut Config)| {
+            let mut config = Config::default();
+            f(&mut config);
+            config
+        };
+        let short_secret = refused(config(&|c| c.jwt.secret = Some("short".into())));
+        assert!(short_secret.starts_with("jwt.secret:"), "{short_secret}");
+        let weak_key = refused(config(&|c| c.publisher_keys = vec![key("short", &[])]));
+        assert!(weak_key.starts_with("publisher_keys[0]:"), "{weak_key}");
+        let bad_pattern = refused(config(&|c| c.publisher_keys = vec![key("long-enough-key-0123", &["a b"])]));
+        assert!(bad_pattern.starts_with("publisher_keys[0].channels:"), "{bad_pattern}");
+        let from_env = refused(config(&|c| {
+            c.publisher_keys = vec![key("short", &[])];
+            c.sources.insert("publisher_keys".into(), "HERALD_PUBLISHER_KEYS".into());
+        }));
+        assert!(from_env.starts_with("HERALD_PUBLISHER_KEYS:"), "{from_env}");
+        let missing = refused(config(&|c| c.jwt.jwks_file = Some("/nonexistent/jwks.json".into())));
+        assert!(missing.starts_with("jwt.jwks_file: cannot read /nonexistent/jwks.json"), "{missing}");
     }
 
     #[test]

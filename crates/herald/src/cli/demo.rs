@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use herald::Server;
 
-use super::serve::{finish, stop_on_signal, ServeArgs};
+use super::serve::{finish, log_security, stop_on_signal, ServeArgs};
 
 /// Options of `herald demo`.
 #[derive(clap::Args, Debug)]
@@ -22,6 +22,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = args.serve.load()?;
     herald::demo::configure(&mut config);
     let server = Server::bind(config).await?;
+    log_security(&server);
     let addr = server.local_addr()?;
     stop_on_signal(&server)?;
     let publisher =

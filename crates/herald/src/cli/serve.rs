@@ -39,16 +39,16 @@ impl ServeArgs {
             redis_url: self.redis_url.clone(),
             insecure: self.insecure,
         };
-        let config = Config::load(self.config.as_deref(), std::env::vars(), &flags)?;
-        log_security(&config);
-        Ok(config)
+        Ok(Config::load(self.config.as_deref(), std::env::vars(), &flags)?)
     }
 }
 
 /// Says at start who may publish and subscribe, and shouts when anyone on the network may publish.
-fn log_security(config: &Config) {
+pub(crate) fn log_security(server: &Server) {
+    let config = server.hub().config();
+    let (publisher_keys, token_keys) = server.auth().key_counts();
     let exposed = !config.listen.ip().is_loopback();
-    if config.publisher_keys.is_empty() && exposed {
+    if publisher_keys == 0 && exposed {
         tracing::warn!(
             listen = %config.listen,
             "INSECURE: --insecure given and no publisher key configured: anyone who can reach {} may publish \
@@ -57,9 +57,9 @@ fn log_security(config: &Config) {
         );
     }
     tracing::info!(
-        publisher_keys = config.publisher_keys.len(),
-        token_keys = config.tokens.keys.len(),
-        namespaces_by_default = if config.tokens.keys.is_empty() { "public" } else { "private" },
+        publisher_keys,
+        token_keys,
+        namespaces_by_default = if token_keys == 0 { "public" } else { "private" },
         "security"
     );
 }
@@ -96,6 +96,7 @@ pub(crate) fn stop_on_signal(server: &Server) -> anyhow::Result<()> {
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     let server = Server::bind(config).await?;
+    log_security(&server);
     stop_on_signal(&server)?;
     tracing::info!(addr = %server.local_addr()?, engine = server.hub().engine_name(), "herald listening");
     finish(server.run().await?);

@@ -28,7 +28,7 @@ impl FromRequestParts<AppState> for ClientIp {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip());
-        Ok(Self(client_ip(peer, &parts.headers, &state.hub.config().trusted_proxies)))
+        Ok(Self(client_ip(peer, &parts.headers, state.limits.trusted_proxies())))
     }
 }
 

@@ -20,7 +20,7 @@ use herald_proto::ChannelName;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
-use crate::config::TransportKind;
+use crate::config::{ConfigError, TransportKind};
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::limits::Limits;
@@ -41,12 +41,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state of a server on `hub`, with the access rules and limits of its configuration.
-    pub fn new(hub: Arc<Hub>, shutdown: Shutdown) -> Self {
+    /// The state of a server on `hub`, with the access rules and limits of its configuration; a key or a proxy
+    /// range of the configuration that cannot be used is refused here.
+    pub fn new(hub: Arc<Hub>, shutdown: Shutdown) -> Result<Self, ConfigError> {
         let refusals = Arc::new(Refusals::new(hub.metrics().clone()));
-        let auth = Arc::new(Auth::new(hub.config().clone(), refusals.clone()));
-        let limits = Arc::new(Limits::new(hub.config().clone(), refusals));
-        Self { hub, shutdown, auth, limits }
+        let auth = Arc::new(Auth::new(hub.config().clone(), refusals.clone())?);
+        let limits = Arc::new(Limits::new(hub.config().clone(), refusals)?);
+        Ok(Self { hub, shutdown, auth, limits })
     }
 
     /// Fails with `404 transport_disabled` unless `kind` is enabled.

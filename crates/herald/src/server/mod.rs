@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::config::Config;
+use crate::auth::Auth;
+use crate::config::{Config, ConfigError};
 use crate::engine::EngineError;
 use crate::http::AppState;
 use crate::hub::Hub;
@@ -53,6 +54,9 @@ pub enum StartError {
     /// The engine's store could not be reached.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A key or a proxy range of the configuration cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -66,18 +70,19 @@ pub enum StartError {
 /// A bound, not yet running, server.
 pub struct Server {
     listener: TcpListener,
-    hub: Arc<Hub>,
-    shutdown: Shutdown,
+    state: AppState,
 }
 
 impl Server {
-    /// Starts the configured engine and binds `config.listen`.
+    /// Starts the configured engine, reads the access rules and limits of `config` (its keys and proxy ranges,
+    /// which stop the start if one cannot be used) and binds `config.listen`.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let listen = config.listen;
         let config = Arc::new(config);
         let hub = Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await?;
+        let state = AppState::new(hub, Shutdown::new())?;
         let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
-        Ok(Self { listener, hub, shutdown: Shutdown::new() })
+        Ok(Self { listener, state })
     }
 
     /// The address actually bound (useful with port 0).
@@ -87,22 +92,28 @@ impl Server {
 
     /// The hub, e.g. for an embedded publisher.
     pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+        &self.state.hub
+    }
+
+    /// Who may publish and subscribe, as read from the configuration.
+    pub fn auth(&self) -> &Auth {
+        &self.state.auth
     }
 
     /// The shutdown signal: trigger it to stop the server.
     pub fn shutdown(&self) -> &Shutdown {
-        &self.shutdown
+        &self.state.shutdown
     }
 
     /// Serves until shutdown is triggered, then drains for at most `shutdown_grace`. Returns whether every
     /// request and connection finished within that time.
     pub async fn run(self) -> std::io::Result<bool> {
-        let Self { listener, hub, shutdown } = self;
+        let Self { listener, state } = self;
+        let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
         let grace = hub.config().shutdown_grace;
         let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
         let head_timeout = hub.config().request_head_timeout;
-        let app = router(AppState::new(hub, shutdown.clone()));
+        let app = router(state);
         let serving = connection::Serving { app, shutdown: shutdown.clone(), head_timeout };
         accept(&listener, &serving).await;
         drop(listener);

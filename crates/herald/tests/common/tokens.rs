@@ -6,10 +6,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use herald::auth::jwt::VerifyingKey;
-use herald::auth::patterns::Pattern;
-use herald::auth::PublisherKey;
-use herald::config::{Config, NamespaceSettings};
+use herald::config::{Config, NamespaceSettings, PublisherKeySettings};
 use hmac::{Hmac, Mac};
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
@@ -109,24 +106,25 @@ pub fn tampered(token: &str, claims: &Value) -> String {
     format!("{}.{}.{}", parts[0], b64(claims.to_string().as_bytes()), parts[2])
 }
 
-fn patterns(list: &[&str]) -> Vec<Pattern> {
-    list.iter().map(|p| Pattern::new(p).unwrap()).collect()
+/// A publisher key as a configuration names it.
+pub fn publisher_key(name: &str, key: &str, channels: &[&str]) -> PublisherKeySettings {
+    PublisherKeySettings {
+        name: name.into(),
+        key: key.into(),
+        channels: channels.iter().map(|c| c.to_string()).collect(),
+    }
 }
 
 /// A test server's configuration with every kind of credential: the two publisher keys, an HS256 secret, the
-/// RSA and P-256 public keys and the JWKS. No namespace is public but `news`; `chat` lets clients publish.
+/// RSA public key in PEM and the JWKS (whose `ec-1` is the P-256 key, and `rsa-1` the RSA one again). No
+/// namespace is public but `news`; `chat` lets clients publish.
 pub fn secured() -> Config {
     let mut config = super::config();
-    config.publisher_keys = vec![
-        PublisherKey::new("backend", BACKEND_KEY, Vec::new()).unwrap(),
-        PublisherKey::new("orders", ORDERS_KEY, patterns(&["orders:*"])).unwrap(),
-    ];
-    config.tokens.keys = vec![
-        VerifyingKey::hs256(SECRET.as_bytes()).unwrap(),
-        VerifyingKey::from_pem(&key_file("rsa-public.pem")).unwrap(),
-        VerifyingKey::from_pem(&key_file("ec-public.pem")).unwrap(),
-    ];
-    config.tokens.keys.extend(VerifyingKey::from_jwks(&key_file("jwks.json")).unwrap());
+    config.publisher_keys =
+        vec![publisher_key("backend", BACKEND_KEY, &[]), publisher_key("orders", ORDERS_KEY, &["orders:*"])];
+    config.jwt.secret = Some(SECRET.to_string());
+    config.jwt.public_key_file = Some(keys_dir().join("rsa-public.pem"));
+    config.jwt.jwks_file = Some(jwks_path());
     config.namespaces.insert("news".into(), NamespaceSettings { public: Some(true), ..NamespaceSettings::default() });
     config
         .namespaces

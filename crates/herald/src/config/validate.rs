@@ -1,0 +1,160 @@
+//! The rules a configuration must follow once its sources are laid over each other: ranges, durations, the
+//! shape of URLs and origins, namespace names, and the rules that span several keys (who may publish when the
+//! server is reachable from other machines, who may subscribe to a private namespace). A broken rule names the
+//! file key, whichever source gave the value.
+
+use std::time::Duration;
+
+use herald_proto::ChannelName;
+
+use super::{invalid, Config, ConfigError};
+
+impl Config {
+    /// Checks the ranges and the rules that span several keys, naming the file key of a bad value.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let at_least_one = [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_frame_bytes", self.max_frame_bytes),
+            ("connection_queue", self.connection_queue),
+            ("max_subscriptions_per_connection", self.max_subscriptions_per_connection),
+            ("max_channels_per_request", self.max_channels_per_request),
+            ("max_history_bytes", self.max_history_bytes),
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("publish_rate_per_connection", self.publish_rate_per_connection as usize),
+            ("publish_rate_per_key", self.publish_rate_per_key as usize),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        let durations = [
+            ("sse_heartbeat_secs", self.sse_heartbeat),
+            ("ws_ping_secs", self.ws_ping),
+            ("request_head_timeout_secs", self.request_head_timeout),
+        ];
+        for (key, value) in durations {
+            if value.is_zero() {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        let bounded = durations
+            .into_iter()
+            .chain([("max_wait_secs", self.max_wait), ("shutdown_grace_secs", self.shutdown_grace)]);
+        for (key, value) in bounded {
+            check_duration(key.to_string(), value)?;
+        }
+        if self.transports.is_empty() {
+            return Err(invalid("transports", "at least one transport must be enabled"));
+        }
+        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("unix://") {
+            return Err(invalid("redis_url", "must start with redis:// (or unix://)"));
+        }
+        if self.redis_prefix.contains(['{', '}']) {
+            return Err(invalid("redis_prefix", "may not contain { or }: Herald uses them as Redis Cluster hash tags"));
+        }
+        if self.cors_origins.iter().any(|o| o.is_empty()) {
+            return Err(invalid("cors_origins", "an origin may not be empty"));
+        }
+        for name in self.namespaces.keys() {
+            if name.is_empty() || ChannelName::new(name).is_err() || name.contains(':') {
+                return Err(invalid(format!("namespaces.{name}"), "a namespace name is a channel name without ':'"));
+            }
+        }
+        let namespaces = std::iter::once(("default_namespace".to_string(), &self.default_namespace))
+            .chain(self.namespaces.iter().map(|(n, s)| (format!("namespaces.{n}"), s)));
+        for (key, ns) in namespaces {
+            if ns.history_size == 0 || ns.history_size > 100_000 {
+                return Err(invalid(format!("{key}.history_size"), "must be between 1 and 100000"));
+            }
+            if ns.history_ttl.is_zero() {
+                return Err(invalid(format!("{key}.history_ttl_secs"), "must be at least 1"));
+            }
+            check_duration(format!("{key}.history_ttl_secs"), ns.history_ttl)?;
+        }
+        self.validate_security()
+    }
+
+    /// Checks the rules of issue 5 that span several keys.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let ip = self.listen.ip();
+        if !ip.is_loopback() && self.publisher_keys.is_empty() && !self.insecure {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{} is reachable from other machines and no publisher key is configured, so anyone could \
+                     publish: configure publisher_keys (or HERALD_PUBLISHER_KEYS), or pass --insecure",
+                    self.listen
+                ),
+            ));
+        }
+        if !self.jwt.has_key() {
+            let namespaces = std::iter::once(("default_namespace".to_string(), &self.default_namespace))
+                .chain(self.namespaces.iter().map(|(n, s)| (format!("namespaces.{n}"), s)));
+            for (key, ns) in namespaces {
+                if ns.public == Some(false) {
+                    return Err(invalid(
+                        format!("{key}.public"),
+                        "a private namespace needs a token key (jwt.secret, jwt.public_key_file or jwt.jwks_file); \
+                         without one nobody could subscribe",
+                    ));
+                }
+            }
+        }
+        if self.cors_origins.iter().any(|o| o != "*" && !(o.starts_with("http://") || o.starts_with("https://"))) {
+            return Err(invalid("cors_origins", "an origin is * or scheme://host[:port], e.g. https://shop.example"));
+        }
+        Ok(())
+    }
+}
+
+/// The longest duration a setting may have: ten years, far beyond any use, and far from where adding it to a
+/// clock's reading overflows (a panic, in the timers that do).
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+fn check_duration(key: String, value: Duration) -> Result<(), ConfigError> {
+    if value > MAX_DURATION {
+        return Err(invalid(key, format!("must be at most {} (ten years)", MAX_DURATION.as_secs())));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Overrides;
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)], flags: Overrides) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_sources(Some((std::path::Path::new("herald.toml"), toml)), env, &flags)
+    }
+
+    #[test]
+    fn insecure_setups_are_refused_naming_the_key() {
+        let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
+        assert!(msg(load("listen = \"0.0.0.0:7070\"", &[], Overrides::default())).contains("--insecure"));
+        assert!(load("listen = \"0.0.0.0:7070\"\ninsecure = true", &[], Overrides::default()).is_ok());
+        let keyed = [("HERALD_PUBLISHER_KEYS", "a-key-of-sixteen-chars")];
+        assert!(load("listen = \"0.0.0.0:7070\"", &keyed, Overrides::default()).is_ok());
+        assert!(msg(load("[namespaces.a]\npublic = false", &[], Overrides::default())).contains("namespaces.a.public"));
+        // A weak secret or key and a bad proxy range are refused by `auth` and `limits`, which interpret them.
+        assert!(msg(load("cors_origins = [\"shop.example\"]", &[], Overrides::default())).contains("cors_origins"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
+        assert!(msg(load("max_wait_secs = \"x\"", &[], Overrides::default())).contains("max_wait_secs"));
+        assert!(msg(load("colour = 1", &[], Overrides::default())).contains("colour"));
+        assert!(
+            msg(load("", &[("HERALD_MAX_BODY_BYTES", "lots")], Overrides::default())).contains("HERALD_MAX_BODY_BYTES")
+        );
+        assert!(msg(load("", &[("HERALD_NOPE", "1")], Overrides::default())).contains("HERALD_NOPE"));
+        assert!(msg(load("connection_queue = 0", &[], Overrides::default())).contains("connection_queue"));
+        assert!(msg(load("[namespaces.chat]\nhistory_size = 0", &[], Overrides::default()))
+            .contains("namespaces.chat.history_size"));
+        assert!(msg(load("transports = [\"carrier-pigeon\"]", &[], Overrides::default())).contains("transports"));
+        assert!(msg(load("listen = \"here\"", &[], Overrides::default())).contains("listen"));
+    }
+}

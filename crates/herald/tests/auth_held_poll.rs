@@ -1,4 +1,4 @@
-//! A held poll relies on its token as a stream does (issue 12): `/messages`, `/v1/poll` and `/latest` with `wait`
+//! A held poll relies on its token as a stream does: `/messages`, `/v1/poll` and `/latest` with `wait`
 //! are held no longer than the token is accepted, answer `401 token_expired` at that instant, and never deliver
 //! what was published after it. Time is the runtime's paused clock; tokens last 20 s with no leeway, so they are
 //! refused from the whole second after `exp`, 20 to 21 s after the request.

@@ -1,4 +1,4 @@
-//! One request of each costly shape (issue 12), at the largest size the server reads, costs time linear in its
+//! One request of each costly shape, at the largest size the server reads, costs time linear in its
 //! size and bounded by the limits: many channels in a poll, many cursors in `since`, many ETags in
 //! `If-None-Match`. Each test measures the CPU time of its own thread, which runs both the server and the client
 //! (a current-thread runtime), over a few requests, against a bound far under what quadratic parsing costs in a

@@ -76,7 +76,7 @@ impl Config {
         self.validate_security()
     }
 
-    /// Checks the rules of issue 5 that span several keys.
+    /// Checks the access rules that span several keys (listening beyond loopback, private namespaces, origins).
     fn validate_security(&self) -> Result<(), ConfigError> {
         let ip = self.listen.ip();
         if !ip.is_loopback() && self.publisher_keys.is_empty() && !self.insecure {

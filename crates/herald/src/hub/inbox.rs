@@ -1,9 +1,9 @@
 //! A subscriber's inbox: the one bounded queue that live messages of all its channels are handed to.
 //!
 //! Registering a channel here (with the subscriber registry, and with the engine through `watch`) is what makes
-//! the live feed start; reading it is the [`Subscription`](super::Subscription)'s job, which owns its inbox.
+//! the live feed start; reading it is the [`Subscription`](super::Subscription)'s job, which owns its inbox and
+//! keeps the list of its channels (registered once each, and unregistered when it ends).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use herald_proto::ChannelName;
@@ -23,7 +23,6 @@ pub(crate) struct Inbox {
     receiver: QueueReceiver,
     slow: CancellationToken,
     transport: Transport,
-    channels: HashSet<ChannelName>,
     _guard: ConnectionGuard,
 }
 
@@ -37,17 +36,13 @@ impl Inbox {
             receiver,
             slow: CancellationToken::new(),
             transport,
-            channels: HashSet::new(),
             _guard: hub.metrics.connection(transport),
         }
     }
 
     /// Starts queueing live messages of `channel`; completes once no message stored from now on can be missed,
-    /// so history read afterwards joins the live feed without a gap. Returns false if it was already subscribed.
-    pub(super) async fn subscribe(&mut self, channel: &ChannelName) -> bool {
-        if !self.channels.insert(channel.clone()) {
-            return false;
-        }
+    /// so history read afterwards joins the live feed without a gap. Called once per channel.
+    pub(super) async fn subscribe(&mut self, channel: &ChannelName) {
         let subscriber = Subscriber {
             connection: self.id,
             queue: self.queue.clone(),
@@ -56,17 +51,12 @@ impl Inbox {
         };
         self.hub.subscribers.add(channel, subscriber);
         self.hub.engine.watch(channel).await;
-        true
     }
 
-    /// Stops queueing live messages of `channel`. Returns false if it was not subscribed.
-    pub(super) fn unsubscribe(&mut self, channel: &ChannelName) -> bool {
-        if !self.channels.remove(channel) {
-            return false;
-        }
+    /// Stops queueing live messages of `channel`, which [`Inbox::subscribe`] registered.
+    pub(super) fn unsubscribe(&mut self, channel: &ChannelName) {
         self.hub.subscribers.remove(channel, self.id);
         self.hub.engine.unwatch(channel);
-        true
     }
 
     /// The next live message. Cancel-safe: a message is only taken by the poll that returns it.
@@ -82,14 +72,5 @@ impl Inbox {
     /// The signal that the queue overflowed: the subscriber must disconnect.
     pub(super) fn slow_signal(&self) -> &CancellationToken {
         &self.slow
-    }
-}
-
-impl Drop for Inbox {
-    fn drop(&mut self) {
-        for channel in &self.channels {
-            self.hub.subscribers.remove(channel, self.id);
-            self.hub.engine.unwatch(channel);
-        }
     }
 }

@@ -99,15 +99,15 @@ impl Subscription {
     /// inbox), then reads at most `limit` messages of history. Subscribing again to a channel restarts it from
     /// `start`. When the read fails, the channel is not followed.
     pub async fn subscribe(&mut self, channel: &ChannelName, start: Start, limit: usize) -> Result<Opened, HubError> {
-        let registered = match self.inbox.as_mut() {
-            Some(inbox) => inbox.subscribe(channel).await,
-            None => false,
-        };
+        let known = self.is_subscribed(channel);
+        if let (Some(inbox), false) = (self.inbox.as_mut(), known) {
+            inbox.subscribe(channel).await;
+        }
         let read = match self.hub.read(channel, start, limit).await {
             Ok(read) => read,
             Err(err) => {
-                if registered {
-                    self.unsubscribe(channel);
+                if !known {
+                    self.unregister(channel);
                 }
                 return Err(err);
             }
@@ -126,10 +126,15 @@ impl Subscription {
         let Some(i) = self.channels.iter().position(|f| f.channel == *channel) else { return false };
         self.channels.remove(i);
         self.pending.retain(|m| m.message.channel != *channel);
+        self.unregister(channel);
+        true
+    }
+
+    /// Stops the live feed of `channel`.
+    fn unregister(&mut self, channel: &ChannelName) {
         if let Some(inbox) = self.inbox.as_mut() {
             inbox.unsubscribe(channel);
         }
-        true
     }
 
     /// Whether `channel` is followed.
@@ -261,5 +266,15 @@ impl Subscription {
     /// The hub.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(inbox) = self.inbox.as_mut() {
+            for followed in &self.channels {
+                inbox.unsubscribe(&followed.channel);
+            }
+        }
     }
 }

@@ -37,8 +37,9 @@ const MAX_BATCH: usize = 64;
 /// One open stream.
 struct Stream {
     subscription: Subscription,
-    /// The position as of the last event written, over every channel: each event's `id`.
-    cursor: Cursor,
+    /// The position as of the last event written, over every channel: each event's `id`. Kept for streams of
+    /// several channels only; with one, a message's own cursor is the stream's (and an idle stream is smaller).
+    cursor: Option<Cursor>,
     envelope: bool,
     heartbeat: Interval,
     shutdown: Shutdown,
@@ -51,9 +52,13 @@ struct Stream {
 impl Stream {
     /// Writes `message` with the id of the stream's position right after it.
     fn push_message(&mut self, out: &mut BytesMut, message: &EncodedMessage) {
-        self.cursor.set(message.message.channel.clone(), message.message.position);
-        // With one channel the stream's cursor is the message's own, already encoded.
-        let id = if self.subscription.len() == 1 { message.cursor.clone() } else { self.cursor.encode() };
+        let id = match self.cursor.as_mut() {
+            Some(cursor) => {
+                cursor.set(message.message.channel.clone(), message.message.position);
+                cursor.encode()
+            }
+            None => message.cursor.clone(),
+        };
         out.extend_from_slice(b"id: ");
         out.extend_from_slice(id.as_bytes());
         out.extend_from_slice(b"\n");
@@ -91,7 +96,9 @@ impl Stream {
                     // No id: the ids of the messages after it move the position, so a stream cut in between
                     // resumes from before the reset and is told again.
                     Item::Reset { channel, from } => {
-                        self.cursor.set(channel.clone(), from);
+                        if let Some(cursor) = self.cursor.as_mut() {
+                            cursor.set(channel.clone(), from);
+                        }
                         out.extend_from_slice(&sse::event(None, Some(RESET_EVENT), &reset_data(&[channel])));
                     }
                 }
@@ -164,9 +171,10 @@ pub async fn sse(
         opened.push(read.messages);
     }
     let heartbeat = config.sse_heartbeat;
+    let opening_id = cursor.encode();
     let mut stream = Stream {
         subscription,
-        cursor,
+        cursor: (opened.len() > 1).then_some(cursor),
         envelope,
         heartbeat: interval_at(Instant::now() + heartbeat, heartbeat),
         shutdown: state.shutdown.clone(),
@@ -177,8 +185,7 @@ pub async fn sse(
     // A reset and the position after it travel in one block: an id alone would be committed by a browser even
     // if the connection died before the reset reached it, and its next resume would skip what was lost.
     let reset = (!reset.is_empty()).then(|| reset_data(&reset));
-    let opening =
-        sse::preamble(config.sse_retry_ms, &stream.cursor.encode(), reset.as_deref().map(|d| (RESET_EVENT, d)));
+    let opening = sse::preamble(config.sse_retry_ms, &opening_id, reset.as_deref().map(|d| (RESET_EVENT, d)));
     let mut first = BytesMut::from(&opening[..]);
     let replayed: usize = opened.iter().map(Vec::len).sum();
     for message in opened.iter().flatten() {

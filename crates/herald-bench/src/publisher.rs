@@ -83,17 +83,7 @@ impl Publisher {
             } else if Instant::now() >= until {
                 break;
             }
-            match self.publish_one(step).await {
-                Ok(()) => done.ok += 1,
-                Err(err) => {
-                    done.errors += 1;
-                    if done.error_samples.len() < 3 {
-                        done.error_samples.push(err);
-                    }
-                    // The connection may be gone; the next message opens another.
-                    self.connection = None;
-                }
-            }
+            self.publish_counted(step, &mut done).await;
         }
         done
     }
@@ -103,18 +93,24 @@ impl Publisher {
     pub(crate) async fn fill(&mut self, step: u32, per_channel: u64, until: Instant) -> Published {
         let mut done = Published::default();
         while self.acknowledged.iter().any(|&n| n < per_channel) && Instant::now() < until {
-            match self.publish_one(step).await {
-                Ok(()) => done.ok += 1,
-                Err(err) => {
-                    done.errors += 1;
-                    if done.error_samples.len() < 3 {
-                        done.error_samples.push(err);
-                    }
-                    self.connection = None;
-                }
-            }
+            self.publish_counted(step, &mut done).await;
         }
         done
+    }
+
+    /// Publishes one message and counts it in `done`, keeping the first three errors as samples.
+    async fn publish_counted(&mut self, step: u32, done: &mut Published) {
+        match self.publish_one(step).await {
+            Ok(()) => done.ok += 1,
+            Err(err) => {
+                done.errors += 1;
+                if done.error_samples.len() < 3 {
+                    done.error_samples.push(err);
+                }
+                // The connection may be gone; the next message opens another.
+                self.connection = None;
+            }
+        }
     }
 
     async fn publish_one(&mut self, step: u32) -> Result<(), String> {

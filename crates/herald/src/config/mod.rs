@@ -381,10 +381,11 @@ mod secs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn load(toml: &str, env: &[(&str, &str)], flags: Overrides) -> Result<Config, ConfigError> {
+    /// A configuration from `toml` as the file `herald.toml`, the environment `env` and `flags`.
+    pub(in crate::config) fn load(toml: &str, env: &[(&str, &str)], flags: Overrides) -> Result<Config, ConfigError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Config::from_sources(Some((std::path::Path::new("herald.toml"), toml)), env, &flags)
     }

@@ -122,13 +122,9 @@ fn check_duration(key: String, value: Duration) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::load;
     use super::super::Overrides;
     use super::*;
-
-    fn load(toml: &str, env: &[(&str, &str)], flags: Overrides) -> Result<Config, ConfigError> {
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        Config::from_sources(Some((std::path::Path::new("herald.toml"), toml)), env, &flags)
-    }
 
     #[test]
     fn insecure_setups_are_refused_naming_the_key() {

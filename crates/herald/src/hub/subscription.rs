@@ -174,8 +174,9 @@ impl Subscription {
     }
 
     /// Turns what [`Subscription::recv`] gave, and whatever else is queued, into at most `max` messages (and the
-    /// resets before them) to deliver in order. On an engine error the live message is dropped and its channel's
-    /// tracker stays put, so the next message of that channel catches up through history.
+    /// resets before them) to deliver in order. When a catch-up read fails, the live message that needed it is
+    /// dropped and its channel's tracker stays put, so the channel's next message catches up again; what was
+    /// handed over before it is returned (it counts as delivered), and the error only when there is nothing.
     pub async fn follow(&mut self, live: Live, max: usize) -> Result<Vec<Item>, HubError> {
         let mut items = Vec::new();
         let mut handed = 0;
@@ -187,7 +188,11 @@ impl Subscription {
                 continue;
             }
             let Some(live) = next.take().or_else(|| self.inbox.as_mut().and_then(Inbox::try_recv)) else { break };
-            handed += self.take(&mut items, live).await?;
+            match self.take(&mut items, live).await {
+                Ok(n) => handed += n,
+                Err(err) if items.is_empty() => return Err(err),
+                Err(_) => break,
+            }
         }
         Ok(items)
     }
@@ -276,5 +281,67 @@ impl Drop for Subscription {
                 inbox.unsubscribe(&followed.channel);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use herald_proto::EventName;
+
+    use super::*;
+    use crate::config::Config;
+
+    async fn hub() -> Arc<Hub> {
+        let config = Arc::new(Config::default());
+        Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await.unwrap()
+    }
+
+    async fn publish(hub: &Hub, channel: &ChannelName, n: u64) {
+        for i in 0..n {
+            hub.publish(channel.clone(), EventName::default_event(), Bytes::from(i.to_string())).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_larger_than_a_batch_is_handed_over_in_bounded_batches_in_order_once() {
+        let hub = hub().await;
+        let a = ChannelName::new("a").unwrap();
+        publish(&hub, &a, 100).await;
+        let mut subscription = hub.subscription(Transport::WebSocket);
+        // Only the first 5 of the history: the next live message reveals a gap of 95.
+        let opened = subscription.subscribe(&a, Start::Oldest, 5).await.unwrap();
+        assert_eq!(opened.messages.len(), 5);
+        publish(&hub, &a, 1).await;
+        let mut offsets = Vec::new();
+        while offsets.len() < 96 {
+            let live = subscription.recv().await;
+            let items = subscription.follow(live, 10).await.unwrap();
+            assert!(!items.is_empty() && items.len() <= 10, "a batch of {}", items.len());
+            for item in items {
+                let Item::Message(message) = item else { panic!("no reset: nothing was lost") };
+                offsets.push(message.message.position.offset);
+            }
+            let handed = subscription.cursor().get(&a).unwrap().offset;
+            assert_eq!(handed, *offsets.last().unwrap(), "the cursor is what was handed over, not what was read");
+        }
+        assert_eq!(offsets, (6..=101).collect::<Vec<_>>());
+        assert_eq!(
+            hub.metrics().render(0, 0, 0).lines().find(|l| l.contains("by=\"subscriber\"")).unwrap(),
+            "herald_catch_up_reads_total{by=\"subscriber\"} 1",
+            "one read for the whole gap"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscription_that_ends_leaves_the_channel_unwatched() {
+        let hub = hub().await;
+        let a = ChannelName::new("a").unwrap();
+        {
+            let mut subscription = hub.subscription(Transport::Sse);
+            subscription.subscribe(&a, Start::Now, 0).await.unwrap();
+            assert!(hub.subscribers.is_watched(&a));
+        }
+        assert!(!hub.subscribers.is_watched(&a));
     }
 }

@@ -248,11 +248,11 @@ async fn when_redis_comes_back_without_the_data_subscribers_are_told_with_a_rese
     assert_eq!(next_offsets(&mut subscription, 1).await, [(1, 3)], "then the new history, from its start");
 }
 
-/// A node on its own Redis whose channels keep 2,000 messages (more than a connection's queue of 1,024), and
-/// `clients` WebSocket subscribers of `dashboard` that have read 1,500 messages.
+/// A node on its own Redis whose channels keep 200 messages, more than a connection's queue (here 64), and
+/// `clients` WebSocket subscribers of `dashboard` that have read 150 messages.
 async fn node_with_a_long_history(redis: &OwnRedis, clients: usize) -> (Node, Vec<Subscription>) {
     let config = std::env::temp_dir().join(format!("herald-test-{}-{}.toml", std::process::id(), redis.port));
-    std::fs::write(&config, "[default_namespace]\nhistory_size = 2000\n").unwrap();
+    std::fs::write(&config, "connection_queue = 64\n[default_namespace]\nhistory_size = 200\n").unwrap();
     let args = ["--engine", "redis", "--redis-url", &redis.url(), "--config", config.to_str().unwrap()];
     let node = Node::start(&args, &[]).await;
     std::fs::remove_file(&config).unwrap();
@@ -261,11 +261,11 @@ async fn node_with_a_long_history(redis: &OwnRedis, clients: usize) -> (Node, Ve
         subscriptions.push(subscribe(&node, "dashboard", Transport::WebSocket, None).await);
     }
     let publisher = Client::new(&node.url()).unwrap();
-    for i in 1..=1500 {
+    for i in 1..=150 {
         publisher.publish("dashboard", Some("tick"), &json!({ "i": i })).await.unwrap();
     }
     for subscription in &mut subscriptions {
-        assert_eq!(next_offsets(subscription, 1500).await.last(), Some(&(1500, 1500)));
+        assert_eq!(next_offsets(subscription, 150).await.last(), Some(&(150, 150)));
     }
     (node, subscriptions)
 }
@@ -297,7 +297,7 @@ async fn a_redis_restart_does_not_flood_or_disconnect_subscribers_that_missed_no
     until_health(&node, 503).await;
     redis.restart().await;
     until_health(&node, 200).await;
-    assert_next_are(&node, &mut subscriptions, 1501..=1502).await;
+    assert_next_are(&node, &mut subscriptions, 151..=152).await;
     assert_eq!(node.client.metric(SLOW_WS).await, 0, "nobody was flooded with history it had");
     assert_eq!(node.client.metric(SUBSCRIBER_READS).await, 0, "nobody had a gap to read");
     assert!(node.client.metric(NODE_READS).await >= 1, "the node caught its channel up (again, while Redis loads)");
@@ -316,7 +316,7 @@ async fn messages_stored_while_pub_sub_was_cut_reach_every_subscriber_once_witho
     let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
     let killed: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut admin).await.unwrap();
     assert_eq!(killed, 1);
-    assert_next_are(&node, &mut subscriptions, 1501..=1510).await;
+    assert_next_are(&node, &mut subscriptions, 151..=160).await;
     assert_eq!(node.client.metric(SLOW_WS).await, 0);
     assert_eq!(node.client.metric(SUBSCRIBER_READS).await, 0, "handed on once, not read by each subscriber");
     assert_eq!(node.client.metric(NODE_READS).await, 1, "one read for the channel");

@@ -53,7 +53,7 @@ fn fanout(c: &mut Criterion) {
                         hub.publish(channel.clone(), event.clone(), data.clone()).await.unwrap();
                         for connection in &mut connections {
                             let live = connection.recv().await;
-                            let Some(Item::Message(message)) = connection.follow(live, 64).await.unwrap().pop() else {
+                            let Some(Item::Message(message)) = connection.follow(live, 64).await.items.pop() else {
                                 panic!("the message was not delivered");
                             };
                             match sse {

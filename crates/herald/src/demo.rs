@@ -89,7 +89,7 @@ pub async fn run(hub: Arc<Hub>, interval: Duration, shutdown: Shutdown) {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
             live = chat.recv() => {
-                let said = chat.follow(live, 1).await.ok().into_iter().flatten().find_map(|item| match item {
+                let said = chat.follow(live, 1).await.items.into_iter().find_map(|item| match item {
                     Item::Message(message) => Some(message),
                     Item::Reset { .. } => None,
                 });

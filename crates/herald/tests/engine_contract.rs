@@ -97,6 +97,7 @@ contract!(
     a_channel_watched_again_after_everyone_left_delivers_again,
     a_sweep_keeps_a_watched_channel_and_its_offsets,
     a_connected_engine_is_healthy,
+    a_subscribe_cancelled_half_way_leaves_nothing_followed,
 );
 
 fn ch(name: &str) -> ChannelName {
@@ -198,7 +199,7 @@ async fn received(subscription: &mut Subscription, n: usize) -> Vec<u64> {
     let mut seen = Vec::new();
     while seen.len() < n {
         let live = tokio::time::timeout(common::PATIENCE, subscription.recv()).await.unwrap();
-        for item in subscription.follow(live, n - seen.len()).await.unwrap() {
+        for item in subscription.follow(live, n - seen.len()).await.into_result().unwrap() {
             match item {
                 Item::Message(message) => seen.push(message.message.position.offset),
                 Item::Reset { channel, .. } => panic!("a reset of {channel}"),
@@ -255,4 +256,13 @@ async fn a_connected_engine_is_healthy(hubs: Hubs) {
     assert!(hub.healthy());
     publish(&hub, "a", 1).await;
     assert!(hub.healthy());
+}
+
+async fn a_subscribe_cancelled_half_way_leaves_nothing_followed(hubs: Hubs) {
+    let Some(hub) = hubs.default().await else { return };
+    let mut subscription = hub.subscription(Transport::WebSocket);
+    // Polled once, then dropped, as when its client leaves while the engine confirms the subscription.
+    let _ = futures_util::FutureExt::now_or_never(subscription.subscribe(&ch("a"), Start::Now, 0));
+    drop(subscription);
+    assert_eq!(hub.stats().channels, 0, "the engine follows no channel for nobody");
 }

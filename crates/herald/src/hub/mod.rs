@@ -25,7 +25,7 @@ pub use crate::engine::Start;
 use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read};
 use crate::metrics::Metrics;
 use subscribers::Subscribers;
-pub use subscription::{Item, Live, Opened, Subscription};
+pub use subscription::{Batch, Item, Live, Opened, Subscription};
 
 /// Why the hub could not serve a request.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -51,6 +51,25 @@ pub enum Item {
     },
 }
 
+/// What [`Subscription::follow`] gave.
+#[derive(Debug)]
+pub struct Batch {
+    /// What to tell the client, in order.
+    pub items: Vec<Item>,
+    /// The engine error that cut the batch short: the client must resume from its cursor to get the rest.
+    pub error: Option<HubError>,
+}
+
+impl Batch {
+    /// The items, or the error when there are none (for a request that answers once).
+    pub fn into_result(self) -> Result<Vec<Item>, HubError> {
+        match self.error {
+            Some(err) if self.items.is_empty() => Err(err),
+            _ => Ok(self.items),
+        }
+    }
+}
+
 /// What [`Subscription::recv`] waited for; hand it to [`Subscription::follow`].
 #[derive(Debug)]
 pub struct Live(Option<Arc<EncodedMessage>>);
@@ -73,6 +92,9 @@ pub struct Subscription {
     /// Read by a catch-up, not handed over yet (oldest first).
     pending: VecDeque<Arc<EncodedMessage>>,
     deadline: Option<Instant>,
+    /// A channel registered for live messages whose history read has not returned yet: unregistered on drop
+    /// too, should the subscribe be cancelled half-way (its client left, shutdown).
+    opening: Option<ChannelName>,
 }
 
 impl Hub {
@@ -92,7 +114,7 @@ impl Hub {
 
 impl Subscription {
     fn new(hub: &Arc<Hub>, inbox: Option<Inbox>) -> Self {
-        Self { hub: hub.clone(), inbox, channels: Vec::new(), pending: VecDeque::new(), deadline: None }
+        Self { hub: hub.clone(), inbox, channels: Vec::new(), pending: VecDeque::new(), deadline: None, opening: None }
     }
 
     /// Follows `channel` from `start`: registers for its live messages first (when the subscription has an
@@ -101,9 +123,13 @@ impl Subscription {
     pub async fn subscribe(&mut self, channel: &ChannelName, start: Start, limit: usize) -> Result<Opened, HubError> {
         let known = self.is_subscribed(channel);
         if let (Some(inbox), false) = (self.inbox.as_mut(), known) {
+            // Set in the same poll that registers (the registration happens before `watch` first waits).
+            self.opening = Some(channel.clone());
             inbox.subscribe(channel).await;
         }
-        let read = match self.hub.read(channel, start, limit).await {
+        let read = self.hub.read(channel, start, limit).await;
+        self.opening = None;
+        let read = match read {
             Ok(read) => read,
             Err(err) => {
                 if !known {
@@ -112,6 +138,8 @@ impl Subscription {
                 return Err(err);
             }
         };
+        // Anything a catch-up left waiting for the channel predates the new start.
+        self.pending.retain(|m| m.message.channel != *channel);
         let end = read.end();
         let followed = Followed { channel: channel.clone(), tracker: Tracker::new(end), delivered: end };
         match self.channels.iter_mut().find(|f| f.channel == *channel) {
@@ -175,26 +203,29 @@ impl Subscription {
 
     /// Turns what [`Subscription::recv`] gave, and whatever else is queued, into at most `max` messages (and the
     /// resets before them) to deliver in order. When a catch-up read fails, the live message that needed it is
-    /// dropped and its channel's tracker stays put, so the channel's next message catches up again; what was
-    /// handed over before it is returned (it counts as delivered), and the error only when there is nothing.
-    pub async fn follow(&mut self, live: Live, max: usize) -> Result<Vec<Item>, HubError> {
-        let mut items = Vec::new();
+    /// dropped and its channel's tracker stays put: the batch ends there, with what was handed over before it and
+    /// the error. A stream should then write the items and end, so that its client resumes from its cursor; a
+    /// poll answers what it has (its cursor does not move past the message), or the error when it has nothing.
+    pub async fn follow(&mut self, live: Live, max: usize) -> Batch {
+        let mut batch = Batch { items: Vec::new(), error: None };
         let mut handed = 0;
         let mut next = live.0;
         while handed < max {
             if let Some(message) = self.pending.pop_front() {
                 handed += 1;
-                self.hand(&mut items, message);
+                self.hand(&mut batch.items, message);
                 continue;
             }
             let Some(live) = next.take().or_else(|| self.inbox.as_mut().and_then(Inbox::try_recv)) else { break };
-            match self.take(&mut items, live).await {
+            match self.take(&mut batch.items, live).await {
                 Ok(n) => handed += n,
-                Err(err) if items.is_empty() => return Err(err),
-                Err(_) => break,
+                Err(err) => {
+                    batch.error = Some(err);
+                    break;
+                }
             }
         }
-        Ok(items)
+        batch
     }
 
     /// Judges one live message: hands it over, skips it, or catches its channel up through history into
@@ -277,8 +308,8 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(inbox) = self.inbox.as_mut() {
-            for followed in &self.channels {
-                inbox.unsubscribe(&followed.channel);
+            for channel in self.channels.iter().map(|f| &f.channel).chain(&self.opening) {
+                inbox.unsubscribe(channel);
             }
         }
     }
@@ -316,7 +347,7 @@ mod tests {
         let mut offsets = Vec::new();
         while offsets.len() < 96 {
             let live = subscription.recv().await;
-            let items = subscription.follow(live, 10).await.unwrap();
+            let items = subscription.follow(live, 10).await.into_result().unwrap();
             assert!(!items.is_empty() && items.len() <= 10, "a batch of {}", items.len());
             for item in items {
                 let Item::Message(message) = item else { panic!("no reset: nothing was lost") };

@@ -148,9 +148,11 @@ pub async fn latest(
                     () = state.shutdown.cancelled() => break,
                 };
                 let newer =
-                    subscription.follow(live, usize::MAX).await?.into_iter().rev().find_map(|item| match item {
-                        Item::Message(message) => Some(message),
-                        Item::Reset { .. } => None,
+                    subscription.follow(live, usize::MAX).await.into_result()?.into_iter().rev().find_map(|item| {
+                        match item {
+                            Item::Message(message) => Some(message),
+                            Item::Reset { .. } => None,
+                        }
                     });
                 if let Some(newer) = newer {
                     return deliver(&newer);

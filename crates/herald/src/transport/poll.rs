@@ -103,7 +103,7 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
         };
         // The first message, and what arrived with it, up to the limit.
         if let Some(live) = live {
-            for item in subscription.follow(live, remaining).await? {
+            for item in subscription.follow(live, remaining).await.into_result()? {
                 match item {
                     Item::Message(message) => batch.messages.push(message),
                     Item::Reset { channel, .. } if !batch.reset.contains(&channel) => batch.reset.push(channel),

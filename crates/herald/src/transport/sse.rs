@@ -87,7 +87,11 @@ impl Stream {
             };
             let mut out = BytesMut::new();
             let mut written = 0;
-            for item in self.subscription.follow(live, MAX_BATCH).await.ok()? {
+            let batch = self.subscription.follow(live, MAX_BATCH).await;
+            // A failed catch-up read: write what was handed over, then end, so the browser resumes from its last
+            // id (the message that needed the read is not delivered otherwise, and its channel may go quiet).
+            self.ended = batch.error.is_some();
+            for item in batch.items {
                 match item {
                     Item::Message(message) => {
                         self.push_message(&mut out, &message);
@@ -106,6 +110,9 @@ impl Stream {
             if !out.is_empty() {
                 self.subscription.hub().metrics().delivered(Transport::Sse, written);
                 return Some(out.freeze());
+            }
+            if self.ended {
+                return None;
             }
         }
     }

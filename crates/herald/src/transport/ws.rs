@@ -48,6 +48,9 @@ const READ_BUFFER_BYTES: usize = 1024;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: the connection's queue overflowed; reconnect and resume with your cursors.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
+/// Close code: a history read the connection needed failed (Redis unreachable); reconnect and resume with your
+/// cursors. 1011: the server met a condition that kept it from fulfilling the request.
+pub const CLOSE_ENGINE_UNAVAILABLE: u16 = 1011;
 
 /// How long a close frame may take to send before the connection is simply dropped.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -228,9 +231,12 @@ impl Session {
                 }
             }
             live = self.subscription.recv() => {
-                self.live(live).await;
+                let complete = self.live(live).await;
                 if self.socket.flush().await.is_err() {
                     return Some(End::Gone);
+                }
+                if !complete {
+                    return Some(End::Close(CLOSE_ENGINE_UNAVAILABLE, "engine unavailable: resume with your cursors"));
                 }
             }
             _ = ping.tick() => {
@@ -299,12 +305,13 @@ impl Session {
         let _ = self.socket.feed(message).await;
     }
 
-    /// Sends what a live message (and what was queued with it) turned into.
-    async fn live(&mut self, live: crate::hub::Live) {
-        // An engine error leaves the channel where it was: its next message catches up through history.
-        let Ok(items) = self.subscription.follow(live, MAX_BATCH).await else { return };
+    /// Sends what a live message (and what was queued with it) turned into; false when a catch-up read failed,
+    /// after which the connection must end: the message that needed it is not delivered, and only a resume from
+    /// the client's cursors brings it (the channel may publish nothing more).
+    async fn live(&mut self, live: crate::hub::Live) -> bool {
+        let batch = self.subscription.follow(live, MAX_BATCH).await;
         let mut delivered = 0;
-        for item in items {
+        for item in batch.items {
             match item {
                 Item::Message(message) => {
                     delivered += 1;
@@ -317,6 +324,7 @@ impl Session {
             }
         }
         self.state.hub.metrics().delivered(Transport::WebSocket, delivered);
+        batch.error.is_none()
     }
 
     async fn request(&mut self, frame: &str) {

@@ -180,6 +180,11 @@ pub(super) async fn follow(
                     }
                 }
             }
+            if catching_up {
+                // Channels left while Pub/Sub was down were never subscribed in this session: forget them.
+                delivered.retain(|channel, _| subscribed.contains(channel));
+                unfinished.channels.retain(|channel, _| subscribed.contains(channel));
+            }
             catching_up = false;
             let gone: Vec<ChannelName> = subscribed.iter().filter(|c| !wanted.contains(c)).cloned().collect();
             for channel in gone {
@@ -269,10 +274,11 @@ impl Unfinished {
 }
 
 /// Records that `position` was delivered on `channel`, unless a later one already was (an announcement that
-/// was in flight during a catch-up arrives after it).
+/// was in flight during a catch-up arrives after it). A Redis epoch is the time a channel's history began there,
+/// so an older epoch is an earlier position.
 fn advance(delivered: &mut HashMap<ChannelName, Position>, channel: &ChannelName, position: Position) {
     match delivered.get_mut(channel) {
-        Some(newest) if newest.epoch == position.epoch && newest.offset >= position.offset => {}
+        Some(newest) if (newest.epoch, newest.offset) >= (position.epoch, position.offset) => {}
         Some(newest) => *newest = position,
         None => {
             delivered.insert(channel.clone(), position);
@@ -364,6 +370,18 @@ mod tests {
         assert_eq!(offsets(missed(&messages(7, 1437..=1500), None)), [1500]);
         assert_eq!(offsets(missed(&messages(8, 1..=5), Some(Position::new(7, 1500)))), [5]);
         assert_eq!(offsets(missed(&[], Some(Position::new(7, 1)))), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn the_newest_delivered_position_never_moves_back() {
+        let a = ChannelName::new("a").unwrap();
+        let mut delivered = HashMap::new();
+        advance(&mut delivered, &a, Position::new(8, 5));
+        advance(&mut delivered, &a, Position::new(8, 4));
+        advance(&mut delivered, &a, Position::new(7, 1500));
+        assert_eq!(delivered[&a], Position::new(8, 5), "an announcement in flight from before is older");
+        advance(&mut delivered, &a, Position::new(9, 1));
+        assert_eq!(delivered[&a], Position::new(9, 1), "a later epoch is later");
     }
 
     #[tokio::test(start_paused = true)]

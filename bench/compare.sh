@@ -10,6 +10,7 @@
 # only, and writes bench/results/<scenario>.<target>.{json,md} and bench/results/summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/servers.sh
 root=$(pwd)
 results="$root/bench/results"
 herald_port=7171
@@ -47,41 +48,19 @@ TOML
 mkdir -p "$work/nchan/logs"
 sed "s#@PREFIX@#$work/nchan#g; s#@PORT@#$nchan_port#g" bench/nchan/nginx.conf.template > "$work/nchan/nginx.conf"
 
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 # Something already on a port would be measured instead of the server just started: refuse to go on.
-for port in $herald_port $nchan_port; do
-  if listening "$port"; then
-    echo "compare: port $port is already taken (a server left over from another run?); stop it first" >&2
-    exit 1
-  fi
-done
-
-# Waits until the server just started (pid $server_pid) listens on port $1; fails if it died instead.
-wait_for() {
-  for _ in $(seq 100); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-      echo "compare: the server exited at start; the end of its log:" >&2
-      tail -n 5 "$work/herald.log" "$work/nchan/logs/stderr.log" >&2 2>/dev/null || true
-      exit 1
-    fi
-    if listening "$1"; then return 0; fi
-    sleep 0.1
-  done
-  echo "compare: nothing listens on port $1" >&2
-  exit 1
-}
+refuse_taken_ports compare "$herald_port" "$nchan_port"
 
 start_herald() {
   "$herald" serve --listen "127.0.0.1:$herald_port" --config "$work/herald.toml" 2>"$work/herald.log" &
   server_pid=$!
-  wait_for "$herald_port"
+  wait_listening compare "$server_pid" "$herald_port" "$work/herald.log"
 }
 
 start_nchan() {
   nginx -p "$work/nchan" -c "$work/nchan/nginx.conf" 2>>"$work/nchan/logs/stderr.log" &
   server_pid=$!
-  wait_for "$nchan_port"
+  wait_listening compare "$server_pid" "$nchan_port" "$work/nchan/logs/stderr.log"
 }
 
 if [ $# -gt 0 ]; then scenarios=("$@"); else mapfile -t scenarios < <("$bench" scenarios | awk '{print $1}'); fi

@@ -21,6 +21,7 @@
 # everything it started on exit, and writes bench/results/redis-blip.<blip>.{json,md} (ignored by git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/servers.sh
 root=$(pwd)
 results="$root/bench/results"
 redis_port=6391
@@ -38,13 +39,7 @@ cargo build --release -q -p herald -p herald-bench
 bench="$target/release/herald-bench"
 herald="$target/release/herald"
 
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in $redis_port $herald_port; do
-  if listening "$port"; then
-    echo "redis-blip: port $port is already taken (a server left over from another run?); stop it first" >&2
-    exit 1
-  fi
-done
+refuse_taken_ports redis-blip "$redis_port" "$herald_port"
 
 work=$(mktemp -d)
 herald_pid=""
@@ -98,17 +93,7 @@ start_pair() {
   HERALD_ENGINE=redis HERALD_REDIS_URL="redis://127.0.0.1:$redis_port" \
     "$herald" serve --listen "127.0.0.1:$herald_port" --config "$work/herald.toml" 2>"$work/herald.log" &
   herald_pid=$!
-  for _ in $(seq 100); do
-    if ! kill -0 "$herald_pid" 2>/dev/null; then
-      echo "redis-blip: Herald exited at start; the end of its log:" >&2
-      tail -n 5 "$work/herald.log" >&2
-      exit 1
-    fi
-    if listening "$herald_port"; then return 0; fi
-    sleep 0.1
-  done
-  echo "redis-blip: nothing listens on port $herald_port" >&2
-  exit 1
+  wait_listening redis-blip "$herald_pid" "$herald_port" "$work/herald.log"
 }
 
 if [ $# -gt 0 ]; then blips=("$@"); else blips=(pubsub-kill restart); fi

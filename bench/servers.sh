@@ -1,0 +1,36 @@
+# Shell functions the benchmark scripts share (sourced, not run): ports on loopback, and waiting for a server
+# they started. `who` names the script in its messages.
+
+# Whether something listens on 127.0.0.1:$1.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# refuse_taken_ports who port…: something already on a port would be measured instead of the server about to
+# be started there, so stop.
+refuse_taken_ports() {
+  local who=$1
+  shift
+  for port in "$@"; do
+    if listening "$port"; then
+      echo "$who: port $port is already taken (a server left over from another run?); stop it first" >&2
+      exit 1
+    fi
+  done
+}
+
+# wait_listening who pid port log…: waits until process `pid` listens on `port`; if it died instead, shows the
+# end of its logs and stops.
+wait_listening() {
+  local who=$1 pid=$2 port=$3
+  shift 3
+  for _ in $(seq 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$who: the server exited at start; the end of its log:" >&2
+      tail -n 5 "$@" >&2 2>/dev/null || true
+      exit 1
+    fi
+    if listening "$port"; then return 0; fi
+    sleep 0.1
+  done
+  echo "$who: nothing listens on port $port" >&2
+  exit 1
+}

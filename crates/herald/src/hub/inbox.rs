@@ -15,10 +15,9 @@ use super::Hub;
 use crate::encoded::EncodedMessage;
 use crate::metrics::{ConnectionGuard, Transport};
 
-/// The channels a subscriber follows and its queue of their live messages.
+/// A subscriber's registration for live messages and its queue of them.
 pub(crate) struct Inbox {
     id: u64,
-    hub: Arc<Hub>,
     queue: QueueSender,
     receiver: QueueReceiver,
     slow: CancellationToken,
@@ -31,7 +30,6 @@ impl Inbox {
         let (queue, receiver) = super::queue::queue(capacity);
         Self {
             id,
-            hub: hub.clone(),
             queue,
             receiver,
             slow: CancellationToken::new(),
@@ -42,21 +40,21 @@ impl Inbox {
 
     /// Starts queueing live messages of `channel`; completes once no message stored from now on can be missed,
     /// so history read afterwards joins the live feed without a gap. Called once per channel.
-    pub(super) async fn subscribe(&mut self, channel: &ChannelName) {
+    pub(super) async fn subscribe(&mut self, hub: &Hub, channel: &ChannelName) {
         let subscriber = Subscriber {
             connection: self.id,
             queue: self.queue.clone(),
             slow: self.slow.clone(),
             transport: self.transport,
         };
-        self.hub.subscribers.add(channel, subscriber);
-        self.hub.engine.watch(channel).await;
+        hub.subscribers.add(channel, subscriber);
+        hub.engine.watch(channel).await;
     }
 
     /// Stops queueing live messages of `channel`, which [`Inbox::subscribe`] registered.
-    pub(super) fn unsubscribe(&mut self, channel: &ChannelName) {
-        self.hub.subscribers.remove(channel, self.id);
-        self.hub.engine.unwatch(channel);
+    pub(super) fn unsubscribe(&mut self, hub: &Hub, channel: &ChannelName) {
+        hub.subscribers.remove(channel, self.id);
+        hub.engine.unwatch(channel);
     }
 
     /// The next live message. Cancel-safe: a message is only taken by the poll that returns it.

@@ -125,7 +125,7 @@ impl Subscription {
         if let (Some(inbox), false) = (self.inbox.as_mut(), known) {
             // Set in the same poll that registers (the registration happens before `watch` first waits).
             self.opening = Some(channel.clone());
-            inbox.subscribe(channel).await;
+            inbox.subscribe(&self.hub, channel).await;
         }
         let read = self.hub.read(channel, start, limit).await;
         self.opening = None;
@@ -161,7 +161,7 @@ impl Subscription {
     /// Stops the live feed of `channel`.
     fn unregister(&mut self, channel: &ChannelName) {
         if let Some(inbox) = self.inbox.as_mut() {
-            inbox.unsubscribe(channel);
+            inbox.unsubscribe(&self.hub, channel);
         }
     }
 
@@ -309,7 +309,7 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(inbox) = self.inbox.as_mut() {
             for channel in self.channels.iter().map(|f| &f.channel).chain(&self.opening) {
-                inbox.unsubscribe(channel);
+                inbox.unsubscribe(&self.hub, channel);
             }
         }
     }

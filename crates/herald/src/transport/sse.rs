@@ -146,8 +146,7 @@ pub async fn sse(
     let query = Query::parse(raw.as_deref());
     let channels = super::requested_channels(&state, &query, ip)?;
     let claims = authorize_read(&state, &headers, &query, &channels)?;
-    let relies_on_token = channels.iter().any(|c| state.auth.is_private(c));
-    let expires = claims.as_ref().filter(|_| relies_on_token).map(|c| super::token_deadline(&state, c));
+    let expires = super::TokenDeadline::of(&state, claims.as_ref(), &channels).map(|t| t.at());
     let envelope = query.flag("envelope")?;
     let last = query.number("last")?;
     // Last-Event-ID wins over `since`: it is where the browser really stopped.

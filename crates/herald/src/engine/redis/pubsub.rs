@@ -174,10 +174,7 @@ pub(super) async fn follow(
                 watches.bump();
                 if catching_up {
                     let seen = unfinished.channels.remove(channel).unwrap_or_else(|| delivered.get(channel).copied());
-                    match catch_up(&inner, channel, seen).await {
-                        Ok(newest) => newest.into_iter().for_each(|p| advance(&mut delivered, channel, p)),
-                        Err(()) => unfinished.failed(channel.clone(), seen),
-                    }
+                    catch_up(&inner, channel, seen, &mut delivered, &mut unfinished).await;
                 }
             }
             if catching_up {
@@ -201,10 +198,7 @@ pub(super) async fn follow(
                 () = watches.changed.notified() => {}
                 () = tokio::time::sleep_until(unfinished.at.unwrap_or_else(Instant::now)), if unfinished.at.is_some() => {
                     for (channel, seen) in unfinished.retry() {
-                        match catch_up(&inner, &channel, seen).await {
-                            Ok(newest) => newest.into_iter().for_each(|p| advance(&mut delivered, &channel, p)),
-                            Err(()) => unfinished.failed(channel, seen),
-                        }
+                        catch_up(&inner, &channel, seen, &mut delivered, &mut unfinished).await;
                     }
                     unfinished.settle();
                 }
@@ -287,9 +281,15 @@ fn advance(delivered: &mut HashMap<ChannelName, Position>, channel: &ChannelName
 }
 
 /// After Pub/Sub was down: hands `channel`'s messages stored since `seen` (the newest this node delivered on it)
-/// to the delivery callback, by the rule of [`missed`]. One read per channel. Returns the newest position read,
-/// or `Err` when the read failed (to be retried).
-async fn catch_up(inner: &Inner, channel: &ChannelName, seen: Option<Position>) -> Result<Option<Position>, ()> {
+/// to the delivery callback, by the rule of [`missed`], with one read, and records the newest position read; a
+/// failed read is left to `unfinished`, to be retried from the same `seen`.
+async fn catch_up(
+    inner: &Inner,
+    channel: &ChannelName,
+    seen: Option<Position>,
+    delivered: &mut HashMap<ChannelName, Position>,
+    unfinished: &mut Unfinished,
+) {
     let window = CATCH_UP_WINDOW.min(inner.config.connection_queue / 2).max(1);
     // Without a position to start from, only the newest message is of use.
     let n = if seen.is_some() { window } else { 1 };
@@ -299,11 +299,13 @@ async fn catch_up(inner: &Inner, channel: &ChannelName, seen: Option<Position>) 
             let missed = missed(&read.messages, seen);
             tracing::debug!(%channel, read = read.messages.len(), handed_on = missed.len(), "caught up after a pub/sub drop");
             missed.iter().for_each(|m| (inner.deliver)(m));
-            Ok(read.messages.last().map(|m| m.message.position))
+            if let Some(newest) = read.messages.last() {
+                advance(delivered, channel, newest.message.position);
+            }
         }
         Err(err) => {
             tracing::warn!(%err, %channel, "catch-up after a pub/sub drop failed; retrying");
-            Err(())
+            unfinished.failed(channel.clone(), seen);
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod refusal;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod transport;
 
 pub use config::Config;

@@ -37,6 +37,29 @@ impl Transport {
     }
 }
 
+/// What an accepted connection speaks, for `herald_http_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// HTTP/1.1 in the clear.
+    Http1,
+    /// HTTP/1.1 over TLS.
+    Http1Tls,
+    /// HTTP/2 over TLS.
+    Http2Tls,
+}
+
+impl Wire {
+    const ALL: [Wire; 3] = [Wire::Http1, Wire::Http1Tls, Wire::Http2Tls];
+
+    fn labels(self) -> &'static str {
+        match self {
+            Wire::Http1 => "protocol=\"http/1.1\",tls=\"false\"",
+            Wire::Http1Tls => "protocol=\"http/1.1\",tls=\"true\"",
+            Wire::Http2Tls => "protocol=\"h2\",tls=\"true\"",
+        }
+    }
+}
+
 /// Who read history to fill a gap in a live feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CatchUp {
@@ -159,6 +182,8 @@ pub struct Metrics {
     history_reads: AtomicU64,
     catch_up_reads: [AtomicU64; 2],
     refusals: [AtomicU64; Refusal::ALL.len()],
+    http_connections: [AtomicU64; Wire::ALL.len()],
+    tls_handshake_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -171,6 +196,17 @@ impl Metrics {
     /// Open connections of `transport` now.
     pub fn connections(&self, transport: Transport) -> u64 {
         self.connections.get(transport)
+    }
+
+    /// Counts an accepted connection, by what it speaks, until the guard is dropped.
+    pub fn http_connection(self: Arc<Self>, wire: Wire) -> HttpConnectionGuard {
+        self.http_connections[wire as usize].fetch_add(1, Relaxed);
+        HttpConnectionGuard { metrics: self, wire }
+    }
+
+    /// Counts a TLS handshake that failed or timed out.
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.fetch_add(1, Relaxed);
     }
 
     /// Counts `n` messages written to clients.
@@ -249,7 +285,31 @@ impl Metrics {
         for reason in Refusal::ALL {
             let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.label(), self.refusals(reason));
         }
+        let name = "herald_http_connections";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Open client connections, by protocol (one HTTP/2 connection carries many streams)."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for wire in Wire::ALL {
+            let _ = writeln!(out, "{name}{{{}}} {}", wire.labels(), self.http_connections[wire as usize].load(Relaxed));
+        }
+        let name = "herald_tls_handshake_failures_total";
+        let _ = writeln!(out, "# HELP {name} TLS handshakes that failed or did not finish in time.");
+        let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", self.tls_handshake_failures.load(Relaxed));
         out
+    }
+}
+
+/// Decrements `herald_http_connections` when dropped.
+pub struct HttpConnectionGuard {
+    metrics: Arc<Metrics>,
+    wire: Wire,
+}
+
+impl Drop for HttpConnectionGuard {
+    fn drop(&mut self) {
+        self.metrics.http_connections[self.wire as usize].fetch_sub(1, Relaxed);
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use herald::Server;
 
-use super::serve::{finish, log_security, stop_on_signal, ServeArgs};
+use super::serve::{finish, log_security, reload_on_hangup, stop_on_signal, ServeArgs};
 
 /// Options of `herald demo`.
 #[derive(clap::Args, Debug)]
@@ -25,10 +25,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     log_security(&server);
     let addr = server.local_addr()?;
     stop_on_signal(&server)?;
+    reload_on_hangup(&server)?;
     let publisher =
         herald::demo::run(server.hub().clone(), Duration::from_millis(args.interval_ms), server.shutdown().clone());
     server.shutdown().tracker().spawn(publisher);
-    println!("Herald demo running: open http://{addr}/");
+    let scheme = if server.tls().is_some() { "https" } else { "http" };
+    println!("Herald demo running: open {scheme}://{addr}/");
     finish(server.run().await?);
     Ok(())
 }

@@ -92,13 +92,34 @@ pub(crate) fn stop_on_signal(server: &Server) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads the TLS certificate files again on SIGHUP (they are also read again when they change on disk).
+pub(crate) fn reload_on_hangup(server: &Server) -> anyhow::Result<()> {
+    let Some(tls) = server.tls().cloned() else { return Ok(()) };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reading the TLS certificate files again");
+                tls.reload();
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
+    Ok(())
+}
+
 /// Runs `herald serve`.
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     let server = Server::bind(config).await?;
     log_security(&server);
     stop_on_signal(&server)?;
-    tracing::info!(addr = %server.local_addr()?, engine = server.hub().engine_name(), "herald listening");
+    reload_on_hangup(&server)?;
+    let scheme = if server.tls().is_some() { "https" } else { "http" };
+    tracing::info!(addr = %server.local_addr()?, scheme, engine = server.hub().engine_name(), "herald listening");
     finish(server.run().await?);
     Ok(())
 }

@@ -201,6 +201,31 @@ pub struct Config {
     pub publish_rate_per_key: u32,
     /// Allows listening beyond loopback without a publisher key.
     pub insecure: bool,
+    /// HTTPS on `listen` with this certificate chain (PEM), reread when it changes on disk or on SIGHUP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// HTTPS on `listen` with certificates for these names, obtained and renewed over ACME.
+    pub acme_domains: Vec<String>,
+    /// The contact address given to the ACME server.
+    pub acme_email: Option<String>,
+    /// The ACME server's directory URL.
+    pub acme_directory: String,
+    /// Where the ACME account and certificates are kept between runs.
+    pub acme_cache_dir: Option<PathBuf>,
+    /// How the ACME server checks the names: `tls-alpn-01` (on `listen`) or `http-01` (on `redirect_listen`).
+    pub acme_challenge: String,
+    /// Roots (PEM) trusted for the ACME server instead of the system's (a private or test ACME server).
+    pub acme_ca_file: Option<PathBuf>,
+    /// With TLS: a plain-HTTP address that redirects to HTTPS (and answers ACME's HTTP-01 challenges).
+    #[serde(deserialize_with = "optional_listen")]
+    pub redirect_listen: Option<SocketAddr>,
+    /// With TLS: `Strict-Transport-Security: max-age=…` on every answer; 0 sends none.
+    pub hsts_max_age_secs: u64,
+    /// With TLS: offer HTTP/2 (ALPN `h2`) besides HTTP/1.1.
+    pub http2: bool,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_streams: u32,
     /// The environment variable that set a setting, by the setting's key, for the modules that interpret the
     /// setting to name it as the user wrote it (see [`Config::source`]).
     #[serde(skip)]
@@ -238,6 +263,18 @@ impl Default for Config {
             publish_rate_per_connection: 100,
             publish_rate_per_key: 1_000,
             insecure: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            acme_domains: Vec::new(),
+            acme_email: None,
+            acme_directory: "https://acme-v02.api.letsencrypt.org/directory".to_string(),
+            acme_cache_dir: None,
+            acme_challenge: "tls-alpn-01".to_string(),
+            acme_ca_file: None,
+            redirect_listen: None,
+            hsts_max_age_secs: 0,
+            http2: true,
+            http2_max_streams: 100,
             sources: BTreeMap::new(),
         }
     }
@@ -329,6 +366,11 @@ impl Config {
         self.sources.get(key).map_or(key, String::as_str)
     }
 
+    /// Whether `listen` speaks HTTPS: certificate files or ACME are configured.
+    pub fn tls(&self) -> bool {
+        self.tls_cert_file.is_some() || !self.acme_domains.is_empty()
+    }
+
     /// Whether `transport` is enabled.
     pub fn enabled(&self, transport: TransportKind) -> bool {
         self.transports.contains(&transport)
@@ -350,6 +392,18 @@ fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
         .trim()
         .parse()
         .map_err(|_| serde::de::Error::custom(format!("{value:?} is not an address such as 127.0.0.1:7070")))
+}
+
+/// `redirect_listen`: an address, or nothing (also an empty text, for a variable that unsets it).
+fn optional_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(value) if !value.trim().is_empty() => value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{value:?} is not an address such as 0.0.0.0:80"))),
+        _ => Ok(None),
+    }
 }
 
 /// `transports`: names among ws (or websocket), sse and poll; blanks are skipped and repeats kept once.

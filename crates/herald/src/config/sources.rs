@@ -47,7 +47,7 @@ impl Overrides {
 }
 
 /// Variables of the CLI client and the test suite share the prefix; they are not server settings.
-const NOT_SETTINGS: [&str; 5] = ["URL", "LOG", "KEY", "TOKEN", "TEST_REDIS_URL"];
+const NOT_SETTINGS: [&str; 6] = ["URL", "LOG", "KEY", "TOKEN", "TEST_REDIS_URL", "TEST_PEBBLE"];
 
 impl Config {
     /// Builds the configuration from a file (if any), the environment and flags, and validates it. Key files
@@ -113,8 +113,9 @@ fn file_tree(path: &Path, text: &str) -> Result<Value, ConfigError> {
     toml::from_str::<Config>(text).map_err(|e| parse(e.to_string()))?;
     let mut tree: Value = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    for key in ["public_key_file", "jwks_file"] {
-        if let Some(Value::String(file)) = tree.pointer_mut(&format!("/jwt/{key}")) {
+    let paths = ["/jwt/public_key_file", "/jwt/jwks_file", "/tls_cert_file", "/tls_key_file", "/acme_cache_dir"];
+    for pointer in paths.into_iter().chain(["/acme_ca_file"]) {
+        if let Some(Value::String(file)) = tree.pointer_mut(pointer) {
             *file = dir.join(&*file).display().to_string();
         }
     }

@@ -73,7 +73,77 @@ impl Config {
             }
             check_duration(format!("{key}.history_ttl_secs"), ns.history_ttl)?;
         }
+        self.validate_tls()?;
         self.validate_security()
+    }
+
+    /// Checks the HTTPS keys: one source of certificates, what ACME needs, and what only makes sense with TLS.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            let missing = if self.tls_cert_file.is_some() { "tls_key_file" } else { "tls_cert_file" };
+            return Err(invalid(missing, "tls_cert_file and tls_key_file go together"));
+        }
+        if self.tls_cert_file.is_some() && !self.acme_domains.is_empty() {
+            return Err(invalid("acme_domains", "give either certificate files (tls_cert_file) or acme_domains"));
+        }
+        if self.http2_max_streams == 0 {
+            return Err(invalid("http2_max_streams", "must be at least 1"));
+        }
+        if !self.acme_domains.is_empty() {
+            for domain in &self.acme_domains {
+                let name_like = domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+                if !name_like || domain.len() > 253 {
+                    return Err(invalid(
+                        "acme_domains",
+                        format!("{domain:?} is not a host name such as herald.example"),
+                    ));
+                }
+            }
+            if self.acme_cache_dir.is_none() {
+                return Err(invalid(
+                    "acme_cache_dir",
+                    "acme_domains needs a directory to keep the account and certificates in",
+                ));
+            }
+            if !self.acme_directory.starts_with("https://") {
+                return Err(invalid("acme_directory", "must start with https://"));
+            }
+            match self.acme_challenge.as_str() {
+                "tls-alpn-01" => {}
+                "http-01" if self.redirect_listen.is_some() => {}
+                "http-01" => {
+                    return Err(invalid("acme_challenge", "http-01 is answered on redirect_listen: set it (port 80)"))
+                }
+                other => {
+                    return Err(invalid(
+                        "acme_challenge",
+                        format!("unknown challenge {other:?}; expected tls-alpn-01 or http-01"),
+                    ))
+                }
+            }
+        }
+        if !self.tls() {
+            let tls_only = [
+                ("redirect_listen", self.redirect_listen.is_some()),
+                ("hsts_max_age_secs", self.hsts_max_age_secs > 0),
+                ("acme_email", self.acme_email.is_some()),
+                ("acme_cache_dir", self.acme_cache_dir.is_some()),
+            ];
+            if let Some((key, _)) = tls_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    *key,
+                    "only applies to HTTPS: set tls_cert_file and tls_key_file, or acme_domains",
+                ));
+            }
+        }
+        if self.redirect_listen == Some(self.listen) {
+            return Err(invalid("redirect_listen", "must differ from listen"));
+        }
+        check_duration("hsts_max_age_secs".to_string(), Duration::from_secs(self.hsts_max_age_secs))
     }
 
     /// Checks the access rules that span several keys (listening beyond loopback, private namespaces, origins).
@@ -152,5 +222,33 @@ mod tests {
             .contains("namespaces.chat.history_size"));
         assert!(msg(load("transports = [\"carrier-pigeon\"]", &[], Overrides::default())).contains("transports"));
         assert!(msg(load("listen = \"here\"", &[], Overrides::default())).contains("listen"));
+    }
+
+    #[test]
+    fn tls_keys_are_refused_when_they_cannot_work_together() {
+        let msg = |toml: &str| load(toml, &[], Overrides::default()).unwrap_err().to_string();
+        assert!(msg("tls_cert_file = \"c.pem\"").starts_with("tls_key_file:"));
+        assert!(msg("tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\nacme_domains = [\"a.example\"]")
+            .starts_with("acme_domains:"));
+        assert!(msg("acme_domains = [\"a.example\"]").starts_with("acme_cache_dir:"));
+        assert!(msg("acme_domains = [\"https://a.example\"]\nacme_cache_dir = \"acme\"").starts_with("acme_domains:"));
+        let acme = "acme_domains = [\"a.example\"]\nacme_cache_dir = \"acme\"\n";
+        assert!(msg(&format!("{acme}acme_challenge = \"http-01\"")).contains("redirect_listen"));
+        assert!(msg(&format!("{acme}acme_challenge = \"dns-01\"")).starts_with("acme_challenge:"));
+        assert!(msg(&format!("{acme}acme_directory = \"http://ca.example/dir\"")).starts_with("acme_directory:"));
+        assert!(msg("hsts_max_age_secs = 60").starts_with("hsts_max_age_secs:"));
+        assert!(msg("redirect_listen = \"127.0.0.1:8080\"").starts_with("redirect_listen:"));
+        assert!(msg("http2_max_streams = 0").starts_with("http2_max_streams:"));
+        let c = load(
+            &format!("{acme}redirect_listen = \"127.0.0.1:8080\"\nacme_challenge = \"http-01\""),
+            &[],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.tls() && c.redirect_listen.is_some_and(|a| a.port() == 8080));
+        let env =
+            [("HERALD_TLS_CERT_FILE", "c.pem"), ("HERALD_TLS_KEY_FILE", "k.pem"), ("HERALD_HSTS_MAX_AGE_SECS", "60")];
+        let c = load("", &env, Overrides::default()).unwrap();
+        assert_eq!((c.tls(), c.hsts_max_age_secs, c.http2), (true, 60, true));
     }
 }

@@ -1,5 +1,6 @@
-//! One accepted connection: an SSE stream is written straight to the socket, everything else is served by
-//! hyper's HTTP/1 connection (keep-alive, bodies, WebSocket upgrades).
+//! One accepted plain-HTTP connection: an SSE stream is written straight to the socket, everything else is
+//! served by hyper's HTTP/1 connection (keep-alive, bodies, WebSocket upgrades). TLS connections come here
+//! after their handshake when they speak HTTP/1.1 ([`super::secure`]), and take hyper's path only.
 //!
 //! Why two paths: hyper keeps a whole HTTP/1 connection alive under a streamed response (an 8 KiB read
 //! buffer, an 8 KiB head buffer, the connection state), about 16 KiB of every idle SSE subscriber for a
@@ -17,16 +18,18 @@
 
 use std::future::pending;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
+use axum::http::{header, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -35,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::head_errors::{JsonHeadErrors, MAX_HEADERS as MAX_HEAD_HEADERS, MAX_HEAD_BYTES};
 use super::routes::SSE_PATH;
 use crate::http::StopWriting;
+use crate::metrics::{Metrics, Wire};
 use crate::shutdown::Shutdown;
 
 /// The bytes looked at before choosing a path. A request head longer than this goes to hyper.
@@ -48,11 +52,13 @@ pub(super) struct Serving {
     pub(super) shutdown: Shutdown,
     /// The longest wait for a whole request head (`request_head_timeout`).
     pub(super) head_timeout: Duration,
+    pub(super) metrics: Arc<Metrics>,
 }
 
-/// Serves one accepted connection until it ends or shutdown has drained it.
+/// Serves one accepted plain-HTTP connection until it ends or shutdown has drained it.
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, serving: Serving) {
-    let Serving { app, shutdown, head_timeout } = serving;
+    let Serving { app, shutdown, head_timeout, metrics } = serving;
+    let _open = metrics.http_connection(Wire::Http1);
     let head_due = Instant::now() + head_timeout;
     let direct = tokio::select! {
         () = shutdown.cancelled() => return,
@@ -68,25 +74,38 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, serving: Serving)
         }
         // Boxed: hyper's connection state is larger than a whole idle event stream, and an unboxed branch would
         // size every connection's task by it.
-        None => Box::pin(serve_http1(stream, peer, app, shutdown, head_due, head_timeout)).await,
+        None => {
+            let http1 = Http1 { app, shutdown, head_due, head_timeout, hsts: None };
+            Box::pin(serve_http1(stream, peer, http1)).await
+        }
     }
 }
 
-/// hyper's HTTP/1 connection, with upgrades (WebSocket) and a graceful end on shutdown. The first request's
-/// head must be whole by `head_due` (the connection's own deadline); later ones within `head_timeout` of the
-/// previous answer (hyper's timer).
+/// What a connection served by hyper's HTTP/1 needs.
+pub(super) struct Http1 {
+    pub(super) app: Router,
+    pub(super) shutdown: Shutdown,
+    /// When the first request's head must be whole (the connection's own deadline).
+    pub(super) head_due: Instant,
+    /// The longest wait for each later head, from the previous answer.
+    pub(super) head_timeout: Duration,
+    /// A `Strict-Transport-Security` header for every answer (HTTPS only).
+    pub(super) hsts: Option<HeaderValue>,
+}
+
+/// hyper's HTTP/1 connection, with upgrades (WebSocket) and a graceful end on shutdown, over a plain or a TLS
+/// socket. The first request's head must be whole by `head_due` (the connection's own deadline); later ones
+/// within `head_timeout` of the previous answer (hyper's timer).
 ///
-/// An event stream answered here (its head came in pieces, or it follows other requests) closes the connection
-/// when its [`StopWriting`] signal fires, and at once on shutdown, as the direct path does: hyper stops asking
-/// the body for chunks while a write is blocked, and would otherwise wait on the peer forever.
-async fn serve_http1(
-    stream: TcpStream,
-    peer: SocketAddr,
-    app: Router,
-    shutdown: Shutdown,
-    head_due: Instant,
-    head_timeout: Duration,
-) {
+/// An event stream answered here (its head came in pieces, or it follows other requests, or the connection is
+/// TLS) closes the connection when its [`StopWriting`] signal fires, and at once on shutdown, as the direct path
+/// does: hyper stops asking the body for chunks while a write is blocked, and would otherwise wait on the peer
+/// forever.
+pub(super) async fn serve_http1<S>(stream: S, peer: SocketAddr, settings: Http1)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Http1 { app, shutdown, head_due, head_timeout, hsts } = settings;
     let app = TowerToHyperService::new(app);
     let (stop_writing, mut stopped) = watch::channel(None);
     let first_head = CancellationToken::new();
@@ -98,7 +117,14 @@ async fn serve_http1(
             request.extensions_mut().insert(ConnectInfo(peer));
             let response = hyper::service::Service::call(&app, request.map(Body::new));
             let stop_writing = stop_writing.clone();
-            async move { Ok::<_, std::convert::Infallible>(watch_event_stream(response.await?, stop_writing)) }
+            let hsts = hsts.clone();
+            async move {
+                let mut response = response.await?;
+                if let Some(hsts) = hsts {
+                    response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+                }
+                Ok::<_, std::convert::Infallible>(watch_event_stream(response, stop_writing))
+            }
         })
     };
     let connection = http1::Builder::new()

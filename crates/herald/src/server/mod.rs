@@ -1,9 +1,11 @@
 //! Binding, serving and stopping: the one place that owns the listener, the background sweeper and the
 //! shutdown sequence.
 //!
-//! Every accepted connection is a task on the shutdown tracker, served by [`connection`]: hyper's HTTP/1
-//! connection for requests and WebSocket upgrades, or, for an SSE stream, [`event_stream`] straight on the
-//! socket.
+//! Every accepted connection is a task on the shutdown tracker. In the clear it is served by [`connection`]:
+//! hyper's HTTP/1 connection for requests and WebSocket upgrades, or, for an SSE stream, [`event_stream`]
+//! straight on the socket. With TLS (`tls_cert_file` or `acme_domains`) [`secure`] performs the handshake and
+//! serves the protocol ALPN chose: HTTP/1.1 on hyper's connection, or HTTP/2 ([`http2`]). The ACME task and
+//! the plain-HTTP redirect listener ([`redirect`]) are tasks on the same tracker.
 //!
 //! Shutdown: the token is cancelled (by a signal or by the caller), the listener stops accepting, held polls
 //! answer at once, SSE streams end, WebSockets close with 1001, idle keep-alive connections close, and the
@@ -21,12 +23,17 @@ use crate::engine::EngineError;
 use crate::http::AppState;
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
+use crate::tls::acme::Acme;
+use crate::tls::{Tls, TlsError};
 pub use routes::router;
 
 mod connection;
 mod event_stream;
 mod head_errors;
+mod http2;
+mod redirect;
 mod routes;
+mod secure;
 
 /// How often expired history is dropped and idle channels are freed.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -57,6 +64,9 @@ pub enum StartError {
     /// A key or a proxy range of the configuration cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// HTTPS could not be set up (a certificate file, the ACME cache).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -71,6 +81,9 @@ pub enum StartError {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    tls: Option<Arc<Tls>>,
+    acme: Option<Acme>,
+    redirect: Option<TcpListener>,
 }
 
 impl Server {
@@ -78,11 +91,30 @@ impl Server {
     /// which stop the start if one cannot be used) and binds `config.listen`.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let listen = config.listen;
+        let (tls, acme) = match Tls::from_config(&config)? {
+            Some((tls, acme)) => (Some(Arc::new(tls)), acme),
+            None => (None, None),
+        };
+        let redirect_listen = config.redirect_listen;
         let config = Arc::new(config);
         let hub = Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await?;
         let state = AppState::new(hub, Shutdown::new())?;
         let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
-        Ok(Self { listener, state })
+        let redirect = match redirect_listen {
+            Some(addr) => Some(listen_on(addr).map_err(|source| StartError::Bind { addr, source })?),
+            None => None,
+        };
+        Ok(Self { listener, state, tls, acme, redirect })
+    }
+
+    /// The plain-HTTP redirect listener's address, when there is one.
+    pub fn redirect_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.redirect.as_ref().map(TcpListener::local_addr)
+    }
+
+    /// The TLS side, when `listen` speaks HTTPS (to read the certificate files again on SIGHUP).
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
     }
 
     /// The address actually bound (useful with port 0).
@@ -108,17 +140,34 @@ impl Server {
     /// Serves until shutdown is triggered, then drains for at most `shutdown_grace`. Returns whether every
     /// request and connection finished within that time.
     pub async fn run(self) -> std::io::Result<bool> {
-        let Self { listener, state } = self;
+        let Self { listener, state, tls, acme, redirect } = self;
         let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
-        let grace = hub.config().shutdown_grace;
+        let config = hub.config().clone();
         let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
-        let head_timeout = hub.config().request_head_timeout;
+        if let Some(acme) = acme {
+            shutdown.tracker().spawn(acme.run(shutdown.clone()));
+        }
         let app = router(state);
-        let serving = connection::Serving { app, shutdown: shutdown.clone(), head_timeout };
-        accept(&listener, &serving).await;
+        let metrics = hub.metrics().clone();
+        let serving =
+            connection::Serving { app, shutdown: shutdown.clone(), head_timeout: config.request_head_timeout, metrics };
+        if let Some(redirect) = redirect {
+            let challenges = tls.as_ref().and_then(|tls| tls.challenges().cloned());
+            let https_port = listener.local_addr()?.port();
+            shutdown.tracker().spawn(redirect::serve(redirect, https_port, challenges, serving.clone()));
+        }
+        let secure = tls.map(|tls| secure::Secure {
+            tls,
+            hsts: (config.hsts_max_age_secs > 0)
+                .then(|| axum::http::HeaderValue::from_str(&format!("max-age={}", config.hsts_max_age_secs)).ok())
+                .flatten(),
+            http2_max_streams: config.http2_max_streams,
+            http2_ping: config.ws_ping,
+        });
+        accept(&listener, &serving, secure.as_ref()).await;
         drop(listener);
         // One grace period for everything, counted from the shutdown signal.
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = tokio::time::Instant::now() + config.shutdown_grace;
         let drained = shutdown.drain_until(deadline).await;
         sweeper.abort();
         Ok(drained)
@@ -126,7 +175,7 @@ impl Server {
 }
 
 /// Accepts connections until shutdown, each served by its own task on the shutdown tracker.
-async fn accept(listener: &TcpListener, serving: &connection::Serving) {
+async fn accept(listener: &TcpListener, serving: &connection::Serving, secure: Option<&secure::Secure>) {
     let shutdown = &serving.shutdown;
     loop {
         let accepted = tokio::select! {
@@ -137,7 +186,12 @@ async fn accept(listener: &TcpListener, serving: &connection::Serving) {
             Ok((stream, peer)) => {
                 // Frames are batched before each write; waiting for an ACK (Nagle) only adds latency.
                 let _ = stream.set_nodelay(true);
-                shutdown.tracker().spawn(connection::serve(stream, peer, serving.clone()));
+                match secure {
+                    None => shutdown.tracker().spawn(connection::serve(stream, peer, serving.clone())),
+                    Some(secure) => {
+                        shutdown.tracker().spawn(secure::serve(stream, peer, serving.clone(), secure.clone()))
+                    }
+                };
             }
             Err(error) => accept_failed(error).await,
         }

@@ -8,6 +8,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 pub mod node;
+pub mod tls;
 pub mod tokens;
 
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +54,8 @@ pub struct TestServer {
     pub client: Client,
     pub hub: Arc<Hub>,
     pub shutdown: Shutdown,
+    /// The plain-HTTP redirect listener's address, when one is configured.
+    pub redirect: Option<SocketAddr>,
     handle: JoinHandle<std::io::Result<bool>>,
 }
 
@@ -61,8 +64,9 @@ pub async fn spawn(config: Config) -> TestServer {
     let addr = server.local_addr().expect("addr");
     let hub = server.hub().clone();
     let shutdown = server.shutdown().clone();
+    let redirect = server.redirect_addr().map(|addr| addr.expect("redirect addr"));
     let handle = tokio::spawn(server.run());
-    TestServer { client: Client { addr, local: None }, hub, shutdown, handle }
+    TestServer { client: Client { addr, local: None }, hub, shutdown, redirect, handle }
 }
 
 pub async fn start() -> TestServer {

@@ -1,9 +1,24 @@
 #!/usr/bin/env bash
 # Herald's whole test suite, from a fresh clone: Rust unit, property and integration tests (real servers on
 # loopback), the browser client's unit tests in Node, and the browser tests in Debian's Chromium.
-# Installs what it needs itself (Chromium and playwright-core, through scripts/e2e.sh).
+# Installs what it needs itself (pebble for the ACME test; Chromium and playwright-core, through scripts/e2e.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "test: need root to run: $*" >&2
+    exit 1
+  fi
+}
+
+# tests/acme.rs has Debian's ACME test server issue Herald's certificate on loopback.
+if ! command -v pebble >/dev/null || ! command -v pebble-challtestsrv >/dev/null; then
+  echo "== installing Debian's pebble (ACME test server)"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q pebble
+fi
+export HERALD_TEST_PEBBLE=1
 
 echo "== cargo test (workspace)"
 cargo test --workspace --all-targets

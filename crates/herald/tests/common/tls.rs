@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use base64ct::Encoding;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -43,6 +44,17 @@ impl TestCa {
         write_whole(&cert_file, cert.pem().as_bytes());
         write_whole(&key_file, key.serialize_pem().as_bytes());
         (cert_file, key_file, cert.der().to_vec())
+    }
+
+    /// The CA's certificate, written as `ca.pem`.
+    pub fn root_file(&self) -> PathBuf {
+        let path = self.dir.join("ca.pem");
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64ct::Base64::encode_string(&self.root)
+        );
+        write_whole(&path, pem.as_bytes());
+        path
     }
 
     pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {

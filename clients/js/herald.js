@@ -24,6 +24,9 @@
 import { ChannelBook } from "./herald/channel-book.js";
 import { Connection } from "./herald/connection.js";
 import { channelPath, endpoint, requestJson } from "./herald/http.js";
+import { resolveEnv } from "./herald/runtime.js";
+import { electionLink, workerLink } from "./herald/sharing/links.js";
+import { SharedConnection, tabName } from "./herald/sharing/tab.js";
 import { TRANSPORTS } from "./herald/transports.js";
 
 export { backoffDelay } from "./herald/backoff.js";
@@ -54,22 +57,27 @@ const DEFAULT_OPTIONS = Object.freeze({
   pauseWhenHidden: false,
   /** The subscriber token: a string, or a function (sync or async) that returns a fresh one. */
   token: null,
+  /**
+   * Share one connection among the tabs of the origin that use this server: `"auto"` (a SharedWorker where the
+   * browser has one, else one elected tab), `"worker"`, `"tab"`, or `false` for a connection per tab.
+   */
+  share: "auto",
 });
 
-function resolveEnv(options) {
-  const g = globalThis;
-  return {
-    WebSocket: options.WebSocket ?? g.WebSocket,
-    EventSource: options.EventSource ?? g.EventSource,
-    fetch: options.fetch ?? (g.fetch ? (...args) => g.fetch(...args) : undefined),
-    AbortController: options.AbortController ?? g.AbortController,
-    setTimeout: options.setTimeout ?? ((fn, ms) => g.setTimeout(fn, ms)),
-    clearTimeout: options.clearTimeout ?? ((id) => g.clearTimeout(id)),
-    random: options.random ?? Math.random,
-    now: options.now ?? (() => Date.now()),
-    document: options.document ?? g.document,
-    window: options.window ?? g.window,
-  };
+const SHARE_MODES = ["auto", "worker", "tab", "off"];
+
+/**
+ * How this client shares its connection: "worker", "tab" or "off". A SharedWorker cannot call the page's token
+ * function, so with a token the tabs elect one of them; a page that pauses while hidden keeps its own connection.
+ */
+function sharingMode(opts, env) {
+  const asked = opts.share === true ? "auto" : opts.share === false ? "off" : opts.share;
+  if (!SHARE_MODES.includes(asked)) throw new TypeError(`share must be one of ${SHARE_MODES.join(", ")} or a boolean`);
+  const canElect = Boolean(env.BroadcastChannel && env.locks);
+  const canWorker = Boolean(env.SharedWorker) && !opts.token && canElect;
+  if (asked === "off" || (asked === "auto" && opts.pauseWhenHidden)) return "off";
+  if ((asked === "auto" || asked === "worker") && canWorker) return "worker";
+  return canElect ? "tab" : "off";
 }
 
 function resolveBaseUrl(baseUrl) {
@@ -110,14 +118,40 @@ export class Herald {
     }
     this.#env = resolveEnv(options);
     this.#baseUrl = resolveBaseUrl(baseUrl);
-    this.#connection = new Connection({
+    const parts = {
       opts: this.#opts,
       env: this.#env,
       baseUrl: this.#baseUrl,
       book: this.#book,
       deliver: (envelope) => this.#deliver(envelope),
       emit: (name, payload) => this.#emit(name, payload),
-    });
+    };
+    const mode = sharingMode(this.#opts, this.#env);
+    if (mode === "off") {
+      this.#connection = new Connection(parts);
+      return;
+    }
+    const shared = new SharedConnection({ ...parts, tab: tabName(this.#env) });
+    this.#connection = shared;
+    const link = {
+      env: this.#env,
+      opts: this.#opts,
+      baseUrl: this.#baseUrl,
+      tab: shared.tab,
+      receive: (message) => shared.receive(message),
+      // A worker that dies before it says anything (no module workers here): the tabs elect one of them.
+      failed: () => shared.attach(electionLink(link)),
+    };
+    shared.attach((mode === "worker" && workerLink(link)) || electionLink(link));
+  }
+
+  /**
+   * How this client shares its connection with the other tabs of the origin: `{ mode, leader }`, `mode` being
+   * `"worker"` (a SharedWorker runs it), `"tab"` (an elected tab runs it; `leader` says whether it is this one) or
+   * `"off"`.
+   */
+  get sharing() {
+    return this.#connection.sharing ?? { mode: "off", leader: false };
   }
 
   /** The current state: `{ state, transport }`. */
@@ -164,6 +198,7 @@ export class Herald {
     if (typeof channel !== "string" || !CHANNEL_NAME.test(channel)) {
       return Promise.reject(new TypeError(`invalid channel name: ${channel}`));
     }
+    if (this.#connection.publish) return this.#connection.publish(channel, event, data);
     const transport = this.#connection.openTransport;
     if (transport?.canPublish) return transport.publish(channel, event, data);
     const body = { data: data === undefined ? null : data };

@@ -100,6 +100,21 @@ export class Connection {
     this.#setState("idle", null, { reason: "closed" });
   }
 
+  /**
+   * Connects again at once, from the book's cursors: a shared hub moved a channel's position back for a tab that
+   * joined it from further behind (sharing/hub.js).
+   */
+  restart() {
+    if (this.#closed || this.#paused) return;
+    if (!this.#transport && this.#tokenWait === null) {
+      this.scheduleSync();
+      return;
+    }
+    this.#dropTransport();
+    this.#clearRetry();
+    this.#connect();
+  }
+
   /** The channel set changed; subscriptions made in one go (a page's start) give one connection, not one per call. */
   scheduleSync() {
     if (this.#syncQueued) return;

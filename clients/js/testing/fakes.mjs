@@ -194,3 +194,76 @@ export function setup(HeraldClass, options = {}) {
   herald.on("error", (error) => errors.push(error.channel ? `${error.code}:${error.channel}` : error.code));
   return { herald, clock, net, states, resets, errors };
 }
+
+/**
+ * The tabs of one origin: a BroadcastChannel that delivers to the other channels of the same name (a copy, a
+ * task later, as a browser does) and Web Locks granted in request order, released when the holder's promise ends.
+ */
+export function fakeOrigin() {
+  const channels = new Set();
+  class BroadcastChannel {
+    constructor(name) {
+      this.name = name;
+      this.onmessage = null;
+      channels.add(this);
+    }
+    postMessage(message) {
+      for (const other of channels) {
+        if (other === this || other.name !== this.name) continue;
+        const copy = structuredClone(message);
+        setImmediate(() => channels.has(other) && other.onmessage?.({ data: copy }));
+      }
+    }
+    close() {
+      channels.delete(this);
+    }
+  }
+  const held = new Set();
+  const queues = new Map();
+  const grant = (name) => {
+    const queue = queues.get(name) ?? [];
+    if (held.has(name) || queue.length === 0) return;
+    const { callback, resolve, reject } = queue.shift();
+    held.add(name);
+    Promise.resolve()
+      .then(() => callback({ name }))
+      .then(resolve, reject)
+      .finally(() => {
+        held.delete(name);
+        grant(name);
+      });
+  };
+  const locks = {
+    request(name, callback) {
+      return new Promise((resolve, reject) => {
+        if (!queues.has(name)) queues.set(name, []);
+        queues.get(name).push({ callback, resolve, reject });
+        grant(name);
+      });
+    },
+  };
+  return { BroadcastChannel, locks };
+}
+
+/** Tabs of one origin sharing a connection, on one fake network and clock: `tab()` opens one more. */
+export function setupTabs(HeraldClass, options = {}) {
+  const clock = new FakeClock();
+  const net = fakeNetwork();
+  const origin = fakeOrigin();
+  const tab = (extra = {}) =>
+    new HeraldClass("http://herald.test", {
+      WebSocket: net.WebSocket,
+      EventSource: net.EventSource,
+      fetch: net.fetch,
+      setTimeout: clock.setTimeout,
+      clearTimeout: clock.clearTimeout,
+      now: () => clock.now,
+      random: Math.random,
+      BroadcastChannel: origin.BroadcastChannel,
+      locks: origin.locks,
+      share: "tab",
+      ...options,
+      ...extra,
+    });
+  return { clock, net, tab };
+}

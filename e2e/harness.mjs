@@ -2,8 +2,9 @@
 // can kill and restart, Debian's Chromium driven by playwright-core, a proxy that cuts connections, and the checks
 // of an offset sequence. Every wait is bounded.
 
-import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import https from "node:https";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -108,23 +109,46 @@ export async function startDemo(port, extraArgs = [], { timeoutMs = 30000 } = {}
 }
 
 /**
- * Starts `herald serve` on 127.0.0.1:`port` with `config` (the TOML file's text, without `listen`) and resolves
- * once `/healthz` answers. `metric(line)` reads one value of `/metrics`, e.g.
- * `herald_refusals_total{reason="invalid_token"}` (0 when absent).
+ * A GET of `url` that resolves to `{ status, text }`; over HTTPS it trusts `ca` (PEM) and uses a connection of
+ * its own, closed after the answer, so that it never counts among the browser's connections for long.
  */
-export async function startServe(port, config, { timeoutMs = 30000 } = {}) {
+export function request(url, { ca, method = "GET", body } = {}) {
+  if (!url.startsWith("https:")) {
+    return fetch(url, { method, body, headers: body ? { "Content-Type": "application/json" } : {} }).then(
+      async (res) => ({ status: res.status, text: await res.text() }),
+    );
+  }
+  return new Promise((resolve, reject) => {
+    const headers = body ? { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) } : {};
+    const req = https.request(url, { method, ca, agent: false, headers }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk) => (text += chunk));
+      res.on("end", () => resolve({ status: res.statusCode, text }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+/**
+ * Starts `herald serve` on 127.0.0.1:`port` with `config` (the TOML file's text, without `listen`) and resolves
+ * once `/healthz` answers (over HTTPS trusting `ca` when given). `metric(line)` reads one value of `/metrics`, e.g.
+ * `herald_refusals_total{reason="invalid_token"}` (0 when absent); `publish(channel, data)` publishes.
+ */
+export async function startServe(port, config, { timeoutMs = 30000, ca } = {}) {
   const file = path.join(mkdtempSync(path.join(os.tmpdir(), "herald-e2e-")), "herald.toml");
   writeFileSync(file, `listen = "127.0.0.1:${port}"\n${config}`);
   const server = spawnHerald(["serve", "--config", file]);
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${ca ? "https" : "http"}://127.0.0.1:${port}`;
   let exit = null;
   server.exited.then((status) => (exit = status));
   server.child.once("error", (error) => (exit = { error }));
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (exit) throw new Error(`herald serve exited (${JSON.stringify(exit)}) before answering:\n${server.output()}`);
-    const healthy = await fetch(`${url}/healthz`).then(
-      (res) => res.ok,
+    const healthy = await request(`${url}/healthz`, { ca }).then(
+      (res) => res.status === 200,
       () => false,
     );
     if (healthy) break;
@@ -140,14 +164,44 @@ export async function startServe(port, config, { timeoutMs = 30000 } = {}) {
     output: server.output,
     stop: server.stop,
     async metric(line) {
-      const text = await (await fetch(`${url}/metrics`)).text();
+      const { text } = await request(`${url}/metrics`, { ca });
       const found = text.split("\n").find((l) => l.startsWith(`${line} `));
       return found ? Number(found.slice(line.length + 1)) : 0;
+    },
+    async publish(channel, data) {
+      const body = JSON.stringify({ data });
+      const res = await request(`${url}/v1/channels/${channel}/messages`, { ca, method: "POST", body });
+      assert.equal(res.status, 201, res.text);
+      return JSON.parse(res.text);
     },
   };
 }
 
-export async function launchBrowser() {
+/**
+ * A test CA and a certificate it signs for 127.0.0.1 and localhost, made with Debian's openssl: the files to give
+ * Herald (the chain holds the CA too), the CA's PEM for Node, and the CA's public-key hash for Chromium's
+ * `--ignore-certificate-errors-spki-list`, which makes the browser trust certificates whose chain holds that key.
+ */
+export function testCertificates() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "herald-e2e-ca-"));
+  const at = (name) => path.join(dir, name);
+  const openssl = (...args) => execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  openssl("req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Herald e2e CA",
+    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign");
+  openssl("req", ...ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
+  writeFileSync(at("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+    "-out", "server.pem", "-days", "2", "-extfile", "server.ext");
+  const ca = readFileSync(at("ca.pem"), "utf8");
+  writeFileSync(at("chain.pem"), readFileSync(at("server.pem"), "utf8") + ca);
+  const publicKey = openssl("x509", "-in", "ca.pem", "-pubkey", "-noout");
+  const der = execFileSync("openssl", ["pkey", "-pubin", "-outform", "der"], { input: publicKey });
+  const spki = execFileSync("openssl", ["dgst", "-sha256", "-binary"], { input: der }).toString("base64");
+  return { certFile: at("chain.pem"), keyFile: at("server.key"), ca, spki };
+}
+
+export async function launchBrowser(extraArgs = []) {
   // launch() gives every browser a fresh temporary profile (user-data-dir) of its own.
   return chromium.launch({
     executablePath: CHROMIUM,
@@ -160,6 +214,7 @@ export async function launchBrowser() {
       "--disable-sync",
       "--no-first-run",
       "--disable-quic",
+      ...extraArgs,
     ],
     timeout: 60000,
   });

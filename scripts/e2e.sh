@@ -18,6 +18,12 @@ if [ ! -x /usr/bin/chromium ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 fi
 
+if ! command -v openssl >/dev/null; then
+  echo "e2e: installing openssl (the HTTPS tests make their CA with it)"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl
+fi
+
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "e2e: installing node and npm"
   as_root apt-get update -q

@@ -17,11 +17,22 @@ function shareable(opts) {
   return copy;
 }
 
-/** Holds the tab's own lock until the returned function is called. */
+/**
+ * Holds the tab's own lock until `release()`. `held` resolves once it is held: a tab says hello only then, or a
+ * hub that asks for the lock first would be granted it and take the tab for gone.
+ */
 function holdTabLock(env, tab) {
   let release = () => {};
-  env.locks?.request(`herald-tab ${tab}`, () => new Promise((resolve) => (release = resolve))).catch(() => {});
-  return () => release();
+  let granted;
+  const held = new Promise((resolve) => (granted = resolve));
+  if (!env.locks) granted();
+  env.locks
+    ?.request(`herald-tab ${tab}`, () => {
+      granted();
+      return new Promise((resolve) => (release = resolve));
+    })
+    .catch(() => granted());
+  return { held, release: () => release() };
 }
 
 /** Calls `gone()` once the tab `tab` has closed (its lock is free). */
@@ -38,7 +49,7 @@ export function workerLink({ env, opts, baseUrl, tab, receive, failed }) {
   } catch {
     return null; // another origin's script, or no module workers
   }
-  const releaseTab = holdTabLock(env, tab);
+  const tabLock = holdTabLock(env, tab);
   let heard = false;
   const port = worker.port;
   port.onmessage = (event) => {
@@ -51,13 +62,14 @@ export function workerLink({ env, opts, baseUrl, tab, receive, failed }) {
   port.start?.();
   return {
     mode: "worker",
+    ready: tabLock.held,
     leader: () => false,
     post(message) {
       port.postMessage(message.type === "hello" ? { ...message, baseUrl, opts: shareable(opts) } : message);
     },
     close() {
       port.close();
-      releaseTab();
+      tabLock.release();
     },
   };
 }
@@ -67,7 +79,7 @@ export function electionLink({ env, opts, baseUrl, tab, receive }) {
   const name = `herald ${baseUrl}`;
   const channel = new env.BroadcastChannel(name);
   channel.onmessage = (event) => receive(event.data);
-  const releaseTab = holdTabLock(env, tab);
+  const tabLock = holdTabLock(env, tab);
   const watched = new Set();
   let hub = null;
   let hubChannel = null;
@@ -92,6 +104,7 @@ export function electionLink({ env, opts, baseUrl, tab, receive }) {
   env.locks.request(`herald-leader ${baseUrl}`, lead).catch(() => {});
   return {
     mode: "tab",
+    ready: tabLock.held,
     leader: () => hub !== null,
     post: (message) => channel.postMessage(message),
     close() {
@@ -101,7 +114,7 @@ export function electionLink({ env, opts, baseUrl, tab, receive }) {
       hubChannel?.close();
       hub = null;
       resign?.();
-      releaseTab();
+      tabLock.release();
     },
   };
 }

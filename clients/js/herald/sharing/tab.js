@@ -25,6 +25,7 @@ export class SharedConnection {
   #emit;
   #tab;
   #link = null;
+  #ready = false; // the link is up and the tab's lock held: it may speak
   #state = { state: "idle", transport: null };
   #registered = new Map(); // subscription id -> { sub, channel }
   #ids = new WeakMap();
@@ -43,10 +44,15 @@ export class SharedConnection {
     this.#tab = tab;
   }
 
-  /** Connects the tab to its hub through `link` (made by sharing/worker-link.js or sharing/election.js). */
+  /** Connects the tab to its hub through `link` (sharing/links.js), once the link is ready. */
   attach(link) {
     this.#link = link;
-    this.rejoin();
+    this.#ready = false;
+    link.ready.then(() => {
+      if (this.#link !== link) return;
+      this.#ready = true;
+      this.rejoin();
+    });
   }
 
   get tab() {
@@ -81,7 +87,7 @@ export class SharedConnection {
 
   /** A new hub: everything is handed to it again, from the tab's cursors. */
   rejoin() {
-    if (this.#closed) return;
+    if (this.#closed || !this.#ready) return;
     this.#registered.clear();
     this.#link.post({ type: "hello", tab: this.#tab });
     this.#sync();
@@ -133,7 +139,7 @@ export class SharedConnection {
   }
 
   #sync() {
-    if (this.#closed || !this.#link) return;
+    if (this.#closed || !this.#ready) return;
     const current = new Map();
     for (const name of this.#book.names()) {
       for (const sub of this.#book.get(name).subscribers) {

@@ -25,6 +25,9 @@ pub enum ClientError {
     /// Connecting, reading or writing the socket failed.
     #[error("I/O error talking to Herald")]
     Io(#[from] std::io::Error),
+    /// TLS could not be set up (roots, a server name).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The HTTP exchange failed (malformed answer, connection closed mid-body …).
     #[error("HTTP error talking to Herald")]
     Http(#[from] hyper::Error),

@@ -1,5 +1,6 @@
-//! HTTP/1.1 on hyper's low-level client: a fresh TCP connection per request by default, or one kept open
-//! for many requests in turn ([`HttpConnection`]).
+//! HTTP/1.1 (or HTTP/2, when an `https://` server chooses it) on hyper's low-level client: a fresh connection
+//! per request by default, one kept open for many requests in turn ([`HttpConnection`]), or, over HTTP/2,
+//! streams sharing connections ([`Client::with_http2_sharing`]).
 //!
 //! One connection per request keeps the client small (no pool, no `hyper-util`) and makes each long poll
 //! and each SSE stream its own connection. A publisher that sends many messages keeps one
@@ -12,15 +13,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper::client::conn::{http1, http2};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::error::ClientError;
-use crate::io::HyperTcp;
+use crate::io::{HyperIo, TokioExecutor};
 use crate::url::BaseUrl;
 
 /// The largest answer body read into memory: 128 MiB, above a `/v1/poll` answer of 1000 messages of the
@@ -47,7 +48,57 @@ pub(crate) struct StreamingResponse {
     pub(crate) headers: HeaderMap,
     /// The body, to be read frame by frame.
     pub(crate) body: Incoming,
-    _connection: Option<ConnectionTask>,
+    _connection: Option<Arc<ConnectionTask>>,
+}
+
+/// One connection's request side, HTTP/1.1 or HTTP/2.
+#[derive(Clone)]
+enum Sender {
+    Http1(Arc<tokio::sync::Mutex<http1::SendRequest<Full<Bytes>>>>),
+    Http2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    async fn send(&self, mut request: Request<Full<Bytes>>) -> Result<Response<Incoming>, ClientError> {
+        match self {
+            Sender::Http1(sender) => {
+                let mut sender = sender.lock().await;
+                sender.ready().await?;
+                Ok(sender.send_request(request).await?)
+            }
+            Sender::Http2(sender) => {
+                // HTTP/2 takes the authority from the URI, not from `Host`.
+                let authority = request.headers_mut().remove(hyper::header::HOST);
+                let authority = authority.as_ref().and_then(|a| a.to_str().ok()).unwrap_or("localhost");
+                let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+                *request.uri_mut() = format!("https://{authority}{path}")
+                    .parse()
+                    .map_err(|e: hyper::http::uri::InvalidUri| ClientError::InvalidRequest(e.to_string()))?;
+                let mut sender = sender.clone();
+                sender.ready().await?;
+                Ok(sender.send_request(request).await?)
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(_) => false,
+            Sender::Http2(sender) => sender.is_closed(),
+        }
+    }
+}
+
+/// HTTP/2 connections shared by up to `streams` requests each.
+pub(crate) struct Http2Pool {
+    streams: usize,
+    current: tokio::sync::Mutex<Option<(Sender, Arc<ConnectionTask>, usize)>>,
+}
+
+impl Http2Pool {
+    pub(crate) fn new(streams: usize) -> Self {
+        Self { streams, current: tokio::sync::Mutex::new(None) }
+    }
 }
 
 /// A request for `path_and_query` (already under the base URL's prefix) with the client's own headers.
@@ -74,17 +125,43 @@ fn build_request(
 }
 
 /// Opens a connection and the task that drives it.
-async fn open(client: &Client) -> Result<(SendRequest<Full<Bytes>>, ConnectionTask), ClientError> {
-    let stream = client.connect_tcp().await?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(HyperTcp::new(stream)).await?;
+async fn open(client: &Client) -> Result<(Sender, Arc<ConnectionTask>), ClientError> {
+    let connected = client.connect(false).await?;
+    let io = HyperIo::new(connected.stream);
     // A failed connection also fails the request or the body being read, which is where the caller sees it.
+    if connected.http2 {
+        let (sender, connection) = http2::handshake(TokioExecutor, io).await?;
+        let task = ConnectionTask(tokio::spawn(async move {
+            let _ = connection.await;
+        }));
+        return Ok((Sender::Http2(sender), Arc::new(task)));
+    }
+    let (sender, connection) = http1::handshake(io).await?;
     let task = ConnectionTask(tokio::spawn(async move {
         let _ = connection.await;
     }));
+    Ok((Sender::Http1(Arc::new(tokio::sync::Mutex::new(sender))), Arc::new(task)))
+}
+
+/// A connection for one more request: a new one, or, with HTTP/2 sharing, the current one while it has room.
+async fn connection_for(client: &Client) -> Result<(Sender, Arc<ConnectionTask>), ClientError> {
+    let Some(pool) = &client.http2_sharing else { return open(client).await };
+    let mut current = pool.current.lock().await;
+    if let Some((sender, task, used)) = current.as_mut() {
+        if *used < pool.streams && !sender.is_closed() {
+            *used += 1;
+            return Ok((sender.clone(), task.clone()));
+        }
+    }
+    let (sender, task) = open(client).await?;
+    if matches!(sender, Sender::Http2(_)) {
+        *current = Some((sender.clone(), task.clone(), 1));
+    }
     Ok((sender, task))
 }
 
-/// Sends one request on a new connection and returns as soon as the answer's head has arrived.
+/// Sends one request (on a new connection, or a shared HTTP/2 one) and returns as soon as the answer's head has
+/// arrived.
 pub(crate) async fn send(
     client: &Client,
     method: Method,
@@ -93,8 +170,8 @@ pub(crate) async fn send(
     body: Bytes,
 ) -> Result<StreamingResponse, ClientError> {
     let request = build_request(client.base(), client.authorization(), method, path_and_query, headers, body)?;
-    let (mut sender, task) = open(client).await?;
-    let response = sender.send_request(request).await?;
+    let (sender, task) = connection_for(client).await?;
+    let response = sender.send(request).await?;
     let (parts, body) = response.into_parts();
     Ok(StreamingResponse { status: parts.status, headers: parts.headers, body, _connection: Some(task) })
 }
@@ -253,8 +330,8 @@ impl HttpStream {
 pub struct HttpConnection {
     base: BaseUrl,
     authorization: Option<Arc<str>>,
-    sender: SendRequest<Full<Bytes>>,
-    _task: ConnectionTask,
+    sender: Sender,
+    _task: Arc<ConnectionTask>,
 }
 
 impl std::fmt::Debug for HttpConnection {
@@ -274,8 +351,7 @@ impl HttpConnection {
     ) -> Result<StreamingResponse, ClientError> {
         let path = self.base.path(path_and_query);
         let request = build_request(&self.base, self.authorization.as_ref(), method, &path, headers, body)?;
-        self.sender.ready().await?;
-        let (parts, body) = self.sender.send_request(request).await?.into_parts();
+        let (parts, body) = self.sender.send(request).await?.into_parts();
         Ok(StreamingResponse { status: parts.status, headers: parts.headers, body, _connection: None })
     }
 

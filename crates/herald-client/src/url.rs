@@ -7,9 +7,11 @@
 
 use crate::error::ClientError;
 
-/// A parsed `http://host[:port][/prefix]`.
+/// A parsed `http://host[:port][/prefix]` or `https://…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BaseUrl {
+    /// Whether the server speaks HTTPS.
+    tls: bool,
     /// `host:port`, with brackets around an IPv6 host: what to connect to and the `Host` header.
     authority: String,
     /// The path prefix, empty or starting with `/`, never ending with `/`.
@@ -17,15 +19,15 @@ pub(crate) struct BaseUrl {
 }
 
 impl BaseUrl {
-    /// Parses `url`; only `http` is supported, and the default port is 80.
+    /// Parses `url`: `http` (default port 80) or `https` (default port 443).
     pub(crate) fn parse(url: &str) -> Result<Self, ClientError> {
         let invalid = |reason| ClientError::InvalidUrl { url: url.to_string(), reason };
         let scheme_end = url.find("://").ok_or_else(|| invalid("expected http://host:port"))?;
-        match url[..scheme_end].to_ascii_lowercase().as_str() {
-            "http" => {}
-            "https" => return Err(invalid("https is not supported: this client speaks plain HTTP only")),
-            _ => return Err(invalid("the scheme must be http")),
-        }
+        let tls = match url[..scheme_end].to_ascii_lowercase().as_str() {
+            "http" => false,
+            "https" => true,
+            _ => return Err(invalid("the scheme must be http or https")),
+        };
         let rest = &url[scheme_end + 3..];
         if rest.contains(['?', '#']) {
             return Err(invalid("a base URL cannot have a query or a fragment"));
@@ -36,10 +38,22 @@ impl BaseUrl {
         }
         let (host, port) = split_host_port(authority).ok_or_else(|| invalid("expected host[:port]"))?;
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some(port) => port.parse::<u16>().map_err(|_| invalid("the port must be a number from 0 to 65535"))?,
         };
-        Ok(Self { authority: format!("{host}:{port}"), prefix: path.trim_end_matches('/').to_string() })
+        Ok(Self { tls, authority: format!("{host}:{port}"), prefix: path.trim_end_matches('/').to_string() })
+    }
+
+    /// Whether the server speaks HTTPS.
+    pub(crate) fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The host, without its port or an IPv6 address's brackets: the name a TLS certificate must carry.
+    pub(crate) fn host(&self) -> &str {
+        let host = self.authority.rsplit_once(':').map_or(self.authority.as_str(), |(host, _)| host);
+        host.trim_start_matches('[').trim_end_matches(']')
     }
 
     /// `host:port`.
@@ -52,9 +66,10 @@ impl BaseUrl {
         format!("{}{route}", self.prefix)
     }
 
-    /// The `ws://` URL of an API route.
+    /// The `ws://` (or `wss://`) URL of an API route.
     pub(crate) fn ws_url(&self, route: &str) -> String {
-        format!("ws://{}{}{route}", self.authority, self.prefix)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}{}{route}", self.authority, self.prefix)
     }
 }
 
@@ -155,9 +170,18 @@ mod tests {
     }
 
     #[test]
-    fn anything_but_plain_http_to_a_host_is_refused() {
+    fn https_defaults_to_443_and_its_websockets_to_wss() {
+        let base = parse("https://herald.example/");
+        assert!(base.tls());
+        assert_eq!((base.authority(), base.host()), ("herald.example:443", "herald.example"));
+        assert_eq!(base.ws_url("/v1/ws"), "wss://herald.example:443/v1/ws");
+        assert_eq!(parse("https://[::1]:7443").host(), "::1");
+        assert!(!parse("http://localhost").tls());
+    }
+
+    #[test]
+    fn anything_but_http_or_https_to_a_host_is_refused() {
         for url in [
-            "https://127.0.0.1:7070",
             "ws://127.0.0.1:7070",
             "127.0.0.1:7070",
             "http://",

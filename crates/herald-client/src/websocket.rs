@@ -6,9 +6,9 @@
 //! benchmark with 10,000 connections would touch 1.2 GiB and spend its time clearing memory. Herald's frames
 //! are small, so the buffer here is 8 KiB; a larger frame still grows it as needed.
 
+use crate::io::Stream;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -23,8 +23,8 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Opens a WebSocket on `route` (relative to the base URL). A refusal before the upgrade is the server's
 /// ordinary HTTP error.
-pub(crate) async fn connect(client: &Client, route: &str) -> Result<WebSocketStream<TcpStream>, ClientError> {
-    let stream = client.connect_tcp().await?;
+pub(crate) async fn connect(client: &Client, route: &str) -> Result<WebSocketStream<Stream>, ClientError> {
+    let stream = client.connect(true).await?.stream;
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES).write_buffer_size(0);
     let mut request = client.base().ws_url(route).into_client_request()?;
     if let Some(authorization) = client.authorization() {
@@ -53,7 +53,7 @@ pub(crate) fn closed(close: Option<tungstenite::protocol::CloseFrame>) -> Client
 /// A WebSocket to any route of the server, seen as a sequence of text (or binary) payloads: see
 /// [`Client::websocket`]. Pings are answered by the library; dropping it closes the connection.
 pub struct TextWebSocket {
-    socket: WebSocketStream<TcpStream>,
+    socket: WebSocketStream<Stream>,
 }
 
 impl std::fmt::Debug for TextWebSocket {

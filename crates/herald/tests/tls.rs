@@ -219,3 +219,30 @@ async fn shutdown_ends_http2_event_streams() {
     read_until(&mut body, "retry:").await;
     assert!(server.stop().await, "drained in time");
 }
+
+#[tokio::test]
+async fn the_rust_client_speaks_https_sharing_http2_connections_and_websocket_over_http1() {
+    use herald_client::{Event, SubscribeOptions, Transport};
+    let ca = TestCa::new("client");
+    let server = https(&ca, "client", |_| {}).await;
+    let roots = std::fs::read(ca.root_file()).unwrap();
+    let url = format!("https://localhost:{}", server.addr.port());
+    let client = herald_client::Client::new(&url).unwrap().with_tls_roots(&roots, true).unwrap().with_http2_sharing(10);
+    let mut subscriptions = Vec::new();
+    for transport in [Transport::Sse, Transport::Sse, Transport::WebSocket] {
+        subscriptions.push(client.subscribe(SubscribeOptions::new(["news"], transport)).await.unwrap());
+    }
+    let mut h2 = http2(connect(server.addr, "localhost", ca.client_config(&[b"h2"])).await).await;
+    until_metric(&mut h2, "herald_connections{transport=\"sse\"} 2").await;
+    until_metric(&mut h2, "herald_connections{transport=\"ws\"} 1").await;
+    // The two SSE streams share one HTTP/2 connection (the test's own is the other). The WebSocket was an
+    // HTTP/1.1 upgrade: once upgraded it counts as a WebSocket, no longer as an HTTP connection.
+    until_metric(&mut h2, "herald_http_connections{protocol=\"h2\",tls=\"true\"} 2").await;
+    client.publish("news", None, &serde_json::json!({"n": 1})).await.unwrap();
+    for subscription in &mut subscriptions {
+        let event = tokio::time::timeout(PATIENCE, subscription.next()).await.unwrap().unwrap().unwrap();
+        let Event::Message(envelope) = event else { panic!("a message, not {event:?}") };
+        assert_eq!(envelope.offset, 1);
+    }
+    server.stop().await;
+}

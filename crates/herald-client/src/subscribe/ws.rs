@@ -7,11 +7,11 @@
 
 use std::collections::VecDeque;
 
+use crate::io::Stream;
 use futures_util::{SinkExt, StreamExt};
 use herald_proto::{Cursor, Envelope};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -77,7 +77,7 @@ fn subscribe_frame(channel: &str, since: Option<&str>, last: Option<u32>, id: us
 }
 
 pub(super) struct WsSubscription {
-    socket: WebSocketStream<TcpStream>,
+    socket: WebSocketStream<Stream>,
     pending: VecDeque<ServerFrame>,
     cursor: Cursor,
     done: bool,

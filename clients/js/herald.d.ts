@@ -57,6 +57,11 @@ export interface HeraldOptions {
   failuresBeforeFallback?: number;
   /** Disconnect while `document.hidden`, resume from the cursors when shown; default false. */
   pauseWhenHidden?: boolean;
+  /**
+   * Share one connection among the tabs of the origin: a SharedWorker (`"worker"`), an elected tab (`"tab"`),
+   * whichever the browser allows (`"auto"`, the default), or none (`false`).
+   */
+  share?: "auto" | "worker" | "tab" | boolean;
 
   /** Injected implementations (default: the globals), for tests and non-browser runtimes. */
   WebSocket?: unknown;
@@ -145,6 +150,8 @@ export declare class Herald {
   readonly state: { state: ConnectionState; transport: Transport | null };
   /** The transport in use while connected, else null. */
   readonly transport: Transport | null;
+  /** How the connection is shared with the other tabs of the origin, and whether this tab runs it. */
+  readonly sharing: { mode: "worker" | "tab" | "off"; leader: boolean };
   subscribe<T = unknown>(
     channel: string,
     options: SubscribeOptions,

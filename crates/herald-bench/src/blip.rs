@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use herald_client::Client;
 use serde::Serialize;
 
 use crate::load::{self, ConnectReport, Latency, LoadSpec, Worker};
@@ -223,7 +222,7 @@ pub(crate) async fn run(spec: &BlipSpec) -> anyhow::Result<BlipReport> {
         bail!("a blip needs a positive rate, channels and publishers");
     }
     let run = load::run_id();
-    let client = Client::new(&spec.url)?;
+    let client = crate::https::client(&spec.url)?;
     let load = load_spec(spec);
     let mut publishers: Vec<Publisher> = (0..spec.publishers)
         .map(|p| Publisher::new(&client, Target::Herald, &run, p, spec.publishers, spec.channels, 100))

@@ -11,7 +11,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use herald_client::Client;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -317,7 +316,7 @@ pub(crate) async fn finish(mut workers: Vec<Worker>, published: Vec<Vec<u64>>) -
 /// Runs a load to the end.
 pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
     let run = run_id();
-    let client = Client::new(&spec.url)?;
+    let client = crate::https::client(&spec.url)?;
     let channels = spec.layout.channels(spec.subscribers);
     let audience = {
         let mut audience = vec![0u64; channels as usize];

@@ -11,6 +11,7 @@
 
 mod blip;
 mod feed;
+mod https;
 mod load;
 mod payload;
 mod procfs;
@@ -187,7 +188,10 @@ struct BlipArgs {
 
 /// Refuses any server that is not on this machine's loopback.
 fn check_loopback(url: &str) -> anyhow::Result<()> {
-    let rest = url.strip_prefix("http://").context("the URL must start with http://")?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .context("the URL must start with http:// or https://")?;
     let host = match rest.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => rest.split(['/', ':']).next().unwrap_or_default(),

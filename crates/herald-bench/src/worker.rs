@@ -93,14 +93,16 @@ async fn serve(spec: WorkerSpec) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(spec.connect_concurrency.max(1) as usize));
+    // One client for all of this worker's subscribers, so that shared HTTP/2 connections are shared among them.
+    let base = crate::https::subscriber_client(&spec.url).map_err(|e| e.to_string());
     let mut opening = Vec::with_capacity(mine.len());
     for (local, &index) in mine.iter().enumerate() {
         let spec = spec.clone();
         let channel = channel_name(&spec.run, channels[index as usize]);
-        let (gate, state) = (gate.clone(), state.clone());
+        let (gate, state, base) = (gate.clone(), state.clone(), base.clone());
         opening.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
-            let client = Client::new(&spec.url).map_err(crate::feed::show)?.with_local_ip(local_ip(1, index));
+            let client = base?.with_local_ip(local_ip(1, index));
             let interval = Duration::from_millis(spec.poll_interval_ms);
             let feed = Feed::open(&client, spec.target, spec.transport, &channel, interval).await;
             drop(permit);

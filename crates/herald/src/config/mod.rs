@@ -201,6 +201,8 @@ pub struct Config {
     pub publish_rate_per_key: u32,
     /// Allows listening beyond loopback without a publisher key.
     pub insecure: bool,
+    /// How log lines are written to stderr: `text` for people, `json` (one object a line) for log pipelines.
+    pub log_format: LogFormat,
     /// The environment variable that set a setting, by the setting's key, for the modules that interpret the
     /// setting to name it as the user wrote it (see [`Config::source`]).
     #[serde(skip)]
@@ -238,9 +240,20 @@ impl Default for Config {
             publish_rate_per_connection: 100,
             publish_rate_per_key: 1_000,
             insecure: false,
+            log_format: LogFormat::Text,
             sources: BTreeMap::new(),
         }
     }
+}
+
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, the event's fields at its top level.
+    Json,
 }
 
 /// `[[publisher_keys]]`: a key that may publish over HTTP, as configured; `auth` makes it a `PublisherKey`.
@@ -420,6 +433,14 @@ pub(super) mod tests {
             let huge = load(&toml, &[], Overrides::default()).unwrap_err().to_string();
             assert!(huge.contains(key) && huge.contains("at most"), "{huge}");
         }
+    }
+
+    #[test]
+    fn the_log_format_is_read_from_file_and_environment() {
+        assert_eq!(Config::default().log_format, LogFormat::Text);
+        assert_eq!(load("log_format = \"json\"", &[], Overrides::default()).unwrap().log_format, LogFormat::Json);
+        let env = load("", &[("HERALD_LOG_FORMAT", "json")], Overrides::default()).unwrap();
+        assert_eq!(env.log_format, LogFormat::Json);
     }
 
     #[test]

@@ -152,5 +152,6 @@ mod tests {
             .contains("namespaces.chat.history_size"));
         assert!(msg(load("transports = [\"carrier-pigeon\"]", &[], Overrides::default())).contains("transports"));
         assert!(msg(load("listen = \"here\"", &[], Overrides::default())).contains("listen"));
+        assert!(msg(load("log_format = \"xml\"", &[], Overrides::default())).contains("log_format"));
     }
 }

@@ -20,7 +20,7 @@ use herald_proto::ChannelName;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
-use crate::config::{ConfigError, TransportKind};
+use crate::config::{Config, ConfigError, TransportKind};
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::limits::Limits;
@@ -48,6 +48,14 @@ impl AppState {
         let auth = Arc::new(Auth::new(hub.config().clone(), refusals.clone())?);
         let limits = Arc::new(Limits::new(hub.config().clone(), refusals)?);
         Ok(Self { hub, shutdown, auth, limits })
+    }
+
+    /// Refuses what [`AppState::new`] would refuse of `config`, without a hub.
+    pub fn check(config: Arc<Config>) -> Result<(), ConfigError> {
+        let refusals = Arc::new(Refusals::new(Arc::new(crate::metrics::Metrics::default())));
+        Auth::new(config.clone(), refusals.clone())?;
+        Limits::new(config, refusals)?;
+        Ok(())
     }
 
     /// Fails with `404 transport_disabled` unless `kind` is enabled.

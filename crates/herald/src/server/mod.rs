@@ -67,6 +67,12 @@ pub enum StartError {
     },
 }
 
+/// Checks what starting with `config` would refuse beyond its values (which [`Config::load`] checked): its keys,
+/// token key files and proxy ranges. Binds nothing and reaches no engine.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    AppState::check(Arc::new(config.clone()))
+}
+
 /// A bound, not yet running, server.
 pub struct Server {
     listener: TcpListener,

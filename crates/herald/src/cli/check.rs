@@ -18,13 +18,14 @@ pub(crate) fn run(args: CheckArgs) -> anyhow::Result<()> {
     herald::server::check(&config)?;
     let source = args.serve.config.as_ref().map_or("defaults".to_string(), |path| path.display().to_string());
     println!(
-        "{source}: configuration OK (listen {}, engine {}, {} publisher keys)",
+        "{source}: configuration OK (listen {}, engine {}, {} publisher keys, admin page {})",
         config.listen,
         match config.engine {
             herald::config::EngineKind::Memory => "memory",
             herald::config::EngineKind::Redis => "redis",
         },
         config.publisher_keys.len(),
+        if config.admin_keys.is_empty() { "off" } else { "on" },
     );
     Ok(())
 }

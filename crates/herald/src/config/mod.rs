@@ -203,6 +203,8 @@ pub struct Config {
     pub insecure: bool,
     /// How log lines are written to stderr: `text` for people, `json` (one object a line) for log pipelines.
     pub log_format: LogFormat,
+    /// Keys of the admin page and API (`/admin`); with none, both are off.
+    pub admin_keys: Vec<AdminKey>,
     /// The environment variable that set a setting, by the setting's key, for the modules that interpret the
     /// setting to name it as the user wrote it (see [`Config::source`]).
     #[serde(skip)]
@@ -241,6 +243,7 @@ impl Default for Config {
             publish_rate_per_key: 1_000,
             insecure: false,
             log_format: LogFormat::Text,
+            admin_keys: Vec::new(),
             sources: BTreeMap::new(),
         }
     }
@@ -254,6 +257,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line, the event's fields at its top level.
     Json,
+}
+
+/// A key of the admin page (`admin_keys`): a secret that never reaches a log, even through a debug print.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct AdminKey(pub String);
+
+impl std::fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminKey(…)")
+    }
 }
 
 /// `[[publisher_keys]]`: a key that may publish over HTTP, as configured; `auth` makes it a `PublisherKey`.
@@ -436,11 +450,16 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn the_log_format_is_read_from_file_and_environment() {
+    fn the_log_format_and_admin_keys_are_read_from_file_and_environment_and_keys_never_printed() {
         assert_eq!(Config::default().log_format, LogFormat::Text);
-        assert_eq!(load("log_format = \"json\"", &[], Overrides::default()).unwrap().log_format, LogFormat::Json);
-        let env = load("", &[("HERALD_LOG_FORMAT", "json")], Overrides::default()).unwrap();
-        assert_eq!(env.log_format, LogFormat::Json);
+        assert!(Config::default().admin_keys.is_empty(), "the admin page is off by default");
+        let file = load("log_format = \"json\"\nadmin_keys = [\"admin-key-0123456789\"]", &[], Overrides::default());
+        let file = file.unwrap();
+        assert_eq!((file.log_format, file.admin_keys.len()), (LogFormat::Json, 1));
+        let env = [("HERALD_LOG_FORMAT", "json"), ("HERALD_ADMIN_KEYS", "first-admin-key-0123, second-admin-key-0123")];
+        let env = load("", &env, Overrides::default()).unwrap();
+        assert_eq!((env.log_format, env.admin_keys.len()), (LogFormat::Json, 2));
+        assert!(!format!("{env:?}").contains("first-admin-key"), "a debug print shows no admin key");
     }
 
     #[test]

@@ -86,8 +86,11 @@ impl Server {
         let listen = config.listen;
         let config = Arc::new(config);
         let hub = Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await?;
-        let state = AppState::new(hub, Shutdown::new())?;
+        let mut state = AppState::new(hub, Shutdown::new())?;
         let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
+        if let Ok(bound) = listener.local_addr() {
+            state.node = crate::http::admin::node_name(bound.port()).into();
+        }
         Ok(Self { listener, state })
     }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Herald's whole test suite, from a fresh clone: Rust unit, property and integration tests (real servers on
-# loopback), the browser client's unit tests in Node, and the browser tests in Debian's Chromium.
-# Installs what it needs itself (pebble for the ACME test; Chromium and playwright-core, through scripts/e2e.sh).
+# loopback), the Debian package built, installed, checked and purged (as root), the browser client's unit tests in
+# Node, and the browser tests in Debian's Chromium. Installs what it needs itself (pebble for the ACME test;
+# cargo-deb through scripts/package.sh; Chromium and playwright-core through scripts/e2e.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,9 @@ export HERALD_TEST_PEBBLE=1
 
 echo "== cargo test (workspace)"
 cargo test --workspace --all-targets
+
+echo "== Debian package (dpkg, systemd-analyze)"
+scripts/test-package.sh
 
 echo "== herald.js unit tests (node)"
 node --test clients/js/test/

@@ -1,6 +1,7 @@
 //! The hot path without sockets: one publish through the hub into every subscriber's queue, then each
 //! subscription following its message (the tracker's judgement) and taking the shared WebSocket frame (or SSE
-//! body), as a transport does before writing. A regression in fan-out shows here in seconds, without a full `bench/compare.sh`.
+//! body), as a transport does before writing, then timing its delivery lag as a transport does once it wrote it. A
+//! regression in fan-out shows here in seconds, without a full `bench/compare.sh`.
 //!
 //! `cargo bench -p herald --bench fanout`; `cargo test` runs each case once, as a smoke test.
 
@@ -14,7 +15,7 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use herald::hub::{Hub, Item, Start, Subscription};
-use herald::metrics::Transport;
+use herald::metrics::{Lag, Transport};
 use herald::Config;
 use herald_proto::{ChannelName, EventName};
 
@@ -48,6 +49,7 @@ fn fanout(c: &mut Criterion) {
         group.throughput(Throughput::Elements(subscribers as u64));
         for (format, sse) in [("ws", false), ("sse", true)] {
             group.bench_function(BenchmarkId::new(format!("publish_to_queues_{format}"), subscribers), |b| {
+                let mut lag = Lag::default();
                 b.iter(|| {
                     runtime.block_on(async {
                         hub.publish(channel.clone(), event.clone(), data.clone()).await.unwrap();
@@ -61,6 +63,8 @@ fn fanout(c: &mut Criterion) {
                                 false => black_box(Utf8Bytes::try_from(message.ws_frame()).unwrap().len()),
                                 true => black_box(message.sse_body(true).len()),
                             };
+                            lag.push(message.stored_at);
+                            lag.written(hub.metrics(), Transport::WebSocket);
                         }
                     })
                 });

@@ -6,6 +6,7 @@
 //! plain bytes: engines build these messages and know nothing of the socket libraries that send them.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use herald_proto::ws::ServerFrame;
@@ -20,6 +21,8 @@ pub struct EncodedMessage {
     pub envelope: Bytes,
     /// Its cursor's text.
     pub cursor: String,
+    /// When this node had it: stored by the embedded engine, or received from Redis. Delivery lag counts from here.
+    pub stored_at: Instant,
     ws_frame: OnceLock<Bytes>,
     sse_data: OnceLock<Bytes>,
     sse_envelope: OnceLock<Bytes>,
@@ -31,6 +34,7 @@ impl EncodedMessage {
         Arc::new(Self {
             envelope: Bytes::from(message.envelope_json("")),
             cursor: message.cursor().encode(),
+            stored_at: Instant::now(),
             message,
             ws_frame: OnceLock::new(),
             sse_data: OnceLock::new(),

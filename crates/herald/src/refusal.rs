@@ -53,7 +53,7 @@ impl Refusals {
         let more = gate.unlogged.swap(0, Relaxed);
         let detail = detail();
         if reason.is_limit() {
-            tracing::warn!(limit = reason.label(), unlogged_since_last_line = more, "limit reached: {detail}");
+            tracing::warn!(reason = reason.label(), unlogged_since_last_line = more, "limit reached: {detail}");
         } else {
             tracing::info!(reason = reason.label(), unlogged_since_last_line = more, "refused: {detail}");
         }

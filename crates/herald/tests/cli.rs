@@ -136,3 +136,72 @@ async fn sigterm_stops_the_server_cleanly() {
     let status = tokio::time::timeout(PATIENCE, server.wait()).await.expect("stops in time").unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A file `name` in a directory of this test run, holding `text`.
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("herald-cli-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn check_accepts_a_good_configuration_and_exits_without_serving() {
+    let file = config_file("good.toml", "listen = \"127.0.0.1:7999\"\nlog_format = \"json\"\n");
+    let (ok, stdout, stderr) = run(&["check", "--config", file.to_str().unwrap()]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("configuration OK") && stdout.contains("127.0.0.1:7999"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_refuses_what_serve_would_refuse_naming_the_key() {
+    for (name, text, key) in [
+        ("bad-value.toml", "max_wait_secs = \"soon\"\n", "max_wait_secs"),
+        ("weak-key.toml", "[[publisher_keys]]\nname = \"a\"\nkey = \"short\"\n", "publisher_keys[0]"),
+        ("exposed.toml", "listen = \"0.0.0.0:7070\"\n", "--insecure"),
+        ("no-file.toml", "[jwt]\npublic_key_file = \"missing.pem\"\n", "missing.pem"),
+    ] {
+        let file = config_file(name, text);
+        let (ok, _, stderr) = run(&["check", "--config", file.to_str().unwrap()]).await;
+        assert!(!ok, "{name} was accepted");
+        assert!(stderr.contains(key), "{name}: {stderr}");
+    }
+}
+
+/// The next line of a JSON log, parsed.
+async fn next_json_line(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>) -> Value {
+    let line = tokio::time::timeout(PATIENCE, lines.next_line()).await.expect("a line in time").unwrap();
+    let line = line.expect("herald serve is still running");
+    serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"))
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_the_fields_an_operator_filters_on() {
+    let mut child = herald()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HERALD_LOG_FORMAT", "json")
+        .env("HERALD_PUBLISHER_KEYS", "a-publisher-key-0123456789")
+        .env("HERALD_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn herald serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let event = next_json_line(&mut lines).await;
+        assert!(event["timestamp"].is_string() && event["level"].is_string(), "{event}");
+        if event["message"] == "herald listening" {
+            break format!("http://{}", event["addr"].as_str().unwrap());
+        }
+    };
+    let (ok, _, _) = run(&["publish", "orders", "1", "--url", &url]).await;
+    assert!(!ok, "a publish without the key is refused");
+    let refused = loop {
+        let event = next_json_line(&mut lines).await;
+        if event["reason"].is_string() {
+            break event;
+        }
+    };
+    assert_eq!((refused["reason"].as_str(), refused["level"].as_str()), (Some("key_required"), Some("INFO")));
+    child.kill().await.ok();
+}

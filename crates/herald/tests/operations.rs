@@ -12,7 +12,7 @@ use herald::config::TransportKind;
 use serde_json::json;
 
 /// The series API.md documents, each with its Prometheus type.
-const DOCUMENTED: [(&str, &str); 9] = [
+const DOCUMENTED: [(&str, &str); 17] = [
     ("herald_connections", "gauge"),
     ("herald_messages_published_total", "counter"),
     ("herald_messages_delivered_total", "counter"),
@@ -22,6 +22,14 @@ const DOCUMENTED: [(&str, &str); 9] = [
     ("herald_channels", "gauge"),
     ("herald_history_messages", "gauge"),
     ("herald_history_bytes", "gauge"),
+    ("herald_refusals_total", "counter"),
+    ("herald_publish_seconds", "histogram"),
+    ("herald_fanout_seconds", "histogram"),
+    ("herald_delivery_lag_seconds", "histogram"),
+    ("herald_engine_seconds", "histogram"),
+    ("herald_history_read_messages", "histogram"),
+    ("herald_namespace_messages_published_total", "counter"),
+    ("herald_namespace_messages_queued_total", "counter"),
 ];
 
 /// The series labelled by transport.
@@ -54,6 +62,55 @@ async fn metrics_export_every_documented_series() {
             assert_eq!(server.metric(&series).await, 0, "{series}");
         }
     }
+}
+
+#[tokio::test]
+async fn histograms_time_publishing_fan_out_delivery_the_engine_and_history_reads() {
+    let server = start().await;
+    let mut ws = server.ws().await;
+    ws.call(json!({ "op": "subscribe", "channel": "a" })).await;
+    let mut sse = server.sse("channel=a", &[]).await;
+    server.publish_n("a", 2).await;
+    for _ in 0..2 {
+        ws.recv().await;
+        sse.next_data().await;
+    }
+    // The second message is written once the SSE stream is asked for its next chunk.
+    server.publish_n("b", 1).await;
+    assert_eq!(server.metric("herald_publish_seconds_count").await, 3);
+    assert_eq!(server.metric(r#"herald_publish_seconds_bucket{le="+Inf"}"#).await, 3);
+    assert_eq!(server.metric("herald_fanout_seconds_count").await, 2, "timed when someone subscribes");
+    assert_eq!(server.metric(r#"herald_engine_seconds_count{op="publish"}"#).await, 3);
+    assert_eq!(server.metric(r#"herald_engine_seconds_count{op="read"}"#).await, 2, "each subscription's start");
+    assert_eq!(server.metric("herald_history_read_messages_count").await, 2);
+    // The first live message of each connection is always timed, then one in LAG_SAMPLE.
+    server.until_metric(r#"herald_delivery_lag_seconds_count{transport="ws"}"#, 1).await;
+    server.until_metric(r#"herald_delivery_lag_seconds_count{transport="sse"}"#, 1).await;
+    assert_eq!(server.metric(r#"herald_delivery_lag_seconds_count{transport="poll"}"#).await, 0);
+}
+
+#[tokio::test]
+async fn per_namespace_series_have_one_value_per_configured_namespace_and_one_for_the_rest() {
+    let mut config = config();
+    config.namespaces.insert("chat".into(), config.default_namespace.clone());
+    let server = spawn(config).await;
+    let mut ws = server.ws().await;
+    ws.call(json!({ "op": "subscribe", "channel": "chat:lobby" })).await;
+    server.publish_n("chat:lobby", 2).await;
+    for channel in ["orders:1", "news", "x:1", "y:2"] {
+        server.publish_n(channel, 1).await;
+    }
+    let published = |ns: &str| format!("herald_namespace_messages_published_total{{namespace=\"{ns}\"}}");
+    assert_eq!(server.metric(&published("chat")).await, 2);
+    assert_eq!(server.metric(&published("(default)")).await, 4, "unconfigured namespaces share one value");
+    let queued = r#"herald_namespace_messages_queued_total{namespace="chat"}"#;
+    assert_eq!(server.metric(queued).await, 2);
+    assert_eq!(server.metric(r#"herald_namespace_subscriptions{namespace="chat"}"#).await, 1);
+    let text = server.get("/metrics").await.text();
+    let series = text.lines().filter(|l| l.starts_with("herald_namespace_messages_published_total{")).count();
+    assert_eq!(series, 2, "never a series per channel:\n{text}");
+    drop(ws);
+    server.until_metric(r#"herald_namespace_subscriptions{namespace="chat"}"#, 0).await;
 }
 
 #[tokio::test]

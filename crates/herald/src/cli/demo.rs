@@ -11,7 +11,7 @@ use super::serve::{finish, log_security, reload_on_hangup, stop_on_signal, Serve
 #[derive(clap::Args, Debug)]
 pub(crate) struct DemoArgs {
     #[command(flatten)]
-    serve: ServeArgs,
+    pub(crate) serve: ServeArgs,
     /// Milliseconds between two top sellers; the other scenarios follow this pace.
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(50..))]
     interval_ms: u64,

@@ -1,5 +1,6 @@
 //! The `herald` command's subcommands, one file each.
 
+pub(crate) mod check;
 pub(crate) mod demo;
 pub(crate) mod publish;
 pub(crate) mod serve;

@@ -226,6 +226,10 @@ pub struct Config {
     pub http2: bool,
     /// Streams one HTTP/2 connection may have open at once.
     pub http2_max_streams: u32,
+    /// How log lines are written to stderr: `text` for people, `json` (one object a line) for log pipelines.
+    pub log_format: LogFormat,
+    /// Keys of the admin page and API (`/admin`); with none, both are off.
+    pub admin_keys: Vec<AdminKey>,
     /// The environment variable that set a setting, by the setting's key, for the modules that interpret the
     /// setting to name it as the user wrote it (see [`Config::source`]).
     #[serde(skip)]
@@ -275,8 +279,31 @@ impl Default for Config {
             hsts_max_age_secs: 0,
             http2: true,
             http2_max_streams: 100,
+            log_format: LogFormat::Text,
+            admin_keys: Vec::new(),
             sources: BTreeMap::new(),
         }
+    }
+}
+
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, the event's fields at its top level.
+    Json,
+}
+
+/// A key of the admin page (`admin_keys`): a secret that never reaches a log, even through a debug print.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct AdminKey(pub String);
+
+impl std::fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminKey(…)")
     }
 }
 
@@ -474,6 +501,19 @@ pub(super) mod tests {
             let huge = load(&toml, &[], Overrides::default()).unwrap_err().to_string();
             assert!(huge.contains(key) && huge.contains("at most"), "{huge}");
         }
+    }
+
+    #[test]
+    fn the_log_format_and_admin_keys_are_read_from_file_and_environment_and_keys_never_printed() {
+        assert_eq!(Config::default().log_format, LogFormat::Text);
+        assert!(Config::default().admin_keys.is_empty(), "the admin page is off by default");
+        let file = load("log_format = \"json\"\nadmin_keys = [\"admin-key-0123456789\"]", &[], Overrides::default());
+        let file = file.unwrap();
+        assert_eq!((file.log_format, file.admin_keys.len()), (LogFormat::Json, 1));
+        let env = [("HERALD_LOG_FORMAT", "json"), ("HERALD_ADMIN_KEYS", "first-admin-key-0123, second-admin-key-0123")];
+        let env = load("", &env, Overrides::default()).unwrap();
+        assert_eq!((env.log_format, env.admin_keys.len()), (LogFormat::Json, 2));
+        assert!(!format!("{env:?}").contains("first-admin-key"), "a debug print shows no admin key");
     }
 
     #[test]

@@ -54,6 +54,9 @@ impl Config {
         if self.redis_prefix.contains(['{', '}']) {
             return Err(invalid("redis_prefix", "may not contain { or }: Herald uses them as Redis Cluster hash tags"));
         }
+        if self.admin_keys.iter().any(|k| k.0.len() < 16 || !k.0.bytes().all(|b| b.is_ascii_graphic())) {
+            return Err(invalid("admin_keys", "an admin key is at least 16 printable characters, no spaces"));
+        }
         if self.cors_origins.iter().any(|o| o.is_empty()) {
             return Err(invalid("cors_origins", "an origin may not be empty"));
         }
@@ -222,6 +225,8 @@ mod tests {
             .contains("namespaces.chat.history_size"));
         assert!(msg(load("transports = [\"carrier-pigeon\"]", &[], Overrides::default())).contains("transports"));
         assert!(msg(load("listen = \"here\"", &[], Overrides::default())).contains("listen"));
+        assert!(msg(load("log_format = \"xml\"", &[], Overrides::default())).contains("log_format"));
+        assert!(msg(load("admin_keys = [\"short\"]", &[], Overrides::default())).contains("admin_keys"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! the browser client's files). The routes that wire all of them to paths are in `server/routes.rs`, above both
 //! this module and `transport/`; neither imports the other's importers.
 
+pub(crate) mod admin;
 pub mod assets;
 pub mod client_ip;
 pub mod cors;
@@ -20,7 +21,7 @@ use herald_proto::ChannelName;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
-use crate::config::{ConfigError, TransportKind};
+use crate::config::{Config, ConfigError, TransportKind};
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::limits::Limits;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// How much anyone may take.
     pub limits: Arc<Limits>,
+    /// This node's name on the admin page: its host name and port.
+    pub node: Arc<str>,
 }
 
 impl AppState {
@@ -47,7 +50,16 @@ impl AppState {
         let refusals = Arc::new(Refusals::new(hub.metrics().clone()));
         let auth = Arc::new(Auth::new(hub.config().clone(), refusals.clone())?);
         let limits = Arc::new(Limits::new(hub.config().clone(), refusals)?);
-        Ok(Self { hub, shutdown, auth, limits })
+        let node = admin::node_name(hub.config().listen.port()).into();
+        Ok(Self { hub, shutdown, auth, limits, node })
+    }
+
+    /// Refuses what [`AppState::new`] would refuse of `config`, without a hub.
+    pub fn check(config: Arc<Config>) -> Result<(), ConfigError> {
+        let refusals = Arc::new(Refusals::new(Arc::new(crate::metrics::Metrics::default())));
+        Auth::new(config.clone(), refusals.clone())?;
+        Limits::new(config, refusals)?;
+        Ok(())
     }
 
     /// Fails with `404 transport_disabled` unless `kind` is enabled.

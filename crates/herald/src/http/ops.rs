@@ -22,5 +22,5 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.hub.stats();
     let body = state.hub.metrics().render(stats.channels, stats.messages, stats.bytes);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }

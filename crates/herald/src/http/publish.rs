@@ -64,6 +64,7 @@ pub(crate) async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     // Who is asking comes first: nothing of an unauthenticated body is read.
     if let Some(key) = state.auth.publisher(authorization(&headers), &channel)? {
         state.limits.publish_with_key(key.name())?;
@@ -103,5 +104,6 @@ pub(crate) async fn publish(
         message.cursor,
         herald_proto::time::format_rfc3339_millis(m.time_ms)
     );
+    state.hub.metrics().publish_answered(started);
     Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], answer).into_response())
 }

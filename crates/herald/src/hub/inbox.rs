@@ -48,12 +48,14 @@ impl Inbox {
             transport: self.transport,
         };
         hub.subscribers.add(channel, subscriber);
+        hub.metrics.subscribed(channel);
         hub.engine.watch(channel).await;
     }
 
     /// Stops queueing live messages of `channel`, which [`Inbox::subscribe`] registered.
     pub(super) fn unsubscribe(&mut self, hub: &Hub, channel: &ChannelName) {
         hub.subscribers.remove(channel, self.id);
+        hub.metrics.unsubscribed(channel);
         hub.engine.unwatch(channel);
     }
 

@@ -15,6 +15,7 @@ pub(crate) mod tracker;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use herald_proto::{ChannelName, EventName};
@@ -23,7 +24,7 @@ use crate::config::Config;
 use crate::encoded::EncodedMessage;
 pub use crate::engine::Start;
 use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read};
-use crate::metrics::Metrics;
+use crate::metrics::{EngineOp, Metrics};
 use subscribers::Subscribers;
 pub use subscription::{Batch, Item, Live, Opened, Subscription};
 
@@ -52,14 +53,14 @@ impl Hub {
         F: FnOnce(Delivery, Arc<Metrics>) -> Fut,
         Fut: Future<Output = Result<Box<dyn Engine>, EngineError>>,
     {
-        let (subscribers, metrics, deliver) = Self::fanout();
+        let (subscribers, metrics, deliver) = Self::fanout(&config);
         let engine = build(deliver, metrics.clone()).await?;
         Ok(Self::assemble(config, engine, subscribers, metrics))
     }
 
     /// The subscriber registry and the delivery callback that feeds it, for an engine to be built with.
-    fn fanout() -> (Arc<Subscribers>, Arc<Metrics>, Delivery) {
-        let metrics = Arc::new(Metrics::default());
+    fn fanout(config: &Config) -> (Arc<Subscribers>, Arc<Metrics>, Delivery) {
+        let metrics = Arc::new(Metrics::new(config.namespaces.keys().map(String::as_str)));
         let subscribers = Arc::new(Subscribers::new(metrics.clone()));
         let fanout = subscribers.clone();
         let deliver: Delivery = Arc::new(move |message: &Arc<EncodedMessage>| fanout.deliver(message));
@@ -107,19 +108,27 @@ impl Hub {
         event: EventName,
         data: Bytes,
     ) -> Result<Arc<EncodedMessage>, HubError> {
+        let started = Instant::now();
         let message = self.engine.publish(channel, event, data).await?;
-        self.metrics.published();
+        // Until the engine had the message: no clock reading of its own on the hot path.
+        self.metrics.engine_stored(started, message.stored_at);
+        self.metrics.published_on(&message.message.channel);
         Ok(message)
     }
 
     /// Reads at most `limit` messages of `channel` from `start` (a [`Subscription`] is the way for clients).
     pub async fn read(&self, channel: &ChannelName, start: Start, limit: usize) -> Result<Read, HubError> {
         self.metrics.history_read();
-        Ok(self.engine.read(channel, start, limit).await?)
+        let started = Instant::now();
+        let read = self.engine.read(channel, start, limit).await?;
+        self.metrics.engine_call(EngineOp::Read, started);
+        self.metrics.history_read_size(read.messages.len());
+        Ok(read)
     }
 
     /// Drops expired history and frees channels nobody uses.
     pub fn sweep(&self) {
         self.engine.sweep(&|channel| self.subscribers.is_watched(channel));
+        self.metrics.busiest().roll(Instant::now());
     }
 }

@@ -77,6 +77,12 @@ pub enum StartError {
     },
 }
 
+/// Checks what starting with `config` would refuse beyond its values (which [`Config::load`] checked): its keys,
+/// token key files and proxy ranges. Binds nothing and reaches no engine.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    AppState::check(Arc::new(config.clone()))
+}
+
 /// A bound, not yet running, server.
 pub struct Server {
     listener: TcpListener,
@@ -98,8 +104,11 @@ impl Server {
         let redirect_listen = config.redirect_listen;
         let config = Arc::new(config);
         let hub = Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await?;
-        let state = AppState::new(hub, Shutdown::new())?;
+        let mut state = AppState::new(hub, Shutdown::new())?;
         let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
+        if let Ok(bound) = listener.local_addr() {
+            state.node = crate::http::admin::node_name(bound.port()).into();
+        }
         let redirect = match redirect_listen {
             Some(addr) => Some(listen_on(addr).map_err(|source| StartError::Bind { addr, source })?),
             None => None,

@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::ApiError;
-use crate::http::{assets, cors, ops, publish, AppState};
+use crate::http::{admin, assets, cors, ops, publish, AppState};
 use crate::transport::{latest, poll, sse, ws};
 
 /// The Server-Sent Events route; `connection.rs` also looks for it to serve such a stream off hyper.
@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{file}", get(assets::asset))
         .route("/v1/herald.js", get(assets::client))
         .route("/v1/herald/{*module}", get(assets::client_module))
+        .merge(admin::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")

@@ -155,6 +155,7 @@ pub async fn latest(
                         }
                     });
                 if let Some(newer) = newer {
+                    hub.metrics().delivery_lag(transport, newer.stored_at);
                     return deliver(&newer);
                 }
             }

@@ -28,7 +28,7 @@ use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::{AppState, ChannelPath};
 use crate::hub::{Item, Start};
-use crate::metrics::Transport;
+use crate::metrics::{Lag, Transport};
 
 const DEFAULT_LIMIT: u64 = 100;
 const MAX_LIMIT: u64 = 1000;
@@ -82,6 +82,8 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
     let mut subscription = if holding { hub.subscription(Transport::LongPoll) } else { hub.reader() };
     let mut remaining = request.limit;
     let mut batch = Batch { messages: Vec::new(), cursor: Cursor::new(), reset: Vec::new() };
+    // Live messages a held poll answers; timed when the answer is handed to the HTTP layer.
+    let mut lag = Lag::default();
     for (channel, start) in &request.starts {
         let opened = subscription.subscribe(channel, *start, remaining).await?;
         remaining -= opened.messages.len();
@@ -105,7 +107,10 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
         if let Some(live) = live {
             for item in subscription.follow(live, remaining).await.into_result()? {
                 match item {
-                    Item::Message(message) => batch.messages.push(message),
+                    Item::Message(message) => {
+                        lag.push(message.stored_at);
+                        batch.messages.push(message);
+                    }
                     Item::Reset { channel, .. } if !batch.reset.contains(&channel) => batch.reset.push(channel),
                     Item::Reset { .. } => {}
                 }
@@ -118,6 +123,7 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
     }
     let transport = if holding { Transport::LongPoll } else { Transport::Poll };
     hub.metrics().delivered(transport, batch.messages.len() as u64);
+    lag.written(hub.metrics(), transport);
     Ok(batch)
 }
 

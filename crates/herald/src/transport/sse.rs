@@ -28,7 +28,7 @@ use crate::http::query::Query;
 use crate::http::AppState;
 use crate::hub::{Item, Start, Subscription};
 use crate::limits::Admission;
-use crate::metrics::Transport;
+use crate::metrics::{Lag, Transport};
 use crate::shutdown::Shutdown;
 
 /// Live messages written in one chunk at most, so one busy stream cannot hold its task forever.
@@ -46,6 +46,8 @@ struct Stream {
     first: Option<Bytes>,
     /// The stream has said its last word.
     ended: bool,
+    /// Live messages of the last chunk: it has been written when the next one is asked for.
+    lag: Lag,
     _admission: Admission,
 }
 
@@ -70,6 +72,7 @@ impl Stream {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
+        self.lag.written(self.subscription.hub().metrics(), Transport::Sse);
         if self.ended {
             return None;
         }
@@ -95,6 +98,7 @@ impl Stream {
                 match item {
                     Item::Message(message) => {
                         self.push_message(&mut out, &message);
+                        self.lag.push(message.stored_at);
                         written += 1;
                     }
                     // No id: the ids of the messages after it move the position, so a stream cut in between
@@ -186,6 +190,7 @@ pub async fn sse(
         shutdown: state.shutdown.clone(),
         first: None,
         ended: false,
+        lag: Lag::default(),
         _admission: admission,
     };
     // A reset and the position after it travel in one block: an id alone would be committed by a browser even

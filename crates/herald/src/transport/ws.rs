@@ -36,7 +36,7 @@ use crate::http::query::Query;
 use crate::http::AppState;
 use crate::hub::{Item, Start, Subscription};
 use crate::limits::{Admission, TokenBucket};
-use crate::metrics::Transport;
+use crate::metrics::{Lag, Transport};
 use crate::refusal::Refusal;
 
 /// Close code: the server is going away; reconnect and resume with your cursors.
@@ -138,6 +138,8 @@ struct Session {
     socket: WebSocket,
     subscription: Subscription,
     access: Access,
+    /// Live messages fed to the socket and not yet flushed.
+    lag: Lag,
 }
 
 fn refused(id: Option<RequestId>, err: AuthError) -> FrameError {
@@ -167,7 +169,7 @@ impl Session {
         // The connection's token, if any, has a deadline; what relies on it (its private channels) ends there.
         let mut subscription = state.hub.subscription(Transport::WebSocket);
         subscription.set_deadline(access.claims.as_ref().map(|c| super::token_deadline(&state, c)));
-        Self { state, socket, subscription, access }
+        Self { state, socket, subscription, access, lag: Lag::default() }
     }
 
     async fn run(mut self) {
@@ -235,6 +237,7 @@ impl Session {
                 if self.socket.flush().await.is_err() {
                     return Some(End::Gone);
                 }
+                self.lag.written(self.state.hub.metrics(), Transport::WebSocket);
                 if !complete {
                     return Some(End::Close(CLOSE_ENGINE_UNAVAILABLE, "engine unavailable: resume with your cursors"));
                 }
@@ -315,6 +318,7 @@ impl Session {
             match item {
                 Item::Message(message) => {
                     delivered += 1;
+                    self.lag.push(message.stored_at);
                     self.feed(frame(&message)).await;
                 }
                 Item::Reset { channel, from } => {

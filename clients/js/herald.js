@@ -31,7 +31,7 @@ export { HeraldError } from "./herald/error.js";
 export { readTokenClaims, tokenRenewalDelay } from "./herald/tokens.js";
 export { TRANSPORTS };
 
-const CHANNEL_NAME = /^[A-Za-z0-9_\-.:@/=]{1,255}$/;
+const CHANNEL_NAME = /^[A-Za-z0-9_\-.:@/=,;]{1,255}$/;
 
 const DEFAULT_OPTIONS = Object.freeze({
   transports: TRANSPORTS,

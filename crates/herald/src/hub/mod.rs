@@ -21,6 +21,7 @@ use herald_proto::{ChannelName, EventName};
 
 use crate::config::Config;
 use crate::encoded::EncodedMessage;
+pub use crate::encoded::Origin;
 pub use crate::engine::Start;
 use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read};
 use crate::metrics::Metrics;
@@ -107,9 +108,33 @@ impl Hub {
         event: EventName,
         data: Bytes,
     ) -> Result<Arc<EncodedMessage>, HubError> {
-        let message = self.engine.publish(channel, event, data).await?;
+        self.publish_from(channel, event, data, Origin::default()).await
+    }
+
+    /// Stores a message with what its publisher attached to it (another protocol's socket to exclude, its user)
+    /// and hands it to every subscriber. `data` must be one line of JSON.
+    pub async fn publish_from(
+        &self,
+        channel: ChannelName,
+        event: EventName,
+        data: Bytes,
+        origin: Origin,
+    ) -> Result<Arc<EncodedMessage>, HubError> {
+        let message = self.engine.publish(channel, event, data, origin).await?;
         self.metrics.published();
         Ok(message)
+    }
+
+    /// Sends `signal` to every node's signal receivers, this one's included (see [`Hub::signals`]). Nothing is
+    /// stored: a node that is not connected then never gets it.
+    pub async fn signal(&self, signal: Bytes) -> Result<(), HubError> {
+        Ok(self.engine.signal(signal).await?)
+    }
+
+    /// A receiver of every signal any node sends from now on. A receiver that falls more than 1024 signals
+    /// behind loses the oldest and is told how many.
+    pub fn signals(&self) -> tokio::sync::broadcast::Receiver<Bytes> {
+        self.engine.signals()
     }
 
     /// Reads at most `limit` messages of `channel` from `start` (a [`Subscription`] is the way for clients).

@@ -6,6 +6,7 @@
 //!
 //! - [`server`] binds, serves and shuts down;
 //! - [`http`] routes requests to the [`transport`] modules (`latest`, `poll`, `sse`, `ws`) and to publishing;
+//! - [`pusher`] speaks the Pusher Channels protocol on the same hub;
 //! - [`hub`] knows channels, publishers and subscribers, and nothing of HTTP;
 //! - [`engine`] stores histories and assigns offsets (`memory` today);
 //! - [`auth`] decides who may publish and subscribe, [`limits`] how much anyone may take;
@@ -21,6 +22,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod pusher;
 pub mod refusal;
 pub mod server;
 pub mod shutdown;

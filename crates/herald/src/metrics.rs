@@ -18,10 +18,13 @@ pub enum Transport {
     LongPoll,
     /// A short poll.
     Poll,
+    /// A Pusher Channels connection (its WebSocket or its HTTP fallbacks).
+    Pusher,
 }
 
 impl Transport {
-    const ALL: [Transport; 4] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
+    const ALL: [Transport; 5] =
+        [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll, Transport::Pusher];
 
     fn label(self) -> &'static str {
         match self {
@@ -29,6 +32,7 @@ impl Transport {
             Transport::Sse => "sse",
             Transport::LongPoll => "long_poll",
             Transport::Poll => "poll",
+            Transport::Pusher => "pusher",
         }
     }
 
@@ -65,6 +69,14 @@ pub enum Refusal {
     ClientPublishForbidden,
     /// A WebSocket from an origin that is not allowed.
     OriginForbidden,
+    /// A Pusher connection with a key no app has, or an HTTP API request for an id no app has.
+    PusherUnknownApp,
+    /// A Pusher HTTP API request whose signature, timestamp or body MD5 does not hold.
+    PusherSignature,
+    /// A Pusher subscription whose channel authorization does not hold.
+    PusherChannelAuth,
+    /// A Pusher sign-in whose signature or user data does not hold.
+    PusherSignin,
     /// `max_connections` reached.
     Connections,
     /// `max_connections_per_ip` reached.
@@ -81,11 +93,21 @@ pub enum Refusal {
     BodySize,
     /// A WebSocket frame over `max_frame_bytes`.
     FrameSize,
+    /// A Pusher app's `max_connections` reached on this node.
+    PusherConnections,
+    /// A Pusher connection's client events over `client_events_per_second`.
+    PusherClientEventRate,
+    /// A Pusher event's data over `max_event_bytes`.
+    PusherEventSize,
+    /// A Pusher trigger naming more than `max_channels_per_event` channels.
+    PusherChannelsPerEvent,
+    /// A Pusher batch of more than `max_batch_events` events.
+    PusherBatchSize,
 }
 
 impl Refusal {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 25] = [
         Refusal::KeyRequired,
         Refusal::InvalidKey,
         Refusal::TokenRequired,
@@ -94,6 +116,10 @@ impl Refusal {
         Refusal::ChannelForbidden,
         Refusal::ClientPublishForbidden,
         Refusal::OriginForbidden,
+        Refusal::PusherUnknownApp,
+        Refusal::PusherSignature,
+        Refusal::PusherChannelAuth,
+        Refusal::PusherSignin,
         Refusal::Connections,
         Refusal::ConnectionsPerIp,
         Refusal::PublishRateConnection,
@@ -102,6 +128,11 @@ impl Refusal {
         Refusal::ChannelsPerRequest,
         Refusal::BodySize,
         Refusal::FrameSize,
+        Refusal::PusherConnections,
+        Refusal::PusherClientEventRate,
+        Refusal::PusherEventSize,
+        Refusal::PusherChannelsPerEvent,
+        Refusal::PusherBatchSize,
     ];
 
     /// The metric label.
@@ -115,6 +146,10 @@ impl Refusal {
             Refusal::ChannelForbidden => "channel_forbidden",
             Refusal::ClientPublishForbidden => "client_publish_forbidden",
             Refusal::OriginForbidden => "origin_forbidden",
+            Refusal::PusherUnknownApp => "pusher_unknown_app",
+            Refusal::PusherSignature => "pusher_signature",
+            Refusal::PusherChannelAuth => "pusher_channel_auth",
+            Refusal::PusherSignin => "pusher_signin",
             Refusal::Connections => "max_connections",
             Refusal::ConnectionsPerIp => "max_connections_per_ip",
             Refusal::PublishRateConnection => "publish_rate_per_connection",
@@ -123,6 +158,11 @@ impl Refusal {
             Refusal::ChannelsPerRequest => "max_channels_per_request",
             Refusal::BodySize => "max_body_bytes",
             Refusal::FrameSize => "max_frame_bytes",
+            Refusal::PusherConnections => "pusher_max_connections",
+            Refusal::PusherClientEventRate => "pusher_client_events_per_second",
+            Refusal::PusherEventSize => "pusher_max_event_bytes",
+            Refusal::PusherChannelsPerEvent => "pusher_max_channels_per_event",
+            Refusal::PusherBatchSize => "pusher_max_batch_events",
         }
     }
 
@@ -138,7 +178,7 @@ impl Refusal {
 }
 
 #[derive(Default)]
-struct PerTransport([AtomicU64; 4]);
+struct PerTransport([AtomicU64; Transport::ALL.len()]);
 
 impl PerTransport {
     fn add(&self, t: Transport, n: u64) {

@@ -7,6 +7,7 @@
 //! refused at start with an error that names the key (or the variable) it came from. The modules that use a
 //! setting interpret it (`auth` its keys, `limits` its proxy ranges); this module imports none of them.
 
+mod pusher;
 mod sources;
 mod validate;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use herald_proto::ChannelName;
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use pusher::{PusherAppSettings, PusherLimits, PusherSettings, MAX_APP_NAMESPACE_LEN, MIN_APP_SECRET_LEN};
 pub use sources::Overrides;
 
 /// Why a configuration was refused.
@@ -201,6 +203,8 @@ pub struct Config {
     pub publish_rate_per_key: u32,
     /// Allows listening beyond loopback without a publisher key.
     pub insecure: bool,
+    /// The Pusher Channels protocol's apps and limits.
+    pub pusher: PusherSettings,
     /// The environment variable that set a setting, by the setting's key, for the modules that interpret the
     /// setting to name it as the user wrote it (see [`Config::source`]).
     #[serde(skip)]
@@ -238,6 +242,7 @@ impl Default for Config {
             publish_rate_per_connection: 100,
             publish_rate_per_key: 1_000,
             insecure: false,
+            pusher: PusherSettings::default(),
             sources: BTreeMap::new(),
         }
     }
@@ -313,9 +318,18 @@ impl std::fmt::Debug for JwtSettings {
 
 impl Config {
     /// Whether anyone may subscribe to `channel` without a token: its namespace's `public`, which defaults to
-    /// "no token key is configured".
+    /// "no token key is configured". A Pusher app's private, encrypted and presence channels never are: Pusher
+    /// clients reach them with the app's signature, Herald's own transports only with a token.
     pub fn is_public(&self, channel: &ChannelName) -> bool {
-        self.namespace(channel).public.or(self.default_namespace.public).unwrap_or(!self.jwt.has_key())
+        !self.is_pusher_private(channel)
+            && self.namespace(channel).public.or(self.default_namespace.public).unwrap_or(!self.jwt.has_key())
+    }
+
+    /// Whether `channel` is a Pusher app's `private-…` (encrypted included) or `presence-…` channel.
+    pub fn is_pusher_private(&self, channel: &ChannelName) -> bool {
+        let Some((namespace, name)) = channel.as_str().split_once(':') else { return false };
+        (name.starts_with("private-") || name.starts_with("presence-"))
+            && self.pusher.apps.iter().any(|app| app.namespace() == namespace)
     }
 
     /// The settings of `channel`'s namespace.
@@ -476,5 +490,14 @@ pub(super) mod tests {
         assert_eq!(replaced.jwt.secret.as_deref(), Some(env[0].1), "a later secret replaces");
         assert_eq!(replaced.source("jwt.secret"), "HERALD_JWT_SECRET", "and is named after its variable");
         assert_eq!(c.source("jwt.secret"), "jwt.secret");
+    }
+
+    #[test]
+    fn a_pusher_apps_private_and_presence_channels_are_never_public() {
+        let toml = "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"secret-1\"\nnamespace = \"shop\"";
+        let c = load(toml, &[], Overrides::default()).unwrap();
+        let public = |name: &str| c.is_public(&ChannelName::new(name).unwrap());
+        assert!(public("shop:orders") && public("shop:cache-prices") && public("other:private-x"));
+        assert!(!public("shop:private-orders") && !public("shop:private-encrypted-x") && !public("shop:presence-room"));
     }
 }

@@ -73,6 +73,7 @@ impl Config {
             }
             check_duration(format!("{key}.history_ttl_secs"), ns.history_ttl)?;
         }
+        self.pusher.validate()?;
         self.validate_security()
     }
 
@@ -113,7 +114,7 @@ impl Config {
 /// clock's reading overflows (a panic, in the timers that do).
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-fn check_duration(key: String, value: Duration) -> Result<(), ConfigError> {
+pub(super) fn check_duration(key: String, value: Duration) -> Result<(), ConfigError> {
     if value > MAX_DURATION {
         return Err(invalid(key, format!("must be at most {} (ten years)", MAX_DURATION.as_secs())));
     }

@@ -20,6 +20,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::EngineError;
 use crate::http::AppState;
 use crate::hub::Hub;
+use crate::pusher::Pusher;
 use crate::shutdown::Shutdown;
 pub use routes::router;
 
@@ -71,6 +72,7 @@ pub enum StartError {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    pusher: Arc<Pusher>,
 }
 
 impl Server {
@@ -81,8 +83,9 @@ impl Server {
         let config = Arc::new(config);
         let hub = Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await?;
         let state = AppState::new(hub, Shutdown::new())?;
+        let pusher = Pusher::new(state.hub.config());
         let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
-        Ok(Self { listener, state })
+        Ok(Self { listener, state, pusher })
     }
 
     /// The address actually bound (useful with port 0).
@@ -108,12 +111,13 @@ impl Server {
     /// Serves until shutdown is triggered, then drains for at most `shutdown_grace`. Returns whether every
     /// request and connection finished within that time.
     pub async fn run(self) -> std::io::Result<bool> {
-        let Self { listener, state } = self;
+        let Self { listener, state, pusher } = self;
         let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
         let grace = hub.config().shutdown_grace;
         let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
+        shutdown.tracker().spawn(pusher.follow_signals(&state));
         let head_timeout = hub.config().request_head_timeout;
-        let app = router(state);
+        let app = router(state, pusher);
         let serving = connection::Serving { app, shutdown: shutdown.clone(), head_timeout };
         accept(&listener, &serving).await;
         drop(listener);

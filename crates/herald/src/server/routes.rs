@@ -8,14 +8,22 @@ use axum::Router;
 
 use crate::error::ApiError;
 use crate::http::{assets, cors, ops, publish, AppState};
+use crate::pusher::{api as pusher_api, websocket as pusher_ws, Pusher, PusherState};
 use crate::transport::{latest, poll, sse, ws};
 
 /// The Server-Sent Events route; `connection.rs` also looks for it to serve such a stream off hyper.
 pub(crate) const SSE_PATH: &str = "/v1/sse";
 
-/// All routes.
-pub fn router(state: AppState) -> Router {
+/// All routes: Herald's, and the Pusher protocol's (`/app/…` for clients, `/apps/…` for the HTTP API).
+pub fn router(state: AppState, pusher: Arc<Pusher>) -> Router {
     let cors = Arc::new(state.hub.config().cors_origins.clone());
+    let pusher = Router::new()
+        .route("/app/{key}", get(pusher_ws::connect))
+        .route("/app/{key}/{*rest}", get(pusher_ws::wrong_path))
+        .route("/apps/{id}/events", post(pusher_api::events))
+        .route("/apps/{id}/batch_events", post(pusher_api::batch_events))
+        .route("/apps/{id}/users/{user_id}/terminate_connections", post(pusher_api::terminate_connections))
+        .with_state(PusherState { app: state.clone(), pusher });
     Router::new()
         .route("/v1/channels/{channel}/messages", post(publish::publish).get(poll::channel_messages))
         .route("/v1/channels/{channel}/latest", get(latest::latest))
@@ -28,10 +36,11 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{file}", get(assets::asset))
         .route("/v1/herald.js", get(assets::client))
         .route("/v1/herald/{*module}", get(assets::client_module))
+        .with_state(state)
+        .merge(pusher)
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
         })
         .layer(axum::middleware::from_fn(move |req, next| cors::cors(cors.clone(), req, next)))
-        .with_state(state)
 }

@@ -23,6 +23,7 @@ pub fn router(state: AppState, pusher: Arc<Pusher>) -> Router {
         .route("/apps/{id}/events", post(pusher_api::events))
         .route("/apps/{id}/batch_events", post(pusher_api::batch_events))
         .route("/apps/{id}/users/{user_id}/terminate_connections", post(pusher_api::terminate_connections))
+        .route("/users/{user_id}/terminate_connections", post(pusher_api::terminate_connections))
         .with_state(PusherState { app: state.clone(), pusher });
     Router::new()
         .route("/v1/channels/{channel}/messages", post(publish::publish).get(poll::channel_messages))

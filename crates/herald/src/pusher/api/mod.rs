@@ -2,7 +2,8 @@
 //!
 //! - `POST /apps/{id}/events`: one event on up to `max_channels_per_event` channels;
 //! - `POST /apps/{id}/batch_events`: up to `max_batch_events` events;
-//! - `POST /apps/{id}/users/{user_id}/terminate_connections`: close a signed-in user's connections on every node.
+//! - `POST /apps/{id}/users/{user_id}/terminate_connections`: close a signed-in user's connections on every node
+//!   (also at `/users/{user_id}/terminate_connections`, where the Python SDK sends it).
 //!
 //! An event goes through `Hub::publish_from` once per channel, in the order given, with the trigger's
 //! `socket_id` in its origin; on a user's `#server-to-user-<id>` channel it is a signal to every node instead
@@ -179,10 +180,17 @@ pub async fn batch_events(State(state): State<PusherState>, request: Signed) -> 
     Ok(done())
 }
 
-/// `POST /apps/{id}/users/{user_id}/terminate_connections`.
+/// The `{user_id}` of a path.
+#[derive(Deserialize)]
+pub struct UserPath {
+    user_id: String,
+}
+
+/// `POST /apps/{id}/users/{user_id}/terminate_connections`, and `POST /users/{user_id}/terminate_connections`
+/// where the Python SDK sends it (the app then comes from `auth_key`).
 pub async fn terminate_connections(
     State(state): State<PusherState>,
-    Path((_, user)): Path<(String, String)>,
+    Path(UserPath { user_id: user }): Path<UserPath>,
     request: Signed,
 ) -> Result<Response, ApiError> {
     Signal::Terminate { app: request.app.id.clone(), user }.send(&state.app.hub).await?;

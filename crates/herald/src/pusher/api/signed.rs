@@ -63,13 +63,18 @@ impl FromRequest<PusherState> for Signed {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_string();
         let refusals = &state.app.limits;
-        let Some(app) = app_id(&path).and_then(|id| state.pusher.apps.by_id(id)).cloned() else {
-            refusals.refused(Refusal::PusherUnknownApp, || format!("an API request for {path}"));
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "app_not_found", "no app has this id"));
-        };
         let query: Vec<(String, String)> = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
+        // The Python SDK sends terminate_connections to /users/… without /apps/{id}: its key names the app.
+        let found = match app_id(&path) {
+            Some(id) => state.pusher.apps.by_id(id),
+            None => query.iter().find(|(k, _)| k == "auth_key").and_then(|(_, key)| state.pusher.apps.by_key(key)),
+        };
+        let Some(app) = found.cloned() else {
+            refusals.refused(Refusal::PusherUnknownApp, || format!("an API request for {path}"));
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "app_not_found", "no app has this id"));
+        };
         let max = body_limit(&app.limits);
         let body = read_body(body, max).await.inspect_err(|err| {
             if err.status == StatusCode::PAYLOAD_TOO_LARGE {

@@ -91,7 +91,7 @@ pub async fn run(hub: Arc<Hub>, interval: Duration, shutdown: Shutdown) {
             live = chat.recv() => {
                 let said = chat.follow(live, 1).await.items.into_iter().find_map(|item| match item {
                     Item::Message(message) => Some(message),
-                    Item::Reset { .. } => None,
+                    Item::Reset { .. } | Item::Presence(_) => None,
                 });
                 let visitor = said
                     .and_then(|said| serde_json::from_slice::<serde_json::Value>(&said.message.data).ok())

@@ -18,6 +18,8 @@ use bytes::Bytes;
 use herald_proto::{time::now_millis, ChannelName, EventName, Message, Position};
 use tokio::time::Instant;
 
+use super::presence::memory::MemoryPresence;
+use super::presence::PresenceStore;
 use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Start};
 use crate::config::Config;
 use crate::encoded::EncodedMessage;
@@ -68,6 +70,7 @@ pub struct MemoryEngine {
     bytes: AtomicUsize,
     messages: AtomicU64,
     evicting: Mutex<()>,
+    presence: Arc<MemoryPresence>,
 }
 
 impl MemoryEngine {
@@ -81,6 +84,7 @@ impl MemoryEngine {
             bytes: AtomicUsize::new(0),
             messages: AtomicU64::new(0),
             evicting: Mutex::new(()),
+            presence: Arc::default(),
         }
     }
 
@@ -231,6 +235,10 @@ impl Engine for MemoryEngine {
             messages: self.messages.load(Relaxed),
             bytes: self.bytes.load(Relaxed) as u64,
         }
+    }
+
+    fn presence(&self) -> Arc<dyn PresenceStore> {
+        self.presence.clone()
     }
 }
 

@@ -4,9 +4,11 @@
 //! module (`memory`, the embedded default; `redis`, when one machine is not enough). An engine stores a
 //! message, assigns its offset, and hands every stored message, in offset order per channel, to the
 //! [`Delivery`] callback it was built with, which fans it out to local subscribers. Reads return history from a
-//! [`Start`], with `reset` when the client's position cannot be honoured.
+//! [`Start`], with `reset` when the client's position cannot be honoured. Beside the histories, each engine has a
+//! [`presence::PresenceStore`]: the members and subscriber counts of channels, across nodes.
 
 pub mod memory;
+pub mod presence;
 pub mod redis;
 
 use std::future::Future;
@@ -19,6 +21,7 @@ use herald_proto::{ChannelName, EventName, Position};
 use crate::config::{Config, EngineKind};
 use crate::encoded::EncodedMessage;
 use crate::metrics::Metrics;
+use presence::PresenceStore;
 
 /// Starts the engine `config` names, handing every stored message to `deliver`; for Redis, connects first.
 pub async fn start(
@@ -133,6 +136,9 @@ pub trait Engine: Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+
+    /// The engine's presence and occupancy, shared by the nodes the engine shares histories with.
+    fn presence(&self) -> Arc<dyn PresenceStore>;
 }
 
 /// Where a read from `start` begins in a channel of `epoch` that retains offsets `first..=last` (`first = last + 1`

@@ -121,6 +121,8 @@ impl Server {
         let deadline = tokio::time::Instant::now() + grace;
         let drained = shutdown.drain_until(deadline).await;
         sweeper.abort();
+        // Connections that were members went without their leaves: the engine lets them go after the grace.
+        hub.retire().await;
         Ok(drained)
     }
 }

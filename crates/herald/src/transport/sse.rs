@@ -105,6 +105,8 @@ impl Stream {
                         }
                         out.extend_from_slice(&sse::event(None, Some(RESET_EVENT), &reset_data(&[channel])));
                     }
+                    // The stream follows no channel's presence.
+                    Item::Presence(_) => {}
                 }
             }
             if !out.is_empty() {

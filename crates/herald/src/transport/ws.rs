@@ -321,6 +321,8 @@ impl Session {
                     let cursor = Cursor::single(channel.clone(), from).encode();
                     self.feed(text(&ServerFrame::Reset { channel: &channel, cursor: &cursor })).await;
                 }
+                // The connection follows no channel's presence.
+                Item::Presence(_) => {}
             }
         }
         self.state.hub.metrics().delivered(Transport::WebSocket, delivered);

@@ -287,6 +287,11 @@ impl Subscription {
         self.channels.iter().any(|f| f.channel == *channel)
     }
 
+    /// The channels followed, in the order they were subscribed.
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
+        self.channels.iter().map(|f| &f.channel)
+    }
+
     /// How many channels are followed.
     pub fn len(&self) -> usize {
         self.channels.len()

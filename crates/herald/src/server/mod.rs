@@ -71,6 +71,8 @@ pub enum StartError {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    /// Routes added by the binary (the demo's), beside Herald's own.
+    extra: Option<axum::Router<AppState>>,
 }
 
 impl Server {
@@ -82,7 +84,15 @@ impl Server {
         let hub = Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await?;
         let state = AppState::new(hub, Shutdown::new())?;
         let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
-        Ok(Self { listener, state })
+        Ok(Self { listener, state, extra: None })
+    }
+
+    /// Serves `routes` too, with the same state (the demo's own endpoints); none may be a path Herald serves.
+    pub fn add_routes(&mut self, routes: axum::Router<AppState>) {
+        self.extra = Some(match self.extra.take() {
+            Some(extra) => extra.merge(routes),
+            None => routes,
+        });
     }
 
     /// The address actually bound (useful with port 0).
@@ -108,12 +118,15 @@ impl Server {
     /// Serves until shutdown is triggered, then drains for at most `shutdown_grace`. Returns whether every
     /// request and connection finished within that time.
     pub async fn run(self) -> std::io::Result<bool> {
-        let Self { listener, state } = self;
+        let Self { listener, state, extra } = self;
         let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
         let grace = hub.config().shutdown_grace;
         let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
         let head_timeout = hub.config().request_head_timeout;
-        let app = router(state);
+        let app = match extra {
+            Some(extra) => extra.with_state(state.clone()).merge(router(state)),
+            None => router(state),
+        };
         let serving = connection::Serving { app, shutdown: shutdown.clone(), head_timeout };
         accept(&listener, &serving).await;
         drop(listener);

@@ -20,6 +20,7 @@ pub mod memory;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use herald_proto::presence::MemberText;
 use herald_proto::ChannelName;
 
 use super::{BoxFuture, EngineError};
@@ -31,6 +32,13 @@ pub struct Member {
     pub user_id: String,
     /// What the user presents about itself, as minified JSON text (`null` when nothing).
     pub user_info: Bytes,
+}
+
+impl Member {
+    /// The member as the wire shows it.
+    pub fn text(&self) -> MemberText<'_> {
+        MemberText { user_id: &self.user_id, user_info: &self.user_info }
+    }
 }
 
 /// A channel's members at one instant.
@@ -46,6 +54,11 @@ impl Members {
     /// How many members.
     pub fn count(&self) -> usize {
         self.members.len()
+    }
+
+    /// The members as the wire shows them.
+    pub fn texts(&self) -> Vec<MemberText<'_>> {
+        self.members.iter().map(Member::text).collect()
     }
 
     /// Sorts by user id (stores return them in any order).

@@ -205,6 +205,7 @@ async fn received(subscription: &mut Subscription, n: usize) -> Vec<u64> {
             match item {
                 Item::Message(message) => seen.push(message.message.position.offset),
                 Item::Reset { channel, .. } => panic!("a reset of {channel}"),
+                Item::Presence(event) => panic!("a change of presence of {}", event.channel),
             }
         }
     }

@@ -126,11 +126,23 @@ pub struct NamespaceSettings {
     pub allow_client_publish: bool,
     /// Whether anyone may subscribe without a token. `None`: public unless a token key is configured.
     pub public: Option<bool>,
+    /// Whether the namespace's channels have presence: a subscriber that presents a user (a token's `sub`) is a
+    /// member, and others may read the members and follow their joins and leaves.
+    pub presence: bool,
+    /// Members a channel of the namespace may have; a new user past it is refused (`presence_full`).
+    pub presence_max_members: usize,
 }
 
 impl Default for NamespaceSettings {
     fn default() -> Self {
-        Self { history_size: 100, history_ttl: Duration::from_secs(3600), allow_client_publish: false, public: None }
+        Self {
+            history_size: 100,
+            history_ttl: Duration::from_secs(3600),
+            allow_client_publish: false,
+            public: None,
+            presence: false,
+            presence_max_members: 100,
+        }
     }
 }
 
@@ -205,6 +217,15 @@ pub struct Config {
     pub insecure: bool,
     /// The Pusher Channels protocol's apps and limits.
     pub pusher: PusherSettings,
+    /// How long a member stays after its last connection left, so that a page reload is neither a leave nor a
+    /// join; also how long a channel stays occupied after its last subscriber left.
+    #[serde(rename = "presence_grace_ms", with = "millis")]
+    pub presence_grace: Duration,
+    /// With Redis: a node that has not renewed its liveness for this long is dead, and its members leave.
+    #[serde(rename = "presence_node_ttl_secs", with = "secs")]
+    pub presence_node_ttl: Duration,
+    /// Largest `info` a member may present (minified JSON).
+    pub max_presence_info_bytes: usize,
     /// The environment variable that set a setting, by the setting's key, for the modules that interpret the
     /// setting to name it as the user wrote it (see [`Config::source`]).
     #[serde(skip)]
@@ -243,6 +264,9 @@ impl Default for Config {
             publish_rate_per_key: 1_000,
             insecure: false,
             pusher: PusherSettings::default(),
+            presence_grace: Duration::from_millis(3000),
+            presence_node_ttl: Duration::from_secs(15),
+            max_presence_info_bytes: 1024,
             sources: BTreeMap::new(),
         }
     }
@@ -379,6 +403,21 @@ fn transports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TransportKind>, D::
     Ok(out)
 }
 
+/// A duration written as whole milliseconds (the `…_ms` keys).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(value.as_millis().try_into().unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
 /// A duration written as whole seconds (the `…_secs` keys).
 mod secs {
     use std::time::Duration;
@@ -433,6 +472,32 @@ pub(super) mod tests {
             };
             let huge = load(&toml, &[], Overrides::default()).unwrap_err().to_string();
             assert!(huge.contains(key) && huge.contains("at most"), "{huge}");
+        }
+    }
+
+    #[test]
+    fn presence_settings_have_documented_defaults_and_bounds() {
+        let c = Config::default();
+        assert_eq!(c.presence_grace, Duration::from_millis(3000));
+        assert_eq!(c.presence_node_ttl, Duration::from_secs(15));
+        assert_eq!(c.max_presence_info_bytes, 1024);
+        assert_eq!((c.default_namespace.presence, c.default_namespace.presence_max_members), (false, 100));
+        let c = load(
+            "presence_grace_ms = 250\n[namespaces.chat]\npresence = true\npresence_max_members = 7",
+            &[("HERALD_PRESENCE_NODE_TTL_SECS", "4")],
+            Overrides::default(),
+        )
+        .unwrap();
+        let chat = c.namespace(&ChannelName::new("chat:lobby").unwrap());
+        assert_eq!((chat.presence, chat.presence_max_members), (true, 7));
+        assert_eq!((c.presence_grace, c.presence_node_ttl), (Duration::from_millis(250), Duration::from_secs(4)));
+        for (toml, key) in [
+            ("presence_node_ttl_secs = 0", "presence_node_ttl_secs"),
+            ("max_presence_info_bytes = 0", "max_presence_info_bytes"),
+            ("[namespaces.chat]\npresence_max_members = 0", "namespaces.chat.presence_max_members"),
+        ] {
+            let refused = load(toml, &[], Overrides::default()).unwrap_err().to_string();
+            assert!(refused.contains(key), "{refused}");
         }
     }
 

@@ -23,6 +23,7 @@ impl Config {
             ("max_connections_per_ip", self.max_connections_per_ip),
             ("publish_rate_per_connection", self.publish_rate_per_connection as usize),
             ("publish_rate_per_key", self.publish_rate_per_key as usize),
+            ("max_presence_info_bytes", self.max_presence_info_bytes),
         ];
         for (key, value) in at_least_one {
             if value == 0 {
@@ -33,6 +34,7 @@ impl Config {
             ("sse_heartbeat_secs", self.sse_heartbeat),
             ("ws_ping_secs", self.ws_ping),
             ("request_head_timeout_secs", self.request_head_timeout),
+            ("presence_node_ttl_secs", self.presence_node_ttl),
         ];
         for (key, value) in durations {
             if value.is_zero() {
@@ -41,7 +43,8 @@ impl Config {
         }
         let bounded = durations
             .into_iter()
-            .chain([("max_wait_secs", self.max_wait), ("shutdown_grace_secs", self.shutdown_grace)]);
+            .chain([("max_wait_secs", self.max_wait), ("shutdown_grace_secs", self.shutdown_grace)])
+            .chain([("presence_grace_ms", self.presence_grace)]);
         for (key, value) in bounded {
             check_duration(key.to_string(), value)?;
         }
@@ -72,6 +75,9 @@ impl Config {
                 return Err(invalid(format!("{key}.history_ttl_secs"), "must be at least 1"));
             }
             check_duration(format!("{key}.history_ttl_secs"), ns.history_ttl)?;
+            if ns.presence_max_members == 0 || ns.presence_max_members > 100_000 {
+                return Err(invalid(format!("{key}.presence_max_members"), "must be between 1 and 100000"));
+            }
         }
         self.pusher.validate()?;
         self.validate_security()

@@ -18,6 +18,8 @@ use bytes::Bytes;
 use herald_proto::{time::now_millis, ChannelName, EventName, Message, Position};
 use tokio::time::Instant;
 
+use super::presence::memory::MemoryPresence;
+use super::presence::PresenceStore;
 use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Signals, Start};
 use crate::config::Config;
 use crate::encoded::{EncodedMessage, Origin};
@@ -69,6 +71,7 @@ pub struct MemoryEngine {
     messages: AtomicU64,
     evicting: Mutex<()>,
     signals: Signals,
+    presence: Arc<MemoryPresence>,
 }
 
 impl MemoryEngine {
@@ -83,6 +86,7 @@ impl MemoryEngine {
             messages: AtomicU64::new(0),
             evicting: Mutex::new(()),
             signals: Signals::default(),
+            presence: Arc::default(),
         }
     }
 
@@ -246,6 +250,10 @@ impl Engine for MemoryEngine {
             messages: self.messages.load(Relaxed),
             bytes: self.bytes.load(Relaxed) as u64,
         }
+    }
+
+    fn presence(&self) -> Arc<dyn PresenceStore> {
+        self.presence.clone()
     }
 }
 

@@ -1,10 +1,11 @@
 //! What every HTTP handler shares, below them all: the state ([`AppState`]: the hub, the shutdown signal, the
 //! access rules and the limits), extractors (the channel path, the client's address, its credentials, the
-//! query), CORS, and the handlers that are not transports (publishing, `/healthz` and `/metrics`, the demo and
-//! the browser client's files). The routes that wire all of them to paths are in `server/routes.rs`, above both
+//! query), CORS, and the handlers that are not transports (publishing, channels' presence and occupancy,
+//! `/healthz` and `/metrics`, the demo and the browser client's files). The routes that wire all of them to paths are in `server/routes.rs`, above both
 //! this module and `transport/`; neither imports the other's importers.
 
 pub mod assets;
+pub(crate) mod channels;
 pub mod client_ip;
 pub mod cors;
 pub mod credentials;

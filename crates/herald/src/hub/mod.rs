@@ -5,8 +5,15 @@
 //! subscription through its inbox, one bounded queue fed by the engine's delivery callback through the
 //! subscriber registry; a tracker per channel turns the overlap between history and live feed, and any gap, into
 //! an exactly-once, in-order stream.
+//!
+//! Presence (`presence.rs`) rides the same way: a subscription joins a channel's presence as a member, and one that
+//! follows the channel's presence receives its members' joins and leaves through the same inbox, in order with
+//! its messages; this node's subscriber counts go to the engine's presence store (`occupancy.rs`), which adds up
+//! the cluster's.
 
 mod inbox;
+mod occupancy;
+mod presence;
 mod queue;
 mod subscribers;
 mod subscription;
@@ -14,7 +21,7 @@ pub(crate) mod tracker;
 
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use herald_proto::{ChannelName, EventName};
@@ -22,9 +29,11 @@ use herald_proto::{ChannelName, EventName};
 use crate::config::Config;
 use crate::encoded::EncodedMessage;
 pub use crate::encoded::Origin;
+pub use crate::engine::presence::{Joined, Member, Members, Occupancy, PresenceChange, PresenceEvent, Transition};
 pub use crate::engine::Start;
 use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read};
 use crate::metrics::Metrics;
+pub use presence::{member, PresenceError, TransitionHook, MAX_USER_ID_BYTES};
 use subscribers::Subscribers;
 pub use subscription::{Batch, Item, Live, Opened, Subscription};
 
@@ -43,6 +52,15 @@ pub struct Hub {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     next_connection: AtomicU64,
+    /// The engine's presence and occupancy.
+    presence: presence::Store,
+    /// Subscriptions that follow channels' presence.
+    presence_followers: Arc<Subscribers>,
+    /// Where the store's news goes.
+    relay: Arc<presence::Relay>,
+    /// This node's subscriber counts, to report.
+    occupancy: Arc<occupancy::Reports>,
+    next_presence: AtomicU64,
 }
 
 impl Hub {
@@ -73,7 +91,24 @@ impl Hub {
         subscribers: Arc<Subscribers>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        Arc::new(Self { engine, subscribers, config, metrics, next_connection: AtomicU64::new(1) })
+        let presence = engine.presence();
+        let presence_followers = Arc::new(Subscribers::new(metrics.clone()));
+        let relay = Arc::new(presence::Relay { followers: presence_followers.clone(), hooks: RwLock::default() });
+        presence.listen(relay.clone());
+        let hub = Arc::new(Self {
+            engine,
+            subscribers,
+            config,
+            metrics,
+            next_connection: AtomicU64::new(1),
+            presence,
+            presence_followers,
+            relay,
+            occupancy: Arc::default(),
+            next_presence: AtomicU64::new(1),
+        });
+        tokio::spawn(occupancy::report(Arc::downgrade(&hub)));
+        hub
     }
 
     /// Whether the engine can store and read messages now.

@@ -1,4 +1,5 @@
-//! Who listens to which channel on this node, and the fan-out of a stored message to them.
+//! Who listens to which channel on this node, and the fan-out of a stored message to them. (The hub keeps a
+//! second registry of the same kind for those who follow channels' presence, fed with changes of members.)
 //!
 //! Fan-out never waits: each subscriber has one bounded queue per connection and gets the message with
 //! `try_send`. A full queue marks the connection as a slow consumer (its token is cancelled, it disconnects and
@@ -12,8 +13,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use herald_proto::ChannelName;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{QueueSender, TrySendError};
+use super::queue::{QueueSender, Queued, TrySendError};
 use crate::encoded::EncodedMessage;
+use crate::engine::presence::PresenceEvent;
 use crate::metrics::{Metrics, Transport};
 
 const SHARDS: usize = 64;
@@ -64,12 +66,26 @@ impl Subscribers {
         self.shard(channel).read().unwrap_or_else(PoisonError::into_inner).contains_key(channel)
     }
 
+    /// How many subscribers `channel` has on this node.
+    pub(crate) fn count(&self, channel: &ChannelName) -> usize {
+        self.shard(channel).read().unwrap_or_else(PoisonError::into_inner).get(channel).map_or(0, Vec::len)
+    }
+
     /// Hands `message` to every subscriber of its channel without waiting.
     pub(crate) fn deliver(&self, message: &Arc<EncodedMessage>) {
-        let shard = self.shard(&message.message.channel).read().unwrap_or_else(PoisonError::into_inner);
-        let Some(list) = shard.get(&message.message.channel) else { return };
+        self.offer(&message.message.channel, || Queued::Message(message.clone()));
+    }
+
+    /// Hands a change of members to every subscriber of its channel without waiting.
+    pub(crate) fn deliver_presence(&self, event: &Arc<PresenceEvent>) {
+        self.offer(&event.channel, || Queued::Presence(event.clone()));
+    }
+
+    fn offer(&self, channel: &ChannelName, item: impl Fn() -> Queued) {
+        let shard = self.shard(channel).read().unwrap_or_else(PoisonError::into_inner);
+        let Some(list) = shard.get(channel) else { return };
         for subscriber in list {
-            match subscriber.queue.try_send(message.clone()) {
+            match subscriber.queue.try_send(item()) {
                 Ok(()) | Err(TrySendError::Closed) => {}
                 Err(TrySendError::Full) => {
                     if !subscriber.slow.is_cancelled() {

@@ -73,6 +73,8 @@ pub struct Server {
     listener: TcpListener,
     state: AppState,
     pusher: Arc<Pusher>,
+    /// Routes added by the binary (the demo's), beside Herald's own.
+    extra: Option<axum::Router<AppState>>,
 }
 
 impl Server {
@@ -85,7 +87,15 @@ impl Server {
         let state = AppState::new(hub, Shutdown::new())?;
         let pusher = Pusher::new(state.hub.config());
         let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
-        Ok(Self { listener, state, pusher })
+        Ok(Self { listener, state, pusher, extra: None })
+    }
+
+    /// Serves `routes` too, with the same state (the demo's own endpoints); none may be a path Herald serves.
+    pub fn add_routes(&mut self, routes: axum::Router<AppState>) {
+        self.extra = Some(match self.extra.take() {
+            Some(extra) => extra.merge(routes),
+            None => routes,
+        });
     }
 
     /// The address actually bound (useful with port 0).
@@ -111,13 +121,16 @@ impl Server {
     /// Serves until shutdown is triggered, then drains for at most `shutdown_grace`. Returns whether every
     /// request and connection finished within that time.
     pub async fn run(self) -> std::io::Result<bool> {
-        let Self { listener, state, pusher } = self;
+        let Self { listener, state, pusher, extra } = self;
         let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
         let grace = hub.config().shutdown_grace;
         let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
         shutdown.tracker().spawn(pusher.follow_signals(&state));
         let head_timeout = hub.config().request_head_timeout;
-        let app = router(state, pusher);
+        let app = match extra {
+            Some(extra) => extra.with_state(state.clone()).merge(router(state, pusher)),
+            None => router(state, pusher),
+        };
         let serving = connection::Serving { app, shutdown: shutdown.clone(), head_timeout };
         accept(&listener, &serving).await;
         drop(listener);
@@ -125,6 +138,8 @@ impl Server {
         let deadline = tokio::time::Instant::now() + grace;
         let drained = shutdown.drain_until(deadline).await;
         sweeper.abort();
+        // Connections that were members went without their leaves: the engine lets them go after the grace.
+        hub.retire().await;
         Ok(drained)
     }
 }

@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::ApiError;
-use crate::http::{assets, cors, ops, publish, AppState};
+use crate::http::{assets, channels, cors, ops, publish, AppState};
 use crate::pusher::{api as pusher_api, websocket as pusher_ws, Pusher, PusherState};
 use crate::transport::{latest, poll, sse, ws};
 
@@ -28,6 +28,9 @@ pub fn router(state: AppState, pusher: Arc<Pusher>) -> Router {
     Router::new()
         .route("/v1/channels/{channel}/messages", post(publish::publish).get(poll::channel_messages))
         .route("/v1/channels/{channel}/latest", get(latest::latest))
+        .route("/v1/channels/{channel}/presence", get(channels::presence))
+        .route("/v1/channels/{channel}", get(channels::channel))
+        .route("/v1/channels", get(channels::occupied))
         .route("/v1/poll", get(poll::poll))
         .route(SSE_PATH, get(sse::sse))
         .route("/v1/ws", get(ws::ws))

@@ -9,6 +9,7 @@
 //! connected subscribers stay connected; when it returns, each watched channel is caught up from history so no
 //! subscriber sees a gap, or gets a reset if Redis lost the data.
 
+mod presence;
 mod pubsub;
 mod scripts;
 
@@ -22,6 +23,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::presence::{ListenerSlot, PresenceStore};
 use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Signals, Start};
 use crate::config::Config;
 use crate::encoded::{EncodedMessage, Origin};
@@ -45,6 +47,8 @@ pub(super) struct Inner {
     metrics: Arc<Metrics>,
     /// Whether the last command succeeded; logged when it changes.
     commands_ok: AtomicBool,
+    /// Where presence announcements and transitions go.
+    presence: ListenerSlot,
 }
 
 impl Inner {
@@ -169,6 +173,7 @@ fn decode_read(channel: &ChannelName, start: Start, reply: Value) -> Result<Read
 pub struct RedisEngine {
     inner: Arc<Inner>,
     watches: Arc<pubsub::Watches>,
+    presence: Arc<presence::RedisPresence>,
     _stop: DropGuard,
 }
 
@@ -194,12 +199,15 @@ impl RedisEngine {
             signals: Signals::default(),
             metrics,
             commands_ok: AtomicBool::new(true),
+            presence: ListenerSlot::default(),
         });
         let stop = CancellationToken::new();
         let watches = Arc::new(pubsub::Watches::default());
         watches.set_connected(true);
+        let presence = presence::RedisPresence::start(inner.clone()).await?;
         tokio::spawn(pubsub::follow(client, first, inner.clone(), watches.clone(), stop.clone()));
-        Ok(Self { inner, watches, _stop: stop.drop_guard() })
+        tokio::spawn(presence::keep_alive(presence.clone(), stop.clone()));
+        Ok(Self { inner, watches, presence, _stop: stop.drop_guard() })
     }
 
     async fn store(
@@ -287,5 +295,9 @@ impl Engine for RedisEngine {
 
     fn healthy(&self) -> bool {
         self.inner.commands_ok.load(Ordering::Relaxed) && self.watches.connected()
+    }
+
+    fn presence(&self) -> Arc<dyn PresenceStore> {
+        self.presence.clone()
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{scripts, Inner};
+use super::{presence, scripts, Inner};
 use crate::encoded::EncodedMessage;
 use crate::engine::Start;
 use crate::metrics::CatchUp;
@@ -224,9 +224,13 @@ pub(super) async fn follow(
     }
 }
 
-/// Delivers one Pub/Sub announcement; returns its channel and position.
+/// Delivers one Pub/Sub announcement (a message, or a change of presence); returns a message's channel and position.
 fn announce(inner: &Inner, live: &str, payload: &[u8]) -> Option<(ChannelName, Position)> {
     let channel = inner.channel_of(live)?;
+    if let Some(body) = payload.strip_prefix(presence::ANNOUNCEMENT) {
+        presence::RedisPresence::announced(inner, &channel, body);
+        return None;
+    }
     match scripts::decode_announcement(&channel, payload) {
         Ok((message, origin)) => {
             let position = message.position;

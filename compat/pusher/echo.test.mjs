@@ -13,7 +13,8 @@ let server;
 const echoes = [];
 
 before(async () => {
-  server = await startHerald();
+  // A short presence grace, so that leaving() comes at once.
+  server = await startHerald({ config: "presence_grace_ms = 100" });
 });
 
 after(async () => {
@@ -109,5 +110,51 @@ for (const broadcaster of ["pusher", "reverb"]) {
     const secret = heard(channel, "Opened");
     await sdk(server).trigger(`private-encrypted-vault.${broadcaster}`, "App\\Events\\Opened", { code: 1234 });
     assert.deepEqual(await secret, { code: 1234 });
+  });
+}
+
+for (const broadcaster of ["pusher", "reverb"]) {
+  test(`${broadcaster}: join() tells here(), joining() and leaving()`, async () => {
+    const backend = sdk(server);
+    const echoAs = async (user) => {
+      const instance = new Echo({
+        broadcaster,
+        key: APP.key,
+        cluster: "",
+        wsHost: server.host,
+        wsPort: server.port,
+        forceTLS: false,
+        enabledTransports: ["ws"],
+        disableStats: true,
+        Pusher,
+        channelAuthorization: {
+          customHandler: ({ socketId, channelName }, callback) =>
+            callback(null, backend.authorizeChannel(socketId, channelName, { user_id: user.id, user_info: user })),
+        },
+      });
+      echoes.push(instance);
+      await until(() => instance.connectionStatus() === "connected", "Echo connected");
+      return instance;
+    };
+    const room = `room.${broadcaster}`;
+    const ann = await echoAs({ id: "ann", name: "Ann" });
+    const [joining, leaving] = [[], []];
+    const here = await within(
+      new Promise((resolve) =>
+        ann
+          .join(room)
+          .here(resolve)
+          .joining((u) => joining.push(u))
+          .leaving((u) => leaving.push(u)),
+      ),
+      "here()",
+    );
+    assert.deepEqual(here, [{ id: "ann", name: "Ann" }]);
+    const bob = await echoAs({ id: "bob", name: "Bob" });
+    await within(new Promise((resolve) => bob.join(room).here(resolve)), "bob's here()");
+    await until(() => joining.length === 1, "bob joining");
+    bob.leave(room);
+    await until(() => leaving.length === 1, "bob leaving");
+    assert.deepEqual([joining, leaving], [[{ id: "bob", name: "Bob" }], [{ id: "bob", name: "Bob" }]]);
   });
 }

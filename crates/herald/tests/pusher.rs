@@ -401,3 +401,129 @@ async fn a_slow_consumer_is_closed_with_4100() {
     };
     assert_eq!(code, Some(4100));
 }
+
+/// Subscribes `client` to a presence channel as `user_id` with `user_info`; returns the answer.
+async fn join(client: &mut common::pusher::PusherWs, channel: &str, user_id: &str, user_info: Value) -> Value {
+    let data = json!({ "user_id": user_id, "user_info": user_info }).to_string();
+    let auth = auth(&client.socket_id, channel, Some(&data));
+    client.subscribe_with(channel, Some(&auth), Some(&data)).await
+}
+
+/// The member list of a presence subscription's answer.
+fn presence_of(answer: &Value) -> Value {
+    assert_eq!(answer["event"], "pusher_internal:subscription_succeeded", "{answer}");
+    serde_json::from_str::<Value>(answer["data"].as_str().unwrap()).unwrap()["presence"].clone()
+}
+
+fn quick_presence() -> herald::config::Config {
+    let mut config = pusher_config();
+    config.presence_grace = Duration::from_millis(200);
+    config
+}
+
+#[tokio::test]
+async fn presence_members_join_and_leave_once_per_user_not_per_connection() {
+    let server = spawn(quick_presence()).await;
+    let mut ann = server.pusher(KEY).await;
+    let answer = join(&mut ann, "presence-room", "ann", json!({ "name": "Ann" })).await;
+    assert_eq!(presence_of(&answer), json!({ "ids": ["ann"], "hash": { "ann": { "name": "Ann" } }, "count": 1 }));
+    let mut bob = server.pusher(KEY).await;
+    let answer = join(&mut bob, "presence-room", "bob", json!(null)).await;
+    assert_eq!(presence_of(&answer)["count"], 2);
+    let added = ann.recv().await;
+    assert_eq!(added["event"], "pusher_internal:member_added");
+    assert_eq!(
+        serde_json::from_str::<Value>(added["data"].as_str().unwrap()).unwrap(),
+        json!({ "user_id": "bob", "user_info": null })
+    );
+    bob.assert_quiet().await;
+    let mut bob_tab = server.pusher(KEY).await;
+    assert_eq!(presence_of(&join(&mut bob_tab, "presence-room", "bob", json!(null)).await)["count"], 2);
+    ann.assert_quiet().await;
+    bob_tab.send(json!({ "event": "pusher:unsubscribe", "data": { "channel": "presence-room" } })).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    ann.assert_quiet().await;
+    drop(bob);
+    let removed = ann.recv().await;
+    assert_eq!(
+        removed,
+        json!({ "event": "pusher_internal:member_removed", "channel": "presence-room", "data": r#"{"user_id":"bob"}"# })
+    );
+}
+
+#[tokio::test]
+async fn a_presence_subscription_needs_signed_channel_data_with_a_user_id() {
+    let server = spawn(quick_presence()).await;
+    let mut client = server.pusher(KEY).await;
+    let unsigned =
+        client.subscribe_with("presence-room", Some(&auth(&client.socket_id, "presence-room", None)), None).await;
+    assert_eq!(unsigned["data"]["type"], "AuthError", "the signature covers channel_data");
+    let data = json!({ "user_info": {} }).to_string();
+    let no_user = client
+        .subscribe_with("presence-room", Some(&auth(&client.socket_id, "presence-room", Some(&data))), Some(&data))
+        .await;
+    assert_eq!(no_user["data"]["type"], "InvalidChannelData");
+    let answer = join(&mut client, "presence-room", "7", json!({})).await;
+    assert_eq!(presence_of(&answer)["ids"], json!(["7"]));
+}
+
+#[tokio::test]
+async fn a_client_event_on_a_presence_channel_carries_its_users_id() {
+    let server = spawn(quick_presence()).await;
+    let (mut a, mut b) = (server.pusher(KEY).await, server.pusher(KEY).await);
+    join(&mut a, "presence-room", "ann", json!(null)).await;
+    join(&mut b, "presence-room", "bob", json!(null)).await;
+    let _ = a.recv().await; // bob's member_added
+    a.send(json!({ "event": "client-wave", "channel": "presence-room", "data": "hi" })).await;
+    assert_eq!(
+        b.recv().await,
+        json!({ "event": "client-wave", "channel": "presence-room", "data": "hi", "user_id": "ann" })
+    );
+}
+
+#[tokio::test]
+async fn the_api_tells_occupied_channels_their_counts_and_a_presence_channels_users() {
+    let server = spawn(quick_presence()).await;
+    let (mut a, mut b, mut c) = (server.pusher(KEY).await, server.pusher(KEY).await, server.pusher(KEY).await);
+    join(&mut a, "presence-room", "ann", json!(null)).await;
+    join(&mut b, "presence-room", "ann", json!(null)).await;
+    c.subscribe("news").await;
+    // Counts from subscriptions travel to the store in the background: wait until they are there.
+    let mut room = Value::Null;
+    for _ in 0..100 {
+        room = server_get(&server, "/channels/presence-room", &[("info", "user_count,subscription_count")]).await;
+        if room["subscription_count"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(room, json!({ "occupied": true, "user_count": 1, "subscription_count": 2 }));
+    let listed = server_get(&server, "/channels", &[("filter_by_prefix", "presence-"), ("info", "user_count")]).await;
+    assert_eq!(listed, json!({ "channels": { "presence-room": { "user_count": 1 } } }));
+    let all = server_get(&server, "/channels", &[]).await;
+    assert_eq!(all, json!({ "channels": { "news": {}, "presence-room": {} } }));
+    assert_eq!(server_get(&server, "/channels/presence-room/users", &[]).await, json!({ "users": [{ "id": "ann" }] }));
+    assert_eq!(server_get(&server, "/channels/empty", &[]).await, json!({ "occupied": false }));
+    let r = server.pusher_api_at((ID, KEY, SECRET), "GET", "/channels/news/users", b"", &[], 0).await;
+    assert_eq!((r.status, r.error_code()), (400, "not_a_presence_channel".to_string()));
+    let r = server.pusher_api_at((ID, KEY, SECRET), "GET", "/channels/news", b"", &[("info", "user_count")], 0).await;
+    assert_eq!(r.status, 400, "user_count is a presence channel's");
+    let trigger = json!({ "name": "e", "channels": ["news"], "data": "1", "info": "subscription_count" });
+    let answer = server.pusher_api("POST", "/events", &trigger).await.json();
+    assert_eq!(answer, json!({ "channels": { "news": { "subscription_count": 1 } } }));
+    let herald = server.get("/v1/channels/1:presence-room").await.json();
+    assert_eq!(
+        (&herald["members"], &herald["subscribers"]),
+        (&json!(1), &json!(2)),
+        "Herald's own endpoint sees them too"
+    );
+    let members = server.get("/v1/channels/1:presence-room/presence").await;
+    assert_eq!(members.status, 401, "a Pusher presence channel's members are private to Herald's transports");
+}
+
+/// A signed GET of the test app's API; panics unless 200.
+async fn server_get(server: &common::TestServer, path: &str, query: &[(&str, &str)]) -> Value {
+    let r = server.pusher_api_at((ID, KEY, SECRET), "GET", path, b"", query, 0).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    r.json()
+}

@@ -351,9 +351,18 @@ impl Config {
 
     /// Whether `channel` is a Pusher app's `private-…` (encrypted included) or `presence-…` channel.
     pub fn is_pusher_private(&self, channel: &ChannelName) -> bool {
-        let Some((namespace, name)) = channel.as_str().split_once(':') else { return false };
-        (name.starts_with("private-") || name.starts_with("presence-"))
-            && self.pusher.apps.iter().any(|app| app.namespace() == namespace)
+        self.pusher_name(channel).is_some_and(|name| name.starts_with("private-") || name.starts_with("presence-"))
+    }
+
+    /// Whether `channel` is a Pusher app's `presence-…` channel.
+    pub fn is_pusher_presence(&self, channel: &ChannelName) -> bool {
+        self.pusher_name(channel).is_some_and(|name| name.starts_with("presence-"))
+    }
+
+    /// The Pusher name of a channel of a Pusher app's namespace.
+    fn pusher_name<'a>(&self, channel: &'a ChannelName) -> Option<&'a str> {
+        let (namespace, name) = channel.as_str().split_once(':')?;
+        self.pusher.apps.iter().any(|app| app.namespace() == namespace).then_some(name)
     }
 
     /// The settings of `channel`'s namespace.

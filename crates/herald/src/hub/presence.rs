@@ -124,9 +124,10 @@ pub fn member(user_id: &str, user_info: Option<&str>, max_info_bytes: usize) -> 
 }
 
 impl Hub {
-    /// Whether `channel`'s namespace has presence (`presence = true`): the policy of Herald's own protocol.
+    /// Whether `channel` has presence for Herald's own protocol: its namespace has `presence = true`, or it is a
+    /// Pusher app's `presence-…` channel (so herald.js sees the same members as pusher-js).
     pub fn has_presence(&self, channel: &ChannelName) -> bool {
-        self.config.namespace(channel).presence
+        self.config.namespace(channel).presence || self.config.is_pusher_presence(channel)
     }
 
     /// The members of `channel`, across the cluster.

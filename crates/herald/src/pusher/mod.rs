@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::encoded::EncodedMessage;
 use crate::http::client_ip::ClientIp;
 use crate::http::AppState;
+use crate::hub::{PresenceChange, PresenceEvent};
 use apps::Apps;
 use users::Users;
 use wire::socket_id::SocketIds;
@@ -110,4 +111,21 @@ fn message_frame(message: &EncodedMessage) -> Option<Bytes> {
 /// The message's frame, encoded once for all its subscribers.
 pub fn frame_of(message: &EncodedMessage) -> Option<Bytes> {
     message.pusher_frame(message_frame)
+}
+
+/// A presence change's Pusher frame (`pusher_internal:member_added` or `member_removed`), encoded once for all
+/// the channel's Pusher followers.
+pub fn presence_frame_of(event: &PresenceEvent) -> Option<Bytes> {
+    event.pusher_frame(|event| {
+        let (_, channel) = event.channel.as_str().split_once(':')?;
+        let user_id = event.member.user_id.as_str();
+        let frame = match event.change {
+            PresenceChange::Join => {
+                let user_info = std::str::from_utf8(&event.member.user_info).unwrap_or("null");
+                ServerFrame::MemberAdded { channel, user_id, user_info }
+            }
+            PresenceChange::Leave => ServerFrame::MemberRemoved { channel, user_id },
+        };
+        Some(Bytes::from(frame.encode()))
+    })
 }

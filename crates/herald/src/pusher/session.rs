@@ -28,9 +28,9 @@ use super::apps::{App, AppAdmission};
 use super::users::{Control, SignedIn, CONTROL_QUEUE};
 use super::wire::names::server_to_user;
 use super::wire::{data, signature, ChannelKind, ClientFrame, Close, PusherChannel, ServerFrame, SocketId};
-use super::{frame_of, Pusher};
+use super::{frame_of, presence_frame_of, Pusher};
 use crate::http::AppState;
-use crate::hub::{Item, Origin, Start, Subscription};
+use crate::hub::{Item, Member, Members, Origin, PresenceError, Start, Subscription};
 use crate::limits::{Admission, TokenBucket};
 use crate::metrics::Transport;
 use crate::refusal::Refusal;
@@ -71,6 +71,8 @@ enum End {
 /// What a connection joined on one channel.
 struct Joined {
     channel: PusherChannel,
+    /// The user it presents on a presence channel.
+    member: Option<Member>,
 }
 
 /// A signed-in user of this connection.
@@ -266,14 +268,18 @@ impl Session {
         let batch = self.subscription.follow(live, MAX_BATCH).await;
         let mut delivered = 0;
         for item in batch.items {
-            // A reset has no Pusher frame: the protocol cannot say that messages were lost.
-            let Item::Message(message) = item else { continue };
-            if message.origin.sender.as_deref() == Some(self.socket_id.as_str()) {
-                continue;
+            let frame = match item {
+                Item::Message(message) if message.origin.sender.as_deref() != Some(self.socket_id.as_str()) => {
+                    delivered += 1;
+                    frame_of(&message)
+                }
+                Item::Presence(event) => presence_frame_of(&event),
+                // Its own message; or a reset, which has no Pusher frame: the protocol cannot say what was lost.
+                Item::Message(_) | Item::Reset { .. } => None,
+            };
+            if let Some(frame) = frame {
+                let _ = outbound.feed(Outbound::Text(frame)).await;
             }
-            let Some(frame) = frame_of(&message) else { continue };
-            delivered += 1;
-            let _ = outbound.feed(Outbound::Text(frame)).await;
         }
         self.state.hub.metrics().delivered(Transport::Pusher, delivered);
         batch.error.is_none()
@@ -346,14 +352,38 @@ impl Session {
                 return refuse(outbound, name, "AuthError", &error, 401).await;
             }
         }
+        let member = match channel.kind() {
+            ChannelKind::Presence => match self.member(channel_data) {
+                Ok(member) => Some(member),
+                Err(error) => return refuse(outbound, name, "InvalidChannelData", &error, 400).await,
+            },
+            _ => None,
+        };
         let start = if channel.is_cache() { Start::Newest(1) } else { Start::Now };
         let opened = match self.subscription.subscribe(&herald, start, 1).await {
             Ok(opened) => opened,
             Err(err) => return refuse(outbound, name, "ServerError", &err.to_string(), 503).await,
         };
+        let data = match &member {
+            None => "{}".to_string(),
+            Some(member) => match self.join(&herald, member).await {
+                Ok(members) => presence_data(&members),
+                Err(err) => {
+                    self.subscription.unsubscribe(&herald);
+                    let (kind, status) = match err {
+                        PresenceError::Full { .. } => ("LimitReached", 403),
+                        PresenceError::InvalidUserId(_) | PresenceError::InvalidUserInfo(_) => {
+                            ("InvalidChannelData", 400)
+                        }
+                        _ => ("ServerError", 503),
+                    };
+                    return refuse(outbound, name, kind, &err.to_string(), status).await;
+                }
+            },
+        };
         let cache = channel.is_cache();
-        self.joined.insert(herald, Joined { channel });
-        if let end @ Some(_) = succeeded(outbound, name, "{}").await {
+        self.joined.insert(herald, Joined { channel, member });
+        if let end @ Some(_) = succeeded(outbound, name, &data).await {
             return end;
         }
         if cache {
@@ -367,6 +397,30 @@ impl Session {
             }
         }
         None
+    }
+
+    /// The member a presence subscription presents: `channel_data`'s `user_id` (a string, or a number taken as its
+    /// digits) and `user_info` (any JSON, `null` when absent).
+    fn member(&self, channel_data: Option<&str>) -> Result<Member, String> {
+        let data: serde_json::Value = channel_data
+            .and_then(|text| serde_json::from_str(text).ok())
+            .ok_or("a presence subscription's channel_data is a JSON object with a user_id")?;
+        let user_id = match data.get("user_id") {
+            Some(serde_json::Value::String(id)) => id.clone(),
+            Some(serde_json::Value::Number(id)) => id.to_string(),
+            _ => return Err("channel_data's user_id is a string (or a number)".into()),
+        };
+        let info = data.get("user_info").map(|info| info.to_string());
+        let max = self.state.hub.config().max_presence_info_bytes;
+        crate::hub::member(&user_id, info.as_deref(), max).map_err(|e| e.to_string())
+    }
+
+    /// Joins `channel`'s presence as `member` and answers its members: first registers for their changes (so none
+    /// falls between the list and what follows), then joins, whose answer is the list; the connection's own join
+    /// is never told back to it.
+    async fn join(&mut self, channel: &ChannelName, member: &Member) -> Result<Members, PresenceError> {
+        self.subscription.members(channel).await?;
+        Ok(self.subscription.join(channel, member).await?.members)
     }
 
     fn unsubscribe(&mut self, name: &str) {
@@ -436,12 +490,35 @@ impl Session {
                 .refused(Refusal::PusherClientEventRate, || format!("{ip}: more than {rate} client events a second"));
             return Some(End::Close(Close::ClientEventRate));
         }
-        let origin = Origin { sender: Some(self.socket_id.shared()), user_id: None, data_as_value: true };
+        let user_id = self.joined[&herald].member.as_ref().map(|m| Arc::from(m.user_id.as_str()));
+        let origin = Origin { sender: Some(self.socket_id.shared()), user_id, data_as_value: true };
         match self.state.hub.publish_from(herald, event, data::from_client(data), origin).await {
             Ok(_) => None,
             Err(err) => error(outbound, &err.to_string()).await,
         }
     }
+}
+
+/// A presence subscription's data: `{"presence":{"ids":[…],"hash":{id:info},"count":N}}`.
+fn presence_data(members: &Members) -> String {
+    let mut ids = Vec::with_capacity(members.count() * 8);
+    let mut hash = Vec::with_capacity(members.count() * 24);
+    for (i, member) in members.members.iter().enumerate() {
+        if i > 0 {
+            ids.push(b',');
+            hash.push(b',');
+        }
+        herald_proto::json::push_string(&mut ids, &member.user_id);
+        herald_proto::json::push_string(&mut hash, &member.user_id);
+        hash.push(b':');
+        hash.extend_from_slice(&member.user_info);
+    }
+    format!(
+        r#"{{"presence":{{"ids":[{}],"hash":{{{}}},"count":{}}}}}"#,
+        String::from_utf8_lossy(&ids),
+        String::from_utf8_lossy(&hash),
+        members.count()
+    )
 }
 
 /// Writes a frame without flushing; `Some(End::Gone)` when the transport failed.

@@ -22,6 +22,9 @@ pub fn router(state: AppState, pusher: Arc<Pusher>) -> Router {
         .route("/app/{key}/{*rest}", get(pusher_ws::wrong_path))
         .route("/apps/{id}/events", post(pusher_api::events))
         .route("/apps/{id}/batch_events", post(pusher_api::batch_events))
+        .route("/apps/{id}/channels", get(pusher_api::channels))
+        .route("/apps/{id}/channels/{channel_name}", get(pusher_api::channel))
+        .route("/apps/{id}/channels/{channel_name}/users", get(pusher_api::users))
         .route("/apps/{id}/users/{user_id}/terminate_connections", post(pusher_api::terminate_connections))
         .route("/users/{user_id}/terminate_connections", post(pusher_api::terminate_connections))
         .with_state(PusherState { app: state.clone(), pusher });

@@ -109,12 +109,14 @@ pub struct PresenceEvent {
     pub seq: u64,
     ws_frame: OnceLock<Bytes>,
     sse_body: OnceLock<Bytes>,
+    pusher_frame: OnceLock<Option<Bytes>>,
 }
 
 impl PresenceEvent {
     /// An event, shared by every subscriber that receives it.
     pub fn new(channel: ChannelName, change: PresenceChange, member: Member, seq: u64) -> Arc<Self> {
-        Arc::new(Self { channel, change, member, seq, ws_frame: OnceLock::new(), sse_body: OnceLock::new() })
+        let (ws_frame, sse_body, pusher_frame) = (OnceLock::new(), OnceLock::new(), OnceLock::new());
+        Arc::new(Self { channel, change, member, seq, ws_frame, sse_body, pusher_frame })
     }
 
     /// The event's WebSocket frame, encoded once for all its subscribers by `encode`.
@@ -125,6 +127,12 @@ impl PresenceEvent {
     /// The event's SSE block, encoded once for all its subscribers by `encode`.
     pub fn sse_body(&self, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
         self.sse_body.get_or_init(|| encode(self)).clone()
+    }
+
+    /// The event's Pusher frame (`member_added`, `member_removed`), encoded once for all its subscribers by
+    /// `encode`; `None` for a channel Pusher clients cannot have.
+    pub fn pusher_frame(&self, encode: impl FnOnce(&Self) -> Option<Bytes>) -> Option<Bytes> {
+        self.pusher_frame.get_or_init(|| encode(self)).clone()
     }
 }
 

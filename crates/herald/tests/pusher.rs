@@ -527,3 +527,106 @@ async fn server_get(server: &common::TestServer, path: &str, query: &[(&str, &st
     assert_eq!(r.status, 200, "{path}: {}", r.text());
     r.json()
 }
+
+/// A receive or send request of an HTTP fallback session; the whole answer.
+async fn xhr(client: common::Client, session: &str, kind: &str, body: &[u8]) -> common::Response {
+    let path = format!("/pusher/app/{session}/{kind}?protocol=7&client=js&version=8.6.0");
+    client.request("POST", &path, &[("Content-Type", "application/json")], body).await
+}
+
+/// The Pusher frames of an `a[…]` line.
+fn frames_of(line: &str) -> Vec<Value> {
+    let array: Vec<String> = serde_json::from_str(line.trim_end().strip_prefix('a').expect("an a line")).unwrap();
+    array.iter().map(|frame| serde_json::from_str(frame).unwrap()).collect()
+}
+
+/// A client frame as an `xhr_send` body.
+fn send_body(frame: Value) -> Vec<u8> {
+    json!([frame.to_string()]).to_string().into_bytes()
+}
+
+#[tokio::test]
+async fn xhr_polling_carries_the_protocol_in_sockjs_lines() {
+    let server = spawn(pusher_config()).await;
+    let (client, session) = (server.client, "app-key/123/abcdefgh");
+    assert_eq!(xhr(client, session, "xhr", b"").await.text(), "o\n");
+    let hello = frames_of(&xhr(client, session, "xhr", b"").await.text());
+    assert_eq!(hello[0]["event"], "pusher:connection_established");
+    let subscribe = send_body(json!({ "event": "pusher:subscribe", "data": { "channel": "orders" } }));
+    assert_eq!(xhr(client, session, "xhr_send", &subscribe).await.status, 204);
+    let succeeded = frames_of(&xhr(client, session, "xhr", b"").await.text());
+    assert_eq!(succeeded[0]["event"], "pusher_internal:subscription_succeeded");
+    let held = tokio::spawn(async move { xhr(client, session, "xhr", b"").await.text() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(xhr(client, session, "xhr", b"").await.text(), "c[2010,\"Another connection still open\"]\n");
+    server.trigger(&["orders"], "placed", "1").await;
+    assert_eq!(frames_of(&held.await.unwrap()), [json!({ "event": "placed", "channel": "orders", "data": "1" })]);
+    assert_eq!(xhr(client, "app-key/123/other", "xhr_send", &subscribe).await.status, 404, "no such session");
+    assert_eq!(
+        xhr(client.coming_from("127.0.0.2"), session, "xhr_send", &subscribe).await.status,
+        404,
+        "another address"
+    );
+    assert_eq!(server.metric("herald_connections{transport=\"pusher\"}").await, 1);
+}
+
+#[tokio::test]
+async fn a_refused_http_session_opens_then_tells_its_error_and_close_code() {
+    let server = spawn(pusher_config()).await;
+    let answer = xhr(server.client, "no-such-key/1/abcdefgh", "xhr", b"").await.text();
+    let lines: Vec<&str> = answer.lines().collect();
+    assert_eq!(lines[0], "o");
+    assert_eq!(frames_of(lines[1])[0]["data"]["code"], 4001);
+    assert_eq!(lines[2], "c[4001,\"no app has this key\"]");
+}
+
+/// Reads `stream` into `seen` until it holds `needle`.
+async fn read_until(stream: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, needle: &str) {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(common::PATIENCE, async {
+        while !String::from_utf8_lossy(seen).contains(needle) {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the stream ended");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn xhr_streaming_writes_the_prelude_then_lines_as_they_come() {
+    use tokio::io::AsyncWriteExt;
+    let server = spawn(pusher_config()).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head =
+        "POST /pusher/app/app-key/7/streamxy/xhr_streaming?protocol=7 HTTP/1.0\r\nHost: h\r\nContent-Length: 0\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut stream, &mut seen, "connection_established").await;
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    assert!(body.starts_with(&format!("{}\no\na[", "h".repeat(2048))), "prelude, open, then frames: {body:.60}");
+    let subscribe = send_body(json!({ "event": "pusher:subscribe", "data": { "channel": "clock" } }));
+    assert_eq!(xhr(server.client, "app-key/7/streamxy", "xhr_send", &subscribe).await.status, 204);
+    read_until(&mut stream, &mut seen, "subscription_succeeded").await;
+    server.trigger(&["clock"], "tick", "42").await;
+    read_until(&mut stream, &mut seen, "tick").await;
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let last = text.trim_end().lines().last().unwrap();
+    assert_eq!(frames_of(last), [json!({ "event": "tick", "channel": "clock", "data": "42" })]);
+}
+
+#[tokio::test]
+async fn an_http_session_whose_client_stopped_receiving_ends() {
+    let server = spawn(pusher_config()).await;
+    let (client, session) = (server.client, "app-key/9/gonegone");
+    assert_eq!(xhr(client, session, "xhr", b"").await.text(), "o\n");
+    server.until_metric("herald_connections{transport=\"pusher\"}", 1).await;
+    // No receive request for longer than DISCONNECT_DELAY: the session ends, as a closed socket.
+    tokio::time::sleep(herald::pusher::fallback::DISCONNECT_DELAY + Duration::from_millis(500)).await;
+    server.until_metric("herald_connections{transport=\"pusher\"}", 0).await;
+    let ping = send_body(json!({ "event": "pusher:ping", "data": {} }));
+    assert_eq!(xhr(client, session, "xhr_send", &ping).await.status, 404);
+}

@@ -3,8 +3,9 @@
 //!
 //! - `wire/`: the protocol's frames, names, data mapping, signatures and close codes, pure;
 //! - `apps`: the configured apps, each in a Herald namespace of its own;
+//! - `admission`: whether a new connection is served (protocol, app, origin, limits), or its close code;
 //! - `session`: one client connection, written over frames in and frames out, so that the WebSocket
-//!   (`websocket`) and the HTTP fallbacks drive the same session;
+//!   (`websocket`) and the HTTP fallbacks (`fallback`: `xhr_streaming`, `xhr_polling`) drive the same session;
 //! - `api/`: the HTTP API under `/apps/{id}/…`, its signature checked by `api/signed.rs`;
 //! - `users` and `signals`: signed-in users on this node, and the cross-node signals (server-to-user events,
 //!   terminated connections) that reach them.
@@ -13,8 +14,10 @@
 //! `pusher`), the HTTP API publishes through `Hub::publish_from` with the sender's socket id in the message's
 //! origin, and each message's Pusher frame is encoded once and shared by every subscriber.
 
+pub mod admission;
 pub mod api;
 pub mod apps;
+pub mod fallback;
 pub mod session;
 pub mod signals;
 pub mod users;
@@ -45,6 +48,8 @@ pub struct Pusher {
     pub socket_ids: SocketIds,
     /// Signed-in users on this node.
     pub users: Arc<Users>,
+    /// The sessions of pusher-js's HTTP fallbacks on this node.
+    pub http_sessions: fallback::HttpSessions,
 }
 
 impl Pusher {
@@ -54,6 +59,7 @@ impl Pusher {
             apps: Apps::new(&config.pusher),
             socket_ids: SocketIds::default(),
             users: Arc::new(Users::default()),
+            http_sessions: fallback::HttpSessions::default(),
         })
     }
 

@@ -1,10 +1,8 @@
 //! `GET /app/{key}?protocol=7&client=js&version=…`: the Pusher WebSocket.
 //!
-//! Every connection that asks for the upgrade gets it, even one that will be refused: pusher-js reads a refusal
-//! from the close code (after a `pusher:error` frame with the same code) and knows from its range whether to
-//! retry, while an HTTP error status makes it retry forever. So an unknown key closes with 4001, a disabled app
-//! 4003, an app at its connection quota 4004, a missing or unsupported `protocol` 4008/4006/4007, a foreign
-//! `Origin` 4009 and a server at its connection limits 4100, each counted in `herald_refusals_total`.
+//! Every connection that asks for the upgrade gets it, even one that will be refused (`admission.rs` decides):
+//! pusher-js reads a refusal from the close code (after a `pusher:error` frame with the same code) and knows from
+//! its range whether to retry, while an HTTP error status makes it retry forever.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -14,19 +12,15 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::{future, SinkExt, StreamExt};
 
-use super::session::{Admissions, Inbound, Outbound, Session};
+use super::admission::admit;
+use super::session::{Inbound, Outbound, Session};
 use super::wire::{Close, ServerFrame};
 use super::PusherState;
 use crate::error::ApiError;
 use crate::http::client_ip::ClientIp;
-use crate::http::cors::websocket_origin_allowed;
-use crate::refusal::Refusal;
 
 /// The socket's read buffer: client frames are small (a longer one is read in more calls).
 const READ_BUFFER_BYTES: usize = 1024;
-
-/// The protocol versions Herald speaks (pusher-js 8 speaks 7).
-const PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
 
 /// `GET /app/{key}`.
 pub async fn connect(
@@ -73,46 +67,6 @@ pub async fn wrong_path(
     let Ok(upgrade) = upgrade else { return Err(ApiError::not_found()) };
     let tracker = state.app.shutdown.tracker().clone();
     Ok(upgrade.on_upgrade(move |socket| tracker.track_future(refuse(socket, Close::PathNotFound))))
-}
-
-/// Decides, before the upgrade, whether the connection is served: its session, or the close that refuses it.
-fn admit(
-    state: &PusherState,
-    key: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    ip: std::net::IpAddr,
-) -> Result<Session, Close> {
-    let protocol = form_urlencoded::parse(query.unwrap_or_default().as_bytes()).find(|(k, _)| k == "protocol");
-    match protocol.map(|(_, v)| v.parse::<u32>()) {
-        None => return Err(Close::NoProtocol),
-        Some(Err(_)) => return Err(Close::InvalidVersionFormat),
-        Some(Ok(version)) if !PROTOCOLS.contains(&version) => return Err(Close::UnsupportedProtocol),
-        Some(Ok(_)) => {}
-    }
-    let limits = &state.app.limits;
-    let Some(app) = state.pusher.apps.by_key(key) else {
-        limits.refused(Refusal::PusherUnknownApp, || format!("{ip}: a Pusher connection for an unknown key"));
-        return Err(Close::UnknownApp);
-    };
-    if !app.enabled {
-        return Err(Close::AppDisabled);
-    }
-    let text_header = |name| headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or("?"));
-    let origin = text_header(header::ORIGIN);
-    if !websocket_origin_allowed(&state.app.hub.config().cors_origins, origin, text_header(header::HOST)) {
-        let origin = origin.unwrap_or_default().to_owned();
-        limits.refused(Refusal::OriginForbidden, || format!("{ip}: a Pusher connection from origin {origin:?}"));
-        return Err(Close::Unauthorized);
-    }
-    let server = limits.admit(ip).map_err(|_| Close::OverCapacity)?;
-    let Some(app_admission) = app.admit() else {
-        let (id, max) = (&app.id, app.limits.max_connections);
-        limits.refused(Refusal::PusherConnections, || format!("{ip}: app {id} has its {max} connections"));
-        return Err(Close::OverConnectionQuota);
-    };
-    let admissions = Admissions { server, app: app_admission };
-    Ok(Session::new(state.app.clone(), state.pusher.clone(), app.clone(), ip, admissions))
 }
 
 /// Runs `session` over the socket: text frames in, text frames out.

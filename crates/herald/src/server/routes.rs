@@ -8,7 +8,7 @@ use axum::Router;
 
 use crate::error::ApiError;
 use crate::http::{assets, channels, cors, ops, publish, AppState};
-use crate::pusher::{api as pusher_api, websocket as pusher_ws, Pusher, PusherState};
+use crate::pusher::{api as pusher_api, fallback as pusher_http, websocket as pusher_ws, Pusher, PusherState};
 use crate::transport::{latest, poll, sse, ws};
 
 /// The Server-Sent Events route; `connection.rs` also looks for it to serve such a stream off hyper.
@@ -20,6 +20,9 @@ pub fn router(state: AppState, pusher: Arc<Pusher>) -> Router {
     let pusher = Router::new()
         .route("/app/{key}", get(pusher_ws::connect))
         .route("/app/{key}/{*rest}", get(pusher_ws::wrong_path))
+        .route("/pusher/app/{key}/{server}/{session}/xhr_streaming", post(pusher_http::xhr_streaming))
+        .route("/pusher/app/{key}/{server}/{session}/xhr", post(pusher_http::xhr_polling))
+        .route("/pusher/app/{key}/{server}/{session}/xhr_send", post(pusher_http::xhr_send))
         .route("/apps/{id}/events", post(pusher_api::events))
         .route("/apps/{id}/batch_events", post(pusher_api::batch_events))
         .route("/apps/{id}/channels", get(pusher_api::channels))

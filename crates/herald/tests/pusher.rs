@@ -630,3 +630,45 @@ async fn an_http_session_whose_client_stopped_receiving_ends() {
     let ping = send_body(json!({ "event": "pusher:ping", "data": {} }));
     assert_eq!(xhr(client, session, "xhr_send", &ping).await.status, 404);
 }
+
+#[tokio::test]
+async fn an_api_body_over_the_apps_request_limit_is_413() {
+    let mut config = pusher_config();
+    config.pusher.apps[0].limits.max_event_bytes = 10;
+    config.pusher.apps[0].limits.max_batch_events = 1;
+    let server = spawn(config).await;
+    // The limit is max_batch_events × max_event_bytes × 2 + 64 KiB: 65556 bytes here.
+    let body = json!({ "name": "e", "channel": "a", "data": "x".repeat(66_000) });
+    let r = server.pusher_api("POST", "/events", &body).await;
+    assert_eq!((r.status, r.error_code()), (413, "payload_too_large".to_string()));
+    assert_eq!(server.metric("herald_refusals_total{reason=\"max_body_bytes\"}").await, 1);
+}
+
+#[tokio::test]
+async fn an_app_without_client_events_refuses_them_and_the_connection_stays() {
+    let mut config = pusher_config();
+    config.pusher.apps[0].client_events = false;
+    let server = spawn(config).await;
+    let (mut a, mut b) = (server.pusher(KEY).await, server.pusher(KEY).await);
+    a.subscribe("private-room").await;
+    b.subscribe("private-room").await;
+    a.send(json!({ "event": "client-x", "channel": "private-room", "data": {} })).await;
+    assert!(a.recv().await["data"]["message"].as_str().unwrap().contains("not enabled"));
+    a.assert_quiet().await;
+    b.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn a_pusher_connection_has_at_most_max_subscriptions_per_connection() {
+    let mut config = pusher_config();
+    config.max_subscriptions_per_connection = 1;
+    let server = spawn(config).await;
+    let mut client = server.pusher(KEY).await;
+    client.subscribe("a").await;
+    let answer = client.subscribe_with("b", None, None).await;
+    assert_eq!(
+        (answer["event"].as_str(), answer["data"]["type"].as_str()),
+        (Some("pusher:subscription_error"), Some("LimitReached"))
+    );
+    assert_eq!(server.metric("herald_refusals_total{reason=\"max_subscriptions_per_connection\"}").await, 1);
+}

@@ -3,6 +3,7 @@
 // of an offset sequence. Every wait is bounded.
 
 import { mkdirSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";

@@ -4,7 +4,8 @@
 //! The checks, each a real `401 invalid_signature` (counted as `pusher_signature`) when it fails: `auth_key` is the
 //! app's key, `auth_version` is `1.0`, `auth_timestamp` is within ±600 s of the server's clock, `body_md5` is the
 //! hex MD5 of a non-empty body, and `auth_signature` is the HMAC-SHA256 of `METHOD\npath\nQ` with the app's
-//! secret. The body is read (bounded) before the signature is checked, since the signature covers it.
+//! secret. The signature covers the query only (the body through its `body_md5`), so it is checked first: nothing
+//! of an unsigned request's body is read. Then the body is read (bounded) and its MD5 checked.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -75,18 +76,19 @@ impl FromRequest<PusherState> for Signed {
             refusals.refused(Refusal::PusherUnknownApp, || format!("an API request for {path}"));
             return Err(ApiError::new(StatusCode::NOT_FOUND, "app_not_found", "no app has this id"));
         };
+        let refuse = |err: &ApiError| {
+            let (id, why) = (&app.id, err.message.clone());
+            refusals.refused(Refusal::PusherSignature, || format!("an API request to app {id}: {why}"));
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        check(parts.method.as_str(), &path, &query, &app, now).inspect_err(refuse)?;
         let max = body_limit(&app.limits);
         let body = read_body(body, max).await.inspect_err(|err| {
             if err.status == StatusCode::PAYLOAD_TOO_LARGE {
                 refusals.refused(Refusal::BodySize, || format!("a Pusher API body over {max} bytes"));
             }
         })?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let checked = check(parts.method.as_str(), &path, &query, &body, &app, now);
-        checked.inspect_err(|err| {
-            let (id, why) = (&app.id, err.message.clone());
-            refusals.refused(Refusal::PusherSignature, || format!("an API request to app {id}: {why}"));
-        })?;
+        check_body(&query, &body).inspect_err(refuse)?;
         Ok(Signed { app, body, query })
     }
 }
@@ -106,16 +108,13 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     })
 }
 
-/// Every check of a signed request, at `now` (seconds since 1970).
-fn check(
-    method: &str,
-    path: &str,
-    query: &[(String, String)],
-    body: &[u8],
-    app: &App,
-    now: u64,
-) -> Result<(), ApiError> {
-    let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+fn param<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// The checks of a signed request's query, at `now` (seconds since 1970): key, version, timestamp, signature.
+fn check(method: &str, path: &str, query: &[(String, String)], app: &App, now: u64) -> Result<(), ApiError> {
+    let param = |key: &str| param(query, key);
     if param("auth_key") != Some(app.key.as_str()) {
         return Err(unauthorized("auth_key is not the app's key"));
     }
@@ -132,13 +131,19 @@ fn check(
         }
         None => return Err(unauthorized("auth_timestamp is missing or not a number")),
     }
-    if !body.is_empty() && !param("body_md5").is_some_and(|md5| signature::same(md5, &signature::body_md5(body))) {
-        return Err(unauthorized("body_md5 is not the MD5 of the body"));
-    }
     let text = signature::api_text(method, path, query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let given = param("auth_signature").unwrap_or_default();
     if !signature::same(given, &signature::sign(app.secret(), &text)) {
         return Err(unauthorized("auth_signature does not match"));
+    }
+    Ok(())
+}
+
+/// The check of a signed request's body: a non-empty one is the one its signed `body_md5` names.
+fn check_body(query: &[(String, String)], body: &[u8]) -> Result<(), ApiError> {
+    let md5 = param(query, "body_md5");
+    if !body.is_empty() && !md5.is_some_and(|md5| signature::same(md5, &signature::body_md5(body))) {
+        return Err(unauthorized("body_md5 is not the MD5 of the body"));
     }
     Ok(())
 }
@@ -192,7 +197,7 @@ mod tests {
         let app = app();
         let body = br#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
         let query = signed(&app, "POST", "/apps/3/events", body, NOW, &[]);
-        assert!(check("POST", "/apps/3/events", &query, body, &app, NOW).is_ok());
+        assert!(check("POST", "/apps/3/events", &query, &app, NOW).is_ok() && check_body(&query, body).is_ok());
         let get = signed(
             &app,
             "GET",
@@ -201,7 +206,8 @@ mod tests {
             NOW,
             &[("filter_by_prefix", "presence-"), ("info", "user_count,subscription_count")],
         );
-        assert!(check("GET", "/apps/3/channels", &get, b"", &app, NOW + 600).is_ok(), "600 s of skew is fine");
+        assert!(check("GET", "/apps/3/channels", &get, &app, NOW + 600).is_ok(), "600 s of skew is fine");
+        assert!(check_body(&get, b"").is_ok());
     }
 
     #[test]
@@ -213,14 +219,17 @@ mod tests {
             good.iter().map(|(k, v)| (k.clone(), if k == key { value.to_string() } else { v.clone() })).collect()
         };
         let refused = |query: &[(String, String)], body: &[u8], now: u64, path: &str| {
-            check("POST", path, query, body, &app, now).unwrap_err().message
+            let checked = check("POST", path, query, &app, now).and_then(|()| check_body(query, body));
+            checked.unwrap_err().message
         };
         assert!(refused(&good, body, NOW + 601, "/apps/3/events").contains("auth_timestamp"), "stale");
         assert!(refused(&good, body, NOW - 601, "/apps/3/events").contains("auth_timestamp"), "from the future");
         assert!(refused(&with("auth_key", "other"), body, NOW, "/apps/3/events").contains("auth_key"));
         assert!(refused(&with("auth_version", "2.0"), body, NOW, "/apps/3/events").contains("auth_version"));
         assert!(
-            refused(&with("body_md5", &signature::body_md5(b"x")), body, NOW, "/apps/3/events").contains("body_md5")
+            refused(&with("body_md5", &signature::body_md5(b"x")), body, NOW, "/apps/3/events")
+                .contains("auth_signature"),
+            "body_md5 is signed"
         );
         assert!(refused(&good, br#"{"name":"bar","channels":["a"],"data":"1"}"#, NOW, "/apps/3/events")
             .contains("body_md5"));

@@ -8,6 +8,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 pub mod node;
+pub mod receiver;
 pub mod tokens;
 
 use std::net::{IpAddr, SocketAddr};

@@ -10,6 +10,7 @@
 //! - [`hub`] knows channels, publishers and subscribers, and nothing of HTTP;
 //! - [`engine`] stores histories and assigns offsets (`memory` today);
 //! - [`auth`] decides who may publish and subscribe, [`limits`] how much anyone may take;
+//! - [`webhooks`] tell a backend of channels' lifecycle (occupied, vacated, members, client events);
 //! - wire formats live in the `herald-proto` crate, pure and property-tested.
 
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod refusal;
 pub mod server;
 pub mod shutdown;
 pub mod transport;
+pub mod webhooks;
 
 pub use config::Config;
 pub use server::Server;

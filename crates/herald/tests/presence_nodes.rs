@@ -3,6 +3,9 @@
 //! loses its members within the documented time (docs/SCALING.md: between `presence_node_ttl_secs` and 4/3 of it),
 //! each with exactly one leave, while a user also connected elsewhere stays.
 //!
+//! Webhooks go to one real receiver: each transition is sent once by the cluster, not once per node, and a channel
+//! vacated on one node while a subscriber remains on the other is not vacated.
+//!
 //! These tests need `HERALD_TEST_REDIS_URL` (`.ci/run` sets it); each uses its own key prefix.
 #![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
 
@@ -11,19 +14,24 @@ mod common;
 use std::time::Duration;
 
 use common::node::{test_redis_url, unique_prefix, Node};
+use common::receiver::{Answers, Receiver};
 use common::{tokens, Ws};
 use serde_json::{json, Value};
 
 /// Seconds a node may stay silent before it is dead, in these tests.
 const NODE_TTL: u64 = 2;
 
-/// `n` nodes on one Redis prefix, with `room:*` a public presence namespace and HS256 tokens.
-async fn nodes(n: usize, redis: &str, prefix: &str) -> (Vec<Node>, tempdir::Dir) {
+/// `n` nodes on one Redis prefix, with `room:*` a public presence namespace, HS256 tokens, and a webhook to
+/// `receiver`.
+async fn nodes(n: usize, redis: &str, prefix: &str, receiver: &Receiver) -> (Vec<Node>, tempdir::Dir) {
     let dir = tempdir::Dir::new(prefix);
     let file = dir.path().join("herald.toml");
     let config = format!(
-        "presence_grace_ms = 300\npresence_node_ttl_secs = {NODE_TTL}\n[jwt]\nsecret = \"{}\"\n[namespaces.room]\npresence = true\npublic = true\n",
-        tokens::SECRET
+        "presence_grace_ms = 300\npresence_node_ttl_secs = {NODE_TTL}\n[jwt]\nsecret = \"{}\"\n\
+         [namespaces.room]\npresence = true\npublic = true\n\
+         [[webhooks]]\nurl = \"{}\"\nsecret = \"whsec-0123456789abcdef\"\n",
+        tokens::SECRET,
+        receiver.url()
     );
     std::fs::write(&file, config).unwrap();
     let mut out = Vec::new();
@@ -62,10 +70,35 @@ fn pair(op: &str, user: &str) -> (String, String) {
     (op.to_string(), user.to_string())
 }
 
+/// What the receiver got: each event's `name user_id` (by id, once), and whether any event came twice.
+fn told(receiver: &Receiver) -> (Vec<String>, bool) {
+    let all: Vec<String> = receiver
+        .received()
+        .iter()
+        .filter(|r| r.status == Some(200))
+        .flat_map(|r| r.events())
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    let events = receiver
+        .delivered()
+        .iter()
+        .map(|e| format!("{} {}", e["name"].as_str().unwrap(), e["user_id"].as_str().unwrap_or("")).trim().to_string())
+        .collect();
+    (events, unique.len() != all.len())
+}
+
+fn count(events: &[String], event: &str) -> usize {
+    events.iter().filter(|e| *e == event).count()
+}
+
 #[tokio::test]
 async fn one_user_with_a_tab_on_each_of_two_nodes_is_one_member() {
     let Some(redis) = test_redis_url() else { return };
-    let (nodes, _dir) = nodes(2, &redis, &unique_prefix("presence-tabs")).await;
+    let receiver = Receiver::start(Answers::First(vec![])).await;
+    let (nodes, _dir) = nodes(2, &redis, &unique_prefix("presence-tabs"), &receiver).await;
     let (mut watching, members) = watcher(&nodes[1]).await;
     assert!(members.is_empty());
     let tab_a = tab(&nodes[0], Some("ada")).await;
@@ -80,12 +113,22 @@ async fn one_user_with_a_tab_on_each_of_two_nodes_is_one_member() {
     drop(tab_b);
     assert_eq!(change(&watching.recv().await), pair("leave", "ada"));
     watching.assert_quiet().await;
+    receiver.until("ada's removal", |e| e.iter().any(|e| e["name"] == "member_removed")).await;
+    let (events, repeated) = told(&receiver);
+    assert_eq!(
+        (count(&events, "channel_occupied"), count(&events, "member_added ada"), count(&events, "member_removed ada")),
+        (1, 1, 1),
+        "once by the cluster, not once per node: {events:?}"
+    );
+    assert_eq!(count(&events, "channel_vacated"), 0, "node A's tab left, the watcher on node B remains: {events:?}");
+    assert!(!repeated, "no event was sent twice");
 }
 
 #[tokio::test]
 async fn a_killed_node_s_members_leave_within_the_node_ttl_once_each_unless_connected_elsewhere() {
     let Some(redis) = test_redis_url() else { return };
-    let (mut nodes, _dir) = nodes(2, &redis, &unique_prefix("presence-kill")).await;
+    let receiver = Receiver::start(Answers::First(vec![])).await;
+    let (mut nodes, _dir) = nodes(2, &redis, &unique_prefix("presence-kill"), &receiver).await;
     let (mut watching, _) = watcher(&nodes[1]).await;
     let _ada = tab(&nodes[0], Some("ada")).await;
     let _bob = tab(&nodes[0], Some("bob")).await;
@@ -106,6 +149,12 @@ async fn a_killed_node_s_members_leave_within_the_node_ttl_once_each_unless_conn
     watching.assert_quiet().await;
     let list = watching.call(json!({ "op": "presence", "channel": "room:1" })).await;
     assert_eq!(list["members"], json!([{ "user_id": "bob", "user_info": null }]));
+    // The webhooks say the same, whichever node delivers them (the killed one may have been delivering).
+    receiver.until("ada's removal", |e| e.iter().any(|e| e["name"] == "member_removed")).await;
+    let (events, _) = told(&receiver);
+    assert_eq!(count(&events, "member_removed ada"), 1, "exactly one member_removed for ada: {events:?}");
+    assert_eq!(count(&events, "member_removed bob"), 0, "bob is still on node B: {events:?}");
+    assert_eq!(count(&events, "channel_vacated"), 0, "{events:?}");
 }
 
 /// A directory of the test's own, removed at the end.

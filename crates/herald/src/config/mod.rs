@@ -226,6 +226,18 @@ pub struct Config {
     pub presence_node_ttl: Duration,
     /// Largest `info` a member may present (minified JSON).
     pub max_presence_info_bytes: usize,
+    /// Endpoints that hear of channels' lifecycle (occupied, vacated, members, client events, cache misses).
+    pub webhooks: Vec<WebhookSettings>,
+    /// Events kept for webhooks: an endpoint further behind the newest loses the oldest (counted).
+    pub webhook_queue: usize,
+    /// Events sent in one request at most.
+    pub webhook_batch: usize,
+    /// How long a webhook request may take before it counts as failed (and is retried).
+    #[serde(rename = "webhook_timeout_secs", with = "secs")]
+    pub webhook_timeout: Duration,
+    /// The longest pause between two attempts of a failing webhook request (the pause doubles from 1 s).
+    #[serde(rename = "webhook_max_backoff_secs", with = "secs")]
+    pub webhook_max_backoff: Duration,
     /// The environment variable that set a setting, by the setting's key, for the modules that interpret the
     /// setting to name it as the user wrote it (see [`Config::source`]).
     #[serde(skip)]
@@ -267,6 +279,11 @@ impl Default for Config {
             presence_grace: Duration::from_millis(3000),
             presence_node_ttl: Duration::from_secs(15),
             max_presence_info_bytes: 1024,
+            webhooks: Vec::new(),
+            webhook_queue: 10_000,
+            webhook_batch: 100,
+            webhook_timeout: Duration::from_secs(10),
+            webhook_max_backoff: Duration::from_secs(60),
             sources: BTreeMap::new(),
         }
     }
@@ -290,6 +307,50 @@ impl std::fmt::Debug for PublisherKeySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PublisherKeySettings")
             .field("name", &self.name)
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[[webhooks]]`: an endpoint that hears of channels' lifecycle, as configured; `webhooks` builds it.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// The name metrics and logs use; also where the cluster keeps the endpoint's position (so it must not change
+    /// while events wait). Default: `webhook-<n>`, its place in the list.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where events are POSTed: `http://host[:port]/path`.
+    pub url: String,
+    /// `herald` (the default: Herald's body, signed with `Herald-Webhook-Signature`) or `pusher` (Pusher's body
+    /// and `X-Pusher-Key` / `X-Pusher-Signature`, for receivers written for Pusher).
+    #[serde(default = "herald_format")]
+    pub format: String,
+    /// The secret requests are signed with.
+    pub secret: String,
+    /// For `pusher`: the app key sent as `X-Pusher-Key`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The events it hears of, by name; empty: every one.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Channel patterns it hears of (`chat:*`: a namespace); empty: every channel.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+fn herald_format() -> String {
+    "herald".to_string()
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    // A secret must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("format", &self.format)
+            .field("events", &self.events)
             .field("channels", &self.channels)
             .finish_non_exhaustive()
     }

@@ -18,6 +18,8 @@ use bytes::Bytes;
 use herald_proto::{time::now_millis, ChannelName, EventName, Message, Position};
 use tokio::time::Instant;
 
+use super::events::memory::MemoryLog;
+use super::events::EventLog;
 use super::presence::memory::MemoryPresence;
 use super::presence::PresenceStore;
 use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Signals, Start};
@@ -72,11 +74,13 @@ pub struct MemoryEngine {
     evicting: Mutex<()>,
     signals: Signals,
     presence: Arc<MemoryPresence>,
+    events: Arc<MemoryLog>,
 }
 
 impl MemoryEngine {
     /// An empty engine that hands stored messages to `deliver`.
     pub fn new(config: Arc<Config>, deliver: Delivery) -> Self {
+        let events = Arc::new(MemoryLog::default());
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
@@ -86,7 +90,8 @@ impl MemoryEngine {
             messages: AtomicU64::new(0),
             evicting: Mutex::new(()),
             signals: Signals::default(),
-            presence: Arc::default(),
+            presence: Arc::new(MemoryPresence::new(events.clone())),
+            events,
         }
     }
 
@@ -254,6 +259,10 @@ impl Engine for MemoryEngine {
 
     fn presence(&self) -> Arc<dyn PresenceStore> {
         self.presence.clone()
+    }
+
+    fn events(&self) -> Arc<dyn EventLog> {
+        self.events.clone()
     }
 }
 

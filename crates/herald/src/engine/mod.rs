@@ -5,12 +5,14 @@
 //! message, assigns its offset, and hands every stored message, in offset order per channel, to the
 //! [`Delivery`] callback it was built with, which fans it out to local subscribers. Reads return history from a
 //! [`Start`], with `reset` when the client's position cannot be honoured. Beside the histories, each engine has a
-//! [`presence::PresenceStore`]: the members and subscriber counts of channels, across nodes.
+//! [`presence::PresenceStore`]: the members and subscriber counts of channels, across nodes; and an
+//! [`events::EventLog`]: the cluster's log of lifecycle events, that webhooks are delivered from.
 //!
 //! Engines also carry **signals**: small messages to every node, this one included, that are not stored and not
 //! ordered with any channel (a Pusher app's "close this user's connections", "send this user an event"). The
 //! memory engine hands them straight to its receivers; Redis through one Pub/Sub channel that every node follows.
 
+pub mod events;
 pub mod memory;
 pub mod presence;
 pub mod redis;
@@ -25,6 +27,7 @@ use herald_proto::{ChannelName, EventName, Position};
 use crate::config::{Config, EngineKind};
 use crate::encoded::{EncodedMessage, Origin};
 use crate::metrics::Metrics;
+use events::EventLog;
 use presence::PresenceStore;
 
 /// Signals a slow receiver may fall behind by before it loses the oldest (it is told how many it lost).
@@ -176,6 +179,9 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The engine's presence and occupancy, shared by the nodes the engine shares histories with.
     fn presence(&self) -> Arc<dyn PresenceStore>;
+
+    /// The engine's log of lifecycle events, shared the same way.
+    fn events(&self) -> Arc<dyn EventLog>;
 }
 
 /// Where a read from `start` begins in a channel of `epoch` that retains offsets `first..=last` (`first = last + 1`

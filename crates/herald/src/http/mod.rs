@@ -27,6 +27,7 @@ use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::refusal::Refusals;
 use crate::shutdown::Shutdown;
+use crate::webhooks::Webhooks;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -39,16 +40,19 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// How much anyone may take.
     pub limits: Arc<Limits>,
+    /// Who hears of channels' lifecycle.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl AppState {
-    /// The state of a server on `hub`, with the access rules and limits of its configuration; a key or a proxy
-    /// range of the configuration that cannot be used is refused here.
+    /// The state of a server on `hub`, with the access rules, limits and webhooks of its configuration; a key, a
+    /// proxy range or a webhook of the configuration that cannot be used is refused here.
     pub fn new(hub: Arc<Hub>, shutdown: Shutdown) -> Result<Self, ConfigError> {
         let refusals = Arc::new(Refusals::new(hub.metrics().clone()));
         let auth = Arc::new(Auth::new(hub.config().clone(), refusals.clone())?);
         let limits = Arc::new(Limits::new(hub.config().clone(), refusals)?);
-        Ok(Self { hub, shutdown, auth, limits })
+        let webhooks = Webhooks::new(hub.clone())?;
+        Ok(Self { hub, shutdown, auth, limits, webhooks })
     }
 
     /// Fails with `404 transport_disabled` unless `kind` is enabled.

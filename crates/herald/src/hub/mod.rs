@@ -29,6 +29,7 @@ use herald_proto::{ChannelName, EventName};
 use crate::config::Config;
 use crate::encoded::EncodedMessage;
 pub use crate::encoded::Origin;
+pub use crate::engine::events::{Entry, EventKind, EventLog, LifecycleEvent, LogId};
 pub use crate::engine::presence::{Joined, Member, Members, Occupancy, PresenceChange, PresenceEvent, Transition};
 pub use crate::engine::Start;
 use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read};
@@ -134,6 +135,11 @@ impl Hub {
     /// The engine's storage sizes.
     pub fn stats(&self) -> EngineStats {
         self.engine.stats()
+    }
+
+    /// The cluster's log of lifecycle events (what webhooks deliver).
+    pub fn events(&self) -> Arc<dyn EventLog> {
+        self.engine.events()
     }
 
     /// Stores a message and hands it to every subscriber. `data` must be minified JSON.

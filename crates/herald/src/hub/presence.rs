@@ -170,6 +170,7 @@ impl Hub {
         id: u64,
         member: &Member,
     ) -> Result<super::Joined, PresenceError> {
+        self.report_before_join(channel).await?;
         let max = self.config.namespace(channel).presence_max_members;
         self.presence.join(channel, id, member, max).await.map_err(|err| match err {
             JoinError::Full { max } => PresenceError::Full { channel: channel.clone(), max },
@@ -179,19 +180,20 @@ impl Hub {
 
     /// Connection `id` leaves `channel`'s presence once `presence_grace` has passed.
     pub(super) fn leave_later(&self, channel: &ChannelName, id: u64) {
+        // A subscription dropped outside a runtime (a test's last moments) has nobody left to tell.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (store, grace, channel) = (self.presence.clone(), self.config.presence_grace, channel.clone());
-        let leave = async move {
+        let reports = self.occupancy.clone();
+        reports.leaving(&channel, true);
+        runtime.spawn(async move {
             if !grace.is_zero() {
                 tokio::time::sleep(grace).await;
             }
             if let Err(err) = store.leave(&channel, id).await {
                 tracing::warn!(%err, %channel, "a presence leave failed; it is retried while the node lives");
             }
-        };
-        // A subscription dropped outside a runtime (a test's last moments) has nobody left to tell.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(leave);
-        }
+            reports.leaving(&channel, false);
+        });
     }
 }
 

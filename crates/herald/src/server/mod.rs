@@ -113,6 +113,11 @@ impl Server {
         &self.state.auth
     }
 
+    /// The webhooks: where another protocol registers its own endpoints (Pusher apps) and emits its events.
+    pub fn webhooks(&self) -> &Arc<crate::webhooks::Webhooks> {
+        &self.state.webhooks
+    }
+
     /// The shutdown signal: trigger it to stop the server.
     pub fn shutdown(&self) -> &Shutdown {
         &self.state.shutdown
@@ -126,6 +131,7 @@ impl Server {
         let grace = hub.config().shutdown_grace;
         let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
         shutdown.tracker().spawn(pusher.follow_signals(&state));
+        state.webhooks.start(&shutdown);
         let head_timeout = hub.config().request_head_timeout;
         let app = match extra {
             Some(extra) => extra.with_state(state.clone()).merge(router(state, pusher)),

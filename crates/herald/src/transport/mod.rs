@@ -25,7 +25,7 @@ use crate::auth::{AuthError, Claims, TokenError};
 use crate::error::ApiError;
 use crate::http::query::Query;
 use crate::http::AppState;
-use crate::hub::{PresenceError, Start, Subscription};
+use crate::hub::{EventKind, LifecycleEvent, PresenceError, Start, Subscription};
 use crate::refusal::Refusal;
 
 /// Where a channel's subscription starts: a cursor naming the channel wins, then `since=latest`, then
@@ -65,6 +65,15 @@ pub(crate) async fn present(
     let Some(user) = claims.sub.as_deref() else { return Ok(()) };
     let member = crate::hub::member(user, claims.info.as_deref(), state.hub.config().max_presence_info_bytes)?;
     subscription.join(channel, &member).await.map(|_| ())
+}
+
+/// Tells webhooks of a cache miss: a subscription that asked for the newest messages of `channel` (`last`, without
+/// a cursor) found none.
+pub(crate) fn note_cache_miss(state: &AppState, channel: &ChannelName, start: Start, replayed: usize) {
+    if matches!(start, Start::Newest(_)) && replayed == 0 {
+        let now = herald_proto::time::now_millis();
+        state.webhooks.emit(LifecycleEvent::new(EventKind::CacheMiss, channel.clone(), now));
+    }
 }
 
 /// Every `channel` of a request, at most `max_channels_per_request`; more is refused and counted.

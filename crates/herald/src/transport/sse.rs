@@ -185,6 +185,7 @@ pub async fn sse(
     for channel in channels {
         let start = super::start_for(&channel, resume.as_ref(), latest, last, Start::Now);
         let read = subscription.subscribe(&channel, start, usize::MAX).await?;
+        super::note_cache_miss(&state, &channel, start, read.messages.len());
         super::present(&state, &mut subscription, &channel, claims.as_ref()).await?;
         if follow_presence && hub.has_presence(&channel) {
             let members = subscription.members(&channel).await?;

@@ -38,7 +38,7 @@ use crate::http::cors::websocket_origin_allowed;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::AppState;
-use crate::hub::{Item, PresenceChange, Start, Subscription};
+use crate::hub::{EventKind, Item, LifecycleEvent, PresenceChange, Start, Subscription};
 use crate::limits::{Admission, TokenBucket};
 use crate::metrics::Transport;
 use crate::refusal::Refusal;
@@ -425,6 +425,7 @@ impl Session {
             self.access.private.remove(&channel);
             return Err(FrameError { id, code: err.code(), message: err.to_string() });
         }
+        super::note_cache_miss(&self.state, &channel, start, opened.messages.len());
         let start_cursor = Cursor::single(channel.clone(), opened.start).encode();
         let subscribed =
             ServerFrame::Subscribed { channel: &channel, cursor: &start_cursor, reset: opened.reset, id: id.as_ref() };
@@ -462,10 +463,19 @@ impl Session {
         if let Err(err) = state.limits.publish_on_connection(&mut access.bucket, access.ip) {
             return Err(FrameError { id, code: err.code(), message: err.to_string() });
         }
-        match self.state.hub.publish(channel, event, Bytes::from(data)).await {
-            Ok(message) => Ok(Some(text(&ServerFrame::Published { message: &message.message, id: id.as_ref() }))),
-            Err(err) => Err(FrameError { id, code: "engine_unavailable", message: err.to_string() }),
+        let message = match self.state.hub.publish(channel, event, Bytes::from(data)).await {
+            Ok(message) => message,
+            Err(err) => return Err(FrameError { id, code: "engine_unavailable", message: err.to_string() }),
+        };
+        let m = &message.message;
+        if self.state.webhooks.wants(EventKind::ClientEvent, &m.channel) {
+            let mut event = LifecycleEvent::new(EventKind::ClientEvent, m.channel.clone(), m.time_ms);
+            event.event = Some(m.event.as_str().to_owned());
+            event.data = Some(String::from_utf8_lossy(&m.data).into_owned());
+            event.user_id = self.access.claims.as_ref().and_then(|c| c.sub.clone());
+            self.state.webhooks.emit(event);
         }
+        Ok(Some(text(&ServerFrame::Published { message: m, id: id.as_ref() })))
     }
 }
 

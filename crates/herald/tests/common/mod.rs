@@ -9,6 +9,7 @@
 
 pub mod node;
 pub mod pusher;
+pub mod receiver;
 pub mod tokens;
 
 use std::net::{IpAddr, SocketAddr};

@@ -14,6 +14,8 @@ use super::{
     JoinError, Joined, ListenerSlot, Member, Members, Occupancy, PresenceChange, PresenceEvent, PresenceListener,
     PresenceStore, Transition,
 };
+use crate::engine::events::memory::MemoryLog;
+use crate::engine::events::LifecycleEvent;
 use crate::engine::{BoxFuture, EngineError};
 
 /// One channel's presence and subscribers.
@@ -49,9 +51,22 @@ struct State {
 pub struct MemoryPresence {
     state: Mutex<State>,
     listener: ListenerSlot,
+    /// Where transitions are logged for webhooks, in the order they happen (under the lock).
+    log: Arc<MemoryLog>,
 }
 
 impl MemoryPresence {
+    /// Presence whose transitions go to `log` too.
+    pub fn new(log: Arc<MemoryLog>) -> Self {
+        Self { state: Mutex::default(), listener: ListenerSlot::default(), log }
+    }
+
+    /// A transition, observed under the lock: logged, then passed on.
+    fn transition(&self, transition: Transition) {
+        self.log.record(LifecycleEvent::of(&transition, herald_proto::time::now_millis()));
+        self.listener.transition(transition);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every change is a few map operations that leave the state consistent whenever they stop.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -62,7 +77,7 @@ impl MemoryPresence {
         state.seq += 1;
         let seq = state.seq;
         self.listener.event(&PresenceEvent::new(channel.clone(), change, member.clone(), seq));
-        self.listener.transition(match change {
+        self.transition(match change {
             PresenceChange::Join => Transition::MemberAdded(channel.clone(), member),
             PresenceChange::Leave => Transition::MemberRemoved(channel.clone(), member),
         });
@@ -121,8 +136,8 @@ impl MemoryPresence {
             state.channels.remove(channel);
         }
         match (before, count) {
-            (0, 1..) => self.listener.transition(Transition::Occupied(channel.clone())),
-            (1.., 0) => self.listener.transition(Transition::Vacated(channel.clone())),
+            (0, 1..) => self.transition(Transition::Occupied(channel.clone())),
+            (1.., 0) => self.transition(Transition::Vacated(channel.clone())),
             _ => {}
         }
     }

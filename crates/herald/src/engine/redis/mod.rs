@@ -9,11 +9,12 @@
 //! connected subscribers stay connected; when it returns, each watched channel is caught up from history so no
 //! subscriber sees a gap, or gets a reset if Redis lost the data.
 
+mod events;
 mod presence;
 mod pubsub;
 mod scripts;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::events::EventLog;
 use super::presence::{ListenerSlot, PresenceStore};
 use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Signals, Start};
 use crate::config::Config;
@@ -49,6 +51,8 @@ pub(super) struct Inner {
     commands_ok: AtomicBool,
     /// Where presence announcements and transitions go.
     presence: ListenerSlot,
+    /// Entries the log of lifecycle events keeps; 0 while it is off (`events.rs`).
+    events_capacity: AtomicUsize,
 }
 
 impl Inner {
@@ -174,6 +178,7 @@ pub struct RedisEngine {
     inner: Arc<Inner>,
     watches: Arc<pubsub::Watches>,
     presence: Arc<presence::RedisPresence>,
+    events: Arc<events::RedisLog>,
     _stop: DropGuard,
 }
 
@@ -200,14 +205,16 @@ impl RedisEngine {
             metrics,
             commands_ok: AtomicBool::new(true),
             presence: ListenerSlot::default(),
+            events_capacity: AtomicUsize::new(0),
         });
         let stop = CancellationToken::new();
         let watches = Arc::new(pubsub::Watches::default());
         watches.set_connected(true);
         let presence = presence::RedisPresence::start(inner.clone()).await?;
+        let events = Arc::new(events::RedisLog::new(inner.clone(), client.clone()));
         tokio::spawn(pubsub::follow(client, first, inner.clone(), watches.clone(), stop.clone()));
         tokio::spawn(presence::keep_alive(presence.clone(), stop.clone()));
-        Ok(Self { inner, watches, presence, _stop: stop.drop_guard() })
+        Ok(Self { inner, watches, presence, events, _stop: stop.drop_guard() })
     }
 
     async fn store(
@@ -299,5 +306,9 @@ impl Engine for RedisEngine {
 
     fn presence(&self) -> Arc<dyn PresenceStore> {
         self.presence.clone()
+    }
+
+    fn events(&self) -> Arc<dyn EventLog> {
+        self.events.clone()
     }
 }

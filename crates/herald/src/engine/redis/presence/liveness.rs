@@ -153,9 +153,11 @@ impl RedisPresence {
     /// Removes `node`'s share of `channel`: its subscribers and its connections.
     async fn reap(&self, node: &str, channel: &ChannelName) -> Result<(), EngineError> {
         let [members, connections, counts, seq] = self.presence_keys(channel);
-        let keys = [members, connections, counts, seq, self.key(channel, "subscribers"), self.global_key("occupied")];
-        let live = self.inner.live_channel(channel);
-        let args: [&[u8]; 3] = [node.as_bytes(), live.as_bytes(), channel.as_str().as_bytes()];
+        let [log, counter] = self.log_keys();
+        let (subscribers, occupied) = (self.key(channel, "subscribers"), self.global_key("occupied"));
+        let keys = [members, connections, counts, seq, subscribers, occupied, log, counter];
+        let (live, capacity) = (self.inner.live_channel(channel), self.log_capacity());
+        let args: [&[u8]; 4] = [node.as_bytes(), live.as_bytes(), channel.as_str().as_bytes(), capacity.as_bytes()];
         let (vacated, left): (i64, Vec<Vec<u8>>) = self.call(&self.scripts.reap, &keys, &args, true).await?;
         for member in scripts::members(left).map_err(unreadable)? {
             self.inner.presence.transition(Transition::MemberRemoved(channel.clone(), member));

@@ -88,7 +88,7 @@ impl RedisPresence {
             join: Script::new(&scripts::join()),
             leave: Script::new(&scripts::leave()),
             members: Script::new(scripts::MEMBERS),
-            set_subscribers: Script::new(scripts::SET_SUBSCRIBERS),
+            set_subscribers: Script::new(&scripts::set_subscribers()),
             reap: Script::new(&scripts::reap()),
             heartbeat: Script::new(scripts::HEARTBEAT),
             retire: Script::new(scripts::RETIRE),
@@ -121,6 +121,17 @@ impl RedisPresence {
 
     fn global_key(&self, what: &str) -> String {
         format!("{}{what}", self.inner.config.redis_prefix)
+    }
+
+    /// The log of lifecycle events and its counter: the last two keys of a script that logs.
+    fn log_keys(&self) -> [String; 2] {
+        let prefix = &self.inner.config.redis_prefix;
+        [format!("{prefix}webhooks:log"), format!("{prefix}webhooks:n")]
+    }
+
+    /// The log's capacity (0: off): the last argument of a script that logs.
+    fn log_capacity(&self) -> String {
+        super::events::capacity(&self.inner).to_string()
     }
 
     fn node_channels_key(&self, node: &str) -> String {
@@ -158,16 +169,18 @@ impl RedisPresence {
         max: usize,
     ) -> Result<Joined, JoinError> {
         let [members, connections, counts, seq] = self.presence_keys(channel);
-        let keys = [members, connections, counts, seq, self.node_channels_key(node)];
+        let [log, counter] = self.log_keys();
+        let keys = [members, connections, counts, seq, self.node_channels_key(node), log, counter];
         let field = format!("{node}/{connection}");
-        let (max, live) = (max.to_string(), self.inner.live_channel(channel));
-        let args: [&[u8]; 6] = [
+        let (max, live, capacity) = (max.to_string(), self.inner.live_channel(channel), self.log_capacity());
+        let args: [&[u8]; 7] = [
             field.as_bytes(),
             member.user_id.as_bytes(),
             &member.user_info,
             max.as_bytes(),
             live.as_bytes(),
             channel.as_str().as_bytes(),
+            capacity.as_bytes(),
         ];
         let reply: Value = self.call(&self.scripts.join, &keys, &args, true).await?;
         let Value::Array(parts) = reply else { return Err(unreadable("join reply").into()) };
@@ -188,10 +201,12 @@ impl RedisPresence {
 
     /// Runs the leave of `field` on `channel`.
     async fn leave_field(&self, channel: &ChannelName, field: &str) -> Result<(), EngineError> {
-        let keys = self.presence_keys(channel);
-        let live = self.inner.live_channel(channel);
-        let left: Vec<Vec<u8>> =
-            self.call(&self.scripts.leave, &keys, &[field.as_bytes(), live.as_bytes()], true).await?;
+        let [members, connections, counts, seq] = self.presence_keys(channel);
+        let [log, counter] = self.log_keys();
+        let keys = [members, connections, counts, seq, log, counter];
+        let (live, capacity) = (self.inner.live_channel(channel), self.log_capacity());
+        let args: [&[u8]; 4] = [field.as_bytes(), live.as_bytes(), channel.as_str().as_bytes(), capacity.as_bytes()];
+        let left: Vec<Vec<u8>> = self.call(&self.scripts.leave, &keys, &args, true).await?;
         if let Some(member) = scripts::members(left).map_err(unreadable)?.pop() {
             self.inner.presence.transition(Transition::MemberRemoved(channel.clone(), member));
         }
@@ -199,9 +214,11 @@ impl RedisPresence {
     }
 
     async fn set_subscribers_as(&self, node: &str, channel: &ChannelName, count: u64) -> Result<(), EngineError> {
-        let keys = [self.key(channel, "subscribers"), self.global_key("occupied"), self.node_channels_key(node)];
-        let count = count.to_string();
-        let args: [&[u8]; 3] = [node.as_bytes(), count.as_bytes(), channel.as_str().as_bytes()];
+        let [log, counter] = self.log_keys();
+        let keys =
+            [self.key(channel, "subscribers"), self.global_key("occupied"), self.node_channels_key(node), log, counter];
+        let (count, capacity) = (count.to_string(), self.log_capacity());
+        let args: [&[u8]; 4] = [node.as_bytes(), count.as_bytes(), channel.as_str().as_bytes(), capacity.as_bytes()];
         let change: i64 = self.call(&self.scripts.set_subscribers, &keys, &args, true).await?;
         match change {
             1 => self.inner.presence.transition(Transition::Occupied(channel.clone())),

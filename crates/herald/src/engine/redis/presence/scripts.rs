@@ -22,8 +22,12 @@ use crate::engine::presence::{Member, PresenceChange, PresenceEvent};
 /// What starts a presence announcement on a channel's Pub/Sub channel (a message's starts with a digit).
 pub(in crate::engine::redis) const ANNOUNCEMENT: &[u8] = b"presence\n";
 
-/// The next presence sequence of a channel: Redis's clock in microseconds, or one more than the last when that
-/// is later. It only increases, even if the key expired (after a day without a change) or was lost.
+/// The functions every script that changes a channel shares. `next_seq`: the next presence sequence of a
+/// channel, Redis's clock in microseconds, or one more than the last when that is later; it only increases, even
+/// if the key expired (after a day without a change) or was lost. `announce`: a change of members on the channel's
+/// Pub/Sub channel. `log_event`: a transition appended to the log of lifecycle events (`redis/events.rs`), when
+/// logging is on; by convention a script that logs takes the log and its counter as its last two keys and the
+/// log's capacity (0: off) as its last argument.
 const NEXT_SEQ: &str = r"
 local function next_seq(key)
   local t = redis.call('TIME')
@@ -36,12 +40,25 @@ end
 local function announce(live, seq, change, user, info)
   redis.call('PUBLISH', live, 'presence\n' .. seq .. '\n' .. change .. '\n' .. user .. '\n' .. info)
 end
+local function log_event(name, channel, user, info)
+  local capacity = ARGV[#ARGV]
+  if capacity == '0' then return end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local n = redis.call('INCR', KEYS[#KEYS])
+  if user then
+    redis.call('XADD', KEYS[#KEYS - 1], 'MAXLEN', '~', capacity, '*', 'n', n, 'name', name, 'channel', channel,
+      't', now, 'user_id', user, 'user_info', info)
+  else
+    redis.call('XADD', KEYS[#KEYS - 1], 'MAXLEN', '~', capacity, '*', 'n', n, 'name', name, 'channel', channel, 't', now)
+  end
+end
 ";
 
 /// The body of a leave: the connection `field` of the script's keys goes; returns the user and info of a member
-/// that left with it, else nothing. KEYS: members, connections, counts, seq.
+/// that left with it, else nothing. KEYS: members, connections, counts, seq, …, log, counter.
 const LEAVE_ONE: &str = r"
-local function leave_one(field, live)
+local function leave_one(field, live, channel)
   local user = redis.call('HGET', KEYS[2], field)
   if not user then return nil end
   redis.call('HDEL', KEYS[2], field)
@@ -50,13 +67,14 @@ local function leave_one(field, live)
   local info = redis.call('HGET', KEYS[1], user) or 'null'
   redis.call('HDEL', KEYS[1], user)
   announce(live, next_seq(KEYS[4]), 'leave', user, info)
+  log_event('member_removed', channel, user, info)
   return {user, info}
 end
 ";
 
-/// A connection joins. KEYS: members, connections, counts, seq, the node's index of channels. ARGV: connection
-/// field, user id, info, most members, the Pub/Sub channel, channel. Returns `{'full'}`, or `{new (0/1), seq,
-/// {user, info, …}}`.
+/// A connection joins. KEYS: members, connections, counts, seq, the node's index of channels, log, counter. ARGV:
+/// connection field, user id, info, most members, the Pub/Sub channel, channel, log capacity. Returns `{'full'}`,
+/// or `{new (0/1), seq, {user, info, …}}`.
 pub(super) fn join() -> String {
     format!(
         "{NEXT_SEQ}{}",
@@ -75,16 +93,17 @@ else
   redis.call('HSET', KEYS[1], user, ARGV[3])
   seq = next_seq(KEYS[4])
   announce(ARGV[5], seq, 'join', user, ARGV[3])
+  log_event('member_added', ARGV[6], user, ARGV[3])
 end
 return {known and 0 or 1, seq, redis.call('HGETALL', KEYS[1])}
 "
     )
 }
 
-/// A connection leaves. KEYS: members, connections, counts, seq. ARGV: connection field, the Pub/Sub channel.
-/// Returns `{user, info}` when its user left with it, else `{}`.
+/// A connection leaves. KEYS: members, connections, counts, seq, log, counter. ARGV: connection field, the
+/// Pub/Sub channel, channel, log capacity. Returns `{user, info}` when its user left with it, else `{}`.
 pub(super) fn leave() -> String {
-    format!("{NEXT_SEQ}{LEAVE_ONE}{}", "\nreturn leave_one(ARGV[1], ARGV[2]) or {}\n")
+    format!("{NEXT_SEQ}{LEAVE_ONE}{}", "\nreturn leave_one(ARGV[1], ARGV[2], ARGV[3]) or {}\n")
 }
 
 /// The members. KEYS: members, seq. Returns `{seq, {user, info, …}}`.
@@ -93,9 +112,12 @@ return {redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[1])}
 ";
 
 /// A node's count of a channel's subscribers. KEYS: subscribers, the occupied index, the node's index of
-/// channels. ARGV: node, count, channel. Returns 1 when the channel became occupied, -1 when it was vacated,
-/// else 0.
-pub(super) const SET_SUBSCRIBERS: &str = r"
+/// channels, log, counter. ARGV: node, count, channel, log capacity. Returns 1 when the channel became occupied,
+/// -1 when it was vacated, else 0.
+pub(super) fn set_subscribers() -> String {
+    format!(
+        "{NEXT_SEQ}{}",
+        r"
 local before = redis.call('HLEN', KEYS[1])
 if ARGV[2] == '0' then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -106,37 +128,42 @@ end
 local after = redis.call('HLEN', KEYS[1])
 if before == 0 and after > 0 then
   redis.call('ZADD', KEYS[2], 0, ARGV[3])
+  log_event('channel_occupied', ARGV[3])
   return 1
 elseif before > 0 and after == 0 then
   redis.call('ZREM', KEYS[2], ARGV[3])
+  log_event('channel_vacated', ARGV[3])
   return -1
 end
 return 0
-";
+"
+    )
+}
 
 /// A dead node's share of a channel goes: its subscribers and its connections. KEYS: members, connections,
-/// counts, seq, subscribers, the occupied index. ARGV: node, the Pub/Sub channel, channel. Returns `{vacated
-/// (0/1), {user, info, …}}` with the members that left.
+/// counts, seq, subscribers, the occupied index, log, counter. ARGV: node, the Pub/Sub channel, channel, log
+/// capacity. Returns `{vacated (0/1), {user, info, …}}` with the members that left.
 pub(super) fn reap() -> String {
     format!(
         "{NEXT_SEQ}{LEAVE_ONE}{}",
         r"
 local vacated = 0
-if redis.call('HDEL', KEYS[5], ARGV[1]) == 1 and redis.call('HLEN', KEYS[5]) == 0 then
-  redis.call('ZREM', KEYS[6], ARGV[3])
-  vacated = 1
-end
 local left = {}
 local prefix = ARGV[1] .. '/'
 local fields = redis.call('HKEYS', KEYS[2])
 for _, field in ipairs(fields) do
   if string.sub(field, 1, #prefix) == prefix then
-    local gone = leave_one(field, ARGV[2])
+    local gone = leave_one(field, ARGV[2], ARGV[3])
     if gone then
       table.insert(left, gone[1])
       table.insert(left, gone[2])
     end
   end
+end
+if redis.call('HDEL', KEYS[5], ARGV[1]) == 1 and redis.call('HLEN', KEYS[5]) == 0 then
+  redis.call('ZREM', KEYS[6], ARGV[3])
+  log_event('channel_vacated', ARGV[3])
+  vacated = 1
 end
 return {vacated, left}
 "

@@ -91,3 +91,41 @@ test("a chat message typed in one browser context appears in another", { timeout
   await alice.context.close();
   await bob.context.close();
 });
+
+test("the chat shows who is in the room, live, across two browser windows", { timeout: 90000 }, async () => {
+  // Other tests' pages may be in the room too: each check is about the names this test controls.
+  const until = (page, present, absent = []) =>
+    page.waitForFunction(
+      ({ present, absent }) => {
+        const names = [...document.querySelectorAll("[data-testid=chat-members] [data-testid=chat-member]")].map(
+          (item) => item.textContent,
+        );
+        const count = Number(document.querySelector("[data-testid=chat-member-count]").textContent);
+        return (
+          count === names.length && present.every((n) => names.includes(n)) && absent.every((n) => !names.includes(n))
+        );
+      },
+      { present, absent },
+      { timeout: 20000, polling: 100 },
+    );
+  const alice = await openPage(browser, `${server.url}/`);
+  const aliceName = await alice.page.locator("[data-testid=chat-name]").inputValue();
+  await until(alice.page, ["Chef Bot", aliceName]);
+  const bob = await openPage(browser, `${server.url}/`);
+  const bobName = await bob.page.locator("[data-testid=chat-name]").inputValue();
+  await until(alice.page, ["Chef Bot", aliceName, bobName]);
+  await until(bob.page, ["Chef Bot", aliceName, bobName]);
+  assert.equal(await bob.page.locator("[data-testid=chat-member].me").textContent(), bobName);
+
+  // A new name is a new member: the old one leaves (after the grace), the new one joins.
+  await bob.page.locator("[data-testid=chat-name]").fill("Bob the Tester");
+  await bob.page.locator("[data-testid=chat-name]").press("Tab");
+  await until(alice.page, ["Bob the Tester"], [bobName]);
+
+  // A closed window leaves the room.
+  await bob.context.close();
+  await until(alice.page, ["Chef Bot", aliceName], ["Bob the Tester"]);
+  await alice.page.screenshot({ path: outputPath("demo-presence.png"), fullPage: true });
+  assert.deepEqual([...alice.errors, ...bob.errors], []);
+  await alice.context.close();
+});

@@ -91,6 +91,29 @@ export interface Subscription {
   unsubscribe(): void;
 }
 
+/** A member of a channel's presence: one per user, however many tabs it has. */
+export interface Member<Info = unknown> {
+  user_id: string;
+  /** What the user presents: its token's `info` claim, null when none. */
+  user_info: Info | null;
+}
+
+export interface PresenceHandlers<Info = unknown> {
+  /** The whole list, every time it changes, the first list included. */
+  onChange?(members: Member<Info>[]): void;
+  /** A user that came after the first list. */
+  onJoin?(member: Member<Info>): void;
+  /** A user that left after the first list. */
+  onLeave?(member: Member<Info>): void;
+}
+
+export interface Presence<Info = unknown> {
+  /** The members now (empty until the first list arrives). */
+  readonly members: Member<Info>[];
+  /** Stops following (and the subscription that came with it). */
+  stop(): void;
+}
+
 export type ConnectionState = "idle" | "connecting" | "connected" | "reconnecting" | "offline";
 
 export interface StateChange {
@@ -159,6 +182,8 @@ export declare class Herald {
   ): Subscription;
   subscribe<T = unknown>(channel: string, handler: (data: T, message: Envelope<T>) => void): Subscription;
   publish(channel: string, event: string | null | undefined, data: unknown): Promise<PublishAck>;
+  /** Follows who is in `channel`, a channel of a presence namespace. */
+  presence<Info = unknown>(channel: string, handlers?: PresenceHandlers<Info>): Presence<Info>;
   on<K extends keyof HeraldEvents>(name: K, listener: (payload: HeraldEvents[K]) => void): () => void;
   off<K extends keyof HeraldEvents>(name: K, listener: (payload: HeraldEvents[K]) => void): void;
   /** Replaces the subscriber token; channels waiting for one resume from their cursors. */

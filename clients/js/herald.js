@@ -24,6 +24,7 @@
 import { ChannelBook } from "./herald/channel-book.js";
 import { Connection } from "./herald/connection.js";
 import { channelPath, endpoint, requestJson } from "./herald/http.js";
+import { Rosters } from "./herald/presence.js";
 import { resolveEnv } from "./herald/runtime.js";
 import { electionLink, workerLink } from "./herald/sharing/links.js";
 import { SharedConnection, tabName } from "./herald/sharing/tab.js";
@@ -34,7 +35,7 @@ export { HeraldError } from "./herald/error.js";
 export { readTokenClaims, tokenRenewalDelay } from "./herald/tokens.js";
 export { TRANSPORTS };
 
-const CHANNEL_NAME = /^[A-Za-z0-9_\-.:@/=]{1,255}$/;
+const CHANNEL_NAME = /^[A-Za-z0-9_\-.:@/=,;]{1,255}$/;
 
 const DEFAULT_OPTIONS = Object.freeze({
   transports: TRANSPORTS,
@@ -104,6 +105,7 @@ export class Herald {
   #env;
   #baseUrl;
   #book = new ChannelBook();
+  #rosters = new Rosters((error) => this.#report(error));
   #listeners = new Map();
   #connection;
 
@@ -123,6 +125,7 @@ export class Herald {
       env: this.#env,
       baseUrl: this.#baseUrl,
       book: this.#book,
+      rosters: this.#rosters,
       deliver: (envelope) => this.#deliver(envelope),
       emit: (name, payload) => this.#emit(name, payload),
     };
@@ -185,6 +188,37 @@ export class Herald {
         if (!active) return;
         active = false;
         if (this.#book.remove(sub)) this.#connection.scheduleSync();
+      },
+    };
+  }
+
+  /**
+   * Follows who is in `channel` (a channel of a presence namespace): `onChange(members)` with the whole list, the
+   * first one included, whenever it changes; `onJoin(member)` and `onLeave(member)` for each user that came or went
+   * after the first list. A member is `{ user_id, user_info }`: one per user, however many tabs it has. The page is
+   * a member itself when its token names a user (`sub`, presenting the token's `info`). Over WebSocket and SSE the
+   * changes arrive as they happen; over polling the list is read every `pollInterval`. Returns `{ members, stop }`:
+   * the current list, and a function that stops following.
+   */
+  presence(channel, handlers = {}) {
+    if (this.#connection.closed) throw new Error("this Herald client is closed");
+    if (typeof channel !== "string" || !CHANNEL_NAME.test(channel))
+      throw new TypeError(`invalid channel name: ${channel}`);
+    const watcher = { channel, onJoin: handlers.onJoin, onLeave: handlers.onLeave, onChange: handlers.onChange };
+    const rosters = this.#rosters;
+    // The presence of a channel comes with its subscription.
+    const subscription = this.subscribe(channel, () => {});
+    if (rosters.watch(watcher)) this.#connection.scheduleSync();
+    let active = true;
+    return {
+      get members() {
+        return rosters.members(channel);
+      },
+      stop: () => {
+        if (!active) return;
+        active = false;
+        if (rosters.unwatch(watcher)) this.#connection.scheduleSync();
+        subscription.unsubscribe();
       },
     };
   }

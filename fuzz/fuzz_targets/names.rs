@@ -9,6 +9,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|input: (&str, &str)| {
     let (a, b) = input;
     let _ = EventName::new(a);
+    let _ = EventName::any(a);
     if let Ok(channel) = ChannelName::new(a) {
         assert_eq!(serde_json::to_string(channel.as_str()).ok(), Some(format!("\"{a}\"")));
         if let Ok(pattern) = Pattern::new(b) {

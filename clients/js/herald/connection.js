@@ -20,6 +20,7 @@ export class Connection {
   #env;
   #baseUrl;
   #book;
+  #rosters;
   #deliver;
   #emit;
   #state = { state: "idle", transport: null };
@@ -45,12 +46,16 @@ export class Connection {
   #onVisibility = () => this.#visibilityChanged();
   #onOnline = () => this.#retryNow();
 
-  /** `deliver(envelope)` gets every message a transport brings, `emit(name, payload)` every event for the page. */
-  constructor({ opts, env, baseUrl, book, deliver, emit }) {
+  /**
+   * `deliver(envelope)` gets every message a transport brings, `emit(name, payload)` every event for the page;
+   * `rosters` is told the members of the channels whose presence the page follows.
+   */
+  constructor({ opts, env, baseUrl, book, rosters, deliver, emit }) {
     this.#opts = opts;
     this.#env = env;
     this.#baseUrl = baseUrl;
     this.#book = book;
+    this.#rosters = rosters;
     this.#deliver = deliver;
     this.#emit = emit;
     this.#token = new TokenSource(opts.token, {
@@ -199,6 +204,9 @@ export class Connection {
       baseUrl: this.#baseUrl,
       book,
       channels: () => book.names(),
+      presenceChannels: () => this.#rosters.channels(),
+      presenceList: (name, members) => link.live() && this.#rosters.replace(name, members),
+      presenceChange: (name, join, member) => link.live() && this.#rosters.change(name, join, member),
       live: () => this.#link === link,
       healthy: () => link.live() && this.#onHealthy(kind),
       deliver: (envelope) => link.live() && this.#deliver(envelope),

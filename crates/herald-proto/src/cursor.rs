@@ -390,7 +390,7 @@ mod tests {
     }
 
     fn positions() -> impl Strategy<Value = Vec<(String, u64, u64)>> {
-        prop::collection::vec(("[A-Za-z0-9_.:@/=-]{1,40}", any::<u64>(), any::<u64>()), 0..8)
+        prop::collection::vec(("[A-Za-z0-9_.:@/=,;-]{1,40}", any::<u64>(), any::<u64>()), 0..8)
     }
 
     proptest! {

@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::channel::{ChannelName, EventName};
 use crate::cursor::{Cursor, Position};
+use crate::json::push_string;
 use crate::time::format_rfc3339_millis;
 
 /// A stored message.
@@ -50,14 +51,25 @@ impl Message {
         out.extend_from_slice(self.position.offset.to_string().as_bytes());
         out.extend_from_slice(b",\"cursor\":\"");
         out.extend_from_slice(cursor.as_bytes());
-        out.extend_from_slice(b"\",\"event\":\"");
-        out.extend_from_slice(self.event.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"data\":");
+        out.extend_from_slice(b"\",\"event\":");
+        push_event(&mut out, &self.event);
+        out.extend_from_slice(b",\"data\":");
         out.extend_from_slice(&self.data);
         out.extend_from_slice(b",\"time\":\"");
         out.extend_from_slice(time.as_bytes());
         out.extend_from_slice(b"\"}");
         out
+    }
+}
+
+/// Writes an event name as a JSON string: verbatim in quotes, or escaped when it holds `"` or `\`.
+pub fn push_event(out: &mut Vec<u8>, event: &EventName) {
+    if event.needs_escaping() {
+        push_string(out, event.as_str());
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(event.as_str().as_bytes());
+        out.push(b'"');
     }
 }
 
@@ -111,6 +123,14 @@ mod tests {
     }
 
     #[test]
+    fn an_event_name_from_another_protocol_is_json_escaped() {
+        let mut m = message("1");
+        m.event = EventName::any(r#"App\Events\"Shipped""#).unwrap();
+        let env: Envelope = serde_json::from_slice(&m.envelope_json("")).unwrap();
+        assert_eq!(env.event, r#"App\Events\"Shipped""#);
+    }
+
+    #[test]
     fn a_prefix_goes_before_the_envelope_members() {
         let json = message("1").envelope_json(r#""op":"message","#);
         assert!(json.starts_with(br#"{"op":"message","channel":"dashboard","#));
@@ -119,8 +139,8 @@ mod tests {
     proptest! {
         #[test]
         fn envelopes_parse_back_into_what_was_stored(
-            channel in "[A-Za-z0-9_.:@/=-]{1,60}",
-            event in "[A-Za-z0-9_.:-]{1,64}",
+            channel in "[A-Za-z0-9_.:@/=,;-]{1,60}",
+            event in "[ -~]{1,200}",
             epoch in any::<u64>(),
             offset in any::<u64>(),
             text in ".{0,40}",
@@ -129,7 +149,7 @@ mod tests {
             let msg = Message {
                 channel: ChannelName::new(&channel).unwrap(),
                 position: Position::new(epoch, offset),
-                event: EventName::new(&event).unwrap(),
+                event: EventName::any(&event).unwrap(),
                 data: Bytes::from(data.clone()),
                 time_ms: 0,
             };

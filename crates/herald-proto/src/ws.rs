@@ -12,6 +12,7 @@ use crate::channel::{ChannelName, EventName};
 use crate::cursor::Cursor;
 use crate::envelope::Message;
 use crate::json::{minify, push_string};
+use crate::presence::{push_member, push_members, MemberText};
 
 /// A client request's `id`: a JSON number or string, echoed verbatim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +77,13 @@ pub enum ClientFrame {
     Auth {
         /// The token (a JWT).
         token: String,
+        /// Echoed in the answer.
+        id: Option<RequestId>,
+    },
+    /// `{"op":"presence","channel":…,"id":…}`: the members of a subscribed channel, then their joins and leaves.
+    Presence {
+        /// The channel.
+        channel: ChannelName,
         /// Echoed in the answer.
         id: Option<RequestId>,
     },
@@ -185,6 +193,7 @@ impl ClientFrame {
                 Ok(ClientFrame::Publish { channel, event, data: minify(data.get().as_bytes()), id })
             }
             "ping" => Ok(ClientFrame::Ping { id }),
+            "presence" => Ok(ClientFrame::Presence { channel: channel(raw.channel)?, id }),
             "auth" => {
                 let token = raw.token.ok_or_else(|| FrameError::new(&id, "invalid_frame", "`auth` needs a `token`"))?;
                 Ok(ClientFrame::Auth { token, id })
@@ -192,7 +201,7 @@ impl ClientFrame {
             other => Err(FrameError::new(
                 &id,
                 "unknown_op",
-                format!("unknown op {other:?}; expected subscribe, unsubscribe, publish, ping or auth"),
+                format!("unknown op {other:?}; expected subscribe, unsubscribe, publish, ping, auth or presence"),
             )),
         }
     }
@@ -249,6 +258,24 @@ pub enum ServerFrame<'a> {
         exp: u64,
         /// The request's id.
         id: Option<&'a RequestId>,
+    },
+    /// Answer to `presence`: the channel's members; their joins and leaves follow.
+    Presence {
+        /// The channel.
+        channel: &'a ChannelName,
+        /// The members.
+        members: &'a [MemberText<'a>],
+        /// The request's id.
+        id: Option<&'a RequestId>,
+    },
+    /// A member joined (`join: true`) or left a channel whose presence the connection follows.
+    Change {
+        /// The channel.
+        channel: &'a ChannelName,
+        /// Joined, or left.
+        join: bool,
+        /// Who.
+        member: MemberText<'a>,
     },
     /// The server ended a subscription on its own (its token expired, or a new token does not grant it): no
     /// message of the channel follows.
@@ -321,6 +348,18 @@ impl ServerFrame<'_> {
                 out.push_str(&String::from_utf8_lossy(&rest));
                 out.push_str(&format!(",\"exp\":{exp}"));
                 push_id(&mut out, *id);
+            }
+            ServerFrame::Presence { channel, members, id } => {
+                let mut rest = format!(r#"{{"op":"presence","channel":"{channel}","#).into_bytes();
+                push_members(&mut rest, members);
+                out.push_str(&String::from_utf8_lossy(&rest));
+                push_id(&mut out, *id);
+            }
+            ServerFrame::Change { channel, join, member } => {
+                let op = if *join { "join" } else { "leave" };
+                let mut rest = format!(r#"{{"op":"{op}","channel":"{channel}","member":"#).into_bytes();
+                push_member(&mut rest, member);
+                out.push_str(&String::from_utf8_lossy(&rest));
             }
             ServerFrame::Ended { channel, code, message } => {
                 let mut rest = Vec::with_capacity(64 + message.len());
@@ -398,6 +437,11 @@ mod tests {
             ClientFrame::parse(r#"{"op":"auth","token":"a.b.c","id":5}"#).unwrap(),
             ClientFrame::Auth { token: "a.b.c".into(), id: Some(RequestId("5".into())) }
         );
+        assert_eq!(
+            ClientFrame::parse(r#"{"op":"presence","channel":"chat:1","id":6}"#).unwrap(),
+            ClientFrame::Presence { channel: ch("chat:1"), id: Some(RequestId("6".into())) }
+        );
+        assert_eq!(err(r#"{"op":"presence","id":6}"#).code, "invalid_frame");
         assert_eq!(err(r#"{"op":"auth","id":5}"#).code, "invalid_frame");
         assert_eq!(err(r#"{"op":"subscribe","channel":"c","token":"t"}"#).code, "invalid_frame");
     }
@@ -464,6 +508,19 @@ mod tests {
         assert_eq!(
             ServerFrame::Ended { channel: &c, code: "token_expired", message: "renew" }.encode(),
             r#"{"op":"ended","channel":"c","code":"token_expired","message":"renew"}"#
+        );
+        let ada = MemberText { user_id: "ada", user_info: br#"{"name":"Ada"}"# };
+        assert_eq!(
+            ServerFrame::Presence { channel: &c, members: &[ada], id: Some(&id) }.encode(),
+            r#"{"op":"presence","channel":"c","members":[{"user_id":"ada","user_info":{"name":"Ada"}}],"count":1,"id":1}"#
+        );
+        assert_eq!(
+            ServerFrame::Change { channel: &c, join: true, member: ada }.encode(),
+            r#"{"op":"join","channel":"c","member":{"user_id":"ada","user_info":{"name":"Ada"}}}"#
+        );
+        assert_eq!(
+            ServerFrame::Change { channel: &c, join: false, member: ada }.encode(),
+            r#"{"op":"leave","channel":"c","member":{"user_id":"ada","user_info":{"name":"Ada"}}}"#
         );
         let e = FrameError { id: None, code: "unknown_op", message: "say \"hi\"".into() };
         assert_eq!(ServerFrame::Error(&e).encode(), r#"{"op":"error","code":"unknown_op","message":"say \"hi\""}"#);

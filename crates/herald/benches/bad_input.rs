@@ -47,7 +47,8 @@ fn bad_input(c: &mut Criterion) {
     let start = Hub::new(config.clone(), |deliver, metrics| herald::engine::start(config, deliver, metrics));
     let hub = runtime.block_on(start).unwrap();
     runtime.block_on(hub.publish(ChannelName::new("a").unwrap(), EventName::new("e").unwrap(), "1".into())).unwrap();
-    let app = router(AppState::new(hub, Shutdown::new()).unwrap());
+    let pusher = herald::pusher::Pusher::new(hub.config());
+    let app = router(AppState::new(hub, Shutdown::new()).unwrap(), pusher);
     let mut group = c.benchmark_group("bad_input");
     for (shape, request, status) in cases() {
         let (parts, ()) = request.into_parts();

@@ -4,18 +4,30 @@
 //! - `orders:1001`, event `orderStatus`: an order moving pending → preparing → in-delivery → delivered, over
 //!   and over (35 minutes compressed to a few intervals);
 //! - `chat:lobby`, event `chat`: a room where visitors may publish (the `chat` namespace allows it) and a bot
-//!   that answers now and then;
+//!   that answers now and then; the namespace has presence, so the page shows who is in the room (the bot, and
+//!   each visitor by the name the demo's `/demo/token` put in its token, as a real app's backend would);
 //! - `notifications`, event `notification`: occasional notices.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64ct::{Base64UrlUnpadded, Encoding};
 use bytes::Bytes;
 use herald_proto::{ChannelName, EventName};
+use hmac::{Hmac, Mac};
 use serde_json::json;
+use sha2::Sha256;
 
 use crate::config::{Config, NamespaceSettings};
-use crate::hub::{Hub, Item, Start};
+use crate::error::ApiError;
+use crate::http::query::Query;
+use crate::http::AppState;
+use crate::hub::{member, Hub, Item, Start};
 use crate::metrics::Transport;
 use crate::shutdown::Shutdown;
 
@@ -42,12 +54,60 @@ const NOTICES: [(&str, &str); 4] = [
     ("Account", "You earned 50 loyalty points."),
 ];
 
-/// Adds what the demo needs to a configuration: a `chat` namespace open to client publishing.
+/// How long a demo visitor's token lasts.
+const TOKEN_LIFETIME_SECS: u64 = 3600;
+
+/// Adds what the demo needs to a configuration: a `chat` namespace open to client publishing, with presence, and
+/// a secret to sign visitors' tokens with. When the configuration had no token key, the secret is a random one and
+/// every namespace stays public, as without it.
 pub fn configure(config: &mut Config) {
-    config
-        .namespaces
-        .entry("chat".to_string())
-        .or_insert_with(|| NamespaceSettings { allow_client_publish: true, ..config.default_namespace.clone() });
+    if !config.jwt.has_key() {
+        config.jwt.secret = Some(random_secret());
+        config.default_namespace.public.get_or_insert(true);
+    }
+    config.namespaces.entry("chat".to_string()).or_insert_with(|| NamespaceSettings {
+        allow_client_publish: true,
+        presence: true,
+        ..config.default_namespace.clone()
+    });
+}
+
+/// 64 hexadecimal digits from the process's random hash keys: enough for a demo's tokens.
+fn random_secret() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    (0..4)
+        .map(|i: u64| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(i);
+            hasher.write_u128(herald_proto::time::now_millis().into());
+            format!("{:016x}", hasher.finish())
+        })
+        .collect()
+}
+
+/// The demo's own routes: `GET /demo/token?name=…`, a visitor's token, as an application's backend would issue it.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/demo/token", get(token))
+}
+
+/// A token for the visitor `name` (1 to 32 characters): `sub` is the name, and so is `info.name`.
+async fn token(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref());
+    let name = query.one("name").unwrap_or("").trim();
+    if name.is_empty() || name.chars().count() > 32 || name.chars().any(char::is_control) {
+        return Err(ApiError::parameter("`name` has 1 to 32 characters"));
+    }
+    let Some(secret) = state.hub.config().jwt.secret.as_deref() else {
+        return Err(ApiError::not_found());
+    };
+    let claims = json!({ "sub": name, "exp": crate::auth::now_unix() + TOKEN_LIFETIME_SECS, "info": { "name": name } });
+    let header = Base64UrlUnpadded::encode_string(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let signed = format!("{header}.{}", Base64UrlUnpadded::encode_string(claims.to_string().as_bytes()));
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| ApiError::not_found())?;
+    mac.update(signed.as_bytes());
+    let token = format!("{signed}.{}", Base64UrlUnpadded::encode_string(&mac.finalize().into_bytes()));
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain"), (header::CACHE_CONTROL, "no-store")], token)
+        .into_response())
 }
 
 /// A small xorshift generator: the demo needs variety, not cryptography.
@@ -81,8 +141,12 @@ pub async fn run(hub: Arc<Hub>, interval: Duration, shutdown: Shutdown) {
     let mut step = 0;
     let mut chat = hub.subscription(Transport::WebSocket);
     if let Ok(lobby) = ChannelName::new("chat:lobby") {
-        // Only new messages matter; should the engine fail, the bot just does not answer.
-        let _ = chat.subscribe(&lobby, Start::Now, 0).await;
+        // Only new messages matter; should the engine fail, the bot just does not answer (nor show in the room).
+        if chat.subscribe(&lobby, Start::Now, 0).await.is_ok() {
+            if let Ok(bot) = member(BOT, Some(&json!({ "name": BOT }).to_string()), 1024) {
+                let _ = chat.join(&lobby, &bot).await;
+            }
+        }
     }
     for round in 0u64.. {
         tokio::select! {
@@ -91,7 +155,7 @@ pub async fn run(hub: Arc<Hub>, interval: Duration, shutdown: Shutdown) {
             live = chat.recv() => {
                 let said = chat.follow(live, 1).await.items.into_iter().find_map(|item| match item {
                     Item::Message(message) => Some(message),
-                    Item::Reset { .. } => None,
+                    Item::Reset { .. } | Item::Presence(_) => None,
                 });
                 let visitor = said
                     .and_then(|said| serde_json::from_slice::<serde_json::Value>(&said.message.data).ok())

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use herald_proto::{CursorError, NameError};
 
 use crate::auth::AuthError;
-use crate::hub::HubError;
+use crate::hub::{HubError, PresenceError};
 use crate::limits::LimitError;
 
 /// An error answered to an HTTP client.
@@ -89,6 +89,19 @@ impl From<HubError> for ApiError {
         match err {
             HubError::Engine(e) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", e.to_string()),
         }
+    }
+}
+
+impl From<PresenceError> for ApiError {
+    fn from(err: PresenceError) -> Self {
+        let status = match &err {
+            PresenceError::Engine(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PresenceError::Full { .. } | PresenceError::AlreadyJoined(_) => StatusCode::CONFLICT,
+            PresenceError::NotSubscribed(_) | PresenceError::InvalidUserId(_) | PresenceError::InvalidUserInfo(_) => {
+                StatusCode::BAD_REQUEST
+            }
+        };
+        Self::new(status, err.code(), err.to_string())
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald::config::{Config, EngineKind};
-use herald::hub::{Hub, Item, Start, Subscription};
+use herald::hub::{Hub, Item, Origin, Start, Subscription};
 use herald::metrics::Transport;
 use herald_proto::{ChannelName, EventName, Position};
 
@@ -98,6 +98,8 @@ contract!(
     a_sweep_keeps_a_watched_channel_and_its_offsets,
     a_connected_engine_is_healthy,
     a_subscribe_cancelled_half_way_leaves_nothing_followed,
+    an_origin_travels_with_its_message_to_history_and_subscribers,
+    a_signal_reaches_every_node_once_and_is_not_stored,
 );
 
 fn ch(name: &str) -> ChannelName {
@@ -203,6 +205,7 @@ async fn received(subscription: &mut Subscription, n: usize) -> Vec<u64> {
             match item {
                 Item::Message(message) => seen.push(message.message.position.offset),
                 Item::Reset { channel, .. } => panic!("a reset of {channel}"),
+                Item::Presence(event) => panic!("a change of presence of {}", event.channel),
             }
         }
     }
@@ -265,4 +268,72 @@ async fn a_subscribe_cancelled_half_way_leaves_nothing_followed(hubs: Hubs) {
     let _ = futures_util::FutureExt::now_or_never(subscription.subscribe(&ch("a"), Start::Now, 0));
     drop(subscription);
     assert_eq!(hub.stats().channels, 0, "the engine follows no channel for nobody");
+}
+
+async fn an_origin_travels_with_its_message_to_history_and_subscribers(hubs: Hubs) {
+    let Some(hub) = hubs.default().await else { return };
+    let mut watching = subscribed(&hub, "app:private-chat").await;
+    let origin = Origin { sender: Some("12.34".into()), user_id: Some("u \"7\"".into()), data_as_value: true };
+    let event = EventName::any(r"App\Events\Said").unwrap();
+    let data = Bytes::from_static(br#"{"text": "hi"}"#);
+    hub.publish_from(ch("app:private-chat"), event.clone(), data.clone(), origin.clone()).await.unwrap();
+    hub.publish(ch("app:private-chat"), EventName::default_event(), Bytes::from_static(b"1")).await.unwrap();
+    let read = hub.read(&ch("app:private-chat"), Start::Oldest, 10).await.unwrap();
+    let stored: Vec<(Origin, String)> =
+        read.messages.iter().map(|m| (m.origin.clone(), m.message.event.to_string())).collect();
+    assert_eq!(
+        stored,
+        [(origin.clone(), event.to_string()), (Origin::default(), "message".into())],
+        "{}",
+        hub.engine_name()
+    );
+    assert_eq!(read.messages[0].message.data, data, "kept as given");
+    let live = tokio::time::timeout(common::PATIENCE, watching.recv()).await.unwrap();
+    let Item::Message(first) = watching.follow(live, 1).await.into_result().unwrap().remove(0) else {
+        panic!("a reset")
+    };
+    assert_eq!((&first.origin, &first.message.event), (&origin, &event), "{}", hub.engine_name());
+}
+
+async fn a_signal_reaches_every_node_once_and_is_not_stored(hubs: Hubs) {
+    let Some(a) = hubs.default().await else { return };
+    // A second node on the same store (Redis: the same prefix); the memory engine is one node.
+    let b = match hubs.engine {
+        Engine::Memory => None,
+        Engine::Redis => {
+            let prefix = a.config().redis_prefix.clone();
+            let url = a.config().redis_url.clone();
+            Some(
+                hub(Config { engine: EngineKind::Redis, redis_url: url, redis_prefix: prefix, ..Config::default() })
+                    .await,
+            )
+        }
+    };
+    let mut receivers = vec![a.signals(), a.signals()];
+    receivers.extend(b.as_ref().map(|b| b.signals()));
+    // Redis confirms each node's subscription to signals asynchronously: probe until every receiver hears.
+    let mut sent = 0;
+    for receiver in &mut receivers {
+        while tokio::time::timeout(Duration::from_millis(200), receiver.recv()).await.is_err() {
+            a.signal(Bytes::from(format!("probe-{sent}"))).await.unwrap();
+            sent += 1;
+            assert!(sent < 50, "no signal arrived on {}", a.engine_name());
+        }
+    }
+    a.signal(Bytes::from_static(b"close user 7")).await.unwrap();
+    for receiver in &mut receivers {
+        let got = tokio::time::timeout(common::PATIENCE, async {
+            loop {
+                let signal = receiver.recv().await.unwrap();
+                if &signal[..] == b"close user 7" {
+                    return signal;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("a receiver of {} missed the signal", a.engine_name()));
+        assert_eq!(&got[..], b"close user 7");
+        assert!(receiver.try_recv().is_err(), "once");
+    }
+    assert_eq!(a.stats().messages, 0, "nothing stored");
 }

@@ -1,8 +1,9 @@
 // The polling transports, long and short: one `/v1/poll` request at a time for every channel, the token in
-// `Authorization`. The URL of a poll is also how the SSE transport learns where a quiet stream starts.
+// `Authorization`. The URL of a poll is also how the SSE transport learns where a quiet stream starts. The members
+// of the channels whose presence the page follows are read every `pollInterval`, from their presence endpoint.
 
 import { HeraldError } from "../error.js";
-import { endpoint, requestJson, withToken } from "../http.js";
+import { channelPath, endpoint, requestJson, withToken } from "../http.js";
 import { CHANNEL_REFUSALS, findRefusedChannels } from "../refusals.js";
 
 /** A poll of `names` from the book's cursors; `last` defaults to what their subscribers asked. */
@@ -25,17 +26,22 @@ export class PollTransport {
   #generation = 0;
   #controller = null;
   #timer = null;
+  #presenceTimer = null;
+  /** Channels whose presence the server said it does not keep: not asked again by this transport. */
+  #noPresence = new Set();
 
   constructor(link, { long }) {
     this.#link = link;
     this.#long = long;
     this.#poll(this.#generation, true);
+    this.#readPresence(this.#generation);
   }
 
   /** The channel set changed: drop the request in flight and ask again at once, from the cursors. */
   sync() {
     this.#stop();
     this.#poll(this.#generation, true);
+    this.#readPresence(this.#generation);
   }
 
   close() {
@@ -48,6 +54,31 @@ export class PollTransport {
     this.#controller = null;
     if (this.#timer !== null) this.#link.env.clearTimeout(this.#timer);
     this.#timer = null;
+    if (this.#presenceTimer !== null) this.#link.env.clearTimeout(this.#presenceTimer);
+    this.#presenceTimer = null;
+  }
+
+  /** Reads the members of every followed presence channel, then again after `pollInterval`. */
+  async #readPresence(generation) {
+    const link = this.#link;
+    const { env, opts } = link;
+    const wanted = new Set(link.channels());
+    const names = link.presenceChannels().filter((name) => wanted.has(name) && !this.#noPresence.has(name));
+    if (names.length === 0) return;
+    for (const name of names) {
+      const url = endpoint(link.baseUrl, `/v1/channels/${channelPath(name)}/presence`);
+      try {
+        const headers = withToken({ Accept: "application/json" }, link.token());
+        const body = await requestJson(env, url, { headers }, opts.requestTimeout);
+        if (generation !== this.#generation) return;
+        link.presenceList(name, body?.members);
+      } catch (error) {
+        if (generation !== this.#generation) return;
+        if (error.code === "presence_disabled") this.#noPresence.add(name);
+        link.error(error);
+      }
+    }
+    this.#presenceTimer = env.setTimeout(() => this.#readPresence(generation), opts.pollInterval);
   }
 
   /** One request. `quick` asks without waiting: the first poll of a connection catches up and proves it works. */

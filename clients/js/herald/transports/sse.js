@@ -6,11 +6,12 @@ import { checkAccess, endpoint, parseJson, requestJson, withToken } from "../htt
 import { CHANNEL_REFUSALS, findRefusedChannels } from "../refusals.js";
 import { pollUrl } from "./poll.js";
 
-/** The stream of `names` from the book's cursors. */
-function sseUrl(baseUrl, names, book, token) {
+/** The stream of `names` from the book's cursors; with `presence`, the members of its presence channels too. */
+function sseUrl(baseUrl, names, book, token, presence = false) {
   const query = new URLSearchParams();
   for (const name of names) query.append("channel", name);
   query.append("envelope", "true");
+  if (presence) query.append("presence", "true");
   for (const cursor of book.sinceList(names)) query.append("since", cursor);
   const last = book.replayCount(names);
   if (last > 0) query.append("last", String(last));
@@ -50,7 +51,8 @@ export class SseTransport {
   #open() {
     const link = this.#link;
     const names = link.channels();
-    const url = sseUrl(link.baseUrl, names, link.book, link.token());
+    const followed = new Set(link.presenceChannels());
+    const url = sseUrl(link.baseUrl, names, link.book, link.token(), names.some((name) => followed.has(name)));
     const source = new link.env.EventSource(url);
     this.#source = source;
     const generation = this.#generation;
@@ -82,6 +84,20 @@ export class SseTransport {
       const channels = parseJson(event.data)?.channels;
       for (const name of Array.isArray(channels) ? channels : names) link.reset(name, false);
     });
+    // Members of the channels whose presence the page follows (the stream also sends those of the others).
+    source.addEventListener("herald.presence", (event) => {
+      const body = parseJson(event.data);
+      if (live() && followed.has(body?.channel)) link.presenceList(body.channel, body.members);
+    });
+    for (const [name, join] of [
+      ["herald.join", true],
+      ["herald.leave", false],
+    ]) {
+      source.addEventListener(name, (event) => {
+        const body = parseJson(event.data);
+        if (live() && followed.has(body?.channel)) link.presenceChange(body.channel, join, body.member);
+      });
+    }
     // The server's last word before it ends a stream, e.g. `token_expired`.
     source.addEventListener("herald.error", (event) => {
       if (!live()) return;

@@ -1,5 +1,6 @@
 // The WebSocket transport: one socket for every channel, a `subscribe` frame each with its own cursor, and the
-// only transport that can publish and take a renewed token without reconnecting.
+// only transport that can publish and take a renewed token without reconnecting. A channel whose presence the
+// page follows gets a `presence` frame after its `subscribe`: the members, then `join` and `leave` frames.
 
 import { HeraldError } from "../error.js";
 import { endpoint, parseJson } from "../http.js";
@@ -23,6 +24,8 @@ export class WebSocketTransport {
   #nextId = 1;
   #pending = new Map();
   #subscribed = new Map();
+  /** The channels whose members this socket asked for. */
+  #presence = new Set();
   /** The id of the `auth` frame the server has not answered yet, or null. */
   #authPending = null;
 
@@ -67,8 +70,20 @@ export class WebSocketTransport {
     for (const name of [...this.#subscribed.keys()]) {
       if (wanted.has(name)) continue;
       this.#subscribed.delete(name);
+      this.#presence.delete(name);
       this.#send({ op: "unsubscribe", channel: name });
     }
+    const presence = new Set(this.#link.presenceChannels());
+    for (const name of presence) if (this.#subscribed.has(name)) this.#askPresence(name);
+    for (const name of [...this.#presence]) if (!presence.has(name)) this.#presence.delete(name);
+  }
+
+  /** Asks for the members of `name`, once per subscription, if the page follows its presence. */
+  #askPresence(name) {
+    if (this.#presence.has(name) || !this.#link.presenceChannels().includes(name)) return;
+    this.#presence.add(name);
+    // Frames are answered in order: a `presence` after its `subscribe` finds the channel subscribed.
+    this.#send({ op: "presence", channel: name, id: this.#nextId++ });
   }
 
   publish(channel, event, data) {
@@ -103,7 +118,9 @@ export class WebSocketTransport {
       if (last > 0) frame.last = last;
     }
     this.#subscribed.set(name, frame.id);
+    this.#presence.delete(name);
     this.#send(frame);
+    this.#askPresence(name);
   }
 
   #send(frame) {
@@ -150,6 +167,7 @@ export class WebSocketTransport {
       case "ended":
         if (!subscribed) break;
         this.#subscribed.delete(frame.channel);
+        this.#presence.delete(frame.channel);
         this.#refused(
           frame.channel,
           new HeraldError(frame.code ?? "ended", frame.message ?? "the server ended the subscription", {
@@ -162,6 +180,14 @@ export class WebSocketTransport {
         this.#settle(frame.id)?.resolve(ack);
         break;
       }
+      case "presence":
+        if (subscribed && this.#presence.has(frame.channel)) link.presenceList(frame.channel, frame.members);
+        break;
+      case "join":
+      case "leave":
+        if (subscribed && this.#presence.has(frame.channel))
+          link.presenceChange(frame.channel, frame.op === "join", frame.member);
+        break;
       case "error":
         this.#onError(frame);
         break;
@@ -195,6 +221,7 @@ export class WebSocketTransport {
       return;
     }
     this.#subscribed.delete(channel);
+    this.#presence.delete(channel);
     if (error.code === "invalid_cursor") {
       // The cursor cannot be read: the page cannot know what it missed. Say so, and start over without it.
       this.#link.reset(channel, true);

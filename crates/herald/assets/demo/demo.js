@@ -5,6 +5,9 @@
 //
 // For the browser tests, window.heraldDemo records every (offset, name) each panel delivered, where a server
 // reset started a channel over, and each panel's connection states.
+//
+// The chat shows who is in the room: the WebSocket client presents a token (from the demo's /demo/token, naming
+// the visitor by the name in the chat form) and follows the presence of `chat:lobby`.
 
 import { Herald } from "/v1/herald.js";
 
@@ -74,6 +77,13 @@ function scheduleCharts() {
   if (!chartFrame) chartFrame = requestAnimationFrame(drawCharts);
 }
 
+/** A token that names the visitor as the chat form does: the demo server issues it (a real app's backend would). */
+async function visitorToken() {
+  const name = document.querySelector("[data-testid=chat-name]").value.trim() || "guest";
+  const res = await fetch(`/demo/token?name=${encodeURIComponent(name)}`);
+  return res.ok ? res.text() : null;
+}
+
 function mountPanel({ key, title, how }, template, container) {
   const panel = template.content.firstElementChild.cloneNode(true);
   panel.dataset.testid = `panel-${key}`;
@@ -93,7 +103,9 @@ function mountPanel({ key, title, how }, template, container) {
   const delays = (demo.delays[key] = []);
   charts.push({ delays, svg: panel.querySelector("svg"), label: panel.querySelector(".chart-max") });
 
-  const client = new Herald(location.origin, { transports: [key] });
+  // The WebSocket client carries the chat, so it presents the visitor.
+  const token = key === "websocket" ? visitorToken : null;
+  const client = new Herald(location.origin, { transports: [key], token });
   demo.clients[key] = client;
   showState(client, panel.querySelector("[data-testid=state]"));
   const states = (demo.states[key] = []);
@@ -161,7 +173,25 @@ function mountChat(client) {
   const text = card.querySelector("[data-testid=chat-input]");
   const send = card.querySelector("[data-testid=chat-send]");
   const error = card.querySelector("[data-testid=chat-error]");
-  name.value = guestName();
+  const members = card.querySelector("[data-testid=chat-members]");
+  const memberCount = card.querySelector("[data-testid=chat-member-count]");
+
+  client.presence("chat:lobby", {
+    onChange: (list) => {
+      members.replaceChildren(
+        ...list.map((member) => {
+          const item = document.createElement("li");
+          item.dataset.testid = "chat-member";
+          item.textContent = String(member.user_info?.name ?? member.user_id);
+          item.classList.toggle("me", member.user_id === name.value.trim());
+          return item;
+        }),
+      );
+      memberCount.textContent = String(list.length);
+    },
+  });
+  // A new name is a new token, and the room sees the old name leave and the new one join.
+  name.addEventListener("change", () => client.setToken(visitorToken));
 
   client.subscribe("chat:lobby", { last: 20, event: "chat" }, (data, msg) => {
     const item = document.createElement("li");
@@ -243,6 +273,7 @@ function mountNotifications(client) {
 
 // --- start
 
+document.querySelector("[data-testid=chat-name]").value = guestName();
 const template = document.getElementById("panel-template");
 const container = document.querySelector("[data-testid=panels]");
 const clients = Object.fromEntries(TECHNIQUES.map((t) => [t.key, mountPanel(t, template, container)]));

@@ -151,18 +151,32 @@ impl Auth {
         authorization: Option<&str>,
         channel: &ChannelName,
     ) -> Result<Option<&PublisherKey>, AuthError> {
+        let key = self.backend(authorization)?;
+        if key.is_some_and(|key| !key.reaches(channel)) {
+            return self.refuse(AuthError::KeyNotForChannel(channel.clone()));
+        }
+        Ok(key)
+    }
+
+    /// Checks a backend's request with the `Authorization` header's value, whatever channels it concerns (the list
+    /// of occupied channels: its caller keeps those the key reaches); returns the key used, if keys are configured
+    /// at all.
+    pub fn backend(&self, authorization: Option<&str>) -> Result<Option<&PublisherKey>, AuthError> {
         let keys = &self.publisher_keys;
         if keys.is_empty() {
             return Ok(None);
         }
         let Some(authorization) = authorization else { return self.refuse(AuthError::KeyRequired) };
-        let Some(key) = bearer(authorization).and_then(|presented| keys::find(keys, presented)) else {
-            return self.refuse(AuthError::InvalidKey);
-        };
-        if !key.reaches(channel) {
-            return self.refuse(AuthError::KeyNotForChannel(channel.clone()));
+        match bearer(authorization).and_then(|presented| keys::find(keys, presented)) {
+            Some(key) => Ok(Some(key)),
+            None => self.refuse(AuthError::InvalidKey),
         }
-        Ok(Some(key))
+    }
+
+    /// Whether the `Authorization` header's value carries a configured publisher key (rather than a subscriber
+    /// token), for the requests a backend and a page may both make.
+    pub fn carries_publisher_key(&self, authorization: Option<&str>) -> bool {
+        authorization.and_then(bearer).is_some_and(|presented| keys::find(&self.publisher_keys, presented).is_some())
     }
 
     /// Checks a token now.
@@ -238,7 +252,13 @@ mod tests {
 
     fn claims(sub: Option<&str>, channels: &[&str], publish: &[&str]) -> Claims {
         let list = |l: &[&str]| l.iter().map(|p| Pattern::new(p).unwrap()).collect();
-        Claims { sub: sub.map(str::to_owned), exp: u64::MAX, channels: list(channels), publish: list(publish) }
+        Claims {
+            sub: sub.map(str::to_owned),
+            exp: u64::MAX,
+            channels: list(channels),
+            publish: list(publish),
+            info: None,
+        }
     }
 
     fn ch(name: &str) -> ChannelName {

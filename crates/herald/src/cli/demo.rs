@@ -21,7 +21,8 @@ pub(crate) struct DemoArgs {
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = args.serve.load()?;
     herald::demo::configure(&mut config);
-    let server = Server::bind(config).await?;
+    let mut server = Server::bind(config).await?;
+    server.add_routes(herald::demo::routes());
     log_security(&server);
     let addr = server.local_addr()?;
     stop_on_signal(&server)?;

@@ -7,6 +7,7 @@
 //! refused at start with an error that names the key (or the variable) it came from. The modules that use a
 //! setting interpret it (`auth` its keys, `limits` its proxy ranges); this module imports none of them.
 
+mod pusher;
 mod sources;
 mod validate;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use herald_proto::ChannelName;
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use pusher::{PusherAppSettings, PusherLimits, PusherSettings, MAX_APP_NAMESPACE_LEN, MIN_APP_SECRET_LEN};
 pub use sources::Overrides;
 
 /// Why a configuration was refused.
@@ -124,11 +126,23 @@ pub struct NamespaceSettings {
     pub allow_client_publish: bool,
     /// Whether anyone may subscribe without a token. `None`: public unless a token key is configured.
     pub public: Option<bool>,
+    /// Whether the namespace's channels have presence: a subscriber that presents a user (a token's `sub`) is a
+    /// member, and others may read the members and follow their joins and leaves.
+    pub presence: bool,
+    /// Members a channel of the namespace may have; a new user past it is refused (`presence_full`).
+    pub presence_max_members: usize,
 }
 
 impl Default for NamespaceSettings {
     fn default() -> Self {
-        Self { history_size: 100, history_ttl: Duration::from_secs(3600), allow_client_publish: false, public: None }
+        Self {
+            history_size: 100,
+            history_ttl: Duration::from_secs(3600),
+            allow_client_publish: false,
+            public: None,
+            presence: false,
+            presence_max_members: 100,
+        }
     }
 }
 
@@ -230,6 +244,29 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Keys of the admin page and API (`/admin`); with none, both are off.
     pub admin_keys: Vec<AdminKey>,
+    /// The Pusher Channels protocol's apps and limits.
+    pub pusher: PusherSettings,
+    /// How long a member stays after its last connection left, so that a page reload is neither a leave nor a
+    /// join; also how long a channel stays occupied after its last subscriber left.
+    #[serde(rename = "presence_grace_ms", with = "millis")]
+    pub presence_grace: Duration,
+    /// With Redis: a node that has not renewed its liveness for this long is dead, and its members leave.
+    #[serde(rename = "presence_node_ttl_secs", with = "secs")]
+    pub presence_node_ttl: Duration,
+    /// Largest `info` a member may present (minified JSON).
+    pub max_presence_info_bytes: usize,
+    /// Endpoints that hear of channels' lifecycle (occupied, vacated, members, client events, cache misses).
+    pub webhooks: Vec<WebhookSettings>,
+    /// Events kept for webhooks: an endpoint further behind the newest loses the oldest (counted).
+    pub webhook_queue: usize,
+    /// Events sent in one request at most.
+    pub webhook_batch: usize,
+    /// How long a webhook request may take before it counts as failed (and is retried).
+    #[serde(rename = "webhook_timeout_secs", with = "secs")]
+    pub webhook_timeout: Duration,
+    /// The longest pause between two attempts of a failing webhook request (the pause doubles from 1 s).
+    #[serde(rename = "webhook_max_backoff_secs", with = "secs")]
+    pub webhook_max_backoff: Duration,
     /// The environment variable that set a setting, by the setting's key, for the modules that interpret the
     /// setting to name it as the user wrote it (see [`Config::source`]).
     #[serde(skip)]
@@ -281,6 +318,15 @@ impl Default for Config {
             http2_max_streams: 100,
             log_format: LogFormat::Text,
             admin_keys: Vec::new(),
+            pusher: PusherSettings::default(),
+            presence_grace: Duration::from_millis(3000),
+            presence_node_ttl: Duration::from_secs(15),
+            max_presence_info_bytes: 1024,
+            webhooks: Vec::new(),
+            webhook_queue: 10_000,
+            webhook_batch: 100,
+            webhook_timeout: Duration::from_secs(10),
+            webhook_max_backoff: Duration::from_secs(60),
             sources: BTreeMap::new(),
         }
     }
@@ -325,6 +371,50 @@ impl std::fmt::Debug for PublisherKeySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PublisherKeySettings")
             .field("name", &self.name)
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[[webhooks]]`: an endpoint that hears of channels' lifecycle, as configured; `webhooks` builds it.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// The name metrics and logs use; also where the cluster keeps the endpoint's position (so it must not change
+    /// while events wait). Default: `webhook-<n>`, its place in the list.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where events are POSTed: `http://host[:port]/path`.
+    pub url: String,
+    /// `herald` (the default: Herald's body, signed with `Herald-Webhook-Signature`) or `pusher` (Pusher's body
+    /// and `X-Pusher-Key` / `X-Pusher-Signature`, for receivers written for Pusher).
+    #[serde(default = "herald_format")]
+    pub format: String,
+    /// The secret requests are signed with.
+    pub secret: String,
+    /// For `pusher`: the app key sent as `X-Pusher-Key`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The events it hears of, by name; empty: every one.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Channel patterns it hears of (`chat:*`: a namespace); empty: every channel.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+fn herald_format() -> String {
+    "herald".to_string()
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    // A secret must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("format", &self.format)
+            .field("events", &self.events)
             .field("channels", &self.channels)
             .finish_non_exhaustive()
     }
@@ -377,9 +467,27 @@ impl std::fmt::Debug for JwtSettings {
 
 impl Config {
     /// Whether anyone may subscribe to `channel` without a token: its namespace's `public`, which defaults to
-    /// "no token key is configured".
+    /// "no token key is configured". A Pusher app's private, encrypted and presence channels never are: Pusher
+    /// clients reach them with the app's signature, Herald's own transports only with a token.
     pub fn is_public(&self, channel: &ChannelName) -> bool {
-        self.namespace(channel).public.or(self.default_namespace.public).unwrap_or(!self.jwt.has_key())
+        !self.is_pusher_private(channel)
+            && self.namespace(channel).public.or(self.default_namespace.public).unwrap_or(!self.jwt.has_key())
+    }
+
+    /// Whether `channel` is a Pusher app's `private-…` (encrypted included) or `presence-…` channel.
+    pub fn is_pusher_private(&self, channel: &ChannelName) -> bool {
+        self.pusher_name(channel).is_some_and(|name| name.starts_with("private-") || name.starts_with("presence-"))
+    }
+
+    /// Whether `channel` is a Pusher app's `presence-…` channel.
+    pub fn is_pusher_presence(&self, channel: &ChannelName) -> bool {
+        self.pusher_name(channel).is_some_and(|name| name.starts_with("presence-"))
+    }
+
+    /// The Pusher name of a channel of a Pusher app's namespace.
+    fn pusher_name<'a>(&self, channel: &'a ChannelName) -> Option<&'a str> {
+        let (namespace, name) = channel.as_str().split_once(':')?;
+        self.pusher.apps.iter().any(|app| app.namespace() == namespace).then_some(name)
     }
 
     /// The settings of `channel`'s namespace.
@@ -444,6 +552,21 @@ fn transports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TransportKind>, D::
         }
     }
     Ok(out)
+}
+
+/// A duration written as whole milliseconds (the `…_ms` keys).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(value.as_millis().try_into().unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
 }
 
 /// A duration written as whole seconds (the `…_secs` keys).
@@ -517,6 +640,32 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn presence_settings_have_documented_defaults_and_bounds() {
+        let c = Config::default();
+        assert_eq!(c.presence_grace, Duration::from_millis(3000));
+        assert_eq!(c.presence_node_ttl, Duration::from_secs(15));
+        assert_eq!(c.max_presence_info_bytes, 1024);
+        assert_eq!((c.default_namespace.presence, c.default_namespace.presence_max_members), (false, 100));
+        let c = load(
+            "presence_grace_ms = 250\n[namespaces.chat]\npresence = true\npresence_max_members = 7",
+            &[("HERALD_PRESENCE_NODE_TTL_SECS", "4")],
+            Overrides::default(),
+        )
+        .unwrap();
+        let chat = c.namespace(&ChannelName::new("chat:lobby").unwrap());
+        assert_eq!((chat.presence, chat.presence_max_members), (true, 7));
+        assert_eq!((c.presence_grace, c.presence_node_ttl), (Duration::from_millis(250), Duration::from_secs(4)));
+        for (toml, key) in [
+            ("presence_node_ttl_secs = 0", "presence_node_ttl_secs"),
+            ("max_presence_info_bytes = 0", "max_presence_info_bytes"),
+            ("[namespaces.chat]\npresence_max_members = 0", "namespaces.chat.presence_max_members"),
+        ] {
+            let refused = load(toml, &[], Overrides::default()).unwrap_err().to_string();
+            assert!(refused.contains(key), "{refused}");
+        }
+    }
+
+    #[test]
     fn flags_beat_environment_beat_file() {
         let c = load(
             "listen = \"127.0.0.1:1\"\nmax_wait_secs = 5",
@@ -570,5 +719,14 @@ pub(super) mod tests {
         assert_eq!(replaced.jwt.secret.as_deref(), Some(env[0].1), "a later secret replaces");
         assert_eq!(replaced.source("jwt.secret"), "HERALD_JWT_SECRET", "and is named after its variable");
         assert_eq!(c.source("jwt.secret"), "jwt.secret");
+    }
+
+    #[test]
+    fn a_pusher_apps_private_and_presence_channels_are_never_public() {
+        let toml = "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"secret-1\"\nnamespace = \"shop\"";
+        let c = load(toml, &[], Overrides::default()).unwrap();
+        let public = |name: &str| c.is_public(&ChannelName::new(name).unwrap());
+        assert!(public("shop:orders") && public("shop:cache-prices") && public("other:private-x"));
+        assert!(!public("shop:private-orders") && !public("shop:private-encrypted-x") && !public("shop:presence-room"));
     }
 }

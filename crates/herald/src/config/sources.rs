@@ -99,6 +99,7 @@ impl Config {
             sources.insert(key.to_string(), flag.to_string());
         }
         inherit_default_namespace(&mut tree);
+        inherit_pusher_limits(&mut tree);
         let mut config: Config = serde_json::from_value(tree).map_err(|e| invalid("configuration", e.to_string()))?;
         config.sources = sources;
         config.validate()?;
@@ -129,10 +130,18 @@ fn env_value(defaults: &Value, variable: &str, name: &str, text: &str) -> Result
     let key = match lower.as_str() {
         "publisher_keys" => return Ok((lower, publisher_keys(text))),
         "jwks_file" => "jwt.jwks_file".to_string(),
-        other => match other.strip_prefix("jwt_") {
-            Some(field) => format!("jwt.{field}"),
-            None => other.to_string(),
-        },
+        "pusher_apps" => return pusher_apps(variable, text).map(|apps| ("pusher.apps".to_string(), apps)),
+        other => {
+            if let Some(field) = other.strip_prefix("jwt_") {
+                format!("jwt.{field}")
+            } else if let Some(field) = other.strip_prefix("pusher_limits_") {
+                format!("pusher.limits.{field}")
+            } else if let Some(field) = other.strip_prefix("pusher_") {
+                format!("pusher.{field}")
+            } else {
+                other.to_string()
+            }
+        }
     };
     let default = defaults.pointer(&format!("/{}", key.replace('.', "/"))).ok_or_else(unknown)?;
     let value = match default {
@@ -155,6 +164,19 @@ fn publisher_keys(text: &str) -> Value {
     let secrets = text.split(',').map(str::trim).filter(|k| !k.is_empty());
     let keys = secrets.enumerate().map(|(i, key)| serde_json::json!({ "name": format!("env-{}", i + 1), "key": key }));
     Value::Array(keys.collect())
+}
+
+/// `HERALD_PUSHER_APPS`: comma-separated `id:key:secret` triples (the secret is everything after the second
+/// `:`), each app with the default namespace (its id) and `[pusher.limits]`.
+fn pusher_apps(variable: &str, text: &str) -> Result<Value, ConfigError> {
+    let apps = text.split(',').map(str::trim).filter(|a| !a.is_empty()).map(|app| {
+        let mut parts = app.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(id), Some(key), Some(secret)) => Ok(serde_json::json!({ "id": id, "key": key, "secret": secret })),
+            _ => Err(invalid(variable, "each app is id:key:secret, apps separated by commas")),
+        }
+    });
+    apps.collect::<Result<Vec<_>, _>>().map(Value::Array)
 }
 
 /// A comma-separated list, each item trimmed (an empty item is kept for the setting to judge).
@@ -187,6 +209,18 @@ fn merge(base: &mut Value, overlay: Value) {
             }
         }
         (slot, value) => *slot = value,
+    }
+}
+
+/// Each Pusher app's `limits` laid over `[pusher.limits]`, so an app inherits what it does not set.
+fn inherit_pusher_limits(tree: &mut Value) {
+    let Some(default) = tree.pointer("/pusher/limits").cloned() else { return };
+    if let Some(Value::Array(apps)) = tree.pointer_mut("/pusher/apps") {
+        for app in apps.iter_mut().filter_map(Value::as_object_mut) {
+            let mut inherited = default.clone();
+            merge(&mut inherited, app.remove("limits").unwrap_or(Value::Object(Map::new())));
+            app.insert("limits".to_string(), inherited);
+        }
     }
 }
 

@@ -23,6 +23,9 @@ impl Config {
             ("max_connections_per_ip", self.max_connections_per_ip),
             ("publish_rate_per_connection", self.publish_rate_per_connection as usize),
             ("publish_rate_per_key", self.publish_rate_per_key as usize),
+            ("max_presence_info_bytes", self.max_presence_info_bytes),
+            ("webhook_queue", self.webhook_queue),
+            ("webhook_batch", self.webhook_batch),
         ];
         for (key, value) in at_least_one {
             if value == 0 {
@@ -33,6 +36,9 @@ impl Config {
             ("sse_heartbeat_secs", self.sse_heartbeat),
             ("ws_ping_secs", self.ws_ping),
             ("request_head_timeout_secs", self.request_head_timeout),
+            ("presence_node_ttl_secs", self.presence_node_ttl),
+            ("webhook_timeout_secs", self.webhook_timeout),
+            ("webhook_max_backoff_secs", self.webhook_max_backoff),
         ];
         for (key, value) in durations {
             if value.is_zero() {
@@ -41,7 +47,8 @@ impl Config {
         }
         let bounded = durations
             .into_iter()
-            .chain([("max_wait_secs", self.max_wait), ("shutdown_grace_secs", self.shutdown_grace)]);
+            .chain([("max_wait_secs", self.max_wait), ("shutdown_grace_secs", self.shutdown_grace)])
+            .chain([("presence_grace_ms", self.presence_grace)]);
         for (key, value) in bounded {
             check_duration(key.to_string(), value)?;
         }
@@ -75,8 +82,16 @@ impl Config {
                 return Err(invalid(format!("{key}.history_ttl_secs"), "must be at least 1"));
             }
             check_duration(format!("{key}.history_ttl_secs"), ns.history_ttl)?;
+            if ns.presence_max_members == 0 || ns.presence_max_members > 100_000 {
+                return Err(invalid(format!("{key}.presence_max_members"), "must be between 1 and 100000"));
+            }
         }
         self.validate_tls()?;
+        self.pusher.validate()?;
+        if self.webhook_batch > 1000 {
+            return Err(invalid("webhook_batch", "must be between 1 and 1000"));
+        }
+        self.validate_webhooks()?;
         self.validate_security()
     }
 
@@ -149,6 +164,49 @@ impl Config {
         check_duration("hsts_max_age_secs".to_string(), Duration::from_secs(self.hsts_max_age_secs))
     }
 
+    /// Checks each `[[webhooks]]` entry (its channel patterns are `webhooks`' to read).
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let key = |field: &str| format!("webhooks[{i}].{field}");
+            if hook.url.starts_with("https://") {
+                let message = "https:// is not supported yet: point it at an http:// endpoint (a local forwarder)";
+                return Err(invalid(key("url"), message));
+            }
+            let rest = hook.url.strip_prefix("http://").unwrap_or_default();
+            if rest.is_empty() || rest.starts_with('/') || hook.url.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(invalid(key("url"), "an address such as http://backend:8080/hooks"));
+            }
+            match hook.format.as_str() {
+                "herald" if hook.secret.len() < 16 => {
+                    return Err(invalid(key("secret"), "at least 16 characters"));
+                }
+                "pusher" if hook.key.as_deref().unwrap_or_default().is_empty() || hook.secret.is_empty() => {
+                    return Err(invalid(key("key"), "the pusher format needs the app's `key` and `secret`"));
+                }
+                "herald" | "pusher" => {}
+                other => return Err(invalid(key("format"), format!("{other:?}: herald or pusher"))),
+            }
+            const KNOWN: [&str; 6] =
+                ["channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event", "cache_miss"];
+            if let Some(unknown) = hook.events.iter().find(|e| !KNOWN.contains(&e.as_str())) {
+                return Err(invalid(key("events"), format!("{unknown:?} is not one of {}", KNOWN.join(", "))));
+            }
+            let name = hook.name.clone().unwrap_or_else(|| format!("webhook-{i}"));
+            if name.is_empty()
+                || name.len() > 64
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+            {
+                return Err(invalid(key("name"), "1 to 64 of letters, digits, - _ . :"));
+            }
+            if !names.insert(name) {
+                return Err(invalid(key("name"), "another webhook has this name"));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the access rules that span several keys (listening beyond loopback, private namespaces, origins).
     fn validate_security(&self) -> Result<(), ConfigError> {
         let ip = self.listen.ip();
@@ -186,7 +244,7 @@ impl Config {
 /// clock's reading overflows (a panic, in the timers that do).
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-fn check_duration(key: String, value: Duration) -> Result<(), ConfigError> {
+pub(super) fn check_duration(key: String, value: Duration) -> Result<(), ConfigError> {
     if value > MAX_DURATION {
         return Err(invalid(key, format!("must be at most {} (ten years)", MAX_DURATION.as_secs())));
     }

@@ -18,9 +18,13 @@ use bytes::Bytes;
 use herald_proto::{time::now_millis, ChannelName, EventName, Message, Position};
 use tokio::time::Instant;
 
-use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Start};
+use super::events::memory::MemoryLog;
+use super::events::EventLog;
+use super::presence::memory::MemoryPresence;
+use super::presence::PresenceStore;
+use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Signals, Start};
 use crate::config::Config;
-use crate::encoded::EncodedMessage;
+use crate::encoded::{EncodedMessage, Origin};
 
 const SHARDS: usize = 64;
 
@@ -68,11 +72,15 @@ pub struct MemoryEngine {
     bytes: AtomicUsize,
     messages: AtomicU64,
     evicting: Mutex<()>,
+    signals: Signals,
+    presence: Arc<MemoryPresence>,
+    events: Arc<MemoryLog>,
 }
 
 impl MemoryEngine {
     /// An empty engine that hands stored messages to `deliver`.
     pub fn new(config: Arc<Config>, deliver: Delivery) -> Self {
+        let events = Arc::new(MemoryLog::default());
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
@@ -81,6 +89,9 @@ impl MemoryEngine {
             bytes: AtomicUsize::new(0),
             messages: AtomicU64::new(0),
             evicting: Mutex::new(()),
+            signals: Signals::default(),
+            presence: Arc::new(MemoryPresence::new(events.clone())),
+            events,
         }
     }
 
@@ -113,7 +124,7 @@ impl MemoryEngine {
         }
     }
 
-    fn store(&self, channel: ChannelName, event: EventName, data: Bytes) -> Arc<EncodedMessage> {
+    fn store(&self, channel: ChannelName, event: EventName, data: Bytes, origin: Origin) -> Arc<EncodedMessage> {
         loop {
             let log = {
                 let mut shard = lock(self.shard(&channel));
@@ -137,13 +148,16 @@ impl MemoryEngine {
             let now = Instant::now();
             log.last_offset += 1;
             log.last_activity = now;
-            let message = EncodedMessage::new(Message {
-                channel: channel.clone(),
-                position: Position::new(log.epoch, log.last_offset),
-                event,
-                data,
-                time_ms: now_millis(),
-            });
+            let message = EncodedMessage::with_origin(
+                Message {
+                    channel: channel.clone(),
+                    position: Position::new(log.epoch, log.last_offset),
+                    event,
+                    data,
+                    time_ms: now_millis(),
+                },
+                origin,
+            );
             self.bytes.fetch_add(message.weight(), Relaxed);
             self.messages.fetch_add(1, Relaxed);
             log.messages.push_back((now, message.clone()));
@@ -185,8 +199,9 @@ impl Engine for MemoryEngine {
         channel: ChannelName,
         event: EventName,
         data: Bytes,
+        origin: Origin,
     ) -> BoxFuture<'_, Result<Arc<EncodedMessage>, EngineError>> {
-        let message = self.store(channel, event, data);
+        let message = self.store(channel, event, data, origin);
         if self.bytes.load(Relaxed) > self.config.max_history_bytes {
             self.evict();
         }
@@ -225,12 +240,29 @@ impl Engine for MemoryEngine {
         }
     }
 
+    fn signal(&self, signal: Bytes) -> BoxFuture<'_, Result<(), EngineError>> {
+        self.signals.deliver(signal);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn signals(&self) -> tokio::sync::broadcast::Receiver<Bytes> {
+        self.signals.subscribe()
+    }
+
     fn stats(&self) -> EngineStats {
         EngineStats {
             channels: self.shards.iter().map(|s| lock(s).len() as u64).sum(),
             messages: self.messages.load(Relaxed),
             bytes: self.bytes.load(Relaxed) as u64,
         }
+    }
+
+    fn presence(&self) -> Arc<dyn PresenceStore> {
+        self.presence.clone()
+    }
+
+    fn events(&self) -> Arc<dyn EventLog> {
+        self.events.clone()
     }
 }
 
@@ -253,7 +285,8 @@ mod tests {
     async fn publish(e: &MemoryEngine, c: &str, n: usize) -> Vec<Arc<EncodedMessage>> {
         let mut out = Vec::new();
         for i in 0..n {
-            out.push(e.publish(ch(c), EventName::default_event(), Bytes::from(i.to_string())).await.unwrap());
+            let data = Bytes::from(i.to_string());
+            out.push(e.publish(ch(c), EventName::default_event(), data, Origin::default()).await.unwrap());
         }
         out
     }
@@ -325,7 +358,8 @@ mod tests {
         let (e, _) = engine(Config { max_history_bytes: 4000, ..Config::default() });
         for round in 0..30 {
             for c in ["a", "b"] {
-                e.publish(ch(c), EventName::default_event(), Bytes::from(round.to_string())).await.unwrap();
+                let data = Bytes::from(round.to_string());
+                e.publish(ch(c), EventName::default_event(), data, Origin::default()).await.unwrap();
                 tokio::time::advance(Duration::from_millis(1)).await;
             }
         }

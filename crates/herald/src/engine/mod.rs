@@ -4,9 +4,17 @@
 //! module (`memory`, the embedded default; `redis`, when one machine is not enough). An engine stores a
 //! message, assigns its offset, and hands every stored message, in offset order per channel, to the
 //! [`Delivery`] callback it was built with, which fans it out to local subscribers. Reads return history from a
-//! [`Start`], with `reset` when the client's position cannot be honoured.
+//! [`Start`], with `reset` when the client's position cannot be honoured. Beside the histories, each engine has a
+//! [`presence::PresenceStore`]: the members and subscriber counts of channels, across nodes; and an
+//! [`events::EventLog`]: the cluster's log of lifecycle events, that webhooks are delivered from.
+//!
+//! Engines also carry **signals**: small messages to every node, this one included, that are not stored and not
+//! ordered with any channel (a Pusher app's "close this user's connections", "send this user an event"). The
+//! memory engine hands them straight to its receivers; Redis through one Pub/Sub channel that every node follows.
 
+pub mod events;
 pub mod memory;
+pub mod presence;
 pub mod redis;
 
 use std::future::Future;
@@ -17,8 +25,34 @@ use bytes::Bytes;
 use herald_proto::{ChannelName, EventName, Position};
 
 use crate::config::{Config, EngineKind};
-use crate::encoded::EncodedMessage;
+use crate::encoded::{EncodedMessage, Origin};
 use crate::metrics::Metrics;
+use events::EventLog;
+use presence::PresenceStore;
+
+/// Signals a slow receiver may fall behind by before it loses the oldest (it is told how many it lost).
+const SIGNAL_QUEUE: usize = 1024;
+
+/// The node's receivers of signals: every signal any node sends reaches each receiver once.
+pub struct Signals(tokio::sync::broadcast::Sender<Bytes>);
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(SIGNAL_QUEUE).0)
+    }
+}
+
+impl Signals {
+    /// Hands `signal` to every receiver of this node (none listening is fine: nobody here needed it).
+    pub fn deliver(&self, signal: Bytes) {
+        let _ = self.0.send(signal);
+    }
+
+    /// A receiver of every signal from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Bytes> {
+        self.0.subscribe()
+    }
+}
 
 /// Starts the engine `config` names, handing every stored message to `deliver`; for Redis, connects first.
 pub async fn start(
@@ -96,13 +130,22 @@ pub trait Engine: Send + Sync + 'static {
     /// The engine's name, for `/healthz`.
     fn name(&self) -> &'static str;
 
-    /// Stores a message, assigns its offset and hands it to the delivery callback.
+    /// Stores a message with what its publisher attached to it, assigns its offset and hands it to the delivery
+    /// callback.
     fn publish(
         &self,
         channel: ChannelName,
         event: EventName,
         data: Bytes,
+        origin: Origin,
     ) -> BoxFuture<'_, Result<Arc<EncodedMessage>, EngineError>>;
+
+    /// Sends `signal` to the signal receivers of every node, this one's included. Nothing is stored: a node that
+    /// is not connected when it is sent never gets it.
+    fn signal(&self, signal: Bytes) -> BoxFuture<'_, Result<(), EngineError>>;
+
+    /// A receiver of every signal sent from now on, by any node.
+    fn signals(&self) -> tokio::sync::broadcast::Receiver<Bytes>;
 
     /// Reads at most `limit` messages of `channel` from `start`.
     fn read<'a>(
@@ -133,6 +176,12 @@ pub trait Engine: Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+
+    /// The engine's presence and occupancy, shared by the nodes the engine shares histories with.
+    fn presence(&self) -> Arc<dyn PresenceStore>;
+
+    /// The engine's log of lifecycle events, shared the same way.
+    fn events(&self) -> Arc<dyn EventLog>;
 }
 
 /// Where a read from `start` begins in a channel of `epoch` that retains offsets `first..=last` (`first = last + 1`

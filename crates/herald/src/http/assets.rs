@@ -26,12 +26,13 @@ macro_rules! client_module {
 /// Every module `herald.js` imports, directly or not. Nothing else under `/v1/herald/` answers, and nothing is
 /// read from disk at run time; a module the client imports without a line here fails tests/browser_client.rs.
 /// `sharing/worker.js` is the SharedWorker the client starts by URL: it must come from the page's origin.
-const CLIENT_MODULES: [(&str, &str); 16] = [
+const CLIENT_MODULES: [(&str, &str); 17] = [
     client_module!("backoff.js"),
     client_module!("channel-book.js"),
     client_module!("connection.js"),
     client_module!("error.js"),
     client_module!("http.js"),
+    client_module!("presence.js"),
     client_module!("refusals.js"),
     client_module!("runtime.js"),
     client_module!("sharing/hub.js"),

@@ -1,11 +1,12 @@
 //! What every HTTP handler shares, below them all: the state ([`AppState`]: the hub, the shutdown signal, the
 //! access rules and the limits), extractors (the channel path, the client's address, its credentials, the
-//! query), CORS, and the handlers that are not transports (publishing, `/healthz` and `/metrics`, the demo and
-//! the browser client's files). The routes that wire all of them to paths are in `server/routes.rs`, above both
+//! query), CORS, and the handlers that are not transports (publishing, channels' presence and occupancy,
+//! `/healthz` and `/metrics`, the demo and the browser client's files). The routes that wire all of them to paths are in `server/routes.rs`, above both
 //! this module and `transport/`; neither imports the other's importers.
 
 pub(crate) mod admin;
 pub mod assets;
+pub(crate) mod channels;
 pub mod client_ip;
 pub mod cors;
 pub mod credentials;
@@ -27,6 +28,7 @@ use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::refusal::Refusals;
 use crate::shutdown::Shutdown;
+use crate::webhooks::Webhooks;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -41,17 +43,20 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// This node's name on the admin page: its host name and port.
     pub node: Arc<str>,
+    /// Who hears of channels' lifecycle.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl AppState {
-    /// The state of a server on `hub`, with the access rules and limits of its configuration; a key or a proxy
-    /// range of the configuration that cannot be used is refused here.
+    /// The state of a server on `hub`, with the access rules, limits and webhooks of its configuration; a key, a
+    /// proxy range or a webhook of the configuration that cannot be used is refused here.
     pub fn new(hub: Arc<Hub>, shutdown: Shutdown) -> Result<Self, ConfigError> {
         let refusals = Arc::new(Refusals::new(hub.metrics().clone()));
         let auth = Arc::new(Auth::new(hub.config().clone(), refusals.clone())?);
         let limits = Arc::new(Limits::new(hub.config().clone(), refusals)?);
         let node = admin::node_name(hub.config().listen.port()).into();
-        Ok(Self { hub, shutdown, auth, limits, node })
+        let webhooks = Webhooks::new(hub.clone())?;
+        Ok(Self { hub, shutdown, auth, limits, node, webhooks })
     }
 
     /// Refuses what [`AppState::new`] would refuse of `config`, without a hub.

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use herald_proto::ChannelName;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{QueueReceiver, QueueSender};
+use super::queue::{QueueReceiver, QueueSender, Queued};
 use super::subscribers::Subscriber;
 use super::Hub;
-use crate::encoded::EncodedMessage;
 use crate::metrics::{ConnectionGuard, Transport};
 
 /// A subscriber's registration for live messages and its queue of them.
@@ -41,14 +40,9 @@ impl Inbox {
     /// Starts queueing live messages of `channel`; completes once no message stored from now on can be missed,
     /// so history read afterwards joins the live feed without a gap. Called once per channel.
     pub(super) async fn subscribe(&mut self, hub: &Hub, channel: &ChannelName) {
-        let subscriber = Subscriber {
-            connection: self.id,
-            queue: self.queue.clone(),
-            slow: self.slow.clone(),
-            transport: self.transport,
-        };
-        hub.subscribers.add(channel, subscriber);
+        hub.subscribers.add(channel, self.subscriber());
         hub.metrics.subscribed(channel);
+        hub.occupancy.changed(channel);
         hub.engine.watch(channel).await;
     }
 
@@ -56,16 +50,37 @@ impl Inbox {
     pub(super) fn unsubscribe(&mut self, hub: &Hub, channel: &ChannelName) {
         hub.subscribers.remove(channel, self.id);
         hub.metrics.unsubscribed(channel);
+        hub.occupancy.changed(channel);
         hub.engine.unwatch(channel);
     }
 
-    /// The next live message. Cancel-safe: a message is only taken by the poll that returns it.
-    pub(super) async fn recv(&mut self) -> Arc<EncodedMessage> {
+    /// Starts queueing the changes of `channel`'s members (a channel this inbox is subscribed to, so that its
+    /// node receives them).
+    pub(super) fn receive_presence(&mut self, hub: &Hub, channel: &ChannelName) {
+        hub.presence_followers.add(channel, self.subscriber());
+    }
+
+    /// Stops queueing the changes of `channel`'s members.
+    pub(super) fn stop_presence(&mut self, hub: &Hub, channel: &ChannelName) {
+        hub.presence_followers.remove(channel, self.id);
+    }
+
+    fn subscriber(&self) -> Subscriber {
+        Subscriber {
+            connection: self.id,
+            queue: self.queue.clone(),
+            slow: self.slow.clone(),
+            transport: self.transport,
+        }
+    }
+
+    /// The next live message or change of members. Cancel-safe: it is only taken by the poll that returns it.
+    pub(super) async fn recv(&mut self) -> Queued {
         self.receiver.recv().await
     }
 
-    /// The next live message if one is queued.
-    pub(super) fn try_recv(&mut self) -> Option<Arc<EncodedMessage>> {
+    /// The next live message or change of members if one is queued.
+    pub(super) fn try_recv(&mut self) -> Option<Queued> {
         self.receiver.try_recv()
     }
 

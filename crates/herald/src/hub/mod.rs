@@ -5,8 +5,15 @@
 //! subscription through its inbox, one bounded queue fed by the engine's delivery callback through the
 //! subscriber registry; a tracker per channel turns the overlap between history and live feed, and any gap, into
 //! an exactly-once, in-order stream.
+//!
+//! Presence (`presence.rs`) rides the same way: a subscription joins a channel's presence as a member, and one that
+//! follows the channel's presence receives its members' joins and leaves through the same inbox, in order with
+//! its messages; this node's subscriber counts go to the engine's presence store (`occupancy.rs`), which adds up
+//! the cluster's.
 
 mod inbox;
+mod occupancy;
+mod presence;
 mod queue;
 mod subscribers;
 mod subscription;
@@ -14,7 +21,7 @@ pub(crate) mod tracker;
 
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -22,9 +29,13 @@ use herald_proto::{ChannelName, EventName};
 
 use crate::config::Config;
 use crate::encoded::EncodedMessage;
+pub use crate::encoded::Origin;
+pub use crate::engine::events::{Entry, EventKind, EventLog, LifecycleEvent, LogId};
+pub use crate::engine::presence::{Joined, Member, Members, Occupancy, PresenceChange, PresenceEvent, Transition};
 pub use crate::engine::Start;
 use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read};
 use crate::metrics::{EngineOp, Metrics};
+pub use presence::{member, PresenceError, TransitionHook, MAX_USER_ID_BYTES};
 use subscribers::Subscribers;
 pub use subscription::{Batch, Item, Live, Opened, Subscription};
 
@@ -43,6 +54,15 @@ pub struct Hub {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     next_connection: AtomicU64,
+    /// The engine's presence and occupancy.
+    presence: presence::Store,
+    /// Subscriptions that follow channels' presence.
+    presence_followers: Arc<Subscribers>,
+    /// Where the store's news goes.
+    relay: Arc<presence::Relay>,
+    /// This node's subscriber counts, to report.
+    occupancy: Arc<occupancy::Reports>,
+    next_presence: AtomicU64,
 }
 
 impl Hub {
@@ -73,7 +93,24 @@ impl Hub {
         subscribers: Arc<Subscribers>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        Arc::new(Self { engine, subscribers, config, metrics, next_connection: AtomicU64::new(1) })
+        let presence = engine.presence();
+        let presence_followers = Arc::new(Subscribers::new(metrics.clone()));
+        let relay = Arc::new(presence::Relay { followers: presence_followers.clone(), hooks: RwLock::default() });
+        presence.listen(relay.clone());
+        let hub = Arc::new(Self {
+            engine,
+            subscribers,
+            config,
+            metrics,
+            next_connection: AtomicU64::new(1),
+            presence,
+            presence_followers,
+            relay,
+            occupancy: Arc::default(),
+            next_presence: AtomicU64::new(1),
+        });
+        tokio::spawn(occupancy::report(Arc::downgrade(&hub)));
+        hub
     }
 
     /// Whether the engine can store and read messages now.
@@ -101,6 +138,11 @@ impl Hub {
         self.engine.stats()
     }
 
+    /// The cluster's log of lifecycle events (what webhooks deliver).
+    pub fn events(&self) -> Arc<dyn EventLog> {
+        self.engine.events()
+    }
+
     /// Stores a message and hands it to every subscriber. `data` must be minified JSON.
     pub async fn publish(
         &self,
@@ -108,12 +150,36 @@ impl Hub {
         event: EventName,
         data: Bytes,
     ) -> Result<Arc<EncodedMessage>, HubError> {
+        self.publish_from(channel, event, data, Origin::default()).await
+    }
+
+    /// Stores a message with what its publisher attached to it (another protocol's socket to exclude, its user)
+    /// and hands it to every subscriber. `data` must be one line of JSON.
+    pub async fn publish_from(
+        &self,
+        channel: ChannelName,
+        event: EventName,
+        data: Bytes,
+        origin: Origin,
+    ) -> Result<Arc<EncodedMessage>, HubError> {
         let started = Instant::now();
-        let message = self.engine.publish(channel, event, data).await?;
+        let message = self.engine.publish(channel, event, data, origin).await?;
         // Until the engine had the message: no clock reading of its own on the hot path.
         self.metrics.engine_stored(started, message.stored_at);
         self.metrics.published_on(&message.message.channel);
         Ok(message)
+    }
+
+    /// Sends `signal` to every node's signal receivers, this one's included (see [`Hub::signals`]). Nothing is
+    /// stored: a node that is not connected then never gets it.
+    pub async fn signal(&self, signal: Bytes) -> Result<(), HubError> {
+        Ok(self.engine.signal(signal).await?)
+    }
+
+    /// A receiver of every signal any node sends from now on. A receiver that falls more than 1024 signals
+    /// behind loses the oldest and is told how many.
+    pub fn signals(&self) -> tokio::sync::broadcast::Receiver<Bytes> {
+        self.engine.signals()
     }
 
     /// Reads at most `limit` messages of `channel` from `start` (a [`Subscription`] is the way for clients).

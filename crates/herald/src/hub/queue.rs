@@ -1,4 +1,5 @@
-//! A connection's queue of live messages: bounded, never waits on the sending side, and small when idle.
+//! A connection's queue of live messages (and changes of presence): bounded, never waits on the sending side, and
+//! small when idle.
 //!
 //! The subscriber registry pushes with [`QueueSender::try_send`] under a channel's lock; the connection's task
 //! takes messages out with [`QueueReceiver::recv`]. Why not tokio's `mpsc`: its bounded channel costs about
@@ -16,6 +17,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use crate::encoded::EncodedMessage;
+use crate::engine::presence::PresenceEvent;
+
+/// What a queue holds: a live message, or a change of a channel's members.
+#[derive(Debug, Clone)]
+pub(crate) enum Queued {
+    /// A stored message.
+    Message(Arc<EncodedMessage>),
+    /// A member joined or left.
+    Presence(Arc<PresenceEvent>),
+}
 
 /// Slots a drained queue may keep; a larger buffer (left by a burst) is freed.
 const KEEP_SLOTS: usize = 8;
@@ -49,7 +60,7 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    messages: VecDeque<Arc<EncodedMessage>>,
+    messages: VecDeque<Queued>,
     /// The receiver's task, waiting for a message.
     waker: Option<Waker>,
     closed: bool,
@@ -64,7 +75,7 @@ impl Shared {
 
 impl QueueSender {
     /// Queues `message` without waiting.
-    pub(crate) fn try_send(&self, message: Arc<EncodedMessage>) -> Result<(), TrySendError> {
+    pub(crate) fn try_send(&self, message: Queued) -> Result<(), TrySendError> {
         let waker = {
             let mut state = self.0.lock();
             if state.closed {
@@ -85,19 +96,19 @@ impl QueueSender {
 
 impl QueueReceiver {
     /// The next message, waiting for one. Cancel-safe: a message is only taken by the poll that returns it.
-    pub(crate) async fn recv(&mut self) -> Arc<EncodedMessage> {
+    pub(crate) async fn recv(&mut self) -> Queued {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next message if one is queued.
-    pub(crate) fn try_recv(&mut self) -> Option<Arc<EncodedMessage>> {
+    pub(crate) fn try_recv(&mut self) -> Option<Queued> {
         let mut state = self.0.lock();
         let message = state.messages.pop_front();
         state.release_if_drained();
         message
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Arc<EncodedMessage>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Queued> {
         let mut state = self.0.lock();
         if let Some(message) = state.messages.pop_front() {
             state.release_if_drained();
@@ -139,18 +150,21 @@ mod tests {
 
     use super::*;
 
-    fn message(offset: u64) -> Arc<EncodedMessage> {
-        EncodedMessage::new(Message {
+    fn message(offset: u64) -> Queued {
+        Queued::Message(EncodedMessage::new(Message {
             channel: ChannelName::new("a").unwrap(),
             position: Position::new(1, offset),
             event: EventName::default_event(),
             data: Bytes::from_static(b"1"),
             time_ms: 0,
-        })
+        }))
     }
 
-    fn offset(message: &Arc<EncodedMessage>) -> u64 {
-        message.message.position.offset
+    fn offset(queued: &Queued) -> u64 {
+        match queued {
+            Queued::Message(message) => message.message.position.offset,
+            Queued::Presence(_) => 0,
+        }
     }
 
     #[test]
@@ -168,8 +182,8 @@ mod tests {
     #[test]
     fn a_dropped_receiver_closes_the_queue_and_frees_its_messages() {
         let (sender, receiver) = queue(3);
-        let kept = message(1);
-        sender.try_send(kept.clone()).unwrap();
+        let Queued::Message(kept) = message(1) else { unreachable!() };
+        sender.try_send(Queued::Message(kept.clone())).unwrap();
         drop(receiver);
         assert_eq!(Arc::strong_count(&kept), 1, "the queue let go of the message");
         assert_eq!(sender.try_send(message(2)), Err(TrySendError::Closed));

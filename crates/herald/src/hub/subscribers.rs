@@ -1,4 +1,5 @@
-//! Who listens to which channel on this node, and the fan-out of a stored message to them.
+//! Who listens to which channel on this node, and the fan-out of a stored message to them. (The hub keeps a
+//! second registry of the same kind for those who follow channels' presence, fed with changes of members.)
 //!
 //! Fan-out never waits: each subscriber has one bounded queue per connection and gets the message with
 //! `try_send`. A full queue marks the connection as a slow consumer (its token is cancelled, it disconnects and
@@ -12,8 +13,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use herald_proto::ChannelName;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{QueueSender, TrySendError};
+use super::queue::{QueueSender, Queued, TrySendError};
 use crate::encoded::EncodedMessage;
+use crate::engine::presence::PresenceEvent;
 use crate::metrics::{Metrics, Transport};
 
 const SHARDS: usize = 64;
@@ -64,20 +66,35 @@ impl Subscribers {
         self.shard(channel).read().unwrap_or_else(PoisonError::into_inner).contains_key(channel)
     }
 
-    /// Hands `message` to every subscriber of its channel without waiting (timed, unless nobody subscribes). The
-    /// first subscriber this message found too slow is logged, after the lock, with how many more there were.
+    /// How many subscribers `channel` has on this node.
+    pub(crate) fn count(&self, channel: &ChannelName) -> usize {
+        self.shard(channel).read().unwrap_or_else(PoisonError::into_inner).get(channel).map_or(0, Vec::len)
+    }
+
+    /// Hands `message` to every subscriber of its channel without waiting (timed, unless nobody subscribes).
     pub(crate) fn deliver(&self, message: &Arc<EncodedMessage>) {
         let channel = &message.message.channel;
+        match self.offer(channel, || Queued::Message(message.clone())) {
+            None => self.metrics.fanned_out(channel, 0, None),
+            // Timed from the message's own instant: one clock reading per fan-out, not two.
+            Some(queued) => self.metrics.fanned_out(channel, queued, Some(message.stored_at)),
+        }
+    }
+
+    /// Hands a change of members to every subscriber of its channel without waiting.
+    pub(crate) fn deliver_presence(&self, event: &Arc<PresenceEvent>) {
+        self.offer(&event.channel, || Queued::Presence(event.clone()));
+    }
+
+    /// Offers `item()` to every subscriber of `channel`: how many took it (`None`: nobody subscribes here). The
+    /// first subscriber found too slow is logged, after the lock, with how many more there were.
+    fn offer(&self, channel: &ChannelName, item: impl Fn() -> Queued) -> Option<u64> {
         let shard = self.shard(channel).read().unwrap_or_else(PoisonError::into_inner);
-        let Some(list) = shard.get(channel) else {
-            drop(shard);
-            self.metrics.fanned_out(channel, 0, None);
-            return;
-        };
+        let list = shard.get(channel)?;
         let mut queued = 0;
         let mut slow: Option<(u64, Transport, u64)> = None;
         for subscriber in list {
-            match subscriber.queue.try_send(message.clone()) {
+            match subscriber.queue.try_send(item()) {
                 Ok(()) => queued += 1,
                 Err(TrySendError::Closed) => {}
                 Err(TrySendError::Full) => {
@@ -93,8 +110,6 @@ impl Subscribers {
             }
         }
         drop(shard);
-        // Timed from the message's own instant: one clock reading per fan-out, not two.
-        self.metrics.fanned_out(channel, queued, Some(message.stored_at));
         if let Some((connection, transport, more)) = slow {
             tracing::info!(
                 connection,
@@ -105,5 +120,6 @@ impl Subscribers {
                 "disconnecting a subscriber whose queue is full"
             );
         }
+        Some(queued)
     }
 }

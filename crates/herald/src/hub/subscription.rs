@@ -11,6 +11,11 @@
 //! A transport reads as parse → authorize → [`Subscription::subscribe`] → encode → write, then loops over
 //! [`Subscription::recv`] and [`Subscription::follow`]. The subscription also keeps the deadline of the
 //! credentials it was opened with, so that every transport ends at the same instant.
+//!
+//! Presence joins the same way: [`Subscription::join`] makes the subscription's user a member of a channel it
+//! follows (until it leaves, unsubscribes or ends, after the grace), and [`Subscription::members`] reads the
+//! members and from then on hands their joins and leaves over as [`Item::Presence`], skipping the changes the
+//! list already holds (by their sequence number), so the list and the changes join without a gap or a repeat.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,9 +25,11 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::inbox::Inbox;
+use super::queue::Queued;
 use super::tracker::{Tracker, Verdict};
-use super::{Hub, HubError};
+use super::{Hub, HubError, Joined, Member, Members, PresenceError};
 use crate::encoded::EncodedMessage;
+use crate::engine::presence::PresenceEvent;
 use crate::engine::Start;
 use crate::metrics::{CatchUp, Transport};
 
@@ -49,6 +56,8 @@ pub enum Item {
         /// Where the channel stands after the loss.
         from: Position,
     },
+    /// A member joined or left a channel whose presence the subscription follows ([`Subscription::members`]).
+    Presence(Arc<PresenceEvent>),
 }
 
 /// What [`Subscription::follow`] gave.
@@ -72,7 +81,7 @@ impl Batch {
 
 /// What [`Subscription::recv`] waited for; hand it to [`Subscription::follow`].
 #[derive(Debug)]
-pub struct Live(Option<Arc<EncodedMessage>>);
+pub struct Live(Option<Queued>);
 
 /// One followed channel.
 struct Followed {
@@ -81,6 +90,10 @@ struct Followed {
     tracker: Tracker,
     /// What the client has been handed.
     delivered: Position,
+    /// The presence sequence the client's list of members is at, while the subscription follows the presence.
+    members_at: Option<u64>,
+    /// The number of this subscription's presence on the channel, while it is a member.
+    presence: Option<u64>,
 }
 
 /// A client's subscription to some channels.
@@ -95,6 +108,8 @@ pub struct Subscription {
     /// A channel registered for live messages whose history read has not returned yet: unregistered on drop
     /// too, should the subscribe be cancelled half-way (its client left, shutdown).
     opening: Option<ChannelName>,
+    /// A presence whose join has not returned yet: left on drop too, for the same reason.
+    joining: Option<(ChannelName, u64)>,
 }
 
 impl Hub {
@@ -114,7 +129,15 @@ impl Hub {
 
 impl Subscription {
     fn new(hub: &Arc<Hub>, inbox: Option<Inbox>) -> Self {
-        Self { hub: hub.clone(), inbox, channels: Vec::new(), pending: VecDeque::new(), deadline: None, opening: None }
+        Self {
+            hub: hub.clone(),
+            inbox,
+            channels: Vec::new(),
+            pending: VecDeque::new(),
+            deadline: None,
+            opening: None,
+            joining: None,
+        }
     }
 
     /// Follows `channel` from `start`: registers for its live messages first (when the subscription has an
@@ -141,21 +164,115 @@ impl Subscription {
         // Anything a catch-up left waiting for the channel predates the new start.
         self.pending.retain(|m| m.message.channel != *channel);
         let end = read.end();
-        let followed = Followed { channel: channel.clone(), tracker: Tracker::new(end), delivered: end };
         match self.channels.iter_mut().find(|f| f.channel == *channel) {
-            Some(existing) => *existing = followed,
-            None => self.channels.push(followed),
+            Some(existing) => {
+                existing.tracker = Tracker::new(end);
+                existing.delivered = end;
+            }
+            None => self.channels.push(Followed {
+                channel: channel.clone(),
+                tracker: Tracker::new(end),
+                delivered: end,
+                members_at: None,
+                presence: None,
+            }),
         }
         Ok(Opened { messages: read.messages, reset: read.reset, start: read.start })
     }
 
-    /// Stops following `channel`. Returns false if it was not followed.
+    /// Stops following `channel` (and, after the grace, being a member of it). Returns false if it was not
+    /// followed.
     pub fn unsubscribe(&mut self, channel: &ChannelName) -> bool {
         let Some(i) = self.channels.iter().position(|f| f.channel == *channel) else { return false };
-        self.channels.remove(i);
+        let followed = self.channels.remove(i);
         self.pending.retain(|m| m.message.channel != *channel);
+        self.end_presence(&followed);
         self.unregister(channel);
         true
+    }
+
+    /// Presents the user `member` (see [`super::member`]) on `channel`, which the subscription follows: the user
+    /// is a member until the subscription leaves, unsubscribes or ends, and the grace has passed. Answers the
+    /// members right after the join, and whether the user is new to the channel across the cluster (its join is
+    /// then announced to the channel's other followers of presence; to this subscription too, when it follows
+    /// the presence, unless it read the members since).
+    pub async fn join(&mut self, channel: &ChannelName, member: &Member) -> Result<Joined, PresenceError> {
+        let Some(i) = self.channels.iter().position(|f| f.channel == *channel).filter(|_| self.inbox.is_some()) else {
+            return Err(PresenceError::NotSubscribed(channel.clone()));
+        };
+        if self.channels[i].presence.is_some() {
+            return Err(PresenceError::AlreadyJoined(channel.clone()));
+        }
+        if let Some((channel, id)) = self.joining.take() {
+            // A join cancelled half-way, whose subscription lives on.
+            self.hub.leave_later(&channel, id);
+        }
+        let id = self.hub.next_presence_id();
+        self.joining = Some((channel.clone(), id));
+        let joined = self.hub.join(channel, id, member).await;
+        self.joining = None;
+        match &joined {
+            Ok(joined) => {
+                let followed = &mut self.channels[i];
+                followed.presence = Some(id);
+                if let Some(at) = followed.members_at.as_mut() {
+                    *at = (*at).max(joined.members.seq);
+                }
+            }
+            // A full channel stored nothing; after an engine error the join may have been stored anyway.
+            Err(PresenceError::Full { .. }) => {}
+            Err(_) => self.hub.leave_later(channel, id),
+        }
+        joined
+    }
+
+    /// Stops being a member of `channel` (after the grace). Returns false if the subscription was not one.
+    pub fn leave(&mut self, channel: &ChannelName) -> bool {
+        let Some(followed) = self.channels.iter_mut().find(|f| f.channel == *channel) else { return false };
+        let Some(id) = followed.presence.take() else { return false };
+        self.hub.leave_later(channel, id);
+        true
+    }
+
+    /// The members of `channel`, which the subscription follows; from now on their joins and leaves are handed
+    /// over as [`Item::Presence`], in order with its messages, from right after this list.
+    pub async fn members(&mut self, channel: &ChannelName) -> Result<Members, PresenceError> {
+        let i = self.channels.iter().position(|f| f.channel == *channel);
+        let (Some(i), Some(inbox)) = (i, self.inbox.as_mut()) else {
+            return Err(PresenceError::NotSubscribed(channel.clone()));
+        };
+        let known = self.channels[i].members_at.is_some();
+        if !known {
+            // Registered before the read, as messages are: no change can fall between the list and the feed.
+            inbox.receive_presence(&self.hub, channel);
+        }
+        match self.hub.members(channel).await {
+            Ok(members) => {
+                self.channels[i].members_at = Some(members.seq);
+                Ok(members)
+            }
+            Err(err) => {
+                if let (false, Some(inbox)) = (known, self.inbox.as_mut()) {
+                    inbox.stop_presence(&self.hub, channel);
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Whether the subscription is a member of `channel`.
+    pub fn is_member(&self, channel: &ChannelName) -> bool {
+        self.channels.iter().any(|f| f.channel == *channel && f.presence.is_some())
+    }
+
+    /// Ends what `followed` had of presence: its membership (after the grace) and the changes it received.
+    fn end_presence(&mut self, followed: &Followed) {
+        if let Some(id) = followed.presence {
+            self.hub.leave_later(&followed.channel, id);
+        }
+        if let (Some(_), Some(inbox)) = (followed.members_at, self.inbox.as_mut()) {
+            inbox.stop_presence(&self.hub, &followed.channel);
+        }
     }
 
     /// Stops the live feed of `channel`.
@@ -168,6 +285,11 @@ impl Subscription {
     /// Whether `channel` is followed.
     pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
         self.channels.iter().any(|f| f.channel == *channel)
+    }
+
+    /// The channels followed, in the order they were subscribed.
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
+        self.channels.iter().map(|f| &f.channel)
     }
 
     /// How many channels are followed.
@@ -217,6 +339,13 @@ impl Subscription {
                 continue;
             }
             let Some(live) = next.take().or_else(|| self.inbox.as_mut().and_then(Inbox::try_recv)) else { break };
+            let live = match live {
+                Queued::Message(live) => live,
+                Queued::Presence(event) => {
+                    handed += usize::from(self.hand_presence(&mut batch.items, event));
+                    continue;
+                }
+            };
             match self.take(&mut batch.items, live).await {
                 Ok(n) => handed += n,
                 Err(err) => {
@@ -255,6 +384,20 @@ impl Subscription {
             }
         }
         Ok(0)
+    }
+
+    /// Hands a change of members to the client if it follows the channel's presence and its list does not hold
+    /// the change already. Returns whether it did.
+    fn hand_presence(&mut self, items: &mut Vec<Item>, event: Arc<PresenceEvent>) -> bool {
+        let Some(followed) = self.channels.iter_mut().find(|f| f.channel == event.channel) else { return false };
+        match followed.members_at.as_mut() {
+            Some(at) if event.seq > *at => {
+                *at = event.seq;
+                items.push(Item::Presence(event));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Hands `message` to the client.
@@ -307,10 +450,17 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if let Some(inbox) = self.inbox.as_mut() {
-            for channel in self.channels.iter().map(|f| &f.channel).chain(&self.opening) {
-                inbox.unsubscribe(&self.hub, channel);
+        for followed in std::mem::take(&mut self.channels) {
+            self.end_presence(&followed);
+            if let Some(inbox) = self.inbox.as_mut() {
+                inbox.unsubscribe(&self.hub, &followed.channel);
             }
+        }
+        if let Some((channel, id)) = self.joining.take() {
+            self.hub.leave_later(&channel, id);
+        }
+        if let (Some(inbox), Some(channel)) = (self.inbox.as_mut(), self.opening.take()) {
+            inbox.unsubscribe(&self.hub, &channel);
         }
     }
 }

@@ -12,11 +12,14 @@ pub enum Transport {
     LongPoll,
     /// A short poll.
     Poll,
+    /// A Pusher Channels connection (its WebSocket or its HTTP fallbacks).
+    Pusher,
 }
 
 impl Transport {
     /// Every transport, in the order `/metrics` lists them.
-    pub const ALL: [Transport; 4] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
+    pub const ALL: [Transport; 5] =
+        [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll, Transport::Pusher];
 
     /// The `transport` label.
     pub fn label(self) -> &'static str {
@@ -25,6 +28,7 @@ impl Transport {
             Transport::Sse => "sse",
             Transport::LongPoll => "long_poll",
             Transport::Poll => "poll",
+            Transport::Pusher => "pusher",
         }
     }
 
@@ -110,6 +114,14 @@ pub enum Refusal {
     OriginForbidden,
     /// A request to the admin API without a configured admin key.
     AdminKey,
+    /// A Pusher connection with a key no app has, or an HTTP API request for an id no app has.
+    PusherUnknownApp,
+    /// A Pusher HTTP API request whose signature, timestamp or body MD5 does not hold.
+    PusherSignature,
+    /// A Pusher subscription whose channel authorization does not hold.
+    PusherChannelAuth,
+    /// A Pusher sign-in whose signature or user data does not hold.
+    PusherSignin,
     /// `max_connections` reached.
     Connections,
     /// `max_connections_per_ip` reached.
@@ -126,11 +138,21 @@ pub enum Refusal {
     BodySize,
     /// A WebSocket frame over `max_frame_bytes`.
     FrameSize,
+    /// A Pusher app's `max_connections` reached on this node.
+    PusherConnections,
+    /// A Pusher connection's client events over `client_events_per_second`.
+    PusherClientEventRate,
+    /// A Pusher event's data over `max_event_bytes`.
+    PusherEventSize,
+    /// A Pusher trigger naming more than `max_channels_per_event` channels.
+    PusherChannelsPerEvent,
+    /// A Pusher batch of more than `max_batch_events` events.
+    PusherBatchSize,
 }
 
 impl Refusal {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Refusal; 17] = [
+    pub const ALL: [Refusal; 26] = [
         Refusal::KeyRequired,
         Refusal::InvalidKey,
         Refusal::TokenRequired,
@@ -140,6 +162,10 @@ impl Refusal {
         Refusal::ClientPublishForbidden,
         Refusal::OriginForbidden,
         Refusal::AdminKey,
+        Refusal::PusherUnknownApp,
+        Refusal::PusherSignature,
+        Refusal::PusherChannelAuth,
+        Refusal::PusherSignin,
         Refusal::Connections,
         Refusal::ConnectionsPerIp,
         Refusal::PublishRateConnection,
@@ -148,6 +174,11 @@ impl Refusal {
         Refusal::ChannelsPerRequest,
         Refusal::BodySize,
         Refusal::FrameSize,
+        Refusal::PusherConnections,
+        Refusal::PusherClientEventRate,
+        Refusal::PusherEventSize,
+        Refusal::PusherChannelsPerEvent,
+        Refusal::PusherBatchSize,
     ];
 
     /// The metric label.
@@ -162,6 +193,10 @@ impl Refusal {
             Refusal::ClientPublishForbidden => "client_publish_forbidden",
             Refusal::OriginForbidden => "origin_forbidden",
             Refusal::AdminKey => "invalid_admin_key",
+            Refusal::PusherUnknownApp => "pusher_unknown_app",
+            Refusal::PusherSignature => "pusher_signature",
+            Refusal::PusherChannelAuth => "pusher_channel_auth",
+            Refusal::PusherSignin => "pusher_signin",
             Refusal::Connections => "max_connections",
             Refusal::ConnectionsPerIp => "max_connections_per_ip",
             Refusal::PublishRateConnection => "publish_rate_per_connection",
@@ -170,6 +205,11 @@ impl Refusal {
             Refusal::ChannelsPerRequest => "max_channels_per_request",
             Refusal::BodySize => "max_body_bytes",
             Refusal::FrameSize => "max_frame_bytes",
+            Refusal::PusherConnections => "pusher_max_connections",
+            Refusal::PusherClientEventRate => "pusher_client_events_per_second",
+            Refusal::PusherEventSize => "pusher_max_event_bytes",
+            Refusal::PusherChannelsPerEvent => "pusher_max_channels_per_event",
+            Refusal::PusherBatchSize => "pusher_max_batch_events",
         }
     }
 

@@ -13,6 +13,7 @@
 mod busiest;
 mod labelled;
 mod labels;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use prometheus_client::registry::Registry;
 pub use busiest::{Busiest, TRACKED as BUSIEST_TRACKED, WINDOW as BUSIEST_WINDOW};
 use labelled::Labelled;
 pub use labels::{CatchUp, EngineOp, Refusal, Transport, Wire};
+pub use webhooks::WebhookMetrics;
 
 /// The `Content-Type` of `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -107,6 +109,7 @@ pub struct Metrics {
     /// Open client connections by wire (one gauge per [`Wire`], in order), shared with the family registered.
     http_connections: Vec<Gauge>,
     tls_handshake_failures: Counter,
+    webhooks: webhooks::Webhooks,
 }
 
 impl Default for Metrics {
@@ -154,6 +157,7 @@ impl Metrics {
             busiest: Busiest::default(),
             http_connections: Vec::new(),
             tls_handshake_failures: Counter::default(),
+            webhooks: webhooks::Webhooks::default(),
         };
         metrics.register();
         metrics
@@ -389,7 +393,19 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_text::encode(&mut out, &self.registry);
+        self.webhooks.render(&mut out);
         out
+    }
+
+    /// The series of the webhook endpoint `endpoint` (made on first use).
+    pub fn webhook(&self, endpoint: &str) -> Arc<WebhookMetrics> {
+        self.webhooks.endpoint(endpoint)
+    }
+
+    /// Counts an event a client caused (a publish, a cache miss) that webhooks would have heard of, dropped
+    /// because the queue to the log was full.
+    pub fn webhook_event_unlogged(&self) {
+        self.webhooks.unlogged();
     }
 }
 

@@ -22,6 +22,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::EngineError;
 use crate::http::AppState;
 use crate::hub::Hub;
+use crate::pusher::Pusher;
 use crate::shutdown::Shutdown;
 use crate::tls::acme::Acme;
 use crate::tls::{Tls, TlsError};
@@ -90,6 +91,9 @@ pub struct Server {
     tls: Option<Arc<Tls>>,
     acme: Option<Acme>,
     redirect: Option<TcpListener>,
+    pusher: Arc<Pusher>,
+    /// Routes added by the binary (the demo's), beside Herald's own.
+    extra: Option<axum::Router<AppState>>,
 }
 
 impl Server {
@@ -105,6 +109,7 @@ impl Server {
         let config = Arc::new(config);
         let hub = Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await?;
         let mut state = AppState::new(hub, Shutdown::new())?;
+        let pusher = Pusher::new(state.hub.config());
         let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
         if let Ok(bound) = listener.local_addr() {
             state.node = crate::http::admin::node_name(bound.port()).into();
@@ -113,7 +118,7 @@ impl Server {
             Some(addr) => Some(listen_on(addr).map_err(|source| StartError::Bind { addr, source })?),
             None => None,
         };
-        Ok(Self { listener, state, tls, acme, redirect })
+        Ok(Self { listener, state, tls, acme, redirect, pusher, extra: None })
     }
 
     /// The plain-HTTP redirect listener's address, when there is one.
@@ -124,6 +129,14 @@ impl Server {
     /// The TLS side, when `listen` speaks HTTPS (to read the certificate files again on SIGHUP).
     pub fn tls(&self) -> Option<&Arc<Tls>> {
         self.tls.as_ref()
+    }
+
+    /// Serves `routes` too, with the same state (the demo's own endpoints); none may be a path Herald serves.
+    pub fn add_routes(&mut self, routes: axum::Router<AppState>) {
+        self.extra = Some(match self.extra.take() {
+            Some(extra) => extra.merge(routes),
+            None => routes,
+        });
     }
 
     /// The address actually bound (useful with port 0).
@@ -141,6 +154,11 @@ impl Server {
         &self.state.auth
     }
 
+    /// The webhooks: where another protocol registers its own endpoints (Pusher apps) and emits its events.
+    pub fn webhooks(&self) -> &Arc<crate::webhooks::Webhooks> {
+        &self.state.webhooks
+    }
+
     /// The shutdown signal: trigger it to stop the server.
     pub fn shutdown(&self) -> &Shutdown {
         &self.state.shutdown
@@ -149,14 +167,19 @@ impl Server {
     /// Serves until shutdown is triggered, then drains for at most `shutdown_grace`. Returns whether every
     /// request and connection finished within that time.
     pub async fn run(self) -> std::io::Result<bool> {
-        let Self { listener, state, tls, acme, redirect } = self;
+        let Self { listener, state, tls, acme, redirect, pusher, extra } = self;
         let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
         let config = hub.config().clone();
         let sweeper = shutdown.tracker().spawn(sweep(hub.clone(), shutdown.clone()));
         if let Some(acme) = acme {
             shutdown.tracker().spawn(acme.run(shutdown.clone()));
         }
-        let app = router(state);
+        shutdown.tracker().spawn(pusher.follow_signals(&state));
+        state.webhooks.start(&shutdown);
+        let app = match extra {
+            Some(extra) => extra.with_state(state.clone()).merge(router(state, pusher)),
+            None => router(state, pusher),
+        };
         let metrics = hub.metrics().clone();
         let serving =
             connection::Serving { app, shutdown: shutdown.clone(), head_timeout: config.request_head_timeout, metrics };
@@ -179,6 +202,8 @@ impl Server {
         let deadline = tokio::time::Instant::now() + config.shutdown_grace;
         let drained = shutdown.drain_until(deadline).await;
         sweeper.abort();
+        // Connections that were members went without their leaves: the engine lets them go after the grace.
+        hub.retire().await;
         Ok(drained)
     }
 }

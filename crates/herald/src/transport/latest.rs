@@ -151,7 +151,7 @@ pub async fn latest(
                     subscription.follow(live, usize::MAX).await.into_result()?.into_iter().rev().find_map(|item| {
                         match item {
                             Item::Message(message) => Some(message),
-                            Item::Reset { .. } => None,
+                            Item::Reset { .. } | Item::Presence(_) => None,
                         }
                     });
                 if let Some(newer) = newer {

@@ -6,9 +6,9 @@
 //! - `sse`: Server-Sent Events;
 //! - `ws`: WebSocket, both directions.
 //!
-//! They share how a subscription's start is chosen, how many channels a request may name, and when what is
-//! delivered under a token must end (a stream, a WebSocket subscription, a held poll: the instant the token stops
-//! being accepted), here.
+//! They share how a subscription's start is chosen, how many channels a request may name, when what is delivered
+//! under a token must end (a stream, a WebSocket subscription, a held poll: the instant the token stops being
+//! accepted), and who is a member of a channel's presence, here.
 
 pub mod latest;
 pub mod poll;
@@ -25,7 +25,7 @@ use crate::auth::{AuthError, Claims, TokenError};
 use crate::error::ApiError;
 use crate::http::query::Query;
 use crate::http::AppState;
-use crate::hub::Start;
+use crate::hub::{EventKind, LifecycleEvent, PresenceError, Start, Subscription};
 use crate::refusal::Refusal;
 
 /// Where a channel's subscription starts: a cursor naming the channel wins, then `since=latest`, then
@@ -49,6 +49,30 @@ pub fn start_for(
         }
     } else {
         default
+    }
+}
+
+/// Makes the subscription's user a member of `channel` when the channel's namespace has presence and the token
+/// names a user (`sub`, presenting its `info` claim); otherwise the subscriber is not a member, and this does
+/// nothing. `channel` must be subscribed.
+pub(crate) async fn present(
+    state: &AppState,
+    subscription: &mut Subscription,
+    channel: &ChannelName,
+    claims: Option<&Claims>,
+) -> Result<(), PresenceError> {
+    let Some(claims) = claims.filter(|_| state.hub.has_presence(channel)) else { return Ok(()) };
+    let Some(user) = claims.sub.as_deref() else { return Ok(()) };
+    let member = crate::hub::member(user, claims.info.as_deref(), state.hub.config().max_presence_info_bytes)?;
+    subscription.join(channel, &member).await.map(|_| ())
+}
+
+/// Tells webhooks of a cache miss: a subscription that asked for the newest messages of `channel` (`last`, without
+/// a cursor) found none.
+pub(crate) fn note_cache_miss(state: &AppState, channel: &ChannelName, start: Start, replayed: usize) {
+    if matches!(start, Start::Newest(_)) && replayed == 0 {
+        let now = herald_proto::time::now_millis();
+        state.webhooks.emit(LifecycleEvent::new(EventKind::CacheMiss, channel.clone(), now));
     }
 }
 

@@ -112,7 +112,7 @@ async fn collect(state: &AppState, request: PollRequest) -> Result<Batch, ApiErr
                         batch.messages.push(message);
                     }
                     Item::Reset { channel, .. } if !batch.reset.contains(&channel) => batch.reset.push(channel),
-                    Item::Reset { .. } => {}
+                    Item::Reset { .. } | Item::Presence(_) => {}
                 }
             }
         }

@@ -8,6 +8,10 @@
 //! browser reconnects with `Last-Event-ID` by itself. A stream of private channels also ends when its token
 //! expires, after an `herald.error` event that says so (its reconnection with the same token is then refused
 //! with `401 token_expired`, which stops the browser's retries until the page brings a new token).
+//!
+//! Presence: a stream whose token names a user (`sub`) is a member of each of its channels of a presence namespace;
+//! with `presence=true` it also opens with each such channel's members (`herald.presence`, after the replay) and
+//! carries their joins and leaves (`herald.join`, `herald.leave`), none with an `id`.
 
 use std::convert::Infallible;
 
@@ -26,7 +30,7 @@ use crate::http::client_ip::ClientIp;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::AppState;
-use crate::hub::{Item, Start, Subscription};
+use crate::hub::{Item, PresenceChange, Start, Subscription};
 use crate::limits::Admission;
 use crate::metrics::{Lag, Transport};
 use crate::shutdown::Shutdown;
@@ -109,6 +113,11 @@ impl Stream {
                         }
                         out.extend_from_slice(&sse::event(None, Some(RESET_EVENT), &reset_data(&[channel])));
                     }
+                    Item::Presence(event) => out.extend_from_slice(&event.sse_body(|e| {
+                        let name = if e.change == PresenceChange::Join { JOIN_EVENT } else { LEAVE_EVENT };
+                        let data = herald_proto::presence::change(&e.channel, &e.member.text());
+                        Bytes::from(sse::event(None, Some(name), &data))
+                    })),
                 }
             }
             if !out.is_empty() {
@@ -130,6 +139,10 @@ fn error_event(code: &str, message: &str) -> Vec<u8> {
 
 /// The event type that says messages of some channels were lost.
 const RESET_EVENT: &str = "herald.reset";
+/// The event types of presence: a channel's members, a member that joined, one that left.
+const PRESENCE_EVENT: &str = "herald.presence";
+const JOIN_EVENT: &str = "herald.join";
+const LEAVE_EVENT: &str = "herald.leave";
 
 /// `{"channels":[…]}`: the data of a reset.
 fn reset_data(channels: &[ChannelName]) -> Vec<u8> {
@@ -152,6 +165,7 @@ pub async fn sse(
     let claims = authorize_read(&state, &headers, &query, &channels)?;
     let expires = super::TokenDeadline::of(&state, claims.as_ref(), &channels).map(|t| t.at());
     let envelope = query.flag("envelope")?;
+    let follow_presence = query.flag("presence")?;
     let last = query.number("last")?;
     // Last-Event-ID wins over `since`: it is where the browser really stopped.
     // A cursor the server gave names no more channels than a request may: a longer one is refused unread.
@@ -171,9 +185,20 @@ pub async fn sse(
     let mut opened = Vec::with_capacity(channels.len());
     let mut reset = Vec::new();
     let mut cursor = Cursor::new();
+    let mut presence = Vec::new();
     for channel in channels {
         let start = super::start_for(&channel, resume.as_ref(), latest, last, Start::Now);
         let read = subscription.subscribe(&channel, start, usize::MAX).await?;
+        super::note_cache_miss(&state, &channel, start, read.messages.len());
+        super::present(&state, &mut subscription, &channel, claims.as_ref()).await?;
+        if follow_presence && hub.has_presence(&channel) {
+            let members = subscription.members(&channel).await?;
+            presence.push(sse::event(
+                None,
+                Some(PRESENCE_EVENT),
+                &herald_proto::presence::members(&channel, &members.texts()),
+            ));
+        }
         if read.reset {
             reset.push(channel.clone());
         }
@@ -203,6 +228,8 @@ pub async fn sse(
         stream.push_message(&mut first, message);
     }
     hub.metrics().delivered(Transport::Sse, replayed as u64);
+    // Without an id: a list of members is no position, and a stream that reopens reads it again.
+    presence.iter().for_each(|event| first.extend_from_slice(event));
     stream.first = Some(first.freeze());
 
     // The stream ends itself on the shutdown signal, which lets the server's graceful shutdown finish.

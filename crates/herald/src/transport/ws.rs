@@ -10,6 +10,10 @@
 //! also replaces it before it expires. Subscriptions to private channels rely on the token: when it expires they
 //! end, each with an `ended` frame, and the connection stays open for a new `auth` and a resubscription from
 //! the client's cursors.
+//!
+//! Presence: a connection whose token names a user (`sub`) is a member of each channel of a presence namespace it
+//! subscribes to, presenting the token's `info`; a `presence` frame reads a subscribed channel's members, and
+//! their joins and leaves follow as `join` and `leave` frames, in order with the channel's messages.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -34,7 +38,7 @@ use crate::http::cors::websocket_origin_allowed;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::AppState;
-use crate::hub::{Item, Start, Subscription};
+use crate::hub::{EventKind, Item, LifecycleEvent, PresenceChange, Start, Subscription};
 use crate::limits::{Admission, TokenBucket};
 use crate::metrics::{Lag, Transport};
 use crate::refusal::Refusal;
@@ -294,8 +298,28 @@ impl Session {
         self.subscription.set_deadline(Some(super::token_deadline(&self.state, &claims)));
         self.access.expired = false;
         let answer = text(&ServerFrame::Authenticated { sub: claims.sub.as_deref(), exp: claims.exp, id: id.as_ref() });
+        let same_user = self.access.claims.as_ref().is_some_and(|c| (&c.sub, &c.info) == (&claims.sub, &claims.info));
         self.access.claims = Some(claims);
+        if !same_user {
+            self.present_again().await;
+        }
         Ok(Some(answer))
+    }
+
+    /// The token names another user (or presents other info): each presence channel's membership moves to it (the
+    /// old one leaves after the grace). A subscription the new user cannot join ends.
+    async fn present_again(&mut self) {
+        let hub = &self.state.hub;
+        let channels: Vec<ChannelName> =
+            self.subscription.channels().filter(|c| hub.has_presence(c)).cloned().collect();
+        for channel in channels {
+            self.subscription.leave(&channel);
+            let joined =
+                super::present(&self.state, &mut self.subscription, &channel, self.access.claims.as_ref()).await;
+            if let Err(err) = joined {
+                self.end(&channel, err.code(), &err.to_string()).await;
+            }
+        }
     }
 
     /// Sends a frame; a failed send ends the session through the next `recv`.
@@ -325,6 +349,13 @@ impl Session {
                     let cursor = Cursor::single(channel.clone(), from).encode();
                     self.feed(text(&ServerFrame::Reset { channel: &channel, cursor: &cursor })).await;
                 }
+                Item::Presence(event) => {
+                    let frame = event.ws_frame(|e| {
+                        let join = e.change == PresenceChange::Join;
+                        Bytes::from(ServerFrame::Change { channel: &e.channel, join, member: e.member.text() }.encode())
+                    });
+                    self.feed(WsMessage::Text(Utf8Bytes::try_from(frame).unwrap_or_default())).await;
+                }
             }
         }
         self.state.hub.metrics().delivered(Transport::WebSocket, delivered);
@@ -345,6 +376,7 @@ impl Session {
             Ok(ClientFrame::Publish { channel, event, data, id }) => self.publish(channel, event, data, id).await,
             Ok(ClientFrame::Ping { id }) => Ok(Some(text(&ServerFrame::Pong { id: id.as_ref() }))),
             Ok(ClientFrame::Auth { token, id }) => self.authenticate(token, id).await,
+            Ok(ClientFrame::Presence { channel, id }) => self.presence(channel, id).await,
             Err(err) => Err(err),
         };
         match answer {
@@ -390,6 +422,14 @@ impl Session {
                 return Err(FrameError { id, code: "engine_unavailable", message: err.to_string() });
             }
         };
+        // A subscriber whose token names a user is a member of a presence channel, or not subscribed at all.
+        let claims = self.access.claims.as_ref().filter(|_| !self.access.expired);
+        if let Err(err) = super::present(&self.state, &mut self.subscription, &channel, claims).await {
+            self.subscription.unsubscribe(&channel);
+            self.access.private.remove(&channel);
+            return Err(FrameError { id, code: err.code(), message: err.to_string() });
+        }
+        super::note_cache_miss(&self.state, &channel, start, opened.messages.len());
         let start_cursor = Cursor::single(channel.clone(), opened.start).encode();
         let subscribed =
             ServerFrame::Subscribed { channel: &channel, cursor: &start_cursor, reset: opened.reset, id: id.as_ref() };
@@ -400,6 +440,18 @@ impl Session {
         }
         // Everything was queued on the socket; the caller flushes.
         Ok(None)
+    }
+
+    /// `presence`: the members of a subscribed channel of a presence namespace; their joins and leaves follow.
+    async fn presence(&mut self, channel: ChannelName, id: Option<RequestId>) -> Result<Option<WsMessage>, FrameError> {
+        if !self.state.hub.has_presence(&channel) {
+            let message = format!("{channel} has no presence: its namespace does not set `presence = true`");
+            return Err(FrameError { id, code: "presence_disabled", message });
+        }
+        let members = self.subscription.members(&channel).await;
+        let members =
+            members.map_err(|err| FrameError { id: id.clone(), code: err.code(), message: err.to_string() })?;
+        Ok(Some(text(&ServerFrame::Presence { channel: &channel, members: &members.texts(), id: id.as_ref() })))
     }
 
     async fn publish(
@@ -415,10 +467,19 @@ impl Session {
         if let Err(err) = state.limits.publish_on_connection(&mut access.bucket, access.ip) {
             return Err(FrameError { id, code: err.code(), message: err.to_string() });
         }
-        match self.state.hub.publish(channel, event, Bytes::from(data)).await {
-            Ok(message) => Ok(Some(text(&ServerFrame::Published { message: &message.message, id: id.as_ref() }))),
-            Err(err) => Err(FrameError { id, code: "engine_unavailable", message: err.to_string() }),
+        let message = match self.state.hub.publish(channel, event, Bytes::from(data)).await {
+            Ok(message) => message,
+            Err(err) => return Err(FrameError { id, code: "engine_unavailable", message: err.to_string() }),
+        };
+        let m = &message.message;
+        if self.state.webhooks.wants(EventKind::ClientEvent, &m.channel) {
+            let mut event = LifecycleEvent::new(EventKind::ClientEvent, m.channel.clone(), m.time_ms);
+            event.event = Some(m.event.as_str().to_owned());
+            event.data = Some(String::from_utf8_lossy(&m.data).into_owned());
+            event.user_id = self.access.claims.as_ref().and_then(|c| c.sub.clone());
+            self.state.webhooks.emit(event);
         }
+        Ok(Some(text(&ServerFrame::Published { message: m, id: id.as_ref() })))
     }
 }
 

@@ -8,6 +8,8 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 pub mod node;
+pub mod pusher;
+pub mod receiver;
 pub mod tls;
 pub mod tokens;
 

@@ -5,8 +5,8 @@
 //! classic "alg confusion" and `alg: none` attacks): HS256 with a shared secret, RS256 with an RSA public key,
 //! ES256 with a P-256 public key. Public keys come from a PEM file or a JWKS file. A token is checked in this
 //! order, and the first failure is the answer: size, shape, header, signature, then the claims (`exp` required,
-//! `nbf`, `iat`, `aud` and `iss` when configured, `channels` and `publish` patterns). Only a token whose
-//! signature holds is ever told it is expired.
+//! `nbf`, `iat`, `aud` and `iss` when configured, `channels` and `publish` patterns; `info`, any JSON, is what the
+//! user presents on presence channels). Only a token whose signature holds is ever told it is expired.
 //!
 //! The keys and how they are loaded are in [`key`]; this module checks tokens with them, and builds its
 //! [`TokenRules`] from the configuration's `[jwt]` section.
@@ -54,6 +54,8 @@ pub struct Claims {
     pub channels: Vec<Pattern>,
     /// Channels it may publish to over WebSocket.
     pub publish: Vec<Pattern>,
+    /// What the user presents about itself on presence channels (the `info` claim), as JSON text.
+    pub info: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +85,7 @@ struct RawClaims {
     channels: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
+    info: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// A NumericDate (RFC 7519 §2): seconds since 1970, possibly fractional; negative or absurd values are refused.
@@ -209,6 +212,7 @@ impl TokenRules {
             exp,
             channels: patterns("channels", claims.channels)?,
             publish: patterns("publish", claims.publish)?,
+            info: claims.info.map(|info| info.get().to_owned()),
         })
     }
 
@@ -274,6 +278,9 @@ mod tests {
         assert_eq!(claims.exp, 1_800_000_060);
         assert_eq!(claims.channels, [Pattern::new("orders:*").unwrap()]);
         assert_eq!(claims.publish, [Pattern::new("chat:1").unwrap()]);
+        assert_eq!(claims.info, None);
+        let with_info = rules().verify(&token(r#"{"sub":"u42","exp":1800000060,"info":{"name":"Ada"}}"#), NOW);
+        assert_eq!(with_info.unwrap().info.as_deref(), Some(r#"{"name":"Ada"}"#));
     }
 
     #[test]

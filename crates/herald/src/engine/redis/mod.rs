@@ -9,10 +9,12 @@
 //! connected subscribers stay connected; when it returns, each watched channel is caught up from history so no
 //! subscriber sees a gap, or gets a reset if Redis lost the data.
 
+mod events;
+mod presence;
 mod pubsub;
 mod scripts;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +24,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Start};
+use super::events::EventLog;
+use super::presence::{ListenerSlot, PresenceStore};
+use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Signals, Start};
 use crate::config::Config;
-use crate::encoded::EncodedMessage;
+use crate::encoded::{EncodedMessage, Origin};
 use crate::metrics::Metrics;
 
 /// How long a Redis command may take before the engine reports it unavailable.
@@ -39,10 +43,16 @@ pub(super) struct Inner {
     publish: Script,
     read: Script,
     deliver: Delivery,
+    /// This node's receivers of signals, fed by the Pub/Sub task.
+    signals: Signals,
     /// Counts the catch-up reads after a Pub/Sub drop.
     metrics: Arc<Metrics>,
     /// Whether the last command succeeded; logged when it changes.
     commands_ok: AtomicBool,
+    /// Where presence announcements and transitions go.
+    presence: ListenerSlot,
+    /// Entries the log of lifecycle events keeps; 0 while it is off (`events.rs`).
+    events_capacity: AtomicUsize,
 }
 
 impl Inner {
@@ -57,6 +67,11 @@ impl Inner {
     /// The Pub/Sub channel announcing `channel`'s messages.
     pub(super) fn live_channel(&self, channel: &ChannelName) -> String {
         format!("{}live:{{{channel}}}", self.config.redis_prefix)
+    }
+
+    /// The Pub/Sub channel carrying signals to every node.
+    pub(super) fn signal_channel(&self) -> String {
+        format!("{}signals", self.config.redis_prefix)
     }
 
     /// The Herald channel of a Pub/Sub channel name.
@@ -147,7 +162,7 @@ fn decode_read(channel: &ChannelName, start: Start, reply: Value) -> Result<Read
         .enumerate()
         .map(|(i, entry)| {
             let position = Position::new(epoch, from + i as u64);
-            scripts::decode_entry(channel, position, entry).map(EncodedMessage::new)
+            scripts::decode_entry(channel, position, entry).map(|(m, origin)| EncodedMessage::with_origin(m, origin))
         })
         .collect::<Result<_, _>>()?;
     Ok(Read {
@@ -162,6 +177,8 @@ fn decode_read(channel: &ChannelName, start: Start, reply: Value) -> Result<Read
 pub struct RedisEngine {
     inner: Arc<Inner>,
     watches: Arc<pubsub::Watches>,
+    presence: Arc<presence::RedisPresence>,
+    events: Arc<events::RedisLog>,
     _stop: DropGuard,
 }
 
@@ -184,14 +201,20 @@ impl RedisEngine {
             publish: Script::new(scripts::PUBLISH),
             read: Script::new(scripts::READ),
             deliver,
+            signals: Signals::default(),
             metrics,
             commands_ok: AtomicBool::new(true),
+            presence: ListenerSlot::default(),
+            events_capacity: AtomicUsize::new(0),
         });
         let stop = CancellationToken::new();
         let watches = Arc::new(pubsub::Watches::default());
         watches.set_connected(true);
+        let presence = presence::RedisPresence::start(inner.clone()).await?;
+        let events = Arc::new(events::RedisLog::new(inner.clone(), client.clone()));
         tokio::spawn(pubsub::follow(client, first, inner.clone(), watches.clone(), stop.clone()));
-        Ok(Self { inner, watches, _stop: stop.drop_guard() })
+        tokio::spawn(presence::keep_alive(presence.clone(), stop.clone()));
+        Ok(Self { inner, watches, presence, events, _stop: stop.drop_guard() })
     }
 
     async fn store(
@@ -199,22 +222,25 @@ impl RedisEngine {
         channel: ChannelName,
         event: EventName,
         data: Bytes,
+        origin: Origin,
     ) -> Result<Arc<EncodedMessage>, EngineError> {
         let inner = &self.inner;
         let ns = inner.config.namespace(&channel);
         let ttl = ns.history_ttl.as_millis() as u64;
         let (meta, log, live) = (inner.meta_key(&channel), inner.log_key(&channel), inner.live_channel(&channel));
+        let stored_origin = scripts::encode_origin(&origin);
         let (epoch, offset, time_ms): (String, u64, u64) = inner
             .run(false, |mut con| {
                 let mut invocation = inner.publish.key(&meta);
                 invocation.key(&log).arg(event.as_str()).arg(&data[..]).arg(ns.history_size);
-                invocation.arg(ttl).arg(ttl + KEY_GRACE.as_millis() as u64).arg(&live);
+                invocation.arg(ttl).arg(ttl + KEY_GRACE.as_millis() as u64).arg(&live).arg(&stored_origin);
                 async move { invocation.invoke_async(&mut con).await }
             })
             .await?;
         let epoch = epoch.parse().map_err(|_| EngineError::Unavailable("redis returned a bad epoch".into()))?;
         // Local subscribers get the message through Pub/Sub like every other node's, in offset order.
-        Ok(EncodedMessage::new(Message { channel, position: Position::new(epoch, offset), event, data, time_ms }))
+        let message = Message { channel, position: Position::new(epoch, offset), event, data, time_ms };
+        Ok(EncodedMessage::with_origin(message, origin))
     }
 }
 
@@ -228,8 +254,25 @@ impl Engine for RedisEngine {
         channel: ChannelName,
         event: EventName,
         data: Bytes,
+        origin: Origin,
     ) -> BoxFuture<'_, Result<Arc<EncodedMessage>, EngineError>> {
-        Box::pin(self.store(channel, event, data))
+        Box::pin(self.store(channel, event, data, origin))
+    }
+
+    fn signal(&self, signal: Bytes) -> BoxFuture<'_, Result<(), EngineError>> {
+        let channel = self.inner.signal_channel();
+        Box::pin(async move {
+            self.inner
+                .run(false, |mut con| {
+                    let (channel, signal) = (channel.clone(), signal.clone());
+                    async move { redis::cmd("PUBLISH").arg(channel).arg(&signal[..]).query_async::<()>(&mut con).await }
+                })
+                .await
+        })
+    }
+
+    fn signals(&self) -> tokio::sync::broadcast::Receiver<Bytes> {
+        self.inner.signals.subscribe()
     }
 
     fn read<'a>(
@@ -259,5 +302,13 @@ impl Engine for RedisEngine {
 
     fn healthy(&self) -> bool {
         self.inner.commands_ok.load(Ordering::Relaxed) && self.watches.connected()
+    }
+
+    fn presence(&self) -> Arc<dyn PresenceStore> {
+        self.presence.clone()
+    }
+
+    fn events(&self) -> Arc<dyn EventLog> {
+        self.events.clone()
     }
 }

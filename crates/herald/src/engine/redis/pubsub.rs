@@ -22,7 +22,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{scripts, Inner};
+use super::{presence, scripts, Inner};
 use crate::encoded::EncodedMessage;
 use crate::engine::Start;
 use crate::metrics::CatchUp;
@@ -158,6 +158,11 @@ pub(super) async fn follow(
         }
         watches.set_connected(true);
         let (mut sink, mut stream) = connection.split();
+        let signals = inner.signal_channel();
+        if sink.subscribe(&signals).await.is_err() {
+            watches.set_connected(false);
+            continue;
+        }
         let mut subscribed: HashSet<ChannelName> = HashSet::new();
         // After a drop, every channel subscribed again is caught up: messages may have been stored while this
         // node was not listening.
@@ -204,6 +209,10 @@ pub(super) async fn follow(
                 }
                 message = stream.next() => {
                     let Some(message) = message else { break 'session };
+                    if message.get_channel_name() == signals {
+                        inner.signals.deliver(bytes::Bytes::copy_from_slice(message.get_payload_bytes()));
+                        continue;
+                    }
                     let position = announce(&inner, message.get_channel_name(), message.get_payload_bytes());
                     if let Some((channel, position)) = position.filter(|(c, _)| subscribed.contains(c)) {
                         advance(&mut delivered, &channel, position);
@@ -215,13 +224,17 @@ pub(super) async fn follow(
     }
 }
 
-/// Delivers one Pub/Sub announcement; returns its channel and position.
+/// Delivers one Pub/Sub announcement (a message, or a change of presence); returns a message's channel and position.
 fn announce(inner: &Inner, live: &str, payload: &[u8]) -> Option<(ChannelName, Position)> {
     let channel = inner.channel_of(live)?;
+    if let Some(body) = payload.strip_prefix(presence::ANNOUNCEMENT) {
+        presence::RedisPresence::announced(inner, &channel, body);
+        return None;
+    }
     match scripts::decode_announcement(&channel, payload) {
-        Ok(message) => {
+        Ok((message, origin)) => {
             let position = message.position;
-            (inner.deliver)(&EncodedMessage::new(message));
+            (inner.deliver)(&EncodedMessage::with_origin(message, origin));
             Some((channel, position))
         }
         Err(err) => {

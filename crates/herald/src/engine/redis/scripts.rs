@@ -6,15 +6,22 @@
 //!
 //! A channel is two keys: `<prefix>{<channel>}:meta`, a hash with `epoch` and `last` (the newest offset), and
 //! `<prefix>{<channel>}:log`, a list of the retained messages, oldest first, each stored as
-//! `<time ms>\n<event>\n<data>`. Offsets are not stored per message: the list's last element has offset `last`.
-//! A stored message is announced on the Pub/Sub channel `<prefix>live:{<channel>}` as
-//! `<epoch>\n<offset>\n<time ms>\n<event>\n<data>`.
+//! `<time ms>[ <origin>]\n<event>\n<data>`. Offsets are not stored per message: the list's last element has offset
+//! `last`. A stored message is announced on the Pub/Sub channel `<prefix>live:{<channel>}` as
+//! `<epoch>\n<offset>\n<time ms>[ <origin>]\n<event>\n<data>`. The origin, present only when the publisher
+//! attached one (the Pusher protocol does), is a one-line JSON object: `{"s":<sender>,"u":<user id>,"v":1}`, each
+//! member only when set (`v`: the data is sent to Pusher clients as a value).
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_proto::{ChannelName, EventName, Message, Position};
+use serde::{Deserialize, Serialize};
+
+use crate::encoded::Origin;
 
 /// Stores a message. KEYS: meta, log. ARGV: event, data, history size, history ttl (ms), key expiry (ms), the
-/// Pub/Sub channel. Returns `{epoch, offset, time}`.
+/// Pub/Sub channel, the origin (`""` or `" <json>"`). Returns `{epoch, offset, time}`.
 ///
 /// The epoch is Redis's clock in microseconds when the channel's history began: a channel whose keys were lost
 /// (Redis restarted without persistence, or the keys expired) starts again with a new epoch, so every old cursor
@@ -29,7 +36,7 @@ if not epoch then
   redis.call('DEL', KEYS[2])
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'last', 1)
-local entry = now .. '\n' .. ARGV[1] .. '\n' .. ARGV[2]
+local entry = now .. ARGV[7] .. '\n' .. ARGV[1] .. '\n' .. ARGV[2]
 redis.call('RPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 local cutoff = now - tonumber(ARGV[4])
@@ -94,18 +101,75 @@ fn parse_u64(field: &[u8], what: &'static str) -> Result<u64, Unreadable> {
     std::str::from_utf8(field).ok().and_then(|s| s.parse().ok()).ok_or(Unreadable(what))
 }
 
-/// Reads `<time>\n<event>\n<data>` at `position`.
-pub(super) fn decode_entry(channel: &ChannelName, position: Position, entry: &[u8]) -> Result<Message, Unreadable> {
-    let mut parts = entry.splitn(3, |&b| b == b'\n');
-    let time_ms = parse_u64(parts.next().unwrap_or_default(), "time")?;
-    let event = std::str::from_utf8(parts.next().ok_or(Unreadable("event"))?).map_err(|_| Unreadable("event"))?;
-    let event = EventName::new(event).map_err(|_| Unreadable("event"))?;
-    let data = Bytes::copy_from_slice(parts.next().ok_or(Unreadable("data"))?);
-    Ok(Message { channel: channel.clone(), position, event, data, time_ms })
+/// The stored form of an [`Origin`].
+#[derive(Serialize, Deserialize, Default)]
+struct StoredOrigin {
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    sender: Option<String>,
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
+    #[serde(rename = "v", default, skip_serializing_if = "std::ops::Not::not", with = "one")]
+    data_as_value: bool,
 }
 
-/// Reads a Pub/Sub announcement `<epoch>\n<offset>\n<time>\n<event>\n<data>`.
-pub(super) fn decode_announcement(channel: &ChannelName, payload: &[u8]) -> Result<Message, Unreadable> {
+/// A flag stored as `1`.
+mod one {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(_: &bool, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        u8::deserialize(d).map(|v| v == 1)
+    }
+}
+
+/// What follows the time on an entry's first line: nothing for a message without origin, else a space and the
+/// origin's JSON (which, being JSON text of strings and a number, holds no line break).
+pub(super) fn encode_origin(origin: &Origin) -> String {
+    if origin.is_empty() {
+        return String::new();
+    }
+    let stored = StoredOrigin {
+        sender: origin.sender.as_deref().map(str::to_owned),
+        user_id: origin.user_id.as_deref().map(str::to_owned),
+        data_as_value: origin.data_as_value,
+    };
+    // Serialising strings and a number into JSON cannot fail.
+    format!(" {}", serde_json::to_string(&stored).unwrap_or_default())
+}
+
+fn decode_origin(text: &[u8]) -> Result<Origin, Unreadable> {
+    let stored: StoredOrigin = serde_json::from_slice(text).map_err(|_| Unreadable("origin"))?;
+    Ok(Origin {
+        sender: stored.sender.map(Arc::from),
+        user_id: stored.user_id.map(Arc::from),
+        data_as_value: stored.data_as_value,
+    })
+}
+
+/// Reads `<time>[ <origin>]\n<event>\n<data>` at `position`.
+pub(super) fn decode_entry(
+    channel: &ChannelName,
+    position: Position,
+    entry: &[u8],
+) -> Result<(Message, Origin), Unreadable> {
+    let mut parts = entry.splitn(3, |&b| b == b'\n');
+    let head = parts.next().unwrap_or_default();
+    let (time, origin) = match head.iter().position(|&b| b == b' ') {
+        Some(at) => (&head[..at], decode_origin(&head[at + 1..])?),
+        None => (head, Origin::default()),
+    };
+    let time_ms = parse_u64(time, "time")?;
+    let event = std::str::from_utf8(parts.next().ok_or(Unreadable("event"))?).map_err(|_| Unreadable("event"))?;
+    let event = EventName::any(event).map_err(|_| Unreadable("event"))?;
+    let data = Bytes::copy_from_slice(parts.next().ok_or(Unreadable("data"))?);
+    Ok((Message { channel: channel.clone(), position, event, data, time_ms }, origin))
+}
+
+/// Reads a Pub/Sub announcement `<epoch>\n<offset>\n<time>[ <origin>]\n<event>\n<data>`.
+pub(super) fn decode_announcement(channel: &ChannelName, payload: &[u8]) -> Result<(Message, Origin), Unreadable> {
     let mut parts = payload.splitn(3, |&b| b == b'\n');
     let epoch = parse_u64(parts.next().unwrap_or_default(), "epoch")?;
     let offset = parse_u64(parts.next().ok_or(Unreadable("offset"))?, "offset")?;
@@ -119,11 +183,27 @@ mod tests {
     #[test]
     fn entries_and_announcements_read_back() {
         let channel = ChannelName::new("chat:room").unwrap();
-        let m = decode_announcement(&channel, b"1795833108123456\n7\n1795833108123\nsaid\n{\"t\":\"a\\nb\"}").unwrap();
+        let (m, origin) =
+            decode_announcement(&channel, b"1795833108123456\n7\n1795833108123\nsaid\n{\"t\":\"a\\nb\"}").unwrap();
+        assert!(origin.is_empty());
         assert_eq!(m.position, Position::new(1_795_833_108_123_456, 7));
         assert_eq!((m.time_ms, m.event.as_str(), &m.data[..]), (1_795_833_108_123, "said", &b"{\"t\":\"a\\nb\"}"[..]));
         assert!(decode_entry(&channel, Position::default(), b"x\ne\n1").is_err());
-        assert!(decode_entry(&channel, Position::default(), b"1\nbad event\n1").is_err());
+        assert!(decode_entry(&channel, Position::default(), b"1\nbad\tevent\n1").is_err());
         assert!(decode_announcement(&channel, b"1\n2").is_err());
+    }
+
+    #[test]
+    fn an_origin_is_stored_on_the_first_line_and_read_back() {
+        let channel = ChannelName::new("app:private-chat").unwrap();
+        let origin =
+            Origin { sender: Some(Arc::from("12.34")), user_id: Some(Arc::from("u \"1\"\n")), data_as_value: true };
+        let head = encode_origin(&origin);
+        assert_eq!(head, r#" {"s":"12.34","u":"u \"1\"\n","v":1}"#);
+        let entry = format!("1795833108123{head}\nApp\\Events\\Said\n{{}}");
+        let (m, back) = decode_entry(&channel, Position::new(1, 1), entry.as_bytes()).unwrap();
+        assert_eq!((back, m.event.as_str()), (origin, r"App\Events\Said"));
+        assert_eq!(encode_origin(&Origin::default()), "");
+        assert!(decode_entry(&channel, Position::default(), b"1 {bad\ne\n1").is_err());
     }
 }

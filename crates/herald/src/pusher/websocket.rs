@@ -1,0 +1,114 @@
+//! `GET /app/{key}?protocol=7&client=js&version=…`: the Pusher WebSocket.
+//!
+//! Every connection that asks for the upgrade gets it, even one that will be refused (`admission.rs` decides):
+//! pusher-js reads a refusal from the close code (after a `pusher:error` frame with the same code) and knows from
+//! its range whether to retry, while an HTTP error status makes it retry forever.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use futures_util::{future, SinkExt, StreamExt};
+
+use super::admission::admit;
+use super::session::{Inbound, Outbound, Session};
+use super::wire::{Close, ServerFrame};
+use super::PusherState;
+use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+
+/// The socket's read buffer: client frames are small (a longer one is read in more calls).
+const READ_BUFFER_BYTES: usize = 1024;
+
+/// `GET /app/{key}`.
+pub async fn connect(
+    State(state): State<PusherState>,
+    path: Result<Path<String>, PathRejection>,
+    ClientIp(ip): ClientIp,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            let message = format!("this endpoint speaks WebSocket only: {}", rejection.body_text());
+            return Err(ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
+                .with_header(header::UPGRADE, HeaderValue::from_static("websocket")));
+        }
+    };
+    let key = path.map(|Path(key)| key).unwrap_or_default();
+    let admitted = admit(&state, &key, raw.as_deref(), &headers, ip);
+    let max = state.app.hub.config().max_frame_bytes;
+    let tracker = state.app.shutdown.tracker().clone();
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(16 * 1024 + 2 * max.max(state.app.hub.config().max_body_bytes) + 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                match admitted {
+                    Ok(session) => drive(session, socket).await,
+                    Err(close) => refuse(socket, close).await,
+                }
+            })
+        }))
+}
+
+/// `GET /app/{key}/{anything}`: upgraded, then closed with 4005.
+pub async fn wrong_path(
+    State(state): State<PusherState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let Ok(upgrade) = upgrade else { return Err(ApiError::not_found()) };
+    let tracker = state.app.shutdown.tracker().clone();
+    Ok(upgrade.on_upgrade(move |socket| tracker.track_future(refuse(socket, Close::PathNotFound))))
+}
+
+/// Runs `session` over the socket: text frames in, text frames out.
+async fn drive(session: Session, socket: WebSocket) {
+    let (sink, stream) = socket.split();
+    let inbound = stream
+        .take_while(|frame| future::ready(!matches!(frame, Ok(WsMessage::Close(_)))))
+        .scan((), |(), frame| {
+            future::ready(match frame {
+                Ok(WsMessage::Text(text)) => Some(Some(Inbound::Text(text.as_str().to_owned()))),
+                Ok(WsMessage::Binary(_)) => Some(Some(Inbound::Binary)),
+                // Ping (answered by the library) and pong only prove the peer is alive.
+                Ok(_) => Some(None),
+                Err(err) => too_big(err).then_some(Some(Inbound::TooBig)),
+            })
+        })
+        .filter_map(future::ready);
+    let outbound = sink.with(|out: Outbound| {
+        future::ready(Ok::<_, axum::Error>(match out {
+            // Frames are JSON written from UTF-8 text, so the check never fails.
+            Outbound::Text(bytes) => WsMessage::Text(Utf8Bytes::try_from(bytes).unwrap_or_default()),
+            Outbound::Close(code, reason) => {
+                WsMessage::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+            }
+        }))
+    });
+    session.run(Box::pin(inbound), Box::pin(outbound)).await;
+}
+
+/// Upgraded only to say why not: a `pusher:error` and the close with the same code.
+async fn refuse(mut socket: WebSocket, close: Close) {
+    let error = ServerFrame::Error { code: Some(close.code()), message: close.reason() };
+    let text = Utf8Bytes::try_from(bytes::Bytes::from(error.encode())).unwrap_or_default();
+    let _ = socket.send(WsMessage::Text(text)).await;
+    let frame = CloseFrame { code: close.code(), reason: Utf8Bytes::from_static(close.reason()) };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.send(WsMessage::Close(Some(frame)))).await;
+}
+
+/// Whether a read failed on a frame over `max_frame_bytes`.
+fn too_big(err: axum::Error) -> bool {
+    let inner = err.into_inner();
+    inner
+        .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+        .is_some_and(|err| matches!(err, tokio_tungstenite::tungstenite::Error::Capacity(_)))
+}

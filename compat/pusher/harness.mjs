@@ -18,20 +18,22 @@ export const ENCRYPTION_KEY = Buffer.alloc(32, 7).toString("base64");
 /** How long a test waits for something that should happen at once. */
 export const PATIENCE = 10000;
 
-/** The TOML of `[[pusher.apps]]` for `app`, with `limits` (a TOML table body) when given. */
-function appToml(app, limits) {
-  const table = `[[pusher.apps]]\nid = "${app.id}"\nkey = "${app.key}"\nsecret = "${app.secret}"\n`;
-  return limits ? `${table}[pusher.apps.limits]\n${limits}\n` : table;
+/** The TOML of `[[pusher.apps]]` for `app`, with `limits` (a TOML table body) and `webhooks` (URLs) when given. */
+function appToml(app, limits, webhooks = []) {
+  let table = `[[pusher.apps]]\nid = "${app.id}"\nkey = "${app.key}"\nsecret = "${app.secret}"\n`;
+  if (limits) table += `[pusher.apps.limits]\n${limits}\n`;
+  for (const url of webhooks) table += `[[pusher.apps.webhooks]]\nurl = "${url}"\n`;
+  return table;
 }
 
 /**
  * Starts `herald serve` with the test app. `redis` (a URL) and `prefix` put it on the Redis engine, so several
- * nodes started with the same prefix are one cluster; `config` is more TOML.
+ * nodes started with the same prefix are one cluster; `config` is more TOML; `webhooks` the app's webhook URLs.
  */
-export async function startHerald({ redis, prefix, config = "", limits } = {}) {
+export async function startHerald({ redis, prefix, config = "", limits, webhooks } = {}) {
   const engine = redis ? `engine = "redis"\nredis_url = "${redis}"\nredis_prefix = "${prefix}"\n` : "";
   const port = await freePort();
-  const server = await startServe(port, `${engine}${config}\n${appToml(APP, limits)}`);
+  const server = await startServe(port, `${engine}${config}\n${appToml(APP, limits, webhooks)}`);
   return { ...server, host: "127.0.0.1" };
 }
 

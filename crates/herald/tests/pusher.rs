@@ -672,3 +672,55 @@ async fn a_pusher_connection_has_at_most_max_subscriptions_per_connection() {
     );
     assert_eq!(server.metric("herald_refusals_total{reason=\"max_subscriptions_per_connection\"}").await, 1);
 }
+
+#[tokio::test]
+async fn an_apps_webhooks_tell_occupancy_members_cache_misses_and_client_events_in_pushers_format() {
+    use common::receiver::{Answers, Receiver};
+    let receiver = Receiver::start(Answers::First(vec![])).await;
+    let mut config = quick_presence();
+    config.pusher.apps[0].webhooks =
+        vec![herald::config::PusherWebhookSettings { url: receiver.url(), events: vec![] }];
+    let server = spawn(config).await;
+    let (mut a, mut b) = (server.pusher(KEY).await, server.pusher(KEY).await);
+    join(&mut a, "presence-room", "ann", json!(null)).await;
+    join(&mut b, "presence-room", "bob", json!(null)).await;
+    a.send(json!({ "event": "client-wave", "channel": "presence-room", "data": { "hi": 1 } })).await;
+    assert_eq!(b.recv().await["event"], "client-wave");
+    b.subscribe("cache-empty").await;
+    let names = |events: &[Value]| {
+        events.iter().map(|e| e["name"].as_str().unwrap_or_default().to_string()).collect::<Vec<_>>()
+    };
+    let events = receiver
+        .until("the app's events", |e| ["client_event", "cache_miss"].iter().all(|n| names(e).iter().any(|m| m == n)))
+        .await;
+    let client = events.iter().find(|e| e["name"] == "client_event").unwrap();
+    assert_eq!(
+        (&client["channel"], &client["event"], &client["data"], &client["user_id"], &client["socket_id"]),
+        (&json!("presence-room"), &json!("client-wave"), &json!(r#"{"hi":1}"#), &json!("ann"), &json!(a.socket_id)),
+        "{client}"
+    );
+    assert!(names(&events).contains(&"channel_occupied".to_string()), "{events:?}");
+    let added: Vec<&Value> = events.iter().filter(|e| e["name"] == "member_added").map(|e| &e["user_id"]).collect();
+    assert_eq!(added, [&json!("ann"), &json!("bob")], "named without the app's namespace, once each");
+    let request = &receiver.received()[0];
+    assert_eq!(request.header("X-Pusher-Key"), Some(KEY));
+    let signed = signature::sign(SECRET, std::str::from_utf8(&request.body).unwrap());
+    assert_eq!(request.header("X-Pusher-Signature"), Some(signed.as_str()));
+}
+
+#[tokio::test]
+async fn an_apps_webhook_with_an_unknown_event_or_a_bad_url_stops_the_start_naming_its_key() {
+    for (url, events, key) in [
+        (
+            "http://127.0.0.1:9/hook",
+            vec!["client_event".to_string(), "nope".into()],
+            "pusher.apps[0].webhooks[0].events",
+        ),
+        ("ftp://example/hook", vec![], "pusher.apps[0].webhooks"),
+    ] {
+        let mut config = pusher_config();
+        config.pusher.apps[0].webhooks = vec![herald::config::PusherWebhookSettings { url: url.into(), events }];
+        let refused = herald::Server::bind(config).await.err().expect("refused").to_string();
+        assert!(refused.starts_with(key), "{refused}");
+    }
+}

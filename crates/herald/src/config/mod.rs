@@ -19,7 +19,9 @@ use std::time::Duration;
 use herald_proto::ChannelName;
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use pusher::{PusherAppSettings, PusherLimits, PusherSettings, MAX_APP_NAMESPACE_LEN, MIN_APP_SECRET_LEN};
+pub use pusher::{
+    PusherAppSettings, PusherLimits, PusherSettings, PusherWebhookSettings, MAX_APP_NAMESPACE_LEN, MIN_APP_SECRET_LEN,
+};
 pub use sources::Overrides;
 
 /// Why a configuration was refused.

@@ -99,6 +99,21 @@ pub struct PusherAppSettings {
     /// The app's limits.
     #[serde(default)]
     pub limits: PusherLimits,
+    /// Where the app's webhooks go, in Pusher's format (docs/PUSHER.md, docs/WEBHOOKS.md).
+    #[serde(default)]
+    pub webhooks: Vec<PusherWebhookSettings>,
+}
+
+/// `[[pusher.apps.webhooks]]`: one webhook endpoint of an app, signed with the app's key and secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PusherWebhookSettings {
+    /// Where events are POSTed: `http://host[:port]/path`.
+    pub url: String,
+    /// The events it hears of (`channel_occupied`, `channel_vacated`, `member_added`, `member_removed`,
+    /// `client_event`, `cache_miss`); empty: every one.
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -115,6 +130,7 @@ impl std::fmt::Debug for PusherAppSettings {
             .field("enabled", &self.enabled)
             .field("client_events", &self.client_events)
             .field("limits", &self.limits)
+            .field("webhooks", &self.webhooks)
             .finish_non_exhaustive()
     }
 }
@@ -246,6 +262,9 @@ mod tests {
             secret = "secret-two"
             namespace = "shop"
             client_events = false
+            [[pusher.apps.webhooks]]
+            url = "http://backend.example/pusher"
+            events = ["client_event", "member_added"]
         "#;
         let c = load(toml, &[("HERALD_PUSHER_LIMITS_MAX_CONNECTIONS", "7")], Overrides::default()).unwrap();
         let [one, two] = &c.pusher.apps[..] else { panic!("two apps") };
@@ -253,6 +272,7 @@ mod tests {
         assert_eq!((two.limits.max_event_bytes, two.limits.max_batch_events), (2048, 4));
         assert_eq!((one.namespace(), two.namespace()), ("1", "shop"));
         assert!(one.enabled && one.client_events && !two.client_events);
+        assert_eq!((one.webhooks.len(), two.webhooks[0].events.len()), (0, 2));
         assert!(!format!("{one:?}").contains("secret-one"), "a secret never reaches a log");
     }
 

@@ -136,6 +136,7 @@ mod tests {
             enabled: true,
             client_events: true,
             limits: PusherLimits { max_connections, ..PusherLimits::default() },
+            webhooks: Vec::new(),
         };
         Apps::new(&PusherSettings {
             apps: vec![app("1", "key-one", None, 2), app("2", "key-two", Some("shop"), 5)],

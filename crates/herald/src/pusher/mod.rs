@@ -30,11 +30,12 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::encoded::EncodedMessage;
 use crate::http::client_ip::ClientIp;
 use crate::http::AppState;
-use crate::hub::{PresenceChange, PresenceEvent};
+use crate::hub::{EventKind, PresenceChange, PresenceEvent};
+use crate::webhooks::{PusherApp, PusherWebhook, Webhooks};
 use apps::Apps;
 use users::Users;
 use wire::socket_id::SocketIds;
@@ -70,6 +71,38 @@ impl Pusher {
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         signals::follow(state.hub.clone(), self.users.clone(), state.shutdown.clone())
     }
+}
+
+/// Registers every app's webhooks with the server's (Pusher's format, signed with the app's key and secret, naming
+/// the app's channels without its namespace); a URL or an event name that cannot be used is refused naming its key.
+pub fn register_webhooks(config: &Config, webhooks: &Webhooks) -> Result<(), ConfigError> {
+    for (i, app) in config.pusher.apps.iter().enumerate() {
+        let mut hooks = Vec::with_capacity(app.webhooks.len());
+        for (j, hook) in app.webhooks.iter().enumerate() {
+            let key = format!("pusher.apps[{i}].webhooks[{j}]");
+            let events = hook
+                .events
+                .iter()
+                .map(|name| {
+                    EventKind::from_name(name).ok_or_else(|| {
+                        ConfigError::invalid(format!("{key}.events"), format!("no webhook event {name:?}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            hooks.push(PusherWebhook { url: hook.url.clone(), events });
+        }
+        let registered = PusherApp {
+            app_id: app.id.clone(),
+            key: app.key.clone(),
+            secret: app.secret.clone(),
+            channel_prefix: format!("{}:", app.namespace()),
+            webhooks: hooks,
+        };
+        webhooks
+            .register_pusher_app(registered)
+            .map_err(|err| ConfigError::invalid(format!("pusher.apps[{i}].webhooks"), err.to_string()))?;
+    }
+    Ok(())
 }
 
 /// What the protocol's handlers share: the server's state and the protocol's.

@@ -30,7 +30,7 @@ use super::wire::names::server_to_user;
 use super::wire::{data, signature, ChannelKind, ClientFrame, Close, PusherChannel, ServerFrame, SocketId};
 use super::{frame_of, presence_frame_of, Pusher};
 use crate::http::AppState;
-use crate::hub::{Item, Member, Members, Origin, PresenceError, Start, Subscription};
+use crate::hub::{EventKind, Item, LifecycleEvent, Member, Members, Origin, PresenceError, Start, Subscription};
 use crate::limits::{Admission, TokenBucket};
 use crate::metrics::Transport;
 use crate::refusal::Refusal;
@@ -393,7 +393,13 @@ impl Session {
                     self.state.hub.metrics().delivered(Transport::Pusher, 1);
                     return write(outbound, frame).await;
                 }
-                None => return send(outbound, ServerFrame::CacheMiss { channel: name }).await,
+                None => {
+                    if let Some((herald, _)) = self.joined.iter().find(|(_, j)| j.channel.as_str() == name) {
+                        let now = herald_proto::time::now_millis();
+                        self.state.webhooks.emit(LifecycleEvent::new(EventKind::CacheMiss, herald.clone(), now));
+                    }
+                    return send(outbound, ServerFrame::CacheMiss { channel: name }).await;
+                }
             }
         }
         None
@@ -490,10 +496,26 @@ impl Session {
                 .refused(Refusal::PusherClientEventRate, || format!("{ip}: more than {rate} client events a second"));
             return Some(End::Close(Close::ClientEventRate));
         }
-        let user_id = self.joined[&herald].member.as_ref().map(|m| Arc::from(m.user_id.as_str()));
-        let origin = Origin { sender: Some(self.socket_id.shared()), user_id, data_as_value: true };
+        let user_id = self.joined[&herald].member.as_ref().map(|m| m.user_id.clone());
+        let origin = Origin {
+            sender: Some(self.socket_id.shared()),
+            user_id: user_id.as_deref().map(Arc::from),
+            data_as_value: true,
+        };
+        let webhook = self.state.webhooks.wants(EventKind::ClientEvent, &herald).then(|| LifecycleEvent {
+            user_id,
+            event: Some(event.to_string()),
+            data: Some(data.to_string()),
+            socket_id: Some(self.socket_id.to_string()),
+            ..LifecycleEvent::new(EventKind::ClientEvent, herald.clone(), herald_proto::time::now_millis())
+        });
         match self.state.hub.publish_from(herald, event, data::from_client(data), origin).await {
-            Ok(_) => None,
+            Ok(_) => {
+                if let Some(webhook) = webhook {
+                    self.state.webhooks.emit(webhook);
+                }
+                None
+            }
             Err(err) => error(outbound, &err.to_string()).await,
         }
     }

@@ -109,6 +109,7 @@ impl Server {
         let config = Arc::new(config);
         let hub = Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await?;
         let mut state = AppState::new(hub, Shutdown::new())?;
+        crate::pusher::register_webhooks(state.hub.config(), &state.webhooks)?;
         let pusher = Pusher::new(state.hub.config());
         let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
         if let Ok(bound) = listener.local_addr() {

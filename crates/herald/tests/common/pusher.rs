@@ -24,6 +24,7 @@ pub fn app(id: &str, key: &str, secret: &str) -> PusherAppSettings {
         enabled: true,
         client_events: true,
         limits: PusherLimits::default(),
+        webhooks: Vec::new(),
     }
 }
 

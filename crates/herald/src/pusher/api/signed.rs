@@ -165,6 +165,7 @@ mod tests {
             enabled: true,
             client_events: true,
             limits: PusherLimits::default(),
+            webhooks: Vec::new(),
         };
         Apps::new(&PusherSettings { apps: vec![settings], ..PusherSettings::default() }).by_id("3").unwrap().clone()
     }

@@ -69,6 +69,10 @@ connection_queue = 4096
 id = "herald-bench"
 key = "herald-bench-key"
 secret = "herald-bench-secret"
+
+# pusher-idle opens 10,000 connections of one app: above the default per-app limit's margin.
+[pusher.limits]
+max_connections = 20000
 TOML
 # Soketi on loopback only, its cluster discovery included (it binds a UDP port even when alone), with the same
 # app and no rate limits.

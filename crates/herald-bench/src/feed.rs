@@ -2,7 +2,10 @@
 //! `herald-client`'s subscriptions, Nchan through the client's raw WebSocket and HTTP escape hatches and the
 //! locations of `bench/nchan/nginx.conf.template`.
 //!
-//! A feed yields the payload bytes exactly as published (Herald's `data`, Nchan's raw body). Every
+//! Pusher servers (Herald's Pusher protocol, Soketi) through raw Pusher frames over the client's WebSocket.
+//!
+//! A feed yields the payload bytes exactly as published (Herald's `data`, Nchan's raw body, a Pusher event's
+//! `data` string). Every
 //! subscription is open — the server has registered it — when [`Feed::open`] returns, except Nchan's long
 //! polls, whose first request is only answered with a message: the coordinator leaves time for those.
 
@@ -13,6 +16,7 @@ use bytes::Bytes;
 use herald_client::sse_parser::SseParser;
 use herald_client::{Client, Event, HttpStream, SubscribeOptions, Subscription, TextWebSocket};
 
+use crate::pusher;
 use crate::spec::{Target, Transport};
 
 /// A subscriber's source of payloads.
@@ -21,6 +25,7 @@ pub(crate) enum Feed {
     NchanWs(TextWebSocket),
     NchanSse { stream: HttpStream, parser: SseParser, queue: VecDeque<String> },
     NchanPoll { client: Client, route: String, validators: Validators, interval: Option<Duration> },
+    Pusher(TextWebSocket),
 }
 
 /// Nchan's position for a polling subscriber: the previous answer's `Last-Modified` and `Etag`, sent back as
@@ -43,6 +48,10 @@ impl Feed {
         poll_interval: Duration,
     ) -> Result<Self, String> {
         match target {
+            Target::HeraldPusher | Target::Soketi => match transport {
+                Transport::Ws => Ok(Self::Pusher(pusher_subscribe(client, channel).await?)),
+                other => Err(format!("a Pusher server is followed over WebSocket, not {}", other.name())),
+            },
             Target::Herald => {
                 let transport = herald_transport(transport, poll_interval);
                 let sub = client.subscribe(SubscribeOptions::new([channel], transport)).await.map_err(show)?;
@@ -123,6 +132,52 @@ impl Feed {
             Self::NchanPoll { client, route, validators, interval } => {
                 Some(nchan_poll(client, route, validators, *interval).await)
             }
+            Self::Pusher(socket) => pusher_next(socket).await,
+        }
+    }
+}
+
+/// Connects as pusher-js does and subscribes to the public `channel`; returns once the server confirmed it.
+async fn pusher_subscribe(client: &Client, channel: &str) -> Result<TextWebSocket, String> {
+    let mut socket = client.websocket(&pusher::websocket_route()).await.map_err(show)?;
+    let mut established = false;
+    loop {
+        let text = socket.next().await.ok_or("the Pusher server closed before subscribing")?.map_err(show)?;
+        let frame = pusher::Frame::parse(&text)?;
+        match frame.event.as_str() {
+            "pusher:connection_established" if !established => {
+                established = true;
+                socket.send(&pusher::subscribe_frame(channel)).await.map_err(show)?;
+            }
+            "pusher_internal:subscription_succeeded" => return Ok(socket),
+            "pusher:ping" => socket.send(pusher::PONG).await.map_err(show)?,
+            _ => return Err(format!("unexpected Pusher frame while subscribing: {}", String::from_utf8_lossy(&text))),
+        }
+    }
+}
+
+/// The next published event's `data` string, answering pings on the way.
+async fn pusher_next(socket: &mut TextWebSocket) -> Option<FeedResult> {
+    loop {
+        let text = match socket.next().await? {
+            Ok(text) => text,
+            Err(err) => return Some(Err(show(err))),
+        };
+        let frame = match pusher::Frame::parse(&text) {
+            Ok(frame) => frame,
+            Err(err) => return Some(Err(err)),
+        };
+        match frame.event.as_str() {
+            pusher::EVENT => {
+                return Some(frame.data_text().map(|d| Bytes::from(d.to_owned())).ok_or("an event without data".into()))
+            }
+            "pusher:ping" => {
+                if let Err(err) = socket.send(pusher::PONG).await {
+                    return Some(Err(show(err)));
+                }
+            }
+            "pusher:error" => return Some(Err(format!("Pusher error: {}", String::from_utf8_lossy(&text)))),
+            _ => {}
         }
     }
 }

@@ -16,6 +16,7 @@ mod load;
 mod payload;
 mod procfs;
 mod publisher;
+mod pusher;
 mod recovery;
 mod report;
 mod scenarios;
@@ -46,14 +47,20 @@ enum Command {
     Run(RunArgs),
     /// Run one named scenario (see `scenarios`) and write its result.
     Scenario(ScenarioArgs),
-    /// List the scenarios.
-    Scenarios,
+    /// List the scenarios of one family.
+    Scenarios {
+        /// `native`: Herald's API against Nchan; `pusher`: the Pusher protocol, Herald against Soketi.
+        #[arg(long, value_enum, default_value = "native")]
+        family: scenarios::Family,
+    },
     /// Subscribers through a Redis fault: who was dropped, what was read again, when everyone was live again.
     RedisBlip(BlipArgs),
-    /// Print the Herald/Nchan ratio table of the results in a directory.
+    /// Print the ratio table of the results in a directory: Herald/Nchan, or Herald/Soketi for `--family pusher`.
     Summarize {
         /// The directory of `<scenario>.<target>.json` files.
         dir: PathBuf,
+        #[arg(long, value_enum, default_value = "native")]
+        family: scenarios::Family,
     },
     /// Hold a share of the subscribers for a coordinating process (internal).
     #[command(hide = true)]
@@ -220,8 +227,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Worker { spec } => worker::run(serde_json::from_str(&spec)?),
-        Command::Scenarios => {
-            for s in scenarios::ALL {
+        Command::Scenarios { family } => {
+            for s in scenarios::ALL.iter().filter(|s| s.family == family) {
                 println!("{:<14} {}", s.name, s.description);
             }
             Ok(())
@@ -253,8 +260,8 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Summarize { dir } => {
-            print!("{}", report::summary_markdown(&report::read_results(&dir)?));
+        Command::Summarize { dir, family } => {
+            print!("{}", report::summary_markdown(&report::read_results(&dir)?, family.pair()));
             Ok(())
         }
         Command::Run(args) => {

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::feed::show;
 use crate::payload::{encode, now_us, Stamp};
+use crate::pusher;
 use crate::spec::{channel_name, local_ip, Target};
 
 /// One publisher connection and the sequence numbers it has given out.
@@ -131,6 +132,20 @@ impl Publisher {
             Target::Herald => {
                 let data = RawValue::from_string(String::from_utf8_lossy(&payload).into_owned()).map_err(show)?;
                 connection.publish(channel, None, &data).await.map_err(show)?;
+            }
+            Target::HeraldPusher | Target::Soketi => {
+                let body = pusher::event_body(channel, &String::from_utf8_lossy(&payload));
+                let route = pusher::signed_events_route(body.as_bytes(), now_us() / 1_000_000);
+                let headers = [("content-type", "application/json")];
+                let answer = connection.request("POST", &route, &headers, body.as_bytes()).await.map_err(show)?;
+                if answer.status != 200 {
+                    let text = String::from_utf8_lossy(&answer.body);
+                    return Err(format!("the Pusher server answered a trigger with {}: {text}", answer.status));
+                }
+                // Soketi closes every API connection after its answer: open the next one afresh.
+                if answer.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) {
+                    self.connection = None;
+                }
             }
             Target::Nchan => {
                 let headers = [("content-type", "text/plain")];

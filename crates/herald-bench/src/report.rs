@@ -254,10 +254,16 @@ pub(crate) fn read_results(dir: &Path) -> anyhow::Result<Vec<ScenarioResult>> {
     Ok(results)
 }
 
-/// The ratio table: one row per scenario, Herald's figure, Nchan's, and Herald/Nchan.
-pub(crate) fn summary_markdown(results: &[ScenarioResult]) -> String {
-    let mut out = String::from(
-        "| scenario | figure | Herald | Nchan | Herald/Nchan | Herald ahead? | p99 ms there H / N | rate held with p99 < 100 ms H / N | gaps+dups H / N | errors H / N |\n|---|---|---:|---:|---:|:--:|---:|---:|---:|---:|\n",
+/// The ratio table: one row per scenario, Herald's figure, the peer's, and Herald/peer, for the targets of
+/// `pair` (Herald's first: Herald and Nchan, or Herald's Pusher protocol and Soketi).
+pub(crate) fn summary_markdown(results: &[ScenarioResult], pair: (Target, Target)) -> String {
+    let peer = match pair.1 {
+        Target::Soketi => "Soketi",
+        _ => "Nchan",
+    };
+    let p = &peer[..1];
+    let mut out = format!(
+        "| scenario | figure | Herald | {peer} | Herald/{peer} | Herald ahead? | p99 ms there H / {p} | rate held with p99 < 100 ms H / {p} | gaps+dups H / {p} | errors H / {p} |\n|---|---|---:|---:|---:|:--:|---:|---:|---:|---:|\n",
     );
     let mut cuts = Vec::new();
     let mut names: Vec<&str> = Vec::new();
@@ -268,7 +274,7 @@ pub(crate) fn summary_markdown(results: &[ScenarioResult]) -> String {
     }
     for name in names {
         let of = |target: &str| results.iter().find(|r| r.scenario == name && r.target == target);
-        let (h, n) = (of("herald"), of("nchan"));
+        let (h, n) = (of(pair.0.name()), of(pair.1.name()));
         let Some(any) = h.or(n) else { continue };
         let (hv, nv) = (h.and_then(|r| r.headline), n.and_then(|r| r.headline));
         let ratio = match (hv, nv) {
@@ -347,12 +353,15 @@ mod tests {
 
     #[test]
     fn the_summary_divides_herald_by_nchan_and_says_who_is_ahead_by_the_figures_sense() {
-        let table = summary_markdown(&[
-            result("fanout", "herald", 200.0, Better::Higher),
-            result("fanout", "nchan", 100.0, Better::Higher),
-            result("idle", "herald", 12.0, Better::Lower),
-            result("idle", "nchan", 6.0, Better::Lower),
-        ]);
+        let table = summary_markdown(
+            &[
+                result("fanout", "herald", 200.0, Better::Higher),
+                result("fanout", "nchan", 100.0, Better::Higher),
+                result("idle", "herald", 12.0, Better::Lower),
+                result("idle", "nchan", 6.0, Better::Lower),
+            ],
+            (Target::Herald, Target::Nchan),
+        );
         assert!(table.contains("| fanout | m | 200 | 100 | 2.00× | yes |"), "{table}");
         assert!(table.contains("| idle | m | 12.0 | 6.00 | 2.00× | **no** |"), "{table}");
     }
@@ -361,7 +370,22 @@ mod tests {
     fn a_server_that_reached_no_figure_is_behind_the_one_that_did() {
         let mut none = result("mixed", "herald", 0.0, Better::Higher);
         none.headline = None;
-        let table = summary_markdown(&[none, result("mixed", "nchan", 100.0, Better::Higher)]);
+        let table =
+            summary_markdown(&[none, result("mixed", "nchan", 100.0, Better::Higher)], (Target::Herald, Target::Nchan));
         assert!(table.contains("| mixed | m | – | 100 | – | **no** |"), "{table}");
+    }
+
+    #[test]
+    fn the_pusher_summary_pairs_heralds_pusher_protocol_with_soketi() {
+        let table = summary_markdown(
+            &[
+                result("pusher-idle", "herald-pusher", 3.0, Better::Lower),
+                result("pusher-idle", "soketi", 6.0, Better::Lower),
+                result("pusher-idle", "herald", 1.0, Better::Lower),
+            ],
+            (Target::HeraldPusher, Target::Soketi),
+        );
+        assert!(table.contains("| Herald | Soketi | Herald/Soketi |"), "{table}");
+        assert!(table.contains("| pusher-idle | m | 3.00 | 6.00 | 0.50× | yes |"), "{table}");
     }
 }

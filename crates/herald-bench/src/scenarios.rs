@@ -16,9 +16,28 @@ pub(crate) enum Better {
     Lower,
 }
 
+/// Which servers a scenario compares: Herald's own API against Nchan (`bench/compare.sh`), or the Pusher
+/// Channels protocol, Herald's against Soketi's (`bench/pusher.sh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Family {
+    Native,
+    Pusher,
+}
+
+impl Family {
+    /// The two targets the summary compares, Herald's first.
+    pub(crate) fn pair(self) -> (Target, Target) {
+        match self {
+            Self::Native => (Target::Herald, Target::Nchan),
+            Self::Pusher => (Target::HeraldPusher, Target::Soketi),
+        }
+    }
+}
+
 /// A named load and the figure it is judged by.
 pub(crate) struct Scenario {
     pub(crate) name: &'static str,
+    pub(crate) family: Family,
     pub(crate) description: &'static str,
     /// How it is smaller than its target asks, if it is.
     pub(crate) cut: Option<&'static str>,
@@ -51,9 +70,18 @@ fn publish_rate(report: &LoadReport) -> Option<f64> {
     report.steps.first().map(|s| s.publish_rate)
 }
 
+/// Microseconds of server CPU per delivery in the first judged step: the same rate asked of every server, so the
+/// figure does not depend on how far each one would ramp. A server that falls behind the rate is still judged by
+/// what it spent on what it delivered (its latency and "kept up" are in the report beside it).
+fn cpu_per_delivery(report: &LoadReport) -> Option<f64> {
+    let step = report.steps.iter().find(|s| !s.warmup)?;
+    (step.deliveries_per_sec > 0.0).then(|| step.server_cpu / step.deliveries_per_sec * 1e6)
+}
+
 /// Every scenario, in the order they run.
 pub(crate) const ALL: &[Scenario] = &[
     Scenario {
+        family: Family::Native,
         name: "fanout-ws",
         description: "10,000 WebSocket subscribers on one channel, 100-byte messages at rising rates",
         cut: None,
@@ -67,6 +95,7 @@ pub(crate) const ALL: &[Scenario] = &[
         headline: peak_deliveries,
     },
     Scenario {
+        family: Family::Native,
         name: "fanout-sse",
         description: "10,000 SSE subscribers on one channel, 100-byte messages at rising rates",
         cut: None,
@@ -80,6 +109,7 @@ pub(crate) const ALL: &[Scenario] = &[
         headline: peak_deliveries,
     },
     Scenario {
+        family: Family::Native,
         name: "channels",
         description: "10,000 WebSocket subscribers each on its own channel, publishes spread evenly, rising rates",
         cut: None,
@@ -95,6 +125,7 @@ pub(crate) const ALL: &[Scenario] = &[
         headline: peak_deliveries,
     },
     Scenario {
+        family: Family::Native,
         name: "mixed",
         description: "15,000 WebSocket subscribers on 150 channels (Zipf), publishes spread evenly, rising rates up to 100,000 deliveries/s",
         cut: None,
@@ -113,6 +144,7 @@ pub(crate) const ALL: &[Scenario] = &[
         headline: held_deliveries,
     },
     Scenario {
+        family: Family::Native,
         name: "long-poll",
         description: "2,000 long-pollers on one channel, each re-polling (on a new connection) after every answer",
         cut: None,
@@ -127,6 +159,7 @@ pub(crate) const ALL: &[Scenario] = &[
         headline: peak_deliveries,
     },
     Scenario {
+        family: Family::Native,
         name: "idle-ws",
         description: "15,000 WebSocket connections on one channel doing nothing but heartbeats for 20 s",
         cut: Some("20 s at rest instead of minutes, to fit the run in 10 minutes: one heartbeat round"),
@@ -142,6 +175,7 @@ pub(crate) const ALL: &[Scenario] = &[
         headline: rss_per_connection,
     },
     Scenario {
+        family: Family::Native,
         name: "idle-sse",
         description: "15,000 SSE connections on one channel doing nothing but heartbeats for 20 s",
         cut: Some("20 s at rest instead of minutes, to fit the run in 10 minutes: one heartbeat round"),
@@ -157,6 +191,7 @@ pub(crate) const ALL: &[Scenario] = &[
         headline: rss_per_connection,
     },
     Scenario {
+        family: Family::Native,
         name: "publish-alone",
         description: "HTTP publishes flat out for 5 s, 4 kept-alive connections, nobody subscribed",
         cut: None,
@@ -172,6 +207,7 @@ pub(crate) const ALL: &[Scenario] = &[
         headline: publish_rate,
     },
     Scenario {
+        family: Family::Native,
         name: "publish-1000",
         description: "HTTP publishes flat out for 5 s, 4 connections, spread over 1,000 channels with one WebSocket subscriber each",
         cut: None,
@@ -186,6 +222,38 @@ pub(crate) const ALL: &[Scenario] = &[
             s.steps = vec![StepPlan { rate: None, secs: 5.0 }];
         },
         headline: publish_rate,
+    },
+    Scenario {
+        family: Family::Pusher,
+        name: "pusher-fanout",
+        description: "5,000 pusher-js-style WebSocket subscribers on one public channel, signed POST /apps/{id}/events at 4 then 8 msg/s",
+        cut: None,
+        metric: "µs of server CPU per delivery at 4 msg/s (20,000 deliveries/s)",
+        better: Better::Lower,
+        build: |s| {
+            s.transport = Transport::Ws;
+            s.subscribers = 5_000;
+            s.steps = ramp(&[4.0, 8.0]);
+            s.ramp = false;
+            s.steps.iter_mut().skip(1).for_each(|step| step.secs = 5.0);
+        },
+        headline: cpu_per_delivery,
+    },
+    Scenario {
+        family: Family::Pusher,
+        name: "pusher-idle",
+        description: "10,000 pusher-js-style WebSocket connections subscribed to one public channel, at rest for 10 s",
+        cut: Some("10 s at rest: Pusher clients ping only after 120 s of silence, so nothing else happens in minutes"),
+        metric: "server RSS per connection, KiB",
+        better: Better::Lower,
+        build: |s| {
+            s.transport = Transport::Ws;
+            s.subscribers = 10_000;
+            s.settle_secs = 2.0;
+            s.idle_secs = 10.0;
+            s.steps = Vec::new();
+        },
+        headline: rss_per_connection,
     },
 ];
 

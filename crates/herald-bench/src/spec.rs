@@ -13,6 +13,10 @@ pub(crate) enum Target {
     Herald,
     /// Nchan's locations as in `bench/nchan/nginx.conf.template`: `POST /pub/<ch>`, `/sub/<ch>`, `/poll/<ch>`.
     Nchan,
+    /// Herald's Pusher Channels protocol (`docs/PUSHER.md`), with the bench app of `pusher.rs`.
+    HeraldPusher,
+    /// Soketi, a self-hosted Pusher server, with the same app.
+    Soketi,
 }
 
 impl Target {
@@ -20,6 +24,8 @@ impl Target {
         match self {
             Self::Herald => "herald",
             Self::Nchan => "nchan",
+            Self::HeraldPusher => "herald-pusher",
+            Self::Soketi => "soketi",
         }
     }
 }

@@ -107,6 +107,7 @@ export function electionLink({ env, opts, baseUrl, tab, receive }) {
     ready: tabLock.held,
     leader: () => hub !== null,
     post: (message) => channel.postMessage(message),
+    setToken: (token) => hub?.setToken(token),
     close() {
       closed = true;
       channel.close();

@@ -132,3 +132,15 @@ test("the elected tab's token serves every tab, and a new one from setToken reac
   await flush();
   assert.ok(query(net.sources.at(-1).url).some(([k, v]) => k === "token" && v === "token-b"), "the next tab's own");
 });
+
+test("clients with other transports do not share: each shape of connection has its own", async () => {
+  const { net, tab } = setupTabs(Herald, {});
+  const sse = tab({ transports: ["sse"] });
+  const poll = tab({ transports: ["long-poll"] });
+  record(sse, "news");
+  record(poll, "news");
+  await flush();
+  assert.deepEqual([sse.sharing.leader, poll.sharing.leader], [true, true]);
+  assert.equal(net.sources.length, 1);
+  assert.equal(net.requests.length, 1);
+});

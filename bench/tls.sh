@@ -8,7 +8,7 @@
 #   SUBSCRIBERS=5000 bench/tls.sh
 #
 # Same load generator (herald-bench run) for every target; a fresh server per run; a test CA made with openssl
-# (the load generator trusts it through HERALD_BENCH_CA_FILE). Results: bench/results/tls/<variant>.json and
+# (the load generator trusts it through BENCH_CA_FILE). Results: bench/results/tls/<variant>.json and
 # bench/results/tls/summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +74,7 @@ start_nchan_tls() {
 }
 
 tls_files=("tls_cert_file = \"$work/server.pem\"" "tls_key_file = \"$work/server.key\"")
-# variant  target  scheme  start…  (HERALD_BENCH_* for the load generator are set per variant below)
+# variant  target  scheme  start…  (BENCH_* for the load generator are set per variant below)
 run_variant() {
   local name=$1 target=$2 url=$3
   echo "== $name"
@@ -88,15 +88,15 @@ run_variant() {
 start_herald
 run_variant herald-http1 herald "http://127.0.0.1:$port"
 
-export HERALD_BENCH_CA_FILE="$work/ca.pem"
+export BENCH_CA_FILE="$work/ca.pem"
 start_herald "${tls_files[@]}" "http2 = false"
-HERALD_BENCH_HTTP2=off run_variant herald-tls-http1 herald "https://localhost:$port"
+BENCH_HTTP2=off run_variant herald-tls-http1 herald "https://localhost:$port"
 
 start_herald "${tls_files[@]}"
 run_variant herald-tls-h2 herald "https://localhost:$port"
 
 start_herald "${tls_files[@]}"
-HERALD_BENCH_HTTP2_STREAMS=100 run_variant herald-tls-h2-100-streams herald "https://localhost:$port"
+BENCH_HTTP2_STREAMS=100 run_variant herald-tls-h2-100-streams herald "https://localhost:$port"
 
 start_nchan_tls
 run_variant nchan-tls-h2 nchan "https://localhost:$port"

@@ -68,15 +68,17 @@ const DEFAULT_OPTIONS = Object.freeze({
 const SHARE_MODES = ["auto", "worker", "tab", "off"];
 
 /**
- * How this client shares its connection: "worker", "tab" or "off". A SharedWorker cannot call the page's token
- * function, so with a token the tabs elect one of them; a page that pauses while hidden keeps its own connection.
+ * How this client shares its connection: "worker", "tab" or "off". With a token, "auto" does not share: a token
+ * is an identity, and two clients of one origin may hold different ones; `share: "tab"` shares anyway, with the
+ * elected tab's token (a SharedWorker cannot call the page's token function). A page that pauses while hidden
+ * keeps its own connection.
  */
 function sharingMode(opts, env) {
   const asked = opts.share === true ? "auto" : opts.share === false ? "off" : opts.share;
   if (!SHARE_MODES.includes(asked)) throw new TypeError(`share must be one of ${SHARE_MODES.join(", ")} or a boolean`);
   const canElect = Boolean(env.BroadcastChannel && env.locks);
   const canWorker = Boolean(env.SharedWorker) && !opts.token && canElect;
-  if (asked === "off" || (asked === "auto" && opts.pauseWhenHidden)) return "off";
+  if (asked === "off" || (asked === "auto" && (opts.pauseWhenHidden || opts.token))) return "off";
   if ((asked === "auto" || asked === "worker") && canWorker) return "worker";
   return canElect ? "tab" : "off";
 }

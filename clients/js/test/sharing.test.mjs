@@ -116,3 +116,31 @@ test("share: false keeps a connection per tab, and an unknown mode is refused", 
   assert.deepEqual(a.sharing, { mode: "off", leader: false });
   assert.throws(() => tab({ share: "sometimes" }), /share must be one of/);
 });
+
+test("the elected tab's token serves every tab, and a new one from setToken reaches the shared connection", async () => {
+  const { net, tab } = setupTabs(Herald, { transports: ["sse"] });
+  const a = tab({ token: "token-a" });
+  const b = tab({ token: "token-b" });
+  record(a, "user:u1");
+  record(b, "user:u1");
+  await flush();
+  assert.ok(query(net.sources.at(-1).url).some(([k, v]) => k === "token" && v === "token-a"));
+  a.setToken("token-a2");
+  await flush();
+  assert.ok(query(net.sources.at(-1).url).some(([k, v]) => k === "token" && v === "token-a2"), net.sources.at(-1).url);
+  a.close();
+  await flush();
+  assert.ok(query(net.sources.at(-1).url).some(([k, v]) => k === "token" && v === "token-b"), "the next tab's own");
+});
+
+test("clients with other transports do not share: each shape of connection has its own", async () => {
+  const { net, tab } = setupTabs(Herald, {});
+  const sse = tab({ transports: ["sse"] });
+  const poll = tab({ transports: ["long-poll"] });
+  record(sse, "news");
+  record(poll, "news");
+  await flush();
+  assert.deepEqual([sse.sharing.leader, poll.sharing.leader], [true, true]);
+  assert.equal(net.sources.length, 1);
+  assert.equal(net.requests.length, 1);
+});

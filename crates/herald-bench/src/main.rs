@@ -320,7 +320,8 @@ mod tests {
         for url in ["http://127.0.0.1:7070", "http://127.9.8.7", "http://localhost:8091/x", "http://[::1]:80"] {
             assert!(check_loopback(url).is_ok(), "{url}");
         }
-        for url in ["http://10.0.0.1:7070", "http://example.com", "https://127.0.0.1"] {
+        assert!(check_loopback("https://localhost:7172").is_ok(), "HTTPS on loopback too");
+        for url in ["http://10.0.0.1:7070", "http://example.com", "https://example.com", "ws://127.0.0.1"] {
             assert!(check_loopback(url).is_err(), "{url}");
         }
     }

@@ -87,6 +87,11 @@ export class SharedHub {
     for (const [key, sub] of [...this.#subs]) if (sub.tab === tab) this.#unsubscribe(key);
   }
 
+  /** The elected tab's new token (see Herald.setToken). */
+  setToken(token) {
+    if (!this.#closed) this.#connection.setToken(token);
+  }
+
   close() {
     this.#closed = true;
     if (this.#rewindTimer !== null) this.#env.clearTimeout(this.#rewindTimer);

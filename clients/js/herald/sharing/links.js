@@ -18,6 +18,17 @@ function shareable(opts) {
 }
 
 /**
+ * What names a shared connection: the server and the options that shape it. Clients with other transports or
+ * intervals (the demo page's four panels, one per technique) get connections of their own.
+ */
+function shareName(baseUrl, opts) {
+  const shape = shareable(opts);
+  delete shape.token;
+  delete shape.share;
+  return `herald ${baseUrl} ${JSON.stringify(shape)}`;
+}
+
+/**
  * Holds the tab's own lock until `release()`. `held` resolves once it is held: a tab says hello only then, or a
  * hub that asks for the lock first would be granted it and take the tab for gone.
  */
@@ -45,7 +56,7 @@ export function workerLink({ env, opts, baseUrl, tab, receive, failed }) {
   let worker;
   try {
     const script = new URL("./worker.js", import.meta.url);
-    worker = new env.SharedWorker(script, { type: "module", name: `herald ${baseUrl}` });
+    worker = new env.SharedWorker(script, { type: "module", name: shareName(baseUrl, opts) });
   } catch {
     return null; // another origin's script, or no module workers
   }
@@ -76,7 +87,7 @@ export function workerLink({ env, opts, baseUrl, tab, receive, failed }) {
 
 /** The link through an election among the tabs of the origin. */
 export function electionLink({ env, opts, baseUrl, tab, receive }) {
-  const name = `herald ${baseUrl}`;
+  const name = shareName(baseUrl, opts);
   const channel = new env.BroadcastChannel(name);
   channel.onmessage = (event) => receive(event.data);
   const tabLock = holdTabLock(env, tab);
@@ -101,12 +112,13 @@ export function electionLink({ env, opts, baseUrl, tab, receive }) {
     hubChannel.postMessage({ type: "leader" });
     return new Promise((resolve) => (resign = resolve));
   };
-  env.locks.request(`herald-leader ${baseUrl}`, lead).catch(() => {});
+  env.locks.request(`leader of ${name}`, lead).catch(() => {});
   return {
     mode: "tab",
     ready: tabLock.held,
     leader: () => hub !== null,
     post: (message) => channel.postMessage(message),
+    setToken: (token) => hub?.setToken(token),
     close() {
       closed = true;
       channel.close();

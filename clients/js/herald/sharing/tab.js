@@ -93,8 +93,14 @@ export class SharedConnection {
     this.#sync();
   }
 
-  /** The token stays the hub's (the elected tab's); a tab's own is used when it is elected. */
-  setToken() {}
+  /**
+   * A new token: the shared connection takes it when this tab runs it (elected), and this tab uses it if it is
+   * elected later; a SharedWorker's connection has no token (with a token, tabs elect one of them).
+   */
+  setToken(token) {
+    this.#opts.token = token;
+    this.#link?.setToken?.(token);
+  }
 
   publish(channel, event, data) {
     if (this.#closed) return Promise.reject(new Error("this Herald client is closed"));

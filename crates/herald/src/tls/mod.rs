@@ -2,8 +2,8 @@
 //! (`tls_cert_file`, `tls_key_file`, read again when they change) or an ACME server (`acme_domains`).
 //!
 //! rustls on the `ring` provider, TLS 1.2 and 1.3 only, with rustls's default cipher suites (all AEAD, all
-//! forward-secret). ALPN offers `h2` (unless `http2 = false`) and `http/1.1`; the server picks the protocol the
-//! connection speaks from it (`server/connection.rs`). A handshake asking for `acme-tls/1` is an ACME server
+//! forward-secret). ALPN offers `h2` (unless `http2 = false`) and `http/1.1`; the server serves the protocol the
+//! handshake agreed on (`server/secure.rs`). A handshake asking for `acme-tls/1` is an ACME server
 //! validating a name: it gets the challenge certificate, and the connection ends there. Nothing here knows HTTP:
 //! the server owns the sockets, this module only decides what the handshake presents.
 

@@ -103,19 +103,22 @@ run_variant nchan-tls-h2 nchan "https://localhost:$port"
 
 echo "== summary"
 {
-  echo "| variant | idle RSS per subscriber, KiB | server CPU per delivery at the highest rate, µs | deliveries/s |"
-  echo "|---|---|---|---|"
+  echo "| variant | idle RSS per subscriber, KiB | deliveries/s, server CPU, µs per delivery (each step after the warm-up) |"
+  echo "|---|---|---|"
   for f in "$results"/*.json; do
     python3 - "$f" <<'PY'
 import json, sys, os
 r = json.load(open(sys.argv[1]))
 name = os.path.basename(sys.argv[1])[:-5]
 mem = (r.get("memory") or {}).get("rss_per_connection_bytes")
-steps = [s for s in r.get("steps", []) if s.get("deliveries_per_sec")]
-top = steps[-1] if steps else None
-cpu = top["server_cpu"] / top["deliveries_per_sec"] * 1e6 if top else None
-fmt = lambda v, f: f.format(v) if v is not None else "–"
-print(f"| {name} | {fmt(mem and mem / 1024, '{:.1f}')} | {fmt(cpu, '{:.2f}')} | {fmt(top and top['deliveries_per_sec'], '{:,.0f}')} |")
+cells = []
+for s in r.get("steps", []):
+    if s.get("warmup") or not s.get("deliveries_per_sec"):
+        continue
+    per = s["server_cpu"] / s["deliveries_per_sec"] * 1e6
+    cells.append(f"{s['deliveries_per_sec']:,.0f}/s, {s['server_cpu'] * 100:.0f}%, {per:.1f} µs")
+memory = f"{mem / 1024:.1f}" if mem is not None else "–"
+print(f"| {name} | {memory} | {'; '.join(cells)} |")
 PY
   done
 } | tee "$results/summary.md"

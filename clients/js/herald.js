@@ -200,10 +200,13 @@ export class Herald {
    * after the first list. A member is `{ user_id, user_info }`: one per user, however many tabs it has. The page is
    * a member itself when its token names a user (`sub`, presenting the token's `info`). Over WebSocket and SSE the
    * changes arrive as they happen; over polling the list is read every `pollInterval`. Returns `{ members, stop }`:
-   * the current list, and a function that stops following.
+   * the current list, and a function that stops following. Presence is not carried between tabs: on a client that
+   * shares its connection (`share`, see `sharing`) it throws; create the client with `share: false`.
    */
   presence(channel, handlers = {}) {
     if (this.#connection.closed) throw new Error("this Herald client is closed");
+    if (this.#connection instanceof SharedConnection)
+      throw new Error("presence needs a connection of its own: create this client with share: false");
     if (typeof channel !== "string" || !CHANNEL_NAME.test(channel))
       throw new TypeError(`invalid channel name: ${channel}`);
     const watcher = { channel, onJoin: handlers.onJoin, onLeave: handlers.onLeave, onChange: handlers.onChange };

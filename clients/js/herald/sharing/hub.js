@@ -14,6 +14,7 @@
 // error {error: {code, message, channel, status}}, published {to, req, result | error}.
 
 import { Connection } from "../connection.js";
+import { Rosters } from "../presence.js";
 import { ChannelBook } from "../channel-book.js";
 import { channelPath, endpoint, requestJson } from "../http.js";
 
@@ -55,6 +56,9 @@ export class SharedHub {
       env,
       baseUrl,
       book: this.#book,
+      // Presence is not carried between tabs: a page that follows presence keeps a connection of its own
+      // (Herald#presence refuses on a shared one), so the shared connection follows none.
+      rosters: new Rosters(() => {}),
       deliver: (envelope) => this.#deliver(envelope),
       emit: (name, payload) => this.#emit(name, payload),
     });

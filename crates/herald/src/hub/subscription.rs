@@ -90,10 +90,37 @@ struct Followed {
     tracker: Tracker,
     /// What the client has been handed.
     delivered: Position,
+    /// What the subscription has of the channel's presence, when anything (boxed: most channels have none, and
+    /// a fan-out walks through many subscriptions' channels).
+    presence: Option<Box<FollowedPresence>>,
+}
+
+/// A followed channel's presence.
+#[derive(Default)]
+struct FollowedPresence {
     /// The presence sequence the client's list of members is at, while the subscription follows the presence.
     members_at: Option<u64>,
     /// The number of this subscription's presence on the channel, while it is a member.
-    presence: Option<u64>,
+    joined: Option<u64>,
+}
+
+impl Followed {
+    fn members_at(&self) -> Option<u64> {
+        self.presence.as_ref().and_then(|p| p.members_at)
+    }
+
+    fn joined(&self) -> Option<u64> {
+        self.presence.as_ref().and_then(|p| p.joined)
+    }
+
+    /// Changes the channel's presence state, dropping it when nothing is left.
+    fn set_presence(&mut self, change: impl FnOnce(&mut FollowedPresence)) {
+        let presence = self.presence.get_or_insert_with(Box::default);
+        change(presence);
+        if presence.members_at.is_none() && presence.joined.is_none() {
+            self.presence = None;
+        }
+    }
 }
 
 /// A client's subscription to some channels.
@@ -109,7 +136,7 @@ pub struct Subscription {
     /// too, should the subscribe be cancelled half-way (its client left, shutdown).
     opening: Option<ChannelName>,
     /// A presence whose join has not returned yet: left on drop too, for the same reason.
-    joining: Option<(ChannelName, u64)>,
+    joining: Option<Box<(ChannelName, u64)>>,
 }
 
 impl Hub {
@@ -173,7 +200,6 @@ impl Subscription {
                 channel: channel.clone(),
                 tracker: Tracker::new(end),
                 delivered: end,
-                members_at: None,
                 presence: None,
             }),
         }
@@ -194,30 +220,29 @@ impl Subscription {
     /// Presents the user `member` (see [`super::member`]) on `channel`, which the subscription follows: the user
     /// is a member until the subscription leaves, unsubscribes or ends, and the grace has passed. Answers the
     /// members right after the join, and whether the user is new to the channel across the cluster (its join is
-    /// then announced to the channel's other followers of presence; to this subscription too, when it follows
-    /// the presence, unless it read the members since).
+    /// then announced to the channel's other followers of presence, never to this subscription: when it follows
+    /// the presence, its list moves to the answer's).
     pub async fn join(&mut self, channel: &ChannelName, member: &Member) -> Result<Joined, PresenceError> {
         let Some(i) = self.channels.iter().position(|f| f.channel == *channel).filter(|_| self.inbox.is_some()) else {
             return Err(PresenceError::NotSubscribed(channel.clone()));
         };
-        if self.channels[i].presence.is_some() {
+        if self.channels[i].joined().is_some() {
             return Err(PresenceError::AlreadyJoined(channel.clone()));
         }
-        if let Some((channel, id)) = self.joining.take() {
+        if let Some(joining) = self.joining.take() {
             // A join cancelled half-way, whose subscription lives on.
-            self.hub.leave_later(&channel, id);
+            self.hub.leave_later(&joining.0, joining.1);
         }
         let id = self.hub.next_presence_id();
-        self.joining = Some((channel.clone(), id));
+        self.joining = Some(Box::new((channel.clone(), id)));
         let joined = self.hub.join(channel, id, member).await;
         self.joining = None;
         match &joined {
             Ok(joined) => {
-                let followed = &mut self.channels[i];
-                followed.presence = Some(id);
-                if let Some(at) = followed.members_at.as_mut() {
-                    *at = (*at).max(joined.members.seq);
-                }
+                self.channels[i].set_presence(|p| {
+                    p.joined = Some(id);
+                    p.members_at = p.members_at.map(|at| at.max(joined.members.seq));
+                });
             }
             // A full channel stored nothing; after an engine error the join may have been stored anyway.
             Err(PresenceError::Full { .. }) => {}
@@ -229,7 +254,8 @@ impl Subscription {
     /// Stops being a member of `channel` (after the grace). Returns false if the subscription was not one.
     pub fn leave(&mut self, channel: &ChannelName) -> bool {
         let Some(followed) = self.channels.iter_mut().find(|f| f.channel == *channel) else { return false };
-        let Some(id) = followed.presence.take() else { return false };
+        let Some(id) = followed.joined() else { return false };
+        followed.set_presence(|p| p.joined = None);
         self.hub.leave_later(channel, id);
         true
     }
@@ -241,14 +267,14 @@ impl Subscription {
         let (Some(i), Some(inbox)) = (i, self.inbox.as_mut()) else {
             return Err(PresenceError::NotSubscribed(channel.clone()));
         };
-        let known = self.channels[i].members_at.is_some();
+        let known = self.channels[i].members_at().is_some();
         if !known {
             // Registered before the read, as messages are: no change can fall between the list and the feed.
             inbox.receive_presence(&self.hub, channel);
         }
         match self.hub.members(channel).await {
             Ok(members) => {
-                self.channels[i].members_at = Some(members.seq);
+                self.channels[i].set_presence(|p| p.members_at = Some(members.seq));
                 Ok(members)
             }
             Err(err) => {
@@ -262,15 +288,15 @@ impl Subscription {
 
     /// Whether the subscription is a member of `channel`.
     pub fn is_member(&self, channel: &ChannelName) -> bool {
-        self.channels.iter().any(|f| f.channel == *channel && f.presence.is_some())
+        self.channels.iter().any(|f| f.channel == *channel && f.joined().is_some())
     }
 
     /// Ends what `followed` had of presence: its membership (after the grace) and the changes it received.
     fn end_presence(&mut self, followed: &Followed) {
-        if let Some(id) = followed.presence {
+        if let Some(id) = followed.joined() {
             self.hub.leave_later(&followed.channel, id);
         }
-        if let (Some(_), Some(inbox)) = (followed.members_at, self.inbox.as_mut()) {
+        if let (Some(_), Some(inbox)) = (followed.members_at(), self.inbox.as_mut()) {
             inbox.stop_presence(&self.hub, &followed.channel);
         }
     }
@@ -390,7 +416,7 @@ impl Subscription {
     /// the change already. Returns whether it did.
     fn hand_presence(&mut self, items: &mut Vec<Item>, event: Arc<PresenceEvent>) -> bool {
         let Some(followed) = self.channels.iter_mut().find(|f| f.channel == event.channel) else { return false };
-        match followed.members_at.as_mut() {
+        match followed.presence.as_mut().and_then(|p| p.members_at.as_mut()) {
             Some(at) if event.seq > *at => {
                 *at = event.seq;
                 items.push(Item::Presence(event));
@@ -456,8 +482,8 @@ impl Drop for Subscription {
                 inbox.unsubscribe(&self.hub, &followed.channel);
             }
         }
-        if let Some((channel, id)) = self.joining.take() {
-            self.hub.leave_later(&channel, id);
+        if let Some(joining) = self.joining.take() {
+            self.hub.leave_later(&joining.0, joining.1);
         }
         if let (Some(inbox), Some(channel)) = (self.inbox.as_mut(), self.opening.take()) {
             inbox.unsubscribe(&self.hub, &channel);

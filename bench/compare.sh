@@ -49,14 +49,6 @@ mkdir -p "$results"
 # Only this family's results: the other family's stay.
 rm -f "$results"/*."${targets[0]}".* "$results"/*."${targets[1]}".* "$results/$summary"
 work=$(mktemp -d)
-server_pid=""
-stop_server() {
-  if [ -n "$server_pid" ]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-  fi
-}
 trap 'stop_server; rm -rf "$work"' EXIT
 
 # Herald with its defaults, except a deeper per-connection queue: at the top of a ramp a subscriber may fall

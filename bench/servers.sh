@@ -34,3 +34,14 @@ wait_listening() {
   echo "$who: nothing listens on port $port" >&2
   exit 1
 }
+
+# The server a script started last (its `start_*` sets `server_pid`); stop_server stops it and waits for it to
+# exit, so that the next server finds its port free. Safe to call when none runs.
+server_pid=""
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+  fi
+}

@@ -33,14 +33,6 @@ herald="$target_dir/release/herald"
 mkdir -p "$results"
 rm -f "$results"/*.json "$results"/*.md
 work=$(mktemp -d)
-server_pid=""
-stop_server() {
-  if [ -n "$server_pid" ]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-  fi
-}
 trap 'stop_server; rm -rf "$work"' EXIT
 refuse_taken_ports tls "$port"
 

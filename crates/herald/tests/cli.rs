@@ -161,12 +161,28 @@ async fn check_refuses_what_serve_would_refuse_naming_the_key() {
         ("weak-key.toml", "[[publisher_keys]]\nname = \"a\"\nkey = \"short\"\n", "publisher_keys[0]"),
         ("exposed.toml", "listen = \"0.0.0.0:7070\"\n", "--insecure"),
         ("no-file.toml", "[jwt]\npublic_key_file = \"missing.pem\"\n", "missing.pem"),
+        ("no-ca.toml", "webhook_ca_file = \"missing-ca.pem\"\n", "webhook_ca_file: cannot read"),
+        ("not-ca.toml", "webhook_ca_file = \"not-ca.toml\"\n", "no PEM certificate"),
     ] {
         let file = config_file(name, text);
         let (ok, _, stderr) = run(&["check", "--config", file.to_str().unwrap()]).await;
         assert!(!ok, "{name} was accepted");
         assert!(stderr.contains(key), "{name}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn check_names_the_variable_that_gave_an_unreadable_webhook_ca_file() {
+    let out = tokio::time::timeout(
+        PATIENCE,
+        herald().arg("check").env("HERALD_WEBHOOK_CA_FILE", "/nonexistent/private-ca.pem").output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("HERALD_WEBHOOK_CA_FILE: cannot read /nonexistent/private-ca.pem"), "{stderr}");
 }
 
 /// The next line of a JSON log, parsed.

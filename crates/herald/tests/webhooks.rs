@@ -1,7 +1,9 @@
 //! Webhooks against real HTTP receivers: the lifecycle of a channel and its members in order, signed; a receiver
 //! that fails twice gets the same events again (same ids) until it answers 2xx; a receiver that hangs is given up
 //! on at the timeout and retried while the others, and browsers, go on; an endpoint further behind than its queue
-//! loses the oldest events, counted; client events and cache misses reach the endpoints that want them.
+//! loses the oldest events, counted; client events and cache misses reach the endpoints that want them. Over
+//! HTTPS: a receiver whose certificate chains to `webhook_ca_file` gets its events, signed; one whose certificate
+//! nobody vouches for gets nothing, and the failed handshakes are retried and counted as TLS failures.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,6 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::receiver::{Answers, Receiver};
+use common::tls::TestCa;
 use common::tokens;
 use common::{spawn, TestServer, Ws};
 use herald::config::{Config, NamespaceSettings, WebhookSettings};
@@ -55,6 +58,17 @@ async fn member(server: &TestServer, sub: &str, channel: &str) -> Ws {
     let mut ws = server.ws_with(&format!("/v1/ws?token={token}"), &[]).await.unwrap();
     assert_eq!(ws.call(json!({ "op": "subscribe", "channel": channel })).await["op"], "subscribed");
     ws
+}
+
+/// Waits until the counter `series` is at least `n` (a retried request goes on being counted meanwhile).
+async fn at_least(server: &TestServer, series: &str, n: u64) {
+    tokio::time::timeout(common::PATIENCE, async {
+        while server.metric(series).await < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{series} never reached {n}"));
 }
 
 fn names(events: &[Value]) -> Vec<String> {
@@ -180,7 +194,8 @@ async fn webhooks_that_cannot_be_used_are_refused_at_start_naming_their_key() {
     let refused = herald::Server::bind(config(vec![bad_pattern])).await.err().unwrap().to_string();
     assert!(refused.starts_with("webhooks[0].channels"), "{refused}");
     for (toml, key) in [
-        ("[[webhooks]]\nurl = \"https://x/\"\nsecret = \"0123456789abcdef\"", "webhooks[0].url"),
+        ("[[webhooks]]\nurl = \"ftp://x/\"\nsecret = \"0123456789abcdef\"", "webhooks[0].url"),
+        ("[[webhooks]]\nurl = \"https:///h\"\nsecret = \"0123456789abcdef\"", "webhooks[0].url"),
         ("[[webhooks]]\nurl = \"http://x/\"\nsecret = \"short\"", "webhooks[0].secret"),
         ("[[webhooks]]\nurl = \"http://x/\"\nsecret = \"s\"\nformat = \"pusher\"", "webhooks[0].key"),
         ("[[webhooks]]\nurl = \"http://x/\"\nsecret = \"0123456789abcdef\"\nevents = [\"everything\"]", "webhooks[0].events"),
@@ -194,4 +209,44 @@ async fn webhooks_that_cannot_be_used_are_refused_at_start_naming_their_key() {
         let refused = Config::from_toml(toml).unwrap_err().to_string();
         assert!(refused.starts_with(key), "{toml}: {refused}");
     }
+    let mut unreadable_ca = config(vec![]);
+    unreadable_ca.webhook_ca_file = Some("/nonexistent/ca.pem".into());
+    let refused = herald::Server::bind(unreadable_ca).await.err().unwrap().to_string();
+    assert!(refused.starts_with("webhook_ca_file: cannot read /nonexistent/ca.pem"), "{refused}");
+}
+
+#[tokio::test]
+async fn an_https_receiver_whose_certificate_chains_to_the_webhook_ca_gets_the_events_signed() {
+    let ca = TestCa::new("webhooks-trusted");
+    let receiver = Receiver::start_tls(Answers::First(vec![]), ca.server_config("receiver")).await;
+    assert!(receiver.url().starts_with("https://localhost:"));
+    let mut config = config(vec![hook("secure", &receiver, &[], &["room:*"])]);
+    config.webhook_ca_file = Some(ca.root_file());
+    let server = spawn(config).await;
+    drop(member(&server, "ada", "room:1").await);
+    let events = receiver.until("the four events", |e| e.len() >= 4).await;
+    assert_eq!(names(&events), ["channel_occupied ", "member_added ada", "member_removed ada", "channel_vacated "]);
+    for request in receiver.received() {
+        let signature = request.header("Herald-Webhook-Signature").unwrap().to_string();
+        let t: u64 = signature.strip_prefix("t=").unwrap().split(',').next().unwrap().parse().unwrap();
+        assert_eq!(signature, herald_signature(SECRET, t, &request.body), "signed over t and the body");
+    }
+    assert_eq!(server.metric(r#"herald_webhook_tls_failures_total{endpoint="secure"}"#).await, 0);
+}
+
+#[tokio::test]
+async fn an_https_receiver_with_a_certificate_nobody_vouches_for_gets_nothing_and_is_retried_as_a_tls_failure() {
+    let (trusted, stranger) = (TestCa::new("webhooks-ca"), TestCa::new("webhooks-stranger"));
+    let receiver = Receiver::start_tls(Answers::First(vec![]), stranger.server_config("impostor")).await;
+    let mut config = config(vec![hook("impostor", &receiver, &["channel_occupied"], &[])]);
+    config.webhook_ca_file = Some(trusted.root_file());
+    let server = spawn(config).await;
+    let _watching = server.sse("channel=room:1", &[]).await;
+    receiver.until_refused(2).await;
+    at_least(&server, r#"herald_webhook_tls_failures_total{endpoint="impostor"}"#, 2).await;
+    at_least(&server, r#"herald_webhook_retries_total{endpoint="impostor"}"#, 1).await;
+    assert!(receiver.received().is_empty(), "no request reached a receiver that could not be authenticated");
+    assert_eq!(server.metric(r#"herald_webhook_events_sent_total{endpoint="impostor"}"#).await, 0);
+    let failures = server.metric(r#"herald_webhook_failures_total{endpoint="impostor"}"#).await;
+    assert!(failures >= 2, "a TLS failure is a failed request: {failures}");
 }

@@ -269,6 +269,8 @@ pub struct Config {
     /// The longest pause between two attempts of a failing webhook request (the pause doubles from 1 s).
     #[serde(rename = "webhook_max_backoff_secs", with = "secs")]
     pub webhook_max_backoff: Duration,
+    /// Certificates (PEM) trusted for `https://` webhook receivers besides the system's roots: a private CA.
+    pub webhook_ca_file: Option<PathBuf>,
     /// The environment variable that set a setting, by the setting's key, for the modules that interpret the
     /// setting to name it as the user wrote it (see [`Config::source`]).
     #[serde(skip)]
@@ -329,6 +331,7 @@ impl Default for Config {
             webhook_batch: 100,
             webhook_timeout: Duration::from_secs(10),
             webhook_max_backoff: Duration::from_secs(60),
+            webhook_ca_file: None,
             sources: BTreeMap::new(),
         }
     }

@@ -108,7 +108,7 @@ pub struct PusherAppSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PusherWebhookSettings {
-    /// Where events are POSTed: `http://host[:port]/path`.
+    /// Where events are POSTed: `http[s]://host[:port]/path`.
     pub url: String,
     /// The events it hears of (`channel_occupied`, `channel_vacated`, `member_added`, `member_removed`,
     /// `client_event`, `cache_miss`); empty: every one.

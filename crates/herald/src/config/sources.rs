@@ -115,7 +115,7 @@ fn file_tree(path: &Path, text: &str) -> Result<Value, ConfigError> {
     let mut tree: Value = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let paths = ["/jwt/public_key_file", "/jwt/jwks_file", "/tls_cert_file", "/tls_key_file", "/acme_cache_dir"];
-    for pointer in paths.into_iter().chain(["/acme_ca_file"]) {
+    for pointer in paths.into_iter().chain(["/acme_ca_file", "/webhook_ca_file"]) {
         if let Some(Value::String(file)) = tree.pointer_mut(pointer) {
             *file = dir.join(&*file).display().to_string();
         }

@@ -169,14 +169,14 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             let key = |field: &str| format!("webhooks[{i}].{field}");
-            if hook.url.starts_with("https://") {
-                let message = "https:// is not supported yet: point it at an http:// endpoint (a local forwarder)";
-                return Err(invalid(key("url"), message));
-            }
-            let rest = hook.url.strip_prefix("http://").unwrap_or_default();
+            let rest = hook.url.strip_prefix("http://").or_else(|| hook.url.strip_prefix("https://"));
+            let rest = rest.unwrap_or_default();
             if rest.is_empty() || rest.starts_with('/') || hook.url.chars().any(|c| c.is_whitespace() || c.is_control())
             {
-                return Err(invalid(key("url"), "an address such as http://backend:8080/hooks"));
+                return Err(invalid(
+                    key("url"),
+                    "an address such as http://backend:8080/hooks or https://backend/hooks",
+                ));
             }
             match hook.format.as_str() {
                 "herald" if hook.secret.len() < 16 => {

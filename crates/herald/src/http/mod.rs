@@ -63,8 +63,8 @@ impl AppState {
     pub fn check(config: Arc<Config>) -> Result<(), ConfigError> {
         let refusals = Arc::new(Refusals::new(Arc::new(crate::metrics::Metrics::default())));
         Auth::new(config.clone(), refusals.clone())?;
-        Limits::new(config, refusals)?;
-        Ok(())
+        Limits::new(config.clone(), refusals)?;
+        Webhooks::check(&config)
     }
 
     /// Fails with `404 transport_disabled` unless `kind` is enabled.

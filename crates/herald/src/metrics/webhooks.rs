@@ -15,6 +15,8 @@ pub struct WebhookMetrics {
     pub retried: AtomicU64,
     /// Requests that failed: an answer other than 2xx, a timeout, no connection.
     pub failed: AtomicU64,
+    /// Of the failed requests, those whose TLS handshake failed (an untrusted certificate, another name).
+    pub tls_failed: AtomicU64,
     /// Events lost because the endpoint fell further behind than `webhook_queue`.
     pub dropped: AtomicU64,
     /// Events waiting for the endpoint now.
@@ -53,7 +55,7 @@ impl Webhooks {
     pub(super) fn render(&self, out: &mut String) {
         let webhooks = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
         type Value = fn(&WebhookMetrics) -> f64;
-        let series: [(&str, &str, &str, Value); 7] = [
+        let series: [(&str, &str, &str, Value); 8] = [
             ("herald_webhook_events_sent_total", "counter", "Events delivered to the endpoint.", |m| {
                 m.sent.load(Relaxed) as f64
             }),
@@ -65,6 +67,12 @@ impl Webhooks {
                 "counter",
                 "Requests that failed (not 2xx, timeout, no connection).",
                 |m| m.failed.load(Relaxed) as f64,
+            ),
+            (
+                "herald_webhook_tls_failures_total",
+                "counter",
+                "Failed requests whose TLS handshake failed (untrusted certificate, wrong name).",
+                |m| m.tls_failed.load(Relaxed) as f64,
             ),
             ("herald_webhook_events_dropped_total", "counter", "Events lost past webhook_queue.", |m| {
                 m.dropped.load(Relaxed) as f64

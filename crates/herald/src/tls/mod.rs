@@ -9,6 +9,7 @@
 
 pub mod acme;
 mod files;
+pub(crate) mod roots;
 pub mod validity;
 
 use std::sync::Arc;

@@ -1,8 +1,14 @@
-//! One webhook request: a POST over HTTP/1.1 on a connection of its own, bounded by a timeout.
+//! One webhook request: a POST over HTTP/1.1 on a connection of its own, bounded by a timeout, in the clear
+//! (`http://`) or over TLS (`https://`).
 //!
 //! A connection per request keeps this small and a hung receiver's connection short-lived (dropped with the
-//! request at its timeout); requests are batches, so there are few of them. Only `http://` is spoken for now.
+//! request at its timeout); requests are batches, so there are few of them. TLS is rustls on the `ring` provider,
+//! as the listener's: the receiver's certificate must chain to the system's roots or to `webhook_ca_file`'s, and
+//! name the URL's host. A handshake that fails (an unknown issuer, another name, an expired certificate) is a
+//! failed request like any other, retried, and told apart in the metrics and the log by [`SendError::Tls`].
 
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,13 +16,21 @@ use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
-/// Where requests go, read from an `http://host[:port]/path` URL.
+use crate::config::{Config, ConfigError};
+use crate::tls::{roots, TlsError};
+
+/// Where requests go, read from an `http[s]://host[:port]/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
     host: String,
     port: u16,
+    /// `https://`: the request goes over TLS, and the certificate must name `host`.
+    tls: bool,
     /// `host[:port]`, the `Host` header.
     authority: String,
     /// The path and query.
@@ -26,7 +40,11 @@ pub(crate) struct Target {
 impl Target {
     /// Reads `url`; an error says what is wrong with it.
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or("the URL must start with http://")?;
+        let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err("the URL must start with http:// or https://".into()),
+        };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(at) => (&rest[..at], &rest[at..]),
             None => (rest, "/"),
@@ -36,14 +54,17 @@ impl Target {
         }
         let (host, port) = match authority.rsplit_once(':').filter(|(_, port)| !port.contains(']')) {
             Some((host, port)) => (host, port.parse::<u16>().map_err(|_| "the port is not a number")?),
-            None => (authority, 80),
+            None => (authority, if tls { 443 } else { 80 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         if host.is_empty() {
             return Err("the URL needs a host".into());
         }
+        if tls && ServerName::try_from(host.as_str()).is_err() {
+            return Err("the host is not a name or address a certificate can be checked against".into());
+        }
         let path = if path.starts_with('?') { format!("/{path}") } else { path.to_owned() };
-        Ok(Self { host, port, authority: authority.to_owned(), path })
+        Ok(Self { host, port, tls, authority: authority.to_owned(), path })
     }
 }
 
@@ -56,11 +77,66 @@ pub(crate) enum SendError {
     /// The connection failed.
     #[error("{0}")]
     Connection(String),
+    /// The TLS handshake failed: most often a certificate that is not trusted or does not name the host.
+    #[error("TLS handshake with {host} failed: {reason}")]
+    Tls {
+        /// The URL's host.
+        host: String,
+        /// rustls's reason.
+        reason: String,
+    },
+}
+
+/// What requests over TLS trust: the system's roots and `webhook_ca_file`'s certificates. The system's roots are
+/// read on the first `https://` request (most servers have none), the file at start (so a bad one stops it).
+pub(crate) struct Trust {
+    extra: Vec<CertificateDer<'static>>,
+    connector: OnceLock<TlsConnector>,
+}
+
+impl Trust {
+    /// The trust `config` asks for; an unreadable `webhook_ca_file` is refused naming it.
+    pub(crate) fn new(config: &Config) -> Result<Self, ConfigError> {
+        let extra = match &config.webhook_ca_file {
+            Some(path) => read_ca_file(config, path)?,
+            None => Vec::new(),
+        };
+        Ok(Self { extra, connector: OnceLock::new() })
+    }
+
+    fn connector(&self) -> TlsConnector {
+        self.connector
+            .get_or_init(|| {
+                let mut roots = roots::system();
+                // Each was checked to be a root rustls accepts when the file was read.
+                roots.add_parsable_certificates(self.extra.iter().cloned());
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map(|builder| builder.with_root_certificates(roots).with_no_client_auth());
+                // The ring provider supports the default versions: building cannot fail.
+                let config = config.unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"));
+                TlsConnector::from(Arc::new(config))
+            })
+            .clone()
+    }
+}
+
+/// The certificates of `webhook_ca_file`, or why they cannot be used (naming the setting as it was given).
+fn read_ca_file(config: &Config, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    roots::read_pem("webhook_ca_file", path).map_err(|err| {
+        let message = match err {
+            TlsError::Read { path, source, .. } => format!("cannot read {path}: {source}"),
+            other => other.to_string(),
+        };
+        ConfigError::invalid(config.source("webhook_ca_file"), message)
+    })
 }
 
 /// POSTs `body` (JSON) with `headers`; the answer's status.
 pub(crate) async fn post(
     target: &Target,
+    trust: &Trust,
     headers: &[(&'static str, String)],
     body: Vec<u8>,
     timeout: Duration,
@@ -69,35 +145,59 @@ pub(crate) async fn post(
         let failed = |err: &dyn std::fmt::Display| SendError::Connection(err.to_string());
         let stream = TcpStream::connect((target.host.as_str(), target.port)).await.map_err(|e| failed(&e))?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| failed(&e))?;
-        let mut request = Request::post(target.path.as_str())
-            .header(HOST, target.authority.as_str())
-            .header(CONTENT_TYPE, "application/json")
-            .header(USER_AGENT, concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| failed(&e))?;
-        for (name, value) in headers {
-            let value = HeaderValue::from_str(value).map_err(|e| failed(&e))?;
-            request.headers_mut().insert(HeaderName::from_static(name), value);
+        if !target.tls {
+            return exchange(stream, target, headers, body).await;
         }
-        let answer = async {
-            let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
-            Ok(response.status().as_u16())
-        };
-        tokio::pin!(connection, answer);
-        tokio::select! {
-            biased;
-            answered = &mut answer => answered,
-            // A receiver that answers and closes ends the connection as the answer arrives: take the answer.
-            ended = &mut connection => match ended {
-                Ok(()) => answer.await,
-                Err(err) => Err(failed(&err)),
-            },
-        }
+        // Checked when the URL was read.
+        let name = ServerName::try_from(target.host.clone()).map_err(|e| failed(&e))?;
+        let stream = trust.connector().connect(name, stream).await.map_err(|err| SendError::Tls {
+            host: target.host.clone(),
+            // rustls's error is inside the io::Error; its text says why (an unknown issuer, another name…).
+            reason: err.into_inner().map_or_else(|| "the connection closed".to_string(), |e| e.to_string()),
+        })?;
+        exchange(stream, target, headers, body).await
     };
     // Dropped at the timeout, the connection closes: a hung receiver holds nothing of ours.
     tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(SendError::Timeout(timeout)))
+}
+
+/// The HTTP/1.1 exchange over a connected `stream`.
+async fn exchange<S>(
+    stream: S,
+    target: &Target,
+    headers: &[(&'static str, String)],
+    body: Vec<u8>,
+) -> Result<u16, SendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let failed = |err: &dyn std::fmt::Display| SendError::Connection(err.to_string());
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| failed(&e))?;
+    let mut request = Request::post(target.path.as_str())
+        .header(HOST, target.authority.as_str())
+        .header(CONTENT_TYPE, "application/json")
+        .header(USER_AGENT, concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| failed(&e))?;
+    for (name, value) in headers {
+        let value = HeaderValue::from_str(value).map_err(|e| failed(&e))?;
+        request.headers_mut().insert(HeaderName::from_static(name), value);
+    }
+    let answer = async {
+        let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
+        Ok(response.status().as_u16())
+    };
+    tokio::pin!(connection, answer);
+    tokio::select! {
+        biased;
+        answered = &mut answer => answered,
+        // A receiver that answers and closes ends the connection as the answer arrives: take the answer.
+        ended = &mut connection => match ended {
+            Ok(()) => answer.await,
+            Err(err) => Err(failed(&err)),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -115,7 +215,16 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("127.0.0.1", 80, "/"));
         let t = Target::parse("http://[::1]:9000/h").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
-        assert!(Target::parse("https://x/").is_err());
+        let t = Target::parse("https://hooks.example.com/h").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.tls, t.authority.as_str()),
+            ("hooks.example.com", 443, true, "hooks.example.com")
+        );
+        let t = Target::parse("https://127.0.0.1:8443").unwrap();
+        assert_eq!((t.port, t.tls, t.path.as_str()), (8443, true, "/"));
+        assert!(!Target::parse("http://x/").unwrap().tls);
+        assert!(Target::parse("ftp://x/").is_err());
+        assert!(Target::parse("https://bad_name!/").is_err());
         assert!(Target::parse("http://:80/").is_err());
         assert!(Target::parse("http://h:port/").is_err());
         assert!(Target::parse("http://user@h/").is_err());

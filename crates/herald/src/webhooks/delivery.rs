@@ -8,7 +8,8 @@
 //! An endpoint's task reads up to `webhook_batch` entries after its position, keeps those it hears of, and sends
 //! them in one request; a failure (an answer other than 2xx, no answer within `webhook_timeout_secs`, no
 //! connection) is retried after a pause that doubles from 1 s to `webhook_max_backoff_secs`, for as long as it
-//! takes. Meanwhile the log goes on: past `webhook_queue` entries behind, the oldest are trimmed, and the task
+//! takes (a TLS handshake that fails, an untrusted certificate above all, is such a failure, counted on its own
+//! too). Meanwhile the log goes on: past `webhook_queue` entries behind, the oldest are trimmed, and the task
 //! counts and logs what it lost (the gap in the entries' numbers) when it reads again.
 
 use std::sync::Arc;
@@ -182,7 +183,7 @@ async fn send(
         let headers = format::signature_headers(&endpoint.format, &body, now / 1000);
         let sent = tokio::select! {
             () = stop.cancelled() => return false,
-            sent = client::post(&endpoint.target, &headers, body, config.webhook_timeout) => sent,
+            sent = client::post(&endpoint.target, &webhooks.trust, &headers, body, config.webhook_timeout) => sent,
         };
         match sent {
             Ok(status) if (200..300).contains(&status) => {
@@ -194,7 +195,12 @@ async fn send(
                 return true;
             }
             Ok(status) => warnings.warn(&endpoint.name, format!("answered {status}; retrying in {wait:?}")),
-            Err(err) => warnings.warn(&endpoint.name, format!("{err}; retrying in {wait:?}")),
+            Err(err) => {
+                if let client::SendError::Tls { .. } = err {
+                    metrics.tls_failed.fetch_add(1, Relaxed);
+                }
+                warnings.warn(&endpoint.name, format!("{err}; retrying in {wait:?}"));
+            }
         }
         metrics.failed.fetch_add(1, Relaxed);
         if !pause(stop, wait).await {

@@ -11,7 +11,7 @@
 //! a message to a browser.
 //!
 //! Formats and signatures are `format.rs` (docs/WEBHOOKS.md); endpoints, from the configuration or registered by
-//! the Pusher protocol, `endpoint.rs`; the HTTP request, `client.rs`.
+//! the Pusher protocol, `endpoint.rs`; the HTTP request, over TLS for an `https://` URL, `client.rs`.
 
 mod client;
 mod delivery;
@@ -23,9 +23,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use herald_proto::ChannelName;
 use tokio::sync::{mpsc, Notify};
 
-use crate::config::ConfigError;
+use crate::config::{Config, ConfigError};
 use crate::hub::{EventKind, Hub, LifecycleEvent};
 use crate::shutdown::Shutdown;
+use client::Trust;
 use endpoint::Endpoint;
 
 /// Why webhooks could not be registered.
@@ -59,7 +60,7 @@ pub struct PusherApp {
 /// One endpoint of a Pusher app.
 #[derive(Debug, Clone)]
 pub struct PusherWebhook {
-    /// `http://host[:port]/path`.
+    /// `http[s]://host[:port]/path`.
     pub url: String,
     /// The events it hears of; empty: every one.
     pub events: Vec<EventKind>,
@@ -69,6 +70,8 @@ pub struct PusherWebhook {
 pub struct Webhooks {
     hub: Arc<Hub>,
     endpoints: RwLock<Vec<Arc<Endpoint>>>,
+    /// What `https://` receivers' certificates must chain to.
+    trust: Trust,
     /// Registered Pusher apps, by id.
     apps: Mutex<Vec<String>>,
     /// Wakes the delivering node when endpoints were added.
@@ -82,12 +85,8 @@ impl Webhooks {
     /// The webhooks `hub`'s configuration lists; one that cannot be used is refused naming its key.
     pub fn new(hub: Arc<Hub>) -> Result<Arc<Self>, ConfigError> {
         let config = hub.config().clone();
-        let endpoints = config
-            .webhooks
-            .iter()
-            .enumerate()
-            .map(|(i, settings)| Endpoint::configured(i, settings).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let endpoints = Self::configured(&config)?;
+        let trust = Trust::new(&config)?;
         if !endpoints.is_empty() {
             hub.events().enable(config.webhook_queue);
         }
@@ -95,11 +94,25 @@ impl Webhooks {
         Ok(Arc::new(Self {
             hub,
             endpoints: RwLock::new(endpoints),
+            trust,
             apps: Mutex::default(),
             added: Notify::new(),
             queue,
             queued: Mutex::new(Some(queued)),
         }))
+    }
+
+    /// Refuses what [`Webhooks::new`] would refuse of `config`: an endpoint that cannot be used, a
+    /// `webhook_ca_file` that cannot be read or holds no certificate.
+    pub fn check(config: &Config) -> Result<(), ConfigError> {
+        Self::configured(config)?;
+        Trust::new(config)?;
+        Ok(())
+    }
+
+    fn configured(config: &Config) -> Result<Vec<Arc<Endpoint>>, ConfigError> {
+        let endpoints = config.webhooks.iter().enumerate();
+        endpoints.map(|(i, settings)| Endpoint::configured(i, settings).map(Arc::new)).collect()
     }
 
     /// Starts delivering (when this node leads) and appending what [`Webhooks::emit`] queues, until shutdown.

@@ -1,12 +1,16 @@
-//! A webhook receiver for the tests: a real HTTP server on 127.0.0.1:0 that records every request and answers
-//! as told (a list of statuses to give first, then 200), or never answers at all.
+//! A webhook receiver for the tests: a real HTTP server on 127.0.0.1:0 (or HTTPS, with the certificate a test
+//! gives it) that records every request and answers as told (a list of statuses to give first, then 200), or
+//! never answers at all. Over HTTPS it also counts the handshakes that failed (the client refused the
+//! certificate).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::PATIENCE;
@@ -48,6 +52,8 @@ struct Shared {
     answers: Mutex<Answers>,
     received: Mutex<Vec<Received>>,
     arrived: Notify,
+    /// TLS handshakes that failed.
+    refused: AtomicUsize,
 }
 
 /// A running receiver.
@@ -55,25 +61,70 @@ struct Shared {
 pub struct Receiver {
     shared: Arc<Shared>,
     pub port: u16,
+    tls: bool,
 }
 
 impl Receiver {
     pub async fn start(answers: Answers) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let shared =
-            Arc::new(Shared { answers: Mutex::new(answers), received: Mutex::default(), arrived: Notify::new() });
-        let serving = shared.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, serving.clone()));
-            }
-        });
-        Receiver { shared, port }
+        Self::serve(answers, None).await
     }
 
+    /// An HTTPS receiver presenting `certificate` (its chain and key).
+    pub async fn start_tls(answers: Answers, certificate: rustls::ServerConfig) -> Receiver {
+        Self::serve(answers, Some(tokio_rustls::TlsAcceptor::from(Arc::new(certificate)))).await
+    }
+
+    async fn serve(answers: Answers, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared {
+            answers: Mutex::new(answers),
+            received: Mutex::default(),
+            arrived: Notify::new(),
+            refused: AtomicUsize::new(0),
+        });
+        let serving = shared.clone();
+        let secure = tls.is_some();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = serving.clone();
+                match tls.clone() {
+                    None => drop(tokio::spawn(serve(stream, shared))),
+                    Some(acceptor) => drop(tokio::spawn(async move {
+                        match acceptor.accept(stream).await {
+                            Ok(stream) => serve(stream, shared).await,
+                            Err(_) => {
+                                shared.refused.fetch_add(1, Ordering::Relaxed);
+                                shared.arrived.notify_waiters();
+                            }
+                        }
+                    })),
+                }
+            }
+        });
+        Receiver { shared, port, tls: secure }
+    }
+
+    /// Its URL, `https://localhost:…` over TLS (the name its test certificates carry).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hooks", self.port)
+        match self.tls {
+            true => format!("https://localhost:{}/hooks", self.port),
+            false => format!("http://127.0.0.1:{}/hooks", self.port),
+        }
+    }
+
+    /// Waits until at least `n` TLS handshakes failed.
+    pub async fn until_refused(&self, n: usize) {
+        let wait = async {
+            loop {
+                let arrived = self.shared.arrived.notified();
+                if self.shared.refused.load(Ordering::Relaxed) >= n {
+                    return;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(200), arrived).await;
+            }
+        };
+        tokio::time::timeout(PATIENCE * 3, wait).await.unwrap_or_else(|_| panic!("fewer than {n} refused handshakes"))
     }
 
     /// From now on, answers as told.
@@ -143,7 +194,7 @@ impl Receiver {
 }
 
 /// Reads one request, records it, answers it (or not).
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: Arc<Shared>) {
     let mut raw = Vec::new();
     let mut chunk = [0u8; 8192];
     let (head_end, length) = loop {

@@ -46,6 +46,21 @@ impl TestCa {
         (cert_file, key_file, cert.der().to_vec())
     }
 
+    /// A server configuration presenting a certificate for `localhost` and 127.0.0.1 signed by the CA.
+    pub fn server_config(&self, name: &str) -> rustls::ServerConfig {
+        use rustls::pki_types::pem::PemObject;
+        let (cert_file, key_file, _) = self.issue(name);
+        let chain = CertificateDer::pem_file_iter(&cert_file).unwrap().map(|c| c.unwrap()).collect();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key_file).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap()
+    }
+
     /// The CA's certificate, written as `ca.pem`.
     pub fn root_file(&self) -> PathBuf {
         let path = self.dir.join("ca.pem");

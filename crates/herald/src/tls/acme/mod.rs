@@ -265,31 +265,15 @@ impl Acme {
 
     /// The roots trusted for the ACME server: `acme_ca_file`'s, or the system's.
     fn roots(&self) -> Result<rustls::RootCertStore, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
         match &self.roots_file {
             Some(path) => {
-                use rustls::pki_types::pem::PemObject;
-                let pem = std::fs::read(path).map_err(|source| TlsError::Read {
-                    key: "acme_ca_file",
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-                    let added = cert.ok().is_some_and(|cert| roots.add(cert).is_ok());
-                    if !added {
-                        return Err(TlsError::Certificate {
-                            file: path.display().to_string(),
-                            message: "not a PEM certificate".into(),
-                        });
-                    }
-                }
+                let mut roots = rustls::RootCertStore::empty();
+                // Each certificate was checked to be a root rustls accepts.
+                roots.add_parsable_certificates(super::roots::read_pem("acme_ca_file", path)?);
+                Ok(roots)
             }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                roots.add_parsable_certificates(found.certs);
-            }
+            None => Ok(super::roots::system()),
         }
-        Ok(roots)
     }
 
     /// The cached certificate, when it was ordered for these names from this directory and still loads.

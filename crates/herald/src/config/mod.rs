@@ -484,6 +484,12 @@ impl Config {
         self.pusher_name(channel).is_some_and(|name| name.starts_with("private-") || name.starts_with("presence-"))
     }
 
+    /// Whether `channel` has presence: its namespace has `presence = true`, or it is a Pusher app's `presence-…`
+    /// channel (so Herald's own protocol sees the same members as Pusher's).
+    pub fn has_presence(&self, channel: &ChannelName) -> bool {
+        self.namespace(channel).presence || self.is_pusher_presence(channel)
+    }
+
     /// Whether `channel` is a Pusher app's `presence-…` channel.
     pub fn is_pusher_presence(&self, channel: &ChannelName) -> bool {
         self.pusher_name(channel).is_some_and(|name| name.starts_with("presence-"))

@@ -127,7 +127,7 @@ impl Hub {
     /// Whether `channel` has presence for Herald's own protocol: its namespace has `presence = true`, or it is a
     /// Pusher app's `presence-…` channel (so herald.js sees the same members as pusher-js).
     pub fn has_presence(&self, channel: &ChannelName) -> bool {
-        self.config.namespace(channel).presence || self.config.is_pusher_presence(channel)
+        self.config.has_presence(channel)
     }
 
     /// The members of `channel`, across the cluster.

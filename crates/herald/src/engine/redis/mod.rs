@@ -12,6 +12,7 @@
 mod events;
 mod presence;
 mod pubsub;
+mod roster;
 mod scripts;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -212,7 +213,7 @@ impl RedisEngine {
         watches.set_connected(true);
         let presence = presence::RedisPresence::start(inner.clone()).await?;
         let events = Arc::new(events::RedisLog::new(inner.clone(), client.clone()));
-        tokio::spawn(pubsub::follow(client, first, inner.clone(), watches.clone(), stop.clone()));
+        tokio::spawn(pubsub::follow(client, first, inner.clone(), presence.clone(), watches.clone(), stop.clone()));
         tokio::spawn(presence::keep_alive(presence.clone(), stop.clone()));
         Ok(Self { inner, watches, presence, events, _stop: stop.drop_guard() })
     }

@@ -9,6 +9,11 @@
 //! queue, no slow-consumer disconnect). When that window is too large or unknown, only the newest message goes,
 //! and each subscriber's tracker sees the gap and reads what it lacks itself (or learns of a reset when Redis
 //! lost the data). See [`missed`].
+//!
+//! Joins and leaves travel on the same Pub/Sub channels, and are caught up the same way: for each channel with
+//! presence the task keeps the members its followers were told of (`roster.rs`), read right after subscribing
+//! and kept up to date by the announcements; after a drop it reads the members again and hands on the
+//! difference as joins and leaves, right after the channel's missed messages and before anything new.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +27,11 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::presence::RedisPresence;
+use super::roster::Rosters;
 use super::{presence, scripts, Inner};
 use crate::encoded::EncodedMessage;
+use crate::engine::presence::{PresenceEvent, PresenceStore};
 use crate::engine::Start;
 use crate::metrics::CatchUp;
 
@@ -121,6 +129,7 @@ pub(super) async fn follow(
     client: redis::Client,
     first: PubSub,
     inner: Arc<Inner>,
+    presence: Arc<RedisPresence>,
     watches: Arc<Watches>,
     stop: CancellationToken,
 ) {
@@ -128,6 +137,8 @@ pub(super) async fn follow(
     let mut connection = Some(first);
     // The newest position handed to local subscribers, per subscribed channel: where a catch-up starts.
     let mut delivered: HashMap<ChannelName, Position> = HashMap::new();
+    // What this node's presence followers were told of each channel with presence: what a catch-up compares with.
+    let mut rosters = Rosters::default();
     let mut unfinished = Unfinished::default();
     loop {
         let resumed = connection.is_none();
@@ -181,11 +192,17 @@ pub(super) async fn follow(
                     let seen = unfinished.channels.remove(channel).unwrap_or_else(|| delivered.get(channel).copied());
                     catch_up(&inner, channel, seen, &mut delivered, &mut unfinished).await;
                 }
+                if inner.config.has_presence(channel) {
+                    unfinished.rosters.remove(channel);
+                    read_roster(&inner, &presence, channel, &mut rosters, &mut unfinished).await;
+                }
             }
             if catching_up {
                 // Channels left while Pub/Sub was down were never subscribed in this session: forget them.
                 delivered.retain(|channel, _| subscribed.contains(channel));
                 unfinished.channels.retain(|channel, _| subscribed.contains(channel));
+                rosters.retain(|channel| subscribed.contains(channel));
+                unfinished.rosters.retain(|channel| subscribed.contains(channel));
             }
             catching_up = false;
             let gone: Vec<ChannelName> = subscribed.iter().filter(|c| !wanted.contains(c)).cloned().collect();
@@ -196,14 +213,20 @@ pub(super) async fn follow(
                 subscribed.remove(&channel);
                 delivered.remove(&channel);
                 unfinished.channels.remove(&channel);
+                rosters.remove(&channel);
+                unfinished.rosters.remove(&channel);
                 watches.lock().live.remove(&channel);
             }
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = watches.changed.notified() => {}
                 () = tokio::time::sleep_until(unfinished.at.unwrap_or_else(Instant::now)), if unfinished.at.is_some() => {
+                    let rereads = unfinished.retry_rosters();
                     for (channel, seen) in unfinished.retry() {
                         catch_up(&inner, &channel, seen, &mut delivered, &mut unfinished).await;
+                    }
+                    for channel in rereads {
+                        read_roster(&inner, &presence, &channel, &mut rosters, &mut unfinished).await;
                     }
                     unfinished.settle();
                 }
@@ -213,9 +236,12 @@ pub(super) async fn follow(
                         inner.signals.deliver(bytes::Bytes::copy_from_slice(message.get_payload_bytes()));
                         continue;
                     }
-                    let position = announce(&inner, message.get_channel_name(), message.get_payload_bytes());
-                    if let Some((channel, position)) = position.filter(|(c, _)| subscribed.contains(c)) {
-                        advance(&mut delivered, &channel, position);
+                    match announce(&inner, message.get_channel_name(), message.get_payload_bytes()) {
+                        Some(Announced::Message(channel, position)) if subscribed.contains(&channel) => {
+                            advance(&mut delivered, &channel, position);
+                        }
+                        Some(Announced::Presence(event)) => rosters.apply(&event),
+                        _ => {}
                     }
                 }
             }
@@ -224,22 +250,55 @@ pub(super) async fn follow(
     }
 }
 
-/// Delivers one Pub/Sub announcement (a message, or a change of presence); returns a message's channel and position.
-fn announce(inner: &Inner, live: &str, payload: &[u8]) -> Option<(ChannelName, Position)> {
+/// What a Pub/Sub announcement was.
+enum Announced {
+    /// A message of the channel, at this position.
+    Message(ChannelName, Position),
+    /// A change of the channel's members.
+    Presence(Arc<PresenceEvent>),
+}
+
+/// Delivers one Pub/Sub announcement (a message, or a change of presence), and says what it was.
+fn announce(inner: &Inner, live: &str, payload: &[u8]) -> Option<Announced> {
     let channel = inner.channel_of(live)?;
     if let Some(body) = payload.strip_prefix(presence::ANNOUNCEMENT) {
-        presence::RedisPresence::announced(inner, &channel, body);
-        return None;
+        return RedisPresence::announced(inner, &channel, body).map(Announced::Presence);
     }
     match scripts::decode_announcement(&channel, payload) {
         Ok((message, origin)) => {
             let position = message.position;
             (inner.deliver)(&EncodedMessage::with_origin(message, origin));
-            Some((channel, position))
+            Some(Announced::Message(channel, position))
         }
         Err(err) => {
             tracing::warn!(%err, %channel, "skipping an unreadable announcement");
             None
+        }
+    }
+}
+
+/// Reads `channel`'s members into its roster: right after subscribing, its start; after a reconnect, the changes
+/// missed meanwhile, handed to the followers as joins and leaves. A failed read is left to `unfinished`.
+async fn read_roster(
+    inner: &Inner,
+    presence: &RedisPresence,
+    channel: &ChannelName,
+    rosters: &mut Rosters,
+    unfinished: &mut Unfinished,
+) {
+    match presence.members(channel).await {
+        Ok(members) => {
+            let missed = rosters.read(channel, members);
+            if !missed.is_empty() {
+                tracing::debug!(%channel, changes = missed.len(), "presence caught up after a pub/sub drop");
+            }
+            for event in &missed {
+                inner.presence.event(event);
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%err, %channel, "reading the members after a pub/sub (re)subscription failed; retrying");
+            unfinished.failed_roster(channel.clone());
         }
     }
 }
@@ -250,6 +309,8 @@ fn announce(inner: &Inner, live: &str, payload: &[u8]) -> Option<(ChannelName, P
 #[derive(Default)]
 struct Unfinished {
     channels: HashMap<ChannelName, Option<Position>>,
+    /// Channels whose members could not be read into their roster.
+    rosters: HashSet<ChannelName>,
     /// When to retry; `None` while nothing failed.
     at: Option<Instant>,
     /// Rounds of retries in a row that left something failed: the backoff doubles with each.
@@ -259,6 +320,15 @@ struct Unfinished {
 impl Unfinished {
     fn failed(&mut self, channel: ChannelName, seen: Option<Position>) {
         self.channels.insert(channel, seen);
+        self.retry_later();
+    }
+
+    fn failed_roster(&mut self, channel: ChannelName) {
+        self.rosters.insert(channel);
+        self.retry_later();
+    }
+
+    fn retry_later(&mut self) {
         if self.at.is_none() {
             let backoff = FIRST_BACKOFF.saturating_mul(1 << self.rounds.min(6)).min(MAX_BACKOFF);
             self.at = Some(Instant::now() + backoff);
@@ -272,9 +342,14 @@ impl Unfinished {
         self.channels.drain().collect()
     }
 
+    /// Takes the rosters to read again now (with [`Unfinished::retry`], which moves the time).
+    fn retry_rosters(&mut self) -> Vec<ChannelName> {
+        self.rosters.drain().collect()
+    }
+
     /// After a round of retries: once nothing is left, the next failure starts the backoff over.
     fn settle(&mut self) {
-        if self.channels.is_empty() {
+        if self.channels.is_empty() && self.rosters.is_empty() {
             self.rounds = 0;
         }
     }

@@ -24,7 +24,7 @@ use redis::{FromRedisValue, Script, Value};
 
 use super::Inner;
 use crate::engine::presence::{
-    JoinError, Joined, Member, Members, Occupancy, PresenceListener, PresenceStore, Transition,
+    JoinError, Joined, Member, Members, Occupancy, PresenceEvent, PresenceListener, PresenceStore, Transition,
 };
 use crate::engine::{BoxFuture, EngineError};
 pub(super) use liveness::follow as keep_alive;
@@ -228,11 +228,17 @@ impl RedisPresence {
         Ok(())
     }
 
-    /// Hands on an announcement of `channel`'s presence from Pub/Sub.
-    pub(super) fn announced(inner: &Inner, channel: &ChannelName, body: &[u8]) {
+    /// Hands on an announcement of `channel`'s presence from Pub/Sub; returns it, when it could be read.
+    pub(super) fn announced(inner: &Inner, channel: &ChannelName, body: &[u8]) -> Option<Arc<PresenceEvent>> {
         match scripts::decode_announcement(channel, body) {
-            Ok(event) => inner.presence.event(&event),
-            Err(err) => tracing::warn!(%err, %channel, "skipping an unreadable presence announcement"),
+            Ok(event) => {
+                inner.presence.event(&event);
+                Some(event)
+            }
+            Err(err) => {
+                tracing::warn!(%err, %channel, "skipping an unreadable presence announcement");
+                None
+            }
         }
     }
 }

@@ -4,6 +4,10 @@
 //! Fan-out never waits: each subscriber has one bounded queue per connection and gets the message with
 //! `try_send`. A full queue marks the connection as a slow consumer (its token is cancelled, it disconnects and
 //! resumes from its cursor); a closed queue belongs to a connection that is going away and is skipped.
+//!
+//! A channel's subscribers are a plain `Vec`, which the fan-out walks, beside an index from connection to place:
+//! a removal swaps the last subscriber into the leaver's place, so a disconnect storm of n subscribers costs O(n),
+//! not the O(n²) of searching the list for each, and the fan-out's walk is what it was.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -29,7 +33,36 @@ pub(crate) struct Subscriber {
     pub(crate) transport: Transport,
 }
 
-type Shard = RwLock<HashMap<ChannelName, Vec<Subscriber>>>;
+/// One channel's subscribers: the list the fan-out walks, and where each connection is in it.
+#[derive(Default)]
+struct Listeners {
+    list: Vec<Subscriber>,
+    at: HashMap<u64, usize>,
+}
+
+impl Listeners {
+    /// Adds `subscriber`, or replaces the registration its connection already had (one per channel).
+    fn add(&mut self, subscriber: Subscriber) {
+        match self.at.get(&subscriber.connection) {
+            Some(&i) => self.list[i] = subscriber,
+            None => {
+                self.at.insert(subscriber.connection, self.list.len());
+                self.list.push(subscriber);
+            }
+        }
+    }
+
+    /// Removes `connection`'s registration, moving the last one into its place.
+    fn remove(&mut self, connection: u64) {
+        let Some(i) = self.at.remove(&connection) else { return };
+        self.list.swap_remove(i);
+        if let Some(moved) = self.list.get(i) {
+            self.at.insert(moved.connection, i);
+        }
+    }
+}
+
+type Shard = RwLock<HashMap<ChannelName, Listeners>>;
 
 /// The registry of local subscribers, sharded by channel.
 pub(crate) struct Subscribers {
@@ -49,14 +82,14 @@ impl Subscribers {
 
     pub(crate) fn add(&self, channel: &ChannelName, subscriber: Subscriber) {
         let mut shard = self.shard(channel).write().unwrap_or_else(PoisonError::into_inner);
-        shard.entry(channel.clone()).or_default().push(subscriber);
+        shard.entry(channel.clone()).or_default().add(subscriber);
     }
 
     pub(crate) fn remove(&self, channel: &ChannelName, connection: u64) {
         let mut shard = self.shard(channel).write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(list) = shard.get_mut(channel) {
-            list.retain(|s| s.connection != connection);
-            if list.is_empty() {
+        if let Some(listeners) = shard.get_mut(channel) {
+            listeners.remove(connection);
+            if listeners.list.is_empty() {
                 shard.remove(channel);
             }
         }
@@ -68,7 +101,7 @@ impl Subscribers {
 
     /// How many subscribers `channel` has on this node.
     pub(crate) fn count(&self, channel: &ChannelName) -> usize {
-        self.shard(channel).read().unwrap_or_else(PoisonError::into_inner).get(channel).map_or(0, Vec::len)
+        self.shard(channel).read().unwrap_or_else(PoisonError::into_inner).get(channel).map_or(0, |l| l.list.len())
     }
 
     /// Hands `message` to every subscriber of its channel without waiting (timed, unless nobody subscribes).
@@ -90,7 +123,7 @@ impl Subscribers {
     /// first subscriber found too slow is logged, after the lock, with how many more there were.
     fn offer(&self, channel: &ChannelName, item: impl Fn() -> Queued) -> Option<u64> {
         let shard = self.shard(channel).read().unwrap_or_else(PoisonError::into_inner);
-        let list = shard.get(channel)?;
+        let list = &shard.get(channel)?.list;
         let mut queued = 0;
         let mut slow: Option<(u64, Transport, u64)> = None;
         for subscriber in list {
@@ -121,5 +154,37 @@ impl Subscribers {
             );
         }
         Some(queued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscriber(connection: u64) -> Subscriber {
+        let (queue, _receiver) = super::super::queue::queue(4);
+        Subscriber { connection, queue, slow: CancellationToken::new(), transport: Transport::WebSocket }
+    }
+
+    fn connections(listeners: &Listeners) -> Vec<u64> {
+        let mut found: Vec<u64> = listeners.list.iter().map(|s| s.connection).collect();
+        found.sort_unstable();
+        found
+    }
+
+    #[test]
+    fn removals_in_any_order_leave_exactly_the_others_and_a_true_index() {
+        let mut listeners = Listeners::default();
+        (0..10).for_each(|c| listeners.add(subscriber(c)));
+        for gone in [3, 9, 0, 3, 42, 5] {
+            listeners.remove(gone);
+            let places = listeners.list.iter().enumerate().all(|(i, s)| listeners.at[&s.connection] == i);
+            assert!(places && listeners.at.len() == listeners.list.len(), "the index follows every move");
+        }
+        assert_eq!(connections(&listeners), [1, 2, 4, 6, 7, 8]);
+        listeners.add(subscriber(2));
+        assert_eq!(connections(&listeners), [1, 2, 4, 6, 7, 8], "one registration per connection");
+        [1, 2, 4, 6, 7, 8].into_iter().for_each(|c| listeners.remove(c));
+        assert!(listeners.list.is_empty() && listeners.at.is_empty());
     }
 }

@@ -229,4 +229,63 @@ mod tests {
         assert!(Target::parse("http://h:port/").is_err());
         assert!(Target::parse("http://user@h/").is_err());
     }
+
+    /// A CA, and a TLS server on 127.0.0.1 presenting a certificate it signed for `names`, that accepts one
+    /// handshake after another (and answers nothing). Returns the CA's PEM file and the port.
+    async fn server(test: &str, names: &[&str]) -> (std::path::PathBuf, u16) {
+        use rustls::pki_types::PrivateKeyDer;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let leaf = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], PrivateKeyDer::try_from(key.serialize_der()).unwrap())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = acceptor.accept(stream).await;
+            }
+        });
+        let file = std::env::temp_dir().join(format!("herald-client-{}-{test}.pem", std::process::id()));
+        std::fs::write(&file, ca_cert.pem()).unwrap();
+        (file, port)
+    }
+
+    async fn send(url: &str, ca_file: Option<std::path::PathBuf>) -> SendError {
+        let config = Config { webhook_ca_file: ca_file, ..Config::default() };
+        let trust = Trust::new(&config).unwrap();
+        let target = Target::parse(url).unwrap();
+        post(&target, &trust, &[], b"{}".to_vec(), Duration::from_secs(5)).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_certificate_nobody_trusted_signed_fails_the_handshake_saying_so() {
+        let (ca_file, port) = server("untrusted", &["localhost"]).await;
+        let err = send(&format!("https://localhost:{port}/hooks"), None).await;
+        let text = err.to_string();
+        assert!(matches!(err, SendError::Tls { .. }), "{text}");
+        assert!(text.starts_with("TLS handshake with localhost failed: invalid peer certificate"), "{text}");
+        assert!(text.contains("UnknownIssuer"), "{text}");
+        let _ = std::fs::remove_file(ca_file);
+    }
+
+    #[tokio::test]
+    async fn a_trusted_certificate_for_another_name_fails_the_handshake_saying_so() {
+        let (ca_file, port) = server("other-name", &["hooks.example.com"]).await;
+        let err = send(&format!("https://localhost:{port}/hooks"), Some(ca_file.clone())).await;
+        let text = err.to_string();
+        assert!(matches!(err, SendError::Tls { .. }) && text.contains("not valid for name \"localhost\""), "{text}");
+        let _ = std::fs::remove_file(ca_file);
+    }
 }

@@ -206,10 +206,7 @@ fn read_client_frame(reader: &mut impl Read) -> io::Result<Vec<u8>> {
 }
 
 fn respond(stream: &mut TcpStream, status: &str, body: &str) -> io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
     stream.write_all([head.as_bytes(), body.as_bytes()].concat().as_slice())
 }
 

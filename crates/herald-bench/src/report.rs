@@ -436,7 +436,8 @@ mod tests {
         let ratios = table.find("| cpu-ws-2k | m | 6.00 | 5.00 | 1.20× | **no** |").expect(&table);
         assert!(floor < ratios, "the floor table comes first: {table}");
         assert!(!table.contains("| fanout | 200"), "only scenarios with a floor result: {table}");
-        let without = summary_markdown(&[result("fanout", "herald", 2.0, Better::Higher)], (Target::Herald, Target::Nchan));
+        let without =
+            summary_markdown(&[result("fanout", "herald", 2.0, Better::Higher)], (Target::Herald, Target::Nchan));
         assert!(without.starts_with("| scenario | figure |"), "{without}");
     }
 

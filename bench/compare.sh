@@ -2,7 +2,8 @@
 # Herald and a peer side by side: every scenario of a family of herald-bench against each server in turn,
 # driven by the same load generator (herald-bench), then one table of Herald/peer ratios.
 #
-#   bench/compare.sh                     # Herald's API against Nchan, all scenarios (about 12 minutes on 2 cores)
+#   bench/compare.sh                     # Herald's API against Nchan, all scenarios (about 14 minutes on 2 cores);
+#                                        # the cpu-* ones also against `herald-bench floor`, the machine's floor
 #   bench/compare.sh fanout-ws idle-ws   # some of them
 #   bench/compare.sh --pusher            # the Pusher Channels protocol: Herald against Soketi (about 3 minutes)
 #
@@ -18,6 +19,7 @@ results="$root/bench/results"
 herald_port=7171
 nchan_port=8091
 soketi_port=6001
+floor_port=7095
 
 family=native
 if [ "${1:-}" = "--pusher" ]; then
@@ -47,7 +49,7 @@ herald="$release/herald"
 
 mkdir -p "$results"
 # Only this family's results: the other family's stay.
-rm -f "$results"/*."${targets[0]}".* "$results"/*."${targets[1]}".* "$results/$summary"
+rm -f "$results"/*."${targets[0]}".* "$results"/*."${targets[1]}".* "$results"/*.floor.* "$results/$summary"
 work=$(mktemp -d)
 trap 'stop_server; rm -rf "$work"' EXIT
 
@@ -80,7 +82,7 @@ mkdir -p "$work/nchan/logs"
 sed "s#@PREFIX@#$work/nchan#g; s#@PORT@#$nchan_port#g" bench/nchan/nginx.conf.template > "$work/nchan/nginx.conf"
 
 # Something already on a port would be measured instead of the server just started: refuse to go on.
-refuse_taken_ports compare "$herald_port" "$nchan_port" "$soketi_port"
+refuse_taken_ports compare "$herald_port" "$nchan_port" "$soketi_port" "$floor_port"
 
 start_herald() {
   "$herald" serve --listen "127.0.0.1:$herald_port" --config "$work/herald.toml" 2>"$work/herald.log" &
@@ -96,6 +98,12 @@ start_nchan() {
 
 start_herald-pusher() { start_herald; }
 
+start_floor() {
+  "$bench" floor --listen "127.0.0.1:$floor_port" 2>"$work/floor.log" &
+  server_pid=$!
+  wait_listening compare "$server_pid" "$floor_port" "$work/floor.log"
+}
+
 start_soketi() {
   "$root/bench/soketi/node_modules/.bin/soketi" start --config="$work/soketi.json" >"$work/soketi.log" 2>&1 &
   server_pid=$!
@@ -107,6 +115,7 @@ port_of() {
     herald | herald-pusher) echo "$herald_port" ;;
     nchan) echo "$nchan_port" ;;
     soketi) echo "$soketi_port" ;;
+    floor) echo "$floor_port" ;;
   esac
 }
 
@@ -118,8 +127,12 @@ fi
 commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== commit $commit, $(nproc) cores, load average $load_before"
+# The scenarios measured against the floor too (µs of server CPU per delivery, read as "× floor").
+mapfile -t floor_scenarios < <("$bench" scenarios --family "$family" --floor | awk '{print $1}')
 for scenario in "${scenarios[@]}"; do
-  for target in "${targets[@]}"; do
+  these=("${targets[@]}")
+  if printf '%s\n' "${floor_scenarios[@]}" | grep -qx "$scenario"; then these+=(floor); fi
+  for target in "${these[@]}"; do
     echo "== $scenario against $target"
     "start_$target"
     url="http://127.0.0.1:$(port_of "$target")"

@@ -52,7 +52,7 @@ impl Feed {
                 Transport::Ws => Ok(Self::Pusher(pusher_subscribe(client, channel).await?)),
                 other => Err(format!("a Pusher server is followed over WebSocket, not {}", other.name())),
             },
-            Target::Herald => {
+            Target::Herald | Target::Floor => {
                 let transport = herald_transport(transport, poll_interval);
                 let sub = client.subscribe(SubscribeOptions::new([channel], transport)).await.map_err(show)?;
                 Ok(Self::Herald(Box::new(sub)))

@@ -11,6 +11,7 @@
 
 mod blip;
 mod feed;
+mod floor;
 mod https;
 mod load;
 mod payload;
@@ -52,6 +53,9 @@ enum Command {
         /// `native`: Herald's API against Nchan; `pusher`: the Pusher protocol, Herald against Soketi.
         #[arg(long, value_enum, default_value = "native")]
         family: scenarios::Family,
+        /// Only those also measured against `herald-bench floor`.
+        #[arg(long)]
+        floor: bool,
     },
     /// Subscribers through a Redis fault: who was dropped, what was read again, when everyone was live again.
     RedisBlip(BlipArgs),
@@ -61,6 +65,13 @@ enum Command {
         dir: PathBuf,
         #[arg(long, value_enum, default_value = "native")]
         family: scenarios::Family,
+    },
+    /// Serve the machine's floor: Herald's API with nothing but one blocking write per subscriber socket, to
+    /// read a server's CPU per delivery as "× floor" (`bench/compare.sh` runs it beside Herald and Nchan).
+    Floor {
+        /// Where to listen (loopback only).
+        #[arg(long, default_value = "127.0.0.1:7095")]
+        listen: std::net::SocketAddr,
     },
     /// Hold a share of the subscribers for a coordinating process (internal).
     #[command(hide = true)]
@@ -227,8 +238,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Worker { spec } => worker::run(serde_json::from_str(&spec)?),
-        Command::Scenarios { family } => {
-            for s in scenarios::ALL.iter().filter(|s| s.family == family) {
+        Command::Floor { listen } => floor::serve(listen),
+        Command::Scenarios { family, floor } => {
+            for s in scenarios::ALL.iter().filter(|s| s.family == family && (s.floor || !floor)) {
                 println!("{:<14} {}", s.name, s.description);
             }
             Ok(())

@@ -129,7 +129,7 @@ impl Publisher {
         };
         let channel = &self.channels[slot].1;
         match self.target {
-            Target::Herald => {
+            Target::Herald | Target::Floor => {
                 let data = RawValue::from_string(String::from_utf8_lossy(&payload).into_owned()).map_err(show)?;
                 connection.publish(channel, None, &data).await.map_err(show)?;
             }

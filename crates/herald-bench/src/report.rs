@@ -254,6 +254,56 @@ pub(crate) fn read_results(dir: &Path) -> anyhow::Result<Vec<ScenarioResult>> {
     Ok(results)
 }
 
+/// The names of the scenarios in `results`, each once, in order.
+fn scenario_names(results: &[ScenarioResult]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in results {
+        if !names.contains(&r.scenario.as_str()) {
+            names.push(&r.scenario);
+        }
+    }
+    names
+}
+
+/// The headline table of the scenarios measured against `herald-bench floor` too: each server's µs of CPU per
+/// delivery and its multiple of the floor's, measured in the same run. Empty when no floor result is there.
+fn floor_markdown(results: &[ScenarioResult], pair: (Target, Target), peer: &str) -> String {
+    let mut out = String::new();
+    for name in scenario_names(results) {
+        let of = |target: Target| results.iter().find(|r| r.scenario == name && r.target == target.name());
+        let Some(floor) = of(Target::Floor) else { continue };
+        if out.is_empty() {
+            let p = &peer[..1];
+            out = format!(
+                "| scenario | µs server CPU per delivery: Herald | {peer} | floor | **Herald × floor** | {peer} × floor | p99 ms H / {p} / floor | gaps+dups H / {p} / floor |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+            );
+        }
+        let (h, n) = (of(pair.0), of(pair.1));
+        let times = |r: Option<&ScenarioResult>| match (r.and_then(|r| r.headline), floor.headline) {
+            (Some(x), Some(f)) if f > 0.0 => format!("{:.2}×", x / f),
+            _ => "–".into(),
+        };
+        let three = |f: &dyn Fn(&ScenarioResult) -> String| {
+            format!("{} / {} / {}", h.map_or("–".into(), f), n.map_or("–".into(), f), f(floor))
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | **{}** | {} | {} | {} |",
+            opt(h.and_then(|r| r.headline)),
+            opt(n.and_then(|r| r.headline)),
+            opt(floor.headline),
+            times(h),
+            times(n),
+            three(&|r| opt(r.p99_ms)),
+            three(&|r| (r.gaps + r.duplicates).to_string()),
+        );
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
 /// The ratio table: one row per scenario, Herald's figure, the peer's, and Herald/peer, for the targets of
 /// `pair` (Herald's first: Herald and Nchan, or Herald's Pusher protocol and Soketi).
 pub(crate) fn summary_markdown(results: &[ScenarioResult], pair: (Target, Target)) -> String {
@@ -262,17 +312,12 @@ pub(crate) fn summary_markdown(results: &[ScenarioResult], pair: (Target, Target
         _ => "Nchan",
     };
     let p = &peer[..1];
-    let mut out = format!(
+    let mut out = floor_markdown(results, pair, peer);
+    out += &format!(
         "| scenario | figure | Herald | {peer} | Herald/{peer} | Herald ahead? | p99 ms there H / {p} | rate held with p99 < 100 ms H / {p} | gaps+dups H / {p} | errors H / {p} |\n|---|---|---:|---:|---:|:--:|---:|---:|---:|---:|\n",
     );
     let mut cuts = Vec::new();
-    let mut names: Vec<&str> = Vec::new();
-    for r in results {
-        if !names.contains(&r.scenario.as_str()) {
-            names.push(&r.scenario);
-        }
-    }
-    for name in names {
+    for name in scenario_names(results) {
         let of = |target: &str| results.iter().find(|r| r.scenario == name && r.target == target);
         let (h, n) = (of(pair.0.name()), of(pair.1.name()));
         let Some(any) = h.or(n) else { continue };
@@ -373,6 +418,27 @@ mod tests {
         let table =
             summary_markdown(&[none, result("mixed", "nchan", 100.0, Better::Higher)], (Target::Herald, Target::Nchan));
         assert!(table.contains("| mixed | m | – | 100 | – | **no** |"), "{table}");
+    }
+
+    #[test]
+    fn scenarios_measured_against_the_floor_lead_with_each_servers_multiple_of_it() {
+        let table = summary_markdown(
+            &[
+                result("cpu-ws-2k", "herald", 6.0, Better::Lower),
+                result("cpu-ws-2k", "nchan", 5.0, Better::Lower),
+                result("cpu-ws-2k", "floor", 4.0, Better::Lower),
+                result("fanout", "herald", 200.0, Better::Higher),
+                result("fanout", "nchan", 100.0, Better::Higher),
+            ],
+            (Target::Herald, Target::Nchan),
+        );
+        let floor = table.find("| cpu-ws-2k | 6.00 | 5.00 | 4.00 | **1.50×** | 1.25× |").expect(&table);
+        let ratios = table.find("| cpu-ws-2k | m | 6.00 | 5.00 | 1.20× | **no** |").expect(&table);
+        assert!(floor < ratios, "the floor table comes first: {table}");
+        assert!(!table.contains("| fanout | 200"), "only scenarios with a floor result: {table}");
+        let without =
+            summary_markdown(&[result("fanout", "herald", 2.0, Better::Higher)], (Target::Herald, Target::Nchan));
+        assert!(without.starts_with("| scenario | figure |"), "{without}");
     }
 
     #[test]

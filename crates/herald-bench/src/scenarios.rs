@@ -43,6 +43,8 @@ pub(crate) struct Scenario {
     pub(crate) cut: Option<&'static str>,
     pub(crate) metric: &'static str,
     pub(crate) better: Better,
+    /// Also run against `herald-bench floor`, so its figure can be read as "× floor".
+    pub(crate) floor: bool,
     build: fn(&mut LoadSpec),
     headline: fn(&LoadReport) -> Option<f64>,
 }
@@ -78,8 +80,44 @@ fn cpu_per_delivery(report: &LoadReport) -> Option<f64> {
     (step.deliveries_per_sec > 0.0).then(|| step.server_cpu / step.deliveries_per_sec * 1e6)
 }
 
+/// Four loads judged by server CPU per delivery at one fixed rate, the same 40,000 deliveries/s asked of
+/// Herald, Nchan and the floor: the figure does not depend on how fast the load generator is.
+const fn cpu(name: &'static str, description: &'static str, build: fn(&mut LoadSpec)) -> Scenario {
+    Scenario {
+        family: Family::Native,
+        name,
+        description,
+        cut: None,
+        metric: "µs of server CPU per delivery at 40,000 deliveries/s",
+        better: Better::Lower,
+        floor: true,
+        build,
+        headline: cpu_per_delivery,
+    }
+}
+
+/// A second of warm-up, then `rate` for 5 s (500 clock ticks of CPU time to read, at most).
+fn fixed(spec: &mut LoadSpec, transport: Transport, subscribers: u32, rate: f64) {
+    spec.transport = transport;
+    spec.subscribers = subscribers;
+    spec.ramp = false;
+    spec.steps = vec![StepPlan { rate: Some(rate), secs: 1.0 }, StepPlan { rate: Some(rate), secs: 5.0 }];
+}
+
 /// Every scenario, in the order they run.
 pub(crate) const ALL: &[Scenario] = &[
+    cpu("cpu-ws-2k", "2,000 WebSocket subscribers on one channel, 20 msg/s of 100 bytes", |s| {
+        fixed(s, Transport::Ws, 2_000, 20.0)
+    }),
+    cpu("cpu-ws-10k", "10,000 WebSocket subscribers on one channel, 4 msg/s of 100 bytes", |s| {
+        fixed(s, Transport::Ws, 10_000, 4.0)
+    }),
+    cpu("cpu-sse-2k", "2,000 SSE subscribers on one channel, 20 msg/s of 100 bytes", |s| {
+        fixed(s, Transport::Sse, 2_000, 20.0)
+    }),
+    cpu("cpu-sse-10k", "10,000 SSE subscribers on one channel, 4 msg/s of 100 bytes", |s| {
+        fixed(s, Transport::Sse, 10_000, 4.0)
+    }),
     Scenario {
         family: Family::Native,
         name: "fanout-ws",
@@ -87,6 +125,7 @@ pub(crate) const ALL: &[Scenario] = &[
         cut: None,
         metric: "deliveries/s, highest rate kept up",
         better: Better::Higher,
+        floor: false,
         build: |s| {
             s.transport = Transport::Ws;
             s.subscribers = 10_000;
@@ -101,6 +140,7 @@ pub(crate) const ALL: &[Scenario] = &[
         cut: None,
         metric: "deliveries/s, highest rate kept up",
         better: Better::Higher,
+        floor: false,
         build: |s| {
             s.transport = Transport::Sse;
             s.subscribers = 10_000;
@@ -115,6 +155,7 @@ pub(crate) const ALL: &[Scenario] = &[
         cut: None,
         metric: "deliveries/s, highest rate kept up",
         better: Better::Higher,
+        floor: false,
         build: |s| {
             s.transport = Transport::Ws;
             s.subscribers = 10_000;
@@ -131,6 +172,7 @@ pub(crate) const ALL: &[Scenario] = &[
         cut: None,
         metric: "deliveries/s, highest rate held with p99 < 100 ms",
         better: Better::Higher,
+        floor: false,
         build: |s| {
             // The latency target: 15,000 connections in one process, p99 < 100 ms at 100,000 deliveries/s.
             // About 100 subscribers per channel on average (the most popular about 2,700), so 1,000 msg/s is
@@ -150,6 +192,7 @@ pub(crate) const ALL: &[Scenario] = &[
         cut: None,
         metric: "deliveries/s, highest rate kept up",
         better: Better::Higher,
+        floor: false,
         build: |s| {
             s.transport = Transport::LongPoll;
             s.subscribers = 2_000;
@@ -165,6 +208,7 @@ pub(crate) const ALL: &[Scenario] = &[
         cut: Some("20 s at rest instead of minutes, to fit the run in 10 minutes: one heartbeat round"),
         metric: "server RSS per connection, KiB",
         better: Better::Lower,
+        floor: false,
         build: |s| {
             s.transport = Transport::Ws;
             s.subscribers = 15_000;
@@ -181,6 +225,7 @@ pub(crate) const ALL: &[Scenario] = &[
         cut: Some("20 s at rest instead of minutes, to fit the run in 10 minutes: one heartbeat round"),
         metric: "server RSS per connection, KiB",
         better: Better::Lower,
+        floor: false,
         build: |s| {
             s.transport = Transport::Sse;
             s.subscribers = 15_000;
@@ -197,6 +242,7 @@ pub(crate) const ALL: &[Scenario] = &[
         cut: None,
         metric: "acknowledged publishes/s",
         better: Better::Higher,
+        floor: false,
         build: |s| {
             s.subscribers = 0;
             s.layout = Layout::Zipf { channels: 100 };
@@ -213,6 +259,7 @@ pub(crate) const ALL: &[Scenario] = &[
         cut: None,
         metric: "acknowledged publishes/s",
         better: Better::Higher,
+        floor: false,
         build: |s| {
             s.transport = Transport::Ws;
             s.subscribers = 1_000;
@@ -230,6 +277,7 @@ pub(crate) const ALL: &[Scenario] = &[
         cut: None,
         metric: "µs of server CPU per delivery at 4 msg/s (20,000 deliveries/s)",
         better: Better::Lower,
+        floor: false,
         build: |s| {
             s.transport = Transport::Ws;
             s.subscribers = 5_000;
@@ -246,6 +294,7 @@ pub(crate) const ALL: &[Scenario] = &[
         cut: Some("10 s at rest: Pusher clients ping only after 120 s of silence, so nothing else happens in minutes"),
         metric: "server RSS per connection, KiB",
         better: Better::Lower,
+        floor: false,
         build: |s| {
             s.transport = Transport::Ws;
             s.subscribers = 10_000;

@@ -17,6 +17,8 @@ pub(crate) enum Target {
     HeraldPusher,
     /// Soketi, a self-hosted Pusher server, with the same app.
     Soketi,
+    /// `herald-bench floor`: Herald's API served with nothing but one write per socket (`floor.rs`).
+    Floor,
 }
 
 impl Target {
@@ -26,6 +28,7 @@ impl Target {
             Self::Nchan => "nchan",
             Self::HeraldPusher => "herald-pusher",
             Self::Soketi => "soketi",
+            Self::Floor => "floor",
         }
     }
 }

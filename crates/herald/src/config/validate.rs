@@ -55,8 +55,18 @@ impl Config {
         if self.transports.is_empty() {
             return Err(invalid("transports", "at least one transport must be enabled"));
         }
-        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("unix://") {
-            return Err(invalid("redis_url", "must start with redis:// (or unix://)"));
+        if !["redis://", "unix://", "redis+cluster://"].iter().any(|scheme| self.redis_url.starts_with(scheme)) {
+            return Err(invalid(
+                "redis_url",
+                "must start with redis:// (or unix://, or redis+cluster:// for a cluster)",
+            ));
+        }
+        if self
+            .redis_url
+            .strip_prefix("redis+cluster://")
+            .is_some_and(|seeds| seeds.split(['/', '?']).all(str::is_empty))
+        {
+            return Err(invalid("redis_url", "a redis+cluster:// URL names at least one seed node (host:port,…)"));
         }
         if self.redis_prefix.contains(['{', '}']) {
             return Err(invalid("redis_prefix", "may not contain { or }: Herald uses them as Redis Cluster hash tags"));

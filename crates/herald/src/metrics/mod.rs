@@ -94,6 +94,8 @@ pub struct Metrics {
     published: Counter,
     history_reads: Counter,
     catch_up_reads: Labelled<Counter>,
+    replication_shortfalls: Counter,
+    shard_changes: Counter,
     refusals: Labelled<Counter>,
     channels: Gauge,
     history_messages: Gauge,
@@ -143,6 +145,8 @@ impl Metrics {
             published: Counter::default(),
             history_reads: Counter::default(),
             catch_up_reads: Labelled::new("by", labels(&CatchUp::ALL, CatchUp::label), Counter::default),
+            replication_shortfalls: Counter::default(),
+            shard_changes: Counter::default(),
             refusals: Labelled::new("reason", labels(&Refusal::ALL, Refusal::label), Counter::default),
             channels: Gauge::default(),
             history_messages: Gauge::default(),
@@ -179,6 +183,16 @@ impl Metrics {
             "herald_catch_up_reads",
             "History reads that filled a gap in a live feed, by who read",
             self.catch_up_reads.clone(),
+        );
+        r.register(
+            "herald_redis_replication_shortfalls",
+            "Publishes answered 503 because fewer than redis_wait_replicas replicas acknowledged them in time",
+            self.replication_shortfalls.clone(),
+        );
+        r.register(
+            "herald_redis_shard_changes",
+            "Redis Cluster: links to a shard lost, or watched slots moved away, as seen by sharded Pub/Sub",
+            self.shard_changes.clone(),
         );
         r.register(
             "herald_refusals",
@@ -310,6 +324,21 @@ impl Metrics {
     /// Counts a read that fills a gap in a live feed (after a dropped Pub/Sub link, say).
     pub fn catch_up_read(&self, by: CatchUp) {
         self.catch_up_reads.get(by as usize).inc();
+    }
+
+    /// Counts a publish whose replication `WAIT` fell short.
+    pub fn replication_shortfall(&self) {
+        self.replication_shortfalls.inc();
+    }
+
+    /// Counts a lost link to a Redis Cluster shard, or a watched slot that moved away.
+    pub fn shard_change(&self) {
+        self.shard_changes.inc();
+    }
+
+    /// Redis Cluster shard changes seen so far.
+    pub fn shard_changes(&self) -> u64 {
+        self.shard_changes.get()
     }
 
     /// Counts a refused request.

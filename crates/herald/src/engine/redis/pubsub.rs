@@ -23,6 +23,31 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{presence, scripts, Inner};
+
+mod sharded;
+
+/// What follows Pub/Sub: one connection to one Redis, or sharded subscriptions on a cluster.
+pub(super) enum Follower {
+    /// Classic Pub/Sub on one Redis: the client to reconnect with, and the connection made at start.
+    Single(redis::Client, PubSub),
+    /// Sharded Pub/Sub on a Redis Cluster.
+    Sharded(sharded::Sharded),
+}
+
+impl Follower {
+    /// Connects sharded Pub/Sub to the cluster behind `seeds`.
+    pub(super) async fn sharded(seeds: &[String], timeout: Duration) -> redis::RedisResult<Self> {
+        sharded::Sharded::connect(seeds, timeout).await.map(Self::Sharded)
+    }
+
+    /// Runs until `stop`, delivering what arrives.
+    pub(super) async fn follow(self, inner: Arc<Inner>, watches: Arc<Watches>, stop: CancellationToken) {
+        match self {
+            Self::Single(client, first) => follow(client, first, inner, watches, stop).await,
+            Self::Sharded(sharded) => sharded.follow(inner, watches, stop).await,
+        }
+    }
+}
 use crate::encoded::EncodedMessage;
 use crate::engine::Start;
 use crate::metrics::CatchUp;
@@ -117,7 +142,7 @@ impl Watches {
 
 /// Runs until `stop`: keeps a Pub/Sub connection, its subscriptions, and delivers what arrives. `first` is the
 /// connection made at start (so the engine starts connected and `watch` waits for real confirmations).
-pub(super) async fn follow(
+async fn follow(
     client: redis::Client,
     first: PubSub,
     inner: Arc<Inner>,

@@ -85,11 +85,11 @@ impl RedisPresence {
     /// Presence on `inner`'s Redis, registered as a living node.
     pub(super) async fn start(inner: Arc<Inner>) -> Result<Arc<Self>, EngineError> {
         let scripts = Scripts {
-            join: Script::new(&scripts::join()),
-            leave: Script::new(&scripts::leave()),
+            join: inner.commands.script(&scripts::join()),
+            leave: inner.commands.script(&scripts::leave()),
             members: Script::new(scripts::MEMBERS),
-            set_subscribers: Script::new(&scripts::set_subscribers()),
-            reap: Script::new(&scripts::reap()),
+            set_subscribers: inner.commands.script(&scripts::set_subscribers()),
+            reap: inner.commands.script(&scripts::reap()),
             heartbeat: Script::new(scripts::HEARTBEAT),
             retire: Script::new(scripts::RETIRE),
             claim_dead: Script::new(scripts::CLAIM_DEAD),

@@ -68,6 +68,16 @@ impl Config {
         {
             return Err(invalid("redis_url", "a redis+cluster:// URL names at least one seed node (host:port,…)"));
         }
+        if self.redis_url.starts_with("redis+cluster://") && self.engine == super::EngineKind::Redis {
+            if !self.webhooks.is_empty() {
+                return Err(invalid("webhooks", "webhooks are not supported on Redis Cluster yet (docs/SCALING.md)"));
+            }
+            let presence =
+                std::iter::once(&self.default_namespace).chain(self.namespaces.values()).any(|ns| ns.presence);
+            if presence {
+                return Err(invalid("presence", "presence is not supported on Redis Cluster yet (docs/SCALING.md)"));
+            }
+        }
         if self.redis_prefix.contains(['{', '}']) {
             return Err(invalid("redis_prefix", "may not contain { or }: Herald uses them as Redis Cluster hash tags"));
         }

@@ -65,6 +65,8 @@ impl OwnCluster {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            // Replicas sync at once (not after the default 5 s), so a failover test need not wait for them.
+            .args(["--repl-diskless-sync-delay", "0"])
             .args(["--cluster-require-full-coverage", "no", "--dir"])
             .arg(&dir)
             .stdout(Stdio::null())
@@ -106,6 +108,10 @@ impl OwnCluster {
 
     /// The port of the primary owning `slot`.
     pub fn primary_of_slot(&self, slot: u16) -> u16 {
+        self.find_primary(slot).unwrap_or_else(|| panic!("no primary owns slot {slot}"))
+    }
+
+    fn find_primary(&self, slot: u16) -> Option<u16> {
         let nodes = self.cli(self.any_running(), &["CLUSTER", "NODES"]);
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -121,10 +127,24 @@ impl OwnCluster {
                 }
             });
             if owns {
-                return fields[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).expect("a port");
+                return fields[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok());
             }
         }
-        panic!("no primary owns slot {slot}");
+        None
+    }
+
+    /// Waits until a primary other than `old` owns `key`'s slot (its replica was promoted).
+    pub fn wait_promoted(&self, key: &str, old: u16) {
+        let deadline = Instant::now() + SETTLE;
+        while self.try_primary_of(key).is_none_or(|p| p == old) {
+            assert!(Instant::now() < deadline, "a replica of {old} is promoted in time");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn try_primary_of(&self, key: &str) -> Option<u16> {
+        let slot: u16 = self.cli(self.any_running(), &["CLUSTER", "KEYSLOT", key]).trim().parse().ok()?;
+        self.find_primary(slot)
     }
 
     /// The node id of the node on `port`.
@@ -152,7 +172,8 @@ impl OwnCluster {
         self.start_node(port);
     }
 
-    /// Waits until every running node reports the cluster whole (`cluster_state:ok`, every slot served).
+    /// Waits until every running node reports the cluster whole (`cluster_state:ok`, every slot served) and every
+    /// replica is in sync with its primary (a replica that never synced is not promoted).
     pub fn wait_settled(&self) {
         let deadline = Instant::now() + SETTLE;
         loop {
@@ -162,7 +183,9 @@ impl OwnCluster {
             };
             let ok = running.iter().all(|port| {
                 let info = self.cli(*port, &["CLUSTER", "INFO"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                let replication = self.cli(*port, &["INFO", "replication"]);
+                let synced = replication.contains("role:master") || replication.contains("master_link_status:up");
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384") && synced
             });
             if ok {
                 return;
@@ -185,18 +208,24 @@ impl Drop for OwnCluster {
     }
 }
 
+/// Where the next cluster of this process looks for ports: clusters started at once must not pick the same ones
+/// (a free port stays free until its redis-server binds it).
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// `n` ports that are free, each with its cluster bus port (port + 10000) free too.
 fn spare_ports(n: usize) -> Vec<u16> {
+    use std::sync::atomic::Ordering;
     let mut ports = Vec::new();
     let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
     // Start somewhere different per process, so test binaries running at once rarely race for a port.
-    let mut port = 20_000 + (std::process::id() % 500) as u16 * 50;
+    let base = 20_000 + (std::process::id() % 200) * 100;
+    let _ = NEXT_PORT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
     while ports.len() < n {
+        let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(20_000 + (port - 20_000) % 25_000).expect("a port");
         if free(port) && free(port + 10_000) {
             ports.push(port);
         }
-        port += 1;
-        assert!(port < 55_000, "no spare ports");
     }
     ports
 }

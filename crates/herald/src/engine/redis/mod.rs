@@ -253,16 +253,30 @@ impl RedisEngine {
         let ttl = ns.history_ttl.as_millis() as u64;
         let (meta, log, live) = (inner.meta_key(&channel), inner.log_key(&channel), inner.live_channel(&channel));
         let stored_origin = scripts::encode_origin(&origin);
+        // With replicas to wait for, the message is announced only once they have it: no subscriber ever sees
+        // a message that the loss of its primary could take back.
+        let wait = inner.config.redis_wait_replicas > 0;
+        let announce_in_script = if wait { String::new() } else { live.clone() };
         let (epoch, offset, time_ms): (String, u64, u64) = inner
             .run(false, |mut con| {
                 let mut invocation = inner.publish.key(&meta);
                 invocation.key(&log).arg(event.as_str()).arg(&data[..]).arg(ns.history_size);
-                invocation.arg(ttl).arg(ttl + KEY_GRACE.as_millis() as u64).arg(&live).arg(&stored_origin);
+                invocation.arg(ttl).arg(ttl + KEY_GRACE.as_millis() as u64).arg(&announce_in_script);
+                invocation.arg(&stored_origin);
                 async move { invocation.invoke_async(&mut con).await }
             })
             .await?;
-        if inner.config.redis_wait_replicas > 0 {
+        if wait {
             inner.replicated(&meta).await?;
+            let payload = scripts::announcement(&epoch, offset, time_ms, &stored_origin, event.as_str(), &data);
+            let verb = inner.commands.publish_command();
+            inner
+                .run(false, |mut con| {
+                    let mut command = redis::cmd(verb);
+                    command.arg(&live).arg(&payload);
+                    async move { command.query_async::<()>(&mut con).await }
+                })
+                .await?;
         }
         let epoch = epoch.parse().map_err(|_| EngineError::Unavailable("redis returned a bad epoch".into()))?;
         // Local subscribers get the message through Pub/Sub like every other node's, in offset order.

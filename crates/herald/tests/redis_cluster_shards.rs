@@ -254,3 +254,144 @@ async fn with_redis_wait_replicas_no_acknowledged_message_is_lost_when_a_primary
     check_subscribers(subscriptions, &published, true).await;
     drop(nodes);
 }
+
+/// Redis Cluster's slot of a key (CRC16/XMODEM of the key, or of its `{tag}`, modulo 16384).
+fn slot_of(key: &str) -> u16 {
+    // The spec's rule: hash the part between the first `{` and the next `}` when it is not empty.
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    let mut crc: u16 = 0;
+    for &byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % 16384
+}
+
+#[test]
+fn slots_are_computed_as_redis_cluster_does() {
+    // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+    assert_eq!(slot_of("123456789"), 0x31C3 % 16384);
+    assert_eq!(slot_of("{user1000}.following"), slot_of("user1000"));
+    assert_eq!((slot_of("foo"), slot_of("bar")), (12182, 5061));
+    assert_ne!(slot_of("foo{}{bar}"), slot_of("bar"), "an empty first tag hashes the whole key");
+}
+
+#[tokio::test]
+async fn slots_of_watched_channels_moved_by_a_live_reshard_lose_nothing_and_repeat_nothing() {
+    const MOVED: u16 = 32;
+    let cluster = OwnCluster::start();
+    // Channels among the first slots of the shard owning slot 0 (those `--cluster reshard` moves first), and
+    // channels of the other shards.
+    let source = cluster.primary_of_slot(0);
+    let moving: Vec<String> = (0..).map(|i| format!("moving-{i}")).filter(|c| slot_of(c) < MOVED).take(3).collect();
+    let mut channels = channels_on_every_shard(&cluster, 1);
+    channels.retain(|c| cluster.primary_of(c) != source);
+    channels.extend(moving.iter().cloned());
+    let target = cluster.primary_of(&channels[0]);
+    let nodes = nodes(3, &cluster, &unique_prefix("reshard"), &[]).await;
+    let subscriptions = subscribe_everywhere(&nodes, &channels).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let urls = nodes.iter().map(Node::url).collect();
+    let storm = tokio::spawn({
+        let (channels, progress) = (channels.clone(), progress.clone());
+        async move { publish_storm(urls, &channels, 150, progress).await }
+    });
+    while progress.load(Ordering::Relaxed) < 50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (from, to) = (cluster.node_id(source), cluster.node_id(target));
+    let reshard = format!("127.0.0.1:{source}");
+    let slots = MOVED.to_string();
+    let args = ["--cluster", "reshard", &reshard, "--cluster-from", &from, "--cluster-to", &to];
+    let status = std::process::Command::new("redis-cli")
+        .args(args)
+        .args(["--cluster-slots", &slots, "--cluster-yes"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("redis-cli");
+    assert!(status.success(), "the reshard succeeds");
+    for channel in &moving {
+        assert_eq!(cluster.primary_of(channel), target, "{channel} moved");
+    }
+    let published = storm.await.unwrap();
+    check_subscribers(subscriptions, &published, true).await;
+}
+
+async fn until_health(node: &Node, status: u16) {
+    tokio::time::timeout(PATIENCE * 4, async {
+        while node.client.get("/healthz").await.status != status {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("/healthz never answered {status}"));
+}
+
+/// Publishes `{"i": i}` until Herald answers `status` (bounded), returning the last answer.
+async fn publish_until(node: &Node, channel: &str, i: i64, status: u16) -> Result<u64, ClientError> {
+    let client = Client::new(&node.url()).unwrap();
+    tokio::time::timeout(PATIENCE * 6, async {
+        loop {
+            let answer = client.publish(channel, Some("tick"), &json!({ "i": i })).await;
+            let got = match &answer {
+                Ok(_) => 201,
+                Err(ClientError::Api { status, .. }) => *status,
+                Err(err) => panic!("publish on {channel}: {err}"),
+            };
+            if got == status {
+                return answer.map(|p| p.offset);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("publishing on {channel} never answered {status}"))
+}
+
+#[tokio::test]
+async fn a_shard_down_longer_than_the_timeout_answers_503_for_its_channels_only_and_recovers() {
+    let cluster = OwnCluster::start();
+    let channels = channels_on_every_shard(&cluster, 1);
+    let (down, up) = (&channels[0], &channels[1]);
+    let node = nodes(1, &cluster, &unique_prefix("shard-down"), &[]).await.remove(0);
+    let options = SubscribeOptions::new([down.as_str(), up.as_str()], Transport::WebSocket);
+    let mut subscription = Client::new(&node.url()).unwrap().subscribe(options).await.unwrap();
+    publish_until(&node, down, 1, 201).await.unwrap();
+    let primary = cluster.primary_of(down);
+    let shard = [vec![primary], cluster.replicas_of(primary)].concat();
+    for port in &shard {
+        cluster.kill(*port);
+    }
+    let refused = publish_until(&node, down, 2, 503).await.unwrap_err();
+    assert!(refused.to_string().contains("engine_unavailable"), "{refused}");
+    assert_eq!(publish_until(&node, up, 1, 201).await.unwrap(), 1, "the other shards still answer");
+    until_health(&node, 503).await;
+    for port in &shard {
+        cluster.restart(*port);
+    }
+    cluster.wait_settled();
+    until_health(&node, 200).await;
+    let after = publish_until(&node, down, 3, 201).await.unwrap();
+    // The shard came back without its data (no persistence in this test): the channel starts a new epoch, and
+    // its subscriber is told with one reset, never a silent gap; the other channel goes on undisturbed.
+    assert_eq!(after, 1, "a new epoch");
+    let mut events = Vec::new();
+    while !events.iter().any(|e: &(String, Option<i64>)| e.0 == *down && e.1 == Some(3)) {
+        let event = tokio::time::timeout(PATIENCE * 4, subscription.next()).await.expect("in time").unwrap().unwrap();
+        match event {
+            Event::Message(m) => {
+                let data: serde_json::Value = serde_json::from_str(m.data.get()).unwrap();
+                events.push((m.channel, data["i"].as_i64()));
+            }
+            Event::Reset { channels } => events.extend(channels.into_iter().map(|c| (c, None))),
+        }
+    }
+    let expected = [(down.clone(), Some(1)), (up.clone(), Some(1)), (down.clone(), None), (down.clone(), Some(3))];
+    assert_eq!(events, expected);
+}

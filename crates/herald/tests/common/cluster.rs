@@ -147,6 +147,18 @@ impl OwnCluster {
         self.find_primary(slot)
     }
 
+    /// The ports of the replicas of the primary on `port`.
+    pub fn replicas_of(&self, port: u16) -> Vec<u16> {
+        let id = self.node_id(port);
+        let nodes = self.cli(port, &["CLUSTER", "NODES"]);
+        nodes
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() > 3 && f[2].contains("slave") && f[3] == id)
+            .filter_map(|f| f[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()))
+            .collect()
+    }
+
     /// The node id of the node on `port`.
     pub fn node_id(&self, port: u16) -> String {
         self.cli(port, &["CLUSTER", "MYID"]).trim().to_string()

@@ -233,6 +233,7 @@ async fn storm_with_a_primary_killed(
     cluster.wait_promoted(&channels[0], victim);
     cluster.restart(victim);
     let published = storm.await.unwrap();
+    until_health(&nodes[0], 200, r#""shards":3,"reachable":3,"failovers":1}"#).await;
     (nodes, subscriptions, published)
 }
 
@@ -323,14 +324,19 @@ async fn slots_of_watched_channels_moved_by_a_live_reshard_lose_nothing_and_repe
     check_subscribers(subscriptions, &published, true).await;
 }
 
-async fn until_health(node: &Node, status: u16) {
+/// Waits until `/healthz` answers `status` with `cluster` in its body.
+async fn until_health(node: &Node, status: u16, cluster: &str) {
     tokio::time::timeout(PATIENCE * 4, async {
-        while node.client.get("/healthz").await.status != status {
+        loop {
+            let answer = node.client.get("/healthz").await;
+            if answer.status == status && String::from_utf8_lossy(&answer.body).contains(cluster) {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("/healthz never answered {status}"));
+    .unwrap_or_else(|_| panic!("/healthz never answered {status} with {cluster}"));
 }
 
 /// Publishes `{"i": i}` until Herald answers `status` (bounded), returning the last answer.
@@ -371,12 +377,12 @@ async fn a_shard_down_longer_than_the_timeout_answers_503_for_its_channels_only_
     let refused = publish_until(&node, down, 2, 503).await.unwrap_err();
     assert!(refused.to_string().contains("engine_unavailable"), "{refused}");
     assert_eq!(publish_until(&node, up, 1, 201).await.unwrap(), 1, "the other shards still answer");
-    until_health(&node, 503).await;
+    until_health(&node, 503, r#""cluster":{"shards":3,"reachable":2,"#).await;
     for port in &shard {
         cluster.restart(*port);
     }
     cluster.wait_settled();
-    until_health(&node, 200).await;
+    until_health(&node, 200, r#""cluster":{"shards":3,"reachable":3,"failovers":0}"#).await;
     let after = publish_until(&node, down, 3, 201).await.unwrap();
     // The shard came back without its data (no persistence in this test): the channel starts a new epoch, and
     // its subscriber is told with one reset, never a silent gap; the other channel goes on undisturbed.

@@ -96,6 +96,9 @@ pub struct Metrics {
     catch_up_reads: Labelled<Counter>,
     replication_shortfalls: Counter,
     shard_changes: Counter,
+    cluster_shards: Gauge,
+    cluster_shards_reachable: Gauge,
+    cluster_failovers: Counter,
     refusals: Labelled<Counter>,
     channels: Gauge,
     history_messages: Gauge,
@@ -147,6 +150,9 @@ impl Metrics {
             catch_up_reads: Labelled::new("by", labels(&CatchUp::ALL, CatchUp::label), Counter::default),
             replication_shortfalls: Counter::default(),
             shard_changes: Counter::default(),
+            cluster_shards: Gauge::default(),
+            cluster_shards_reachable: Gauge::default(),
+            cluster_failovers: Counter::default(),
             refusals: Labelled::new("reason", labels(&Refusal::ALL, Refusal::label), Counter::default),
             channels: Gauge::default(),
             history_messages: Gauge::default(),
@@ -193,6 +199,21 @@ impl Metrics {
             "herald_redis_shard_changes",
             "Redis Cluster: links to a shard lost, or watched slots moved away, as seen by sharded Pub/Sub",
             self.shard_changes.clone(),
+        );
+        r.register(
+            "herald_redis_cluster_shards",
+            "Redis Cluster: primaries owning slots, as the cluster last reported them",
+            self.cluster_shards.clone(),
+        );
+        r.register(
+            "herald_redis_cluster_shards_reachable",
+            "Redis Cluster: primaries owning slots that the cluster does not flag as failing",
+            self.cluster_shards_reachable.clone(),
+        );
+        r.register(
+            "herald_redis_cluster_failovers",
+            "Redis Cluster: primaries that stopped owning slots (a failover or a resharding) since the node started",
+            self.cluster_failovers.clone(),
         );
         r.register(
             "herald_refusals",
@@ -339,6 +360,14 @@ impl Metrics {
     /// Redis Cluster shard changes seen so far.
     pub fn shard_changes(&self) -> u64 {
         self.shard_changes.get()
+    }
+
+    /// Records the Redis Cluster's shards: how many own slots, how many are reachable, and primaries gone since
+    /// the last look.
+    pub fn cluster_shards(&self, known: u64, reachable: u64, gone: u64) {
+        self.cluster_shards.set(known as i64);
+        self.cluster_shards_reachable.set(reachable as i64);
+        self.cluster_failovers.inc_by(gone);
     }
 
     /// Counts a refused request.

@@ -9,6 +9,7 @@
 //! connected subscribers stay connected; when it returns, each watched channel is caught up from history so no
 //! subscriber sees a gap, or gets a reset if Redis lost the data.
 
+mod cluster_state;
 mod connection;
 mod events;
 mod presence;
@@ -200,6 +201,7 @@ pub struct RedisEngine {
     watches: Arc<pubsub::Watches>,
     presence: Arc<presence::RedisPresence>,
     events: Arc<events::RedisLog>,
+    cluster: Option<Arc<cluster_state::ClusterState>>,
     _stop: DropGuard,
 }
 
@@ -238,7 +240,11 @@ impl RedisEngine {
         let events = Arc::new(events::RedisLog::new(inner.clone(), deployment));
         tokio::spawn(follower.follow(inner.clone(), watches.clone(), stop.clone()));
         tokio::spawn(presence::keep_alive(presence.clone(), stop.clone()));
-        Ok(Self { inner, watches, presence, events, _stop: stop.drop_guard() })
+        let cluster = matches!(inner.commands, Commands::Cluster(_)).then(Arc::<cluster_state::ClusterState>::default);
+        if let Some(state) = &cluster {
+            tokio::spawn(cluster_state::follow(inner.clone(), state.clone(), stop.clone()));
+        }
+        Ok(Self { inner, watches, presence, events, cluster, _stop: stop.drop_guard() })
     }
 
     async fn store(
@@ -344,6 +350,10 @@ impl Engine for RedisEngine {
 
     fn healthy(&self) -> bool {
         self.inner.commands_ok.load(Ordering::Relaxed) && self.watches.connected()
+    }
+
+    fn cluster(&self) -> Option<super::ClusterHealth> {
+        self.cluster.as_ref().map(|state| state.health())
     }
 
     fn presence(&self) -> Arc<dyn PresenceStore> {

@@ -136,7 +136,7 @@ impl OwnCluster {
     /// Waits until a primary other than `old` owns `key`'s slot (its replica was promoted).
     pub fn wait_promoted(&self, key: &str, old: u16) {
         let deadline = Instant::now() + SETTLE;
-        while self.try_primary_of(key).is_none_or(|p| p == old) {
+        while self.try_primary_of(key).map_or(true, |p| p == old) {
             assert!(Instant::now() < deadline, "a replica of {old} is promoted in time");
             std::thread::sleep(Duration::from_millis(100));
         }

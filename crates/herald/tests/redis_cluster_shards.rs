@@ -33,6 +33,11 @@ async fn nodes(n: usize, cluster: &OwnCluster, prefix: &str, env: &[(&str, &str)
     out
 }
 
+/// Messages per channel in a storm: `default`, or `CLUSTER_STORM_MESSAGES` (scripts/cluster-storm.sh).
+fn storm_size(default: i64) -> i64 {
+    std::env::var("CLUSTER_STORM_MESSAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+}
+
 /// `per_shard` channel names for each of the cluster's primaries, so every shard carries some.
 fn channels_on_every_shard(cluster: &OwnCluster, per_shard: usize) -> Vec<String> {
     let mut by_primary: HashMap<u16, Vec<String>> = HashMap::new();
@@ -199,10 +204,10 @@ async fn messages_on_channels_of_every_shard_reach_subscribers_on_three_nodes_wi
     let nodes = nodes(3, &cluster, &unique_prefix("fanout"), &[]).await;
     let subscriptions = subscribe_everywhere(&nodes, &channels).await;
     let urls = nodes.iter().map(Node::url).collect();
-    let published = publish_storm(urls, &channels, 40, Arc::default()).await;
+    let published = publish_storm(urls, &channels, storm_size(40), Arc::default()).await;
     assert_eq!(published.unavailable, 0, "a healthy cluster answers every publish");
     for acks in published.acknowledged.values() {
-        assert_eq!(acks.iter().map(|a| a.0).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
+        assert_eq!(acks.iter().map(|a| a.0).collect::<Vec<_>>(), (1..=storm_size(40) as u64).collect::<Vec<_>>());
     }
     check_subscribers(subscriptions, &published, true).await;
 }
@@ -222,7 +227,7 @@ async fn storm_with_a_primary_killed(
     let urls = nodes.iter().map(Node::url).collect();
     let storm = tokio::spawn({
         let (channels, progress) = (channels.clone(), progress.clone());
-        async move { publish_storm(urls, &channels, 120, progress).await }
+        async move { publish_storm(urls, &channels, storm_size(120), progress).await }
     });
     while progress.load(Ordering::Relaxed) < 60 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -301,7 +306,7 @@ async fn slots_of_watched_channels_moved_by_a_live_reshard_lose_nothing_and_repe
     let urls = nodes.iter().map(Node::url).collect();
     let storm = tokio::spawn({
         let (channels, progress) = (channels.clone(), progress.clone());
-        async move { publish_storm(urls, &channels, 150, progress).await }
+        async move { publish_storm(urls, &channels, storm_size(150), progress).await }
     });
     while progress.load(Ordering::Relaxed) < 50 {
         tokio::time::sleep(Duration::from_millis(10)).await;

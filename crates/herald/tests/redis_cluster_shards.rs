@@ -406,3 +406,15 @@ async fn a_shard_down_longer_than_the_timeout_answers_503_for_its_channels_only_
     let expected = [(down.clone(), Some(1)), (up.clone(), Some(1)), (down.clone(), None), (down.clone(), Some(3))];
     assert_eq!(events, expected);
 }
+
+#[tokio::test]
+async fn a_publish_that_fewer_replicas_than_redis_wait_replicas_acknowledge_answers_503() {
+    let cluster = OwnCluster::shared();
+    // Each shard has one replica: waiting for two can only fall short.
+    let env = [("HERALD_REDIS_WAIT_REPLICAS", "2")];
+    let node = nodes(1, &cluster, &unique_prefix("wait-two"), &env).await.remove(0);
+    let refused = publish_until(&node, "orders", 1, 503).await.unwrap_err();
+    assert!(refused.to_string().contains("1 of 2 replicas acknowledged"), "{refused}");
+    let metrics = String::from_utf8(node.client.get("/metrics").await.body).unwrap();
+    assert!(metrics.contains("herald_redis_replication_shortfalls_total 1"), "counted");
+}

@@ -290,6 +290,20 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_url_needs_seeds_and_refuses_what_a_cluster_cannot_do_yet() {
+        let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
+        let redis = |rest: &str| format!("engine = \"redis\"\nredis_url = \"redis+cluster://{rest}\"\n");
+        let ok = load(&redis("10.0.0.1:6379,10.0.0.2:6379"), &[], Overrides::default()).unwrap();
+        assert_eq!((ok.redis_url.as_str(), ok.redis_wait_replicas), ("redis+cluster://10.0.0.1:6379,10.0.0.2:6379", 0));
+        assert!(msg(load(&redis(""), &[], Overrides::default())).contains("at least one seed"));
+        assert!(msg(load("redis_url = \"http://x\"", &[], Overrides::default())).contains("redis_url"));
+        let presence = redis("a:1") + "[namespaces.room]\npresence = true\npublic = true\n";
+        assert!(msg(load(&presence, &[], Overrides::default())).contains("presence is not supported on Redis Cluster"));
+        let waiting = load("", &[("HERALD_REDIS_WAIT_REPLICAS", "1")], Overrides::default()).unwrap();
+        assert_eq!(waiting.redis_wait_replicas, 1);
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
         assert!(msg(load("max_wait_secs = \"x\"", &[], Overrides::default())).contains("max_wait_secs"));

@@ -176,7 +176,9 @@ impl Links {
         for channel in &wanted {
             let known = self.subscribed.contains(channel) || self.in_flight.contains(channel);
             if !known && !self.failed.contains_key(channel) {
-                self.redo.entry(channel.clone()).or_insert(false);
+                // While not connected, `watch` returned without waiting for this subscription: whatever is
+                // stored until it holds is caught up then.
+                self.redo.entry(channel.clone()).or_insert(!watches.connected());
             }
         }
         if self.signals_lapsed && !self.signals_in_flight && (!self.signals_failed || self.retry_at.is_none()) {

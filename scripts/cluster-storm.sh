@@ -18,9 +18,18 @@ for tool in redis-server redis-cli; do
   command -v "$tool" >/dev/null || { echo "cluster-storm: $tool is not installed" >&2; exit 1; }
 done
 
+logs="${TMPDIR:-/tmp}/cluster-storm.$$"
+mkdir -p "$logs"
 cargo test --workspace --test redis_cluster_shards --no-run -q
 for round in $(seq "$rounds"); do
   echo "== round $round of $rounds ($messages messages per channel per case)"
-  CLUSTER_STORM_MESSAGES="$messages" cargo test --workspace --test redis_cluster_shards -q -- --test-threads 1
+  # Every Herald node's log goes to the round's file (SHOW_NODE_LOG), so a failure can be read afterwards.
+  if ! CLUSTER_STORM_MESSAGES="$messages" SHOW_NODE_LOG=1 cargo test --workspace --test redis_cluster_shards -q \
+      -- --test-threads 1 --nocapture >"$logs/round-$round.log" 2>&1; then
+    grep -E "^test .*FAILED|panicked" "$logs/round-$round.log" || true
+    echo "== round $round failed: the nodes' logs are in $logs/round-$round.log" >&2
+    exit 1
+  fi
 done
+rm -rf "$logs"
 echo "== $rounds rounds without a gap, a duplicate or an unexplained reset"

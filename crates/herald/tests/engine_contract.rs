@@ -23,6 +23,13 @@ use herald_proto::{ChannelName, EventName, Position};
 enum Engine {
     Memory,
     Redis,
+    /// A Redis Cluster of the test binary's own (three shards, a replica each), with sharded Pub/Sub.
+    RedisCluster,
+}
+
+thread_local! {
+    /// The cluster a case's hubs run on, held until the case's thread ends.
+    static CLUSTER: std::cell::RefCell<Option<Arc<common::cluster::OwnCluster>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Builds a hub of one engine for one case, with `tweak` applied to its configuration; `None` when that engine
@@ -46,6 +53,18 @@ impl Hubs {
                 let mut config = Config {
                     engine: EngineKind::Redis,
                     redis_url: url,
+                    redis_prefix: common::node::unique_prefix(self.case),
+                    ..Config::default()
+                };
+                tweak(&mut config);
+                Some(hub(config).await)
+            }
+            Engine::RedisCluster => {
+                let cluster = CLUSTER
+                    .with(|held| held.borrow_mut().get_or_insert_with(common::cluster::OwnCluster::shared).clone());
+                let mut config = Config {
+                    engine: EngineKind::Redis,
+                    redis_url: cluster.url(),
                     redis_prefix: common::node::unique_prefix(self.case),
                     ..Config::default()
                 };
@@ -81,6 +100,12 @@ macro_rules! contract {
             $(#[tokio::test]
             async fn $case() {
                 super::$case(super::Hubs { engine: super::Engine::Redis, case: stringify!($case) }).await;
+            })*
+        }
+        mod redis_cluster {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Hubs { engine: super::Engine::RedisCluster, case: stringify!($case) }).await;
             })*
         }
     };
@@ -300,7 +325,7 @@ async fn a_signal_reaches_every_node_once_and_is_not_stored(hubs: Hubs) {
     // A second node on the same store (Redis: the same prefix); the memory engine is one node.
     let b = match hubs.engine {
         Engine::Memory => None,
-        Engine::Redis => {
+        Engine::Redis | Engine::RedisCluster => {
             let prefix = a.config().redis_prefix.clone();
             let url = a.config().redis_url.clone();
             Some(

@@ -197,8 +197,11 @@ pub struct Config {
     pub namespaces: HashMap<String, NamespaceSettings>,
     /// The engine.
     pub engine: EngineKind,
-    /// Redis, for `engine = "redis"`.
+    /// Redis, for `engine = "redis"`: `redis://…` for one Redis, `redis+cluster://host:port[,host:port…]` for
+    /// the seed nodes of a Redis Cluster (Redis ≥ 7.0; Pub/Sub is then sharded).
     pub redis_url: String,
+    /// Replicas that must acknowledge a message (`WAIT`) before its publish answers `201`; 0 = don't wait.
+    pub redis_wait_replicas: u32,
     /// Prefix of every Redis key and Pub/Sub channel Herald uses, so several deployments can share one Redis.
     pub redis_prefix: String,
     /// Keys that may publish over HTTP; with none, anyone may (and `serve` stays on loopback).
@@ -300,6 +303,7 @@ impl Default for Config {
             engine: EngineKind::Memory,
             redis_url: "redis://127.0.0.1:6379".to_string(),
             redis_prefix: "herald:".to_string(),
+            redis_wait_replicas: 0,
             publisher_keys: Vec::new(),
             jwt: JwtSettings::default(),
             trusted_proxies: Vec::new(),

@@ -55,8 +55,28 @@ impl Config {
         if self.transports.is_empty() {
             return Err(invalid("transports", "at least one transport must be enabled"));
         }
-        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("unix://") {
-            return Err(invalid("redis_url", "must start with redis:// (or unix://)"));
+        if !["redis://", "unix://", "redis+cluster://"].iter().any(|scheme| self.redis_url.starts_with(scheme)) {
+            return Err(invalid(
+                "redis_url",
+                "must start with redis:// (or unix://, or redis+cluster:// for a cluster)",
+            ));
+        }
+        if self
+            .redis_url
+            .strip_prefix("redis+cluster://")
+            .is_some_and(|seeds| seeds.split(['/', '?']).all(str::is_empty))
+        {
+            return Err(invalid("redis_url", "a redis+cluster:// URL names at least one seed node (host:port,…)"));
+        }
+        if self.redis_url.starts_with("redis+cluster://") && self.engine == super::EngineKind::Redis {
+            if !self.webhooks.is_empty() {
+                return Err(invalid("webhooks", "webhooks are not supported on Redis Cluster yet (docs/SCALING.md)"));
+            }
+            let presence =
+                std::iter::once(&self.default_namespace).chain(self.namespaces.values()).any(|ns| ns.presence);
+            if presence {
+                return Err(invalid("presence", "presence is not supported on Redis Cluster yet (docs/SCALING.md)"));
+            }
         }
         if self.redis_prefix.contains(['{', '}']) {
             return Err(invalid("redis_prefix", "may not contain { or }: Herald uses them as Redis Cluster hash tags"));
@@ -267,6 +287,20 @@ mod tests {
         assert!(msg(load("[namespaces.a]\npublic = false", &[], Overrides::default())).contains("namespaces.a.public"));
         // A weak secret or key and a bad proxy range are refused by `auth` and `limits`, which interpret them.
         assert!(msg(load("cors_origins = [\"shop.example\"]", &[], Overrides::default())).contains("cors_origins"));
+    }
+
+    #[test]
+    fn a_cluster_url_needs_seeds_and_refuses_what_a_cluster_cannot_do_yet() {
+        let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
+        let redis = |rest: &str| format!("engine = \"redis\"\nredis_url = \"redis+cluster://{rest}\"\n");
+        let ok = load(&redis("10.0.0.1:6379,10.0.0.2:6379"), &[], Overrides::default()).unwrap();
+        assert_eq!((ok.redis_url.as_str(), ok.redis_wait_replicas), ("redis+cluster://10.0.0.1:6379,10.0.0.2:6379", 0));
+        assert!(msg(load(&redis(""), &[], Overrides::default())).contains("at least one seed"));
+        assert!(msg(load("redis_url = \"http://x\"", &[], Overrides::default())).contains("redis_url"));
+        let presence = redis("a:1") + "[namespaces.room]\npresence = true\npublic = true\n";
+        assert!(msg(load(&presence, &[], Overrides::default())).contains("presence is not supported on Redis Cluster"));
+        let waiting = load("", &[("HERALD_REDIS_WAIT_REPLICAS", "1")], Overrides::default()).unwrap();
+        assert_eq!(waiting.redis_wait_replicas, 1);
     }
 
     #[test]

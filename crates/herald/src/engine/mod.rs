@@ -125,6 +125,17 @@ pub struct EngineStats {
     pub bytes: u64,
 }
 
+/// A Redis Cluster's state as a node last saw it, for `/healthz`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterHealth {
+    /// Primaries owning slots.
+    pub shards: u64,
+    /// Those the cluster does not flag as failing.
+    pub reachable: u64,
+    /// Primaries that stopped owning slots since the node started (failovers, reshardings).
+    pub failovers: u64,
+}
+
 /// A store of channels' histories.
 pub trait Engine: Send + Sync + 'static {
     /// The engine's name, for `/healthz`.
@@ -175,6 +186,11 @@ pub trait Engine: Send + Sync + 'static {
     /// Whether the engine can store and read messages now.
     fn healthy(&self) -> bool {
         true
+    }
+
+    /// The cluster's state, for an engine on a Redis Cluster.
+    fn cluster(&self) -> Option<ClusterHealth> {
+        None
     }
 
     /// The engine's presence and occupancy, shared by the nodes the engine shares histories with.

@@ -15,7 +15,13 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
     } else {
         (StatusCode::OK, "ok")
     };
-    let body = format!(r#"{{"status":"{text}","engine":"{engine}"}}"#);
+    let body = match state.hub.cluster() {
+        None => format!(r#"{{"status":"{text}","engine":"{engine}"}}"#),
+        Some(c) => format!(
+            r#"{{"status":"{text}","engine":"{engine}","cluster":{{"shards":{},"reachable":{},"failovers":{}}}}}"#,
+            c.shards, c.reachable, c.failovers
+        ),
+    };
     (status, [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 

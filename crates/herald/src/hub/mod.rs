@@ -118,6 +118,11 @@ impl Hub {
         self.engine.healthy()
     }
 
+    /// The engine's Redis Cluster, when it runs on one.
+    pub fn cluster(&self) -> Option<crate::engine::ClusterHealth> {
+        self.engine.cluster()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Arc<Config> {
         &self.config

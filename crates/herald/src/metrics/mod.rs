@@ -94,6 +94,11 @@ pub struct Metrics {
     published: Counter,
     history_reads: Counter,
     catch_up_reads: Labelled<Counter>,
+    replication_shortfalls: Counter,
+    shard_changes: Counter,
+    cluster_shards: Gauge,
+    cluster_shards_reachable: Gauge,
+    cluster_failovers: Counter,
     refusals: Labelled<Counter>,
     channels: Gauge,
     history_messages: Gauge,
@@ -143,6 +148,11 @@ impl Metrics {
             published: Counter::default(),
             history_reads: Counter::default(),
             catch_up_reads: Labelled::new("by", labels(&CatchUp::ALL, CatchUp::label), Counter::default),
+            replication_shortfalls: Counter::default(),
+            shard_changes: Counter::default(),
+            cluster_shards: Gauge::default(),
+            cluster_shards_reachable: Gauge::default(),
+            cluster_failovers: Counter::default(),
             refusals: Labelled::new("reason", labels(&Refusal::ALL, Refusal::label), Counter::default),
             channels: Gauge::default(),
             history_messages: Gauge::default(),
@@ -179,6 +189,31 @@ impl Metrics {
             "herald_catch_up_reads",
             "History reads that filled a gap in a live feed, by who read",
             self.catch_up_reads.clone(),
+        );
+        r.register(
+            "herald_redis_replication_shortfalls",
+            "Publishes answered 503 because fewer than redis_wait_replicas replicas acknowledged them in time",
+            self.replication_shortfalls.clone(),
+        );
+        r.register(
+            "herald_redis_shard_changes",
+            "Redis Cluster: links to a shard lost, or watched slots moved away, as seen by sharded Pub/Sub",
+            self.shard_changes.clone(),
+        );
+        r.register(
+            "herald_redis_cluster_shards",
+            "Redis Cluster: primaries owning slots, as the cluster last reported them",
+            self.cluster_shards.clone(),
+        );
+        r.register(
+            "herald_redis_cluster_shards_reachable",
+            "Redis Cluster: primaries owning slots that the cluster does not flag as failing",
+            self.cluster_shards_reachable.clone(),
+        );
+        r.register(
+            "herald_redis_cluster_failovers",
+            "Redis Cluster: primaries that stopped owning slots (a failover or a resharding) since the node started",
+            self.cluster_failovers.clone(),
         );
         r.register(
             "herald_refusals",
@@ -310,6 +345,29 @@ impl Metrics {
     /// Counts a read that fills a gap in a live feed (after a dropped Pub/Sub link, say).
     pub fn catch_up_read(&self, by: CatchUp) {
         self.catch_up_reads.get(by as usize).inc();
+    }
+
+    /// Counts a publish whose replication `WAIT` fell short.
+    pub fn replication_shortfall(&self) {
+        self.replication_shortfalls.inc();
+    }
+
+    /// Counts a lost link to a Redis Cluster shard, or a watched slot that moved away.
+    pub fn shard_change(&self) {
+        self.shard_changes.inc();
+    }
+
+    /// Redis Cluster shard changes seen so far.
+    pub fn shard_changes(&self) -> u64 {
+        self.shard_changes.get()
+    }
+
+    /// Records the Redis Cluster's shards: how many own slots, how many are reachable, and primaries gone since
+    /// the last look.
+    pub fn cluster_shards(&self, known: u64, reachable: u64, gone: u64) {
+        self.cluster_shards.set(known as i64);
+        self.cluster_shards_reachable.set(reachable as i64);
+        self.cluster_failovers.inc_by(gone);
     }
 
     /// Counts a refused request.

@@ -7,6 +7,7 @@
 // A harness panics on anything unexpected: that is how a test fails.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod node;
 pub mod pusher;
 pub mod receiver;

@@ -44,8 +44,15 @@ impl Node {
         })
         .await
         .expect("herald serve starts in time");
-        // Keep draining the log so the node never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining the log so the node never blocks on a full pipe; SHOW_NODE_LOG=1 shows it.
+        let show = std::env::var_os("SHOW_NODE_LOG").is_some();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if show {
+                    eprintln!("[{addr}] {line}");
+                }
+            }
+        });
         Node { child, client: Client { addr, local: None } }
     }
 

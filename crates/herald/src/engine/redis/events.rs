@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_proto::ChannelName;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Script, Value};
+use redis::{Script, Value};
 use tokio::sync::{Mutex, OnceCell};
 
+use super::connection::{Commands, Deployment};
 use super::Inner;
 use crate::engine::events::{Entry, EventKind, EventLog, LifecycleEvent, LogId};
 use crate::engine::{BoxFuture, EngineError};
@@ -48,16 +48,16 @@ return 0
 /// The Redis engine's log.
 pub(super) struct RedisLog {
     inner: Arc<Inner>,
-    client: redis::Client,
+    deployment: Arc<Deployment>,
     append: Script,
     lead: Script,
     /// The connection that blocks waiting for news, made when first needed.
-    waiting: OnceCell<Mutex<MultiplexedConnection>>,
+    waiting: OnceCell<Mutex<Commands>>,
 }
 
 impl RedisLog {
-    pub(super) fn new(inner: Arc<Inner>, client: redis::Client) -> Self {
-        Self { inner, client, append: Script::new(APPEND), lead: Script::new(LEAD), waiting: OnceCell::new() }
+    pub(super) fn new(inner: Arc<Inner>, deployment: Arc<Deployment>) -> Self {
+        Self { inner, deployment, append: Script::new(APPEND), lead: Script::new(LEAD), waiting: OnceCell::new() }
     }
 
     fn key(&self, what: &str) -> String {
@@ -89,14 +89,9 @@ impl RedisLog {
         Ok(entries)
     }
 
-    async fn waiting(&self) -> Option<&Mutex<MultiplexedConnection>> {
-        let config = AsyncConnectionConfig::new().set_response_timeout(Some(WAIT * 3));
-        let made = self
-            .waiting
-            .get_or_try_init(|| async {
-                self.client.get_multiplexed_async_connection_with_config(&config).await.map(Mutex::new)
-            })
-            .await;
+    async fn waiting(&self) -> Option<&Mutex<Commands>> {
+        let made =
+            self.waiting.get_or_try_init(|| async { self.deployment.commands(WAIT * 3).await.map(Mutex::new) }).await;
         made.ok()
     }
 }

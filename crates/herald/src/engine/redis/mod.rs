@@ -9,6 +9,8 @@
 //! connected subscribers stay connected; when it returns, each watched channel is caught up from history so no
 //! subscriber sees a gap, or gets a reset if Redis lost the data.
 
+mod cluster_state;
+mod connection;
 mod events;
 mod presence;
 mod pubsub;
@@ -21,10 +23,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_proto::{ChannelName, EventName, Message, Position};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use self::connection::{Commands, Deployment};
 use super::events::EventLog;
 use super::presence::{ListenerSlot, PresenceStore};
 use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Signals, Start};
@@ -34,13 +36,15 @@ use crate::metrics::Metrics;
 
 /// How long a Redis command may take before the engine reports it unavailable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a publish waits for `redis_wait_replicas` replicas to acknowledge it.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an idle channel's keys outlive its history's age limit.
 const KEY_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// What the engine and its Pub/Sub task share.
 pub(super) struct Inner {
     config: Arc<Config>,
-    commands: ConnectionManager,
+    commands: Commands,
     publish: Script,
     read: Script,
     deliver: Delivery,
@@ -97,7 +101,7 @@ impl Inner {
     /// that are safe to run twice (reads); others are retried only when the request never left (a broken pipe).
     async fn run<T, F, Fut>(&self, always_retry: bool, command: F) -> Result<T, EngineError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Commands) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         match command(self.commands.clone()).await {
@@ -106,6 +110,24 @@ impl Inner {
             }
             result => self.outcome(result),
         }
+    }
+
+    /// After a write to `key`: waits until `redis_wait_replicas` replicas of its primary acknowledged it (and
+    /// every earlier write of this connection), or answers unavailable. The write stays stored either way: a
+    /// `503` here means "stored, but not yet safe from the loss of its primary".
+    async fn replicated(&self, key: &str) -> Result<(), EngineError> {
+        let wanted = self.config.redis_wait_replicas;
+        let acknowledged =
+            self.run(false, |mut con| async move { con.wait(key, wanted, REPLICATION_TIMEOUT).await }).await?;
+        if acknowledged < u64::from(wanted) {
+            self.metrics.replication_shortfall();
+            return Err(EngineError::Unavailable(format!(
+                "redis: {acknowledged} of {wanted} replicas acknowledged the message within {} ms; it is stored on \
+                 the primary but may be lost if that fails",
+                REPLICATION_TIMEOUT.as_millis()
+            )));
+        }
+        Ok(())
     }
 
     /// Checks the command connection, so a dead one is replaced before a client needs it.
@@ -180,27 +202,31 @@ pub struct RedisEngine {
     watches: Arc<pubsub::Watches>,
     presence: Arc<presence::RedisPresence>,
     events: Arc<events::RedisLog>,
+    cluster: Option<Arc<cluster_state::ClusterState>>,
     _stop: DropGuard,
 }
 
 impl RedisEngine {
-    /// Connects to `config.redis_url` and starts following Pub/Sub. Fails if Redis cannot be reached now.
+    /// Connects to `config.redis_url` (one Redis, or a cluster's seeds) and starts following Pub/Sub. Fails if
+    /// Redis cannot be reached now.
     pub async fn connect(config: Arc<Config>, deliver: Delivery, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
         let unavailable =
             |err: redis::RedisError| EngineError::Unavailable(format!("redis at {}: {err}", config.redis_url));
-        let client = redis::Client::open(config.redis_url.as_str()).map_err(unavailable)?;
-        let settings = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let commands = client.get_connection_manager_with_config(settings).await.map_err(unavailable)?;
-        let first = client.get_async_pubsub().await.map_err(unavailable)?;
+        let deployment = Arc::new(Deployment::parse(&config.redis_url).map_err(unavailable)?);
+        let commands = deployment.commands(COMMAND_TIMEOUT).await.map_err(unavailable)?;
+        let follower = match &*deployment {
+            Deployment::Single(client) => {
+                pubsub::Follower::Single(client.clone(), client.get_async_pubsub().await.map_err(unavailable)?)
+            }
+            Deployment::Cluster(seeds) => {
+                pubsub::Follower::sharded(seeds, COMMAND_TIMEOUT).await.map_err(unavailable)?
+            }
+        };
         let inner = Arc::new(Inner {
             config,
-            commands,
-            publish: Script::new(scripts::PUBLISH),
+            publish: commands.script(scripts::PUBLISH),
             read: Script::new(scripts::READ),
+            commands,
             deliver,
             signals: Signals::default(),
             metrics,
@@ -212,10 +238,14 @@ impl RedisEngine {
         let watches = Arc::new(pubsub::Watches::default());
         watches.set_connected(true);
         let presence = presence::RedisPresence::start(inner.clone()).await?;
-        let events = Arc::new(events::RedisLog::new(inner.clone(), client.clone()));
-        tokio::spawn(pubsub::follow(client, first, inner.clone(), presence.clone(), watches.clone(), stop.clone()));
+        let events = Arc::new(events::RedisLog::new(inner.clone(), deployment));
+        tokio::spawn(follower.follow(inner.clone(), presence.clone(), watches.clone(), stop.clone()));
         tokio::spawn(presence::keep_alive(presence.clone(), stop.clone()));
-        Ok(Self { inner, watches, presence, events, _stop: stop.drop_guard() })
+        let cluster = matches!(inner.commands, Commands::Cluster(_)).then(Arc::<cluster_state::ClusterState>::default);
+        if let Some(state) = &cluster {
+            tokio::spawn(cluster_state::follow(inner.clone(), state.clone(), stop.clone()));
+        }
+        Ok(Self { inner, watches, presence, events, cluster, _stop: stop.drop_guard() })
     }
 
     async fn store(
@@ -230,14 +260,31 @@ impl RedisEngine {
         let ttl = ns.history_ttl.as_millis() as u64;
         let (meta, log, live) = (inner.meta_key(&channel), inner.log_key(&channel), inner.live_channel(&channel));
         let stored_origin = scripts::encode_origin(&origin);
+        // With replicas to wait for, the message is announced only once they have it: no subscriber ever sees
+        // a message that the loss of its primary could take back.
+        let wait = inner.config.redis_wait_replicas > 0;
+        let announce_in_script = if wait { String::new() } else { live.clone() };
         let (epoch, offset, time_ms): (String, u64, u64) = inner
             .run(false, |mut con| {
                 let mut invocation = inner.publish.key(&meta);
                 invocation.key(&log).arg(event.as_str()).arg(&data[..]).arg(ns.history_size);
-                invocation.arg(ttl).arg(ttl + KEY_GRACE.as_millis() as u64).arg(&live).arg(&stored_origin);
+                invocation.arg(ttl).arg(ttl + KEY_GRACE.as_millis() as u64).arg(&announce_in_script);
+                invocation.arg(&stored_origin);
                 async move { invocation.invoke_async(&mut con).await }
             })
             .await?;
+        if wait {
+            inner.replicated(&meta).await?;
+            let payload = scripts::announcement(&epoch, offset, time_ms, &stored_origin, event.as_str(), &data);
+            let verb = inner.commands.publish_command();
+            inner
+                .run(false, |mut con| {
+                    let mut command = redis::cmd(verb);
+                    command.arg(&live).arg(&payload);
+                    async move { command.query_async::<()>(&mut con).await }
+                })
+                .await?;
+        }
         let epoch = epoch.parse().map_err(|_| EngineError::Unavailable("redis returned a bad epoch".into()))?;
         // Local subscribers get the message through Pub/Sub like every other node's, in offset order.
         let message = Message { channel, position: Position::new(epoch, offset), event, data, time_ms };
@@ -262,11 +309,12 @@ impl Engine for RedisEngine {
 
     fn signal(&self, signal: Bytes) -> BoxFuture<'_, Result<(), EngineError>> {
         let channel = self.inner.signal_channel();
+        let verb = self.inner.commands.publish_command();
         Box::pin(async move {
             self.inner
                 .run(false, |mut con| {
                     let (channel, signal) = (channel.clone(), signal.clone());
-                    async move { redis::cmd("PUBLISH").arg(channel).arg(&signal[..]).query_async::<()>(&mut con).await }
+                    async move { redis::cmd(verb).arg(channel).arg(&signal[..]).query_async::<()>(&mut con).await }
                 })
                 .await
         })
@@ -303,6 +351,10 @@ impl Engine for RedisEngine {
 
     fn healthy(&self) -> bool {
         self.inner.commands_ok.load(Ordering::Relaxed) && self.watches.connected()
+    }
+
+    fn cluster(&self) -> Option<super::ClusterHealth> {
+        self.cluster.as_ref().map(|state| state.health())
     }
 
     fn presence(&self) -> Arc<dyn PresenceStore> {

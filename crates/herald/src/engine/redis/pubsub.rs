@@ -35,6 +35,38 @@ use crate::engine::presence::{PresenceEvent, PresenceStore};
 use crate::engine::Start;
 use crate::metrics::CatchUp;
 
+mod sharded;
+
+/// What follows Pub/Sub: one connection to one Redis, or sharded subscriptions on a cluster.
+pub(super) enum Follower {
+    /// Classic Pub/Sub on one Redis: the client to reconnect with, and the connection made at start.
+    Single(redis::Client, PubSub),
+    /// Sharded Pub/Sub on a Redis Cluster.
+    Sharded(sharded::Sharded),
+}
+
+impl Follower {
+    /// Connects sharded Pub/Sub to the cluster behind `seeds`.
+    pub(super) async fn sharded(seeds: &[String], timeout: Duration) -> redis::RedisResult<Self> {
+        sharded::Sharded::connect(seeds, timeout).await.map(Self::Sharded)
+    }
+
+    /// Runs until `stop`, delivering what arrives. `presence` reads the member lists a catch-up compares with
+    /// (presence is refused on a cluster, so the sharded follower has none to catch up).
+    pub(super) async fn follow(
+        self,
+        inner: Arc<Inner>,
+        presence: Arc<RedisPresence>,
+        watches: Arc<Watches>,
+        stop: CancellationToken,
+    ) {
+        match self {
+            Self::Single(client, first) => follow(client, first, inner, presence, watches, stop).await,
+            Self::Sharded(sharded) => sharded.follow(inner, watches, stop).await,
+        }
+    }
+}
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The most messages a catch-up hands to every subscriber of a channel (and at most half a connection's
@@ -125,7 +157,7 @@ impl Watches {
 
 /// Runs until `stop`: keeps a Pub/Sub connection, its subscriptions, and delivers what arrives. `first` is the
 /// connection made at start (so the engine starts connected and `watch` waits for real confirmations).
-pub(super) async fn follow(
+async fn follow(
     client: redis::Client,
     first: PubSub,
     inner: Arc<Inner>,

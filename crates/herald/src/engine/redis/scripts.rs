@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::encoded::Origin;
 
 /// Stores a message. KEYS: meta, log. ARGV: event, data, history size, history ttl (ms), key expiry (ms), the
-/// Pub/Sub channel, the origin (`""` or `" <json>"`). Returns `{epoch, offset, time}`.
+/// Pub/Sub channel (`""`: don't announce, the caller announces once replicas have the message), the origin (`""`
+/// or `" <json>"`). Returns `{epoch, offset, time}`.
 ///
 /// The epoch is Redis's clock in microseconds when the channel's history began: a channel whose keys were lost
 /// (Redis restarted without persistence, or the keys expired) starts again with a new epoch, so every old cursor
@@ -47,7 +48,9 @@ while true do
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[6], epoch .. '\n' .. offset .. '\n' .. entry)
+if ARGV[6] ~= '' then
+  redis.call('PUBLISH', ARGV[6], epoch .. '\n' .. offset .. '\n' .. entry)
+end
 return {epoch, offset, now}
 ";
 
@@ -168,6 +171,14 @@ pub(super) fn decode_entry(
     Ok((Message { channel: channel.clone(), position, event, data, time_ms }, origin))
 }
 
+/// The announcement of a stored message, as the publish script makes it (for a publish that announces only once
+/// replicas acknowledged the message).
+pub(super) fn announcement(epoch: &str, offset: u64, time_ms: u64, origin: &str, event: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{epoch}\n{offset}\n{time_ms}{origin}\n{event}\n").into_bytes();
+    out.extend_from_slice(data);
+    out
+}
+
 /// Reads a Pub/Sub announcement `<epoch>\n<offset>\n<time>[ <origin>]\n<event>\n<data>`.
 pub(super) fn decode_announcement(channel: &ChannelName, payload: &[u8]) -> Result<(Message, Origin), Unreadable> {
     let mut parts = payload.splitn(3, |&b| b == b'\n');
@@ -191,6 +202,9 @@ mod tests {
         assert!(decode_entry(&channel, Position::default(), b"x\ne\n1").is_err());
         assert!(decode_entry(&channel, Position::default(), b"1\nbad\tevent\n1").is_err());
         assert!(decode_announcement(&channel, b"1\n2").is_err());
+        let made = announcement("1795833108123456", 7, 1_795_833_108_123, "", "said", b"{}");
+        assert_eq!(made, b"1795833108123456\n7\n1795833108123\nsaid\n{}");
+        assert_eq!(decode_announcement(&channel, &made).unwrap().0.position.offset, 7);
     }
 
     #[test]

@@ -23,6 +23,9 @@ const CLAIM_AT_ONCE: usize = 16;
 
 /// Renews this node's liveness and reaps dead nodes until `stop`.
 pub(in crate::engine::redis) async fn follow(presence: Arc<RedisPresence>, stop: CancellationToken) {
+    if presence.on_cluster() {
+        return; // No presence on a cluster (NOT_ON_CLUSTER), so no node's share to keep alive or remove.
+    }
     let every = (presence.inner.config.presence_node_ttl / 3).max(std::time::Duration::from_millis(100));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

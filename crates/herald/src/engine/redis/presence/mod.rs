@@ -85,11 +85,11 @@ impl RedisPresence {
     /// Presence on `inner`'s Redis, registered as a living node.
     pub(super) async fn start(inner: Arc<Inner>) -> Result<Arc<Self>, EngineError> {
         let scripts = Scripts {
-            join: Script::new(&scripts::join()),
-            leave: Script::new(&scripts::leave()),
+            join: inner.commands.script(&scripts::join()),
+            leave: inner.commands.script(&scripts::leave()),
             members: Script::new(scripts::MEMBERS),
-            set_subscribers: Script::new(&scripts::set_subscribers()),
-            reap: Script::new(&scripts::reap()),
+            set_subscribers: inner.commands.script(&scripts::set_subscribers()),
+            reap: inner.commands.script(&scripts::reap()),
             heartbeat: Script::new(scripts::HEARTBEAT),
             retire: Script::new(scripts::RETIRE),
             claim_dead: Script::new(scripts::CLAIM_DEAD),
@@ -97,7 +97,9 @@ impl RedisPresence {
         };
         let local = Mutex::new(Local { node: node_name(), ..Local::default() });
         let presence = Arc::new(Self { inner, scripts, local, retired: AtomicBool::new(false) });
-        presence.heartbeat(true).await?;
+        if !presence.on_cluster() {
+            presence.heartbeat(true).await?;
+        }
         Ok(presence)
     }
 
@@ -243,6 +245,20 @@ impl RedisPresence {
     }
 }
 
+/// Why presence answers 503 on a cluster: its scripts write keys beyond the channel's slot (the index of occupied
+/// channels, a node's index of its channels, the log of lifecycle events), which one script cannot do there.
+const NOT_ON_CLUSTER: &str = "presence and occupancy are not supported on Redis Cluster yet";
+
+impl RedisPresence {
+    fn on_cluster(&self) -> bool {
+        matches!(self.inner.commands, super::connection::Commands::Cluster(_))
+    }
+
+    fn not_on_cluster<T>(&self) -> Option<Result<T, EngineError>> {
+        self.on_cluster().then(|| Err(EngineError::Unavailable(NOT_ON_CLUSTER.into())))
+    }
+}
+
 impl PresenceStore for RedisPresence {
     fn listen(&self, listener: Arc<dyn PresenceListener>) {
         self.inner.presence.set(listener);
@@ -256,6 +272,9 @@ impl PresenceStore for RedisPresence {
         max_members: usize,
     ) -> BoxFuture<'a, Result<Joined, JoinError>> {
         Box::pin(async move {
+            if let Some(refused) = self.not_on_cluster() {
+                return refused.map_err(JoinError::from);
+            }
             let node = {
                 let mut local = self.lock();
                 local.connections.insert(connection, (channel.clone(), member.clone(), max_members));
@@ -272,6 +291,9 @@ impl PresenceStore for RedisPresence {
 
     fn leave<'a>(&'a self, channel: &'a ChannelName, connection: u64) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
+            if self.on_cluster() {
+                return Ok(()); // Nothing joined.
+            }
             let field = {
                 let mut local = self.lock();
                 local.connections.remove(&connection);
@@ -288,6 +310,9 @@ impl PresenceStore for RedisPresence {
 
     fn members<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Members, EngineError>> {
         Box::pin(async move {
+            if let Some(refused) = self.not_on_cluster() {
+                return refused;
+            }
             let [members, _, _, seq] = self.presence_keys(channel);
             let (seq, flat): (Vec<u8>, Vec<Vec<u8>>) =
                 self.call(&self.scripts.members, &[members, seq], &[], true).await?;
@@ -298,6 +323,9 @@ impl PresenceStore for RedisPresence {
 
     fn set_subscribers<'a>(&'a self, channel: &'a ChannelName, count: u64) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
+            if self.on_cluster() {
+                return Ok(()); // Counts are not added up on a cluster (NOT_ON_CLUSTER).
+            }
             let node = {
                 let mut local = self.lock();
                 if count == 0 {
@@ -314,6 +342,9 @@ impl PresenceStore for RedisPresence {
 
     fn occupancy<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Occupancy, EngineError>> {
         Box::pin(async move {
+            if let Some(refused) = self.not_on_cluster() {
+                return refused;
+            }
             let (subscribers, members) = (self.key(channel, "subscribers"), self.key(channel, "members"));
             let (counts, members): (Vec<u64>, u64) = self
                 .inner
@@ -333,6 +364,9 @@ impl PresenceStore for RedisPresence {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<(ChannelName, Occupancy)>, EngineError>> {
         Box::pin(async move {
+            if let Some(refused) = self.not_on_cluster() {
+                return refused;
+            }
             let index = self.global_key("occupied");
             // Channel names are ASCII, so every name that starts with the prefix sorts before prefix + 0xff.
             let (from, to) = (format!("[{prefix}").into_bytes(), [b"[", prefix.as_bytes(), b"\xff"].concat());
@@ -359,6 +393,9 @@ impl PresenceStore for RedisPresence {
     fn retire(&self) -> BoxFuture<'_, ()> {
         self.retired.store(true, Ordering::Relaxed);
         Box::pin(async move {
+            if self.on_cluster() {
+                return; // Never registered (NOT_ON_CLUSTER).
+            }
             let config = &self.inner.config;
             let (ttl, grace) =
                 (config.presence_node_ttl.as_millis().to_string(), config.presence_grace.as_millis().to_string());

@@ -95,6 +95,8 @@ pub enum EngineKind {
     Memory,
     /// In Redis: several nodes share channels, history survives node restarts.
     Redis,
+    /// In a file in `data_dir`: one node, history survives restarts and crashes.
+    Disk,
 }
 
 impl EngineKind {
@@ -102,7 +104,8 @@ impl EngineKind {
         match name.trim() {
             "memory" => Ok(Self::Memory),
             "redis" => Ok(Self::Redis),
-            other => Err(invalid(key, format!("unknown engine {other:?}; expected memory or redis"))),
+            "disk" => Ok(Self::Disk),
+            other => Err(invalid(key, format!("unknown engine {other:?}; expected memory, disk or redis"))),
         }
     }
 }
@@ -111,6 +114,26 @@ impl<'de> Deserialize<'de> for EngineKind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
         Self::parse("engine", &name).map_err(|e| serde::de::Error::custom(message_of(e)))
+    }
+}
+
+/// When the disk engine waits for the disk (`fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// A publish is answered once its message is on disk; concurrent publishes share one fsync.
+    Always,
+    /// The disk is flushed every `fsync_interval_ms`: a crash (not a clean stop) can lose that last interval.
+    Interval,
+}
+
+impl FsyncPolicy {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Interval => "interval",
+        }
     }
 }
 
@@ -201,6 +224,13 @@ pub struct Config {
     pub redis_url: String,
     /// Prefix of every Redis key and Pub/Sub channel Herald uses, so several deployments can share one Redis.
     pub redis_prefix: String,
+    /// The directory the disk engine keeps its file in (`engine = "disk"`); one process at a time.
+    pub data_dir: Option<PathBuf>,
+    /// When the disk engine waits for the disk: `always` (a 201 means on disk) or `interval`.
+    pub fsync: FsyncPolicy,
+    /// With `fsync = "interval"`: how often the disk is flushed, so how much a crash can lose at most.
+    #[serde(rename = "fsync_interval_ms", with = "millis")]
+    pub fsync_interval: Duration,
     /// Keys that may publish over HTTP; with none, anyone may (and `serve` stays on loopback).
     pub publisher_keys: Vec<PublisherKeySettings>,
     /// How subscriber tokens are checked; with no key, no token is accepted and namespaces default to public.
@@ -298,6 +328,9 @@ impl Default for Config {
             engine: EngineKind::Memory,
             redis_url: "redis://127.0.0.1:6379".to_string(),
             redis_prefix: "herald:".to_string(),
+            data_dir: None,
+            fsync: FsyncPolicy::Interval,
+            fsync_interval: Duration::from_millis(1000),
             publisher_keys: Vec::new(),
             jwt: JwtSettings::default(),
             trusted_proxies: Vec::new(),

@@ -46,6 +46,17 @@ pub fn sse_via_hyper() {
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A new, empty directory for one test's files (a disk engine's data dir), under the system's temporary
+/// directory; the test removes it.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("herald-test-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Defaults, listening on a free port.
 pub fn config() -> Config {
     Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() }

@@ -216,6 +216,22 @@ impl Client {
         Response { status, headers, body: raw[at..].to_vec() }
     }
 
+    /// One request to a server that may die meanwhile: `None` when the connection fails or the answer is cut.
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<Response> {
+        let mut stream = TcpStream::connect(self.addr).await.ok()?;
+        stream.write_all(&request_bytes(method, path, headers, body)).await.ok()?;
+        let mut raw = Vec::new();
+        tokio::time::timeout(PATIENCE * 6, stream.read_to_end(&mut raw)).await.ok()?.ok()?;
+        let (status, headers, at) = split_head(&raw)?;
+        Some(Response { status, headers, body: raw[at..].to_vec() })
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.request("GET", path, &[], b"").await
     }

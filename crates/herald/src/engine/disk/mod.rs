@@ -2,10 +2,10 @@
 //! loses no acknowledged message and keeps every epoch, and history may be longer than memory.
 //!
 //! A publish goes to one writer task (`writer.rs`) through a bounded queue; the writer takes whatever has queued
-//! (up to [`writer::BATCH`]) into one transaction of the store (redb, `store.rs`), commits it — with `fsync =
+//! (up to [`writer::BATCH`]) into one atomic batch of the store (fjall, `store.rs`), commits it — with `fsync =
 //! "always"` durably, so concurrent publishes share one fsync (group commit) — and only then puts the messages
 //! in memory, hands them to the delivery callback and answers their publishers. Records are laid out by
-//! `record.rs`. The newest messages of each channel stay in memory (at most its `history_size`, and within
+//! `record.rs`; docs/BENCHMARKS.md says why the store is fjall, an LSM tree, rather than redb, a B-tree. The newest messages of each channel stay in memory (at most its `history_size`, and within
 //! `max_history_bytes` for the whole server, the oldest going first); a read older than what memory holds is
 //! answered from the file.
 //!
@@ -19,13 +19,11 @@ mod writer;
 use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use herald_proto::{time::now_millis, ChannelName, EventName, Position};
-use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -36,8 +34,8 @@ use super::presence::PresenceStore;
 use super::{BoxFuture, Delivery, Engine, EngineError, EngineStats, Read, Signals, Start};
 use crate::config::Config;
 use crate::encoded::{EncodedMessage, Origin};
-use store::Channel;
-pub use store::{OpenError, FILE};
+use store::{Channel, Store};
+pub use store::{OpenError, STORE};
 use writer::Command;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -62,7 +60,7 @@ impl Live {
 /// What the engine and its writer share.
 struct Shared {
     config: Arc<Config>,
-    db: Database,
+    store: Store,
     channels: Mutex<HashMap<ChannelName, Live>>,
     deliver: Delivery,
     /// Bytes of messages held in memory (what `max_history_bytes` bounds).
@@ -153,7 +151,7 @@ impl DiskEngine {
         }
         let shared = Arc::new(Shared {
             config: config.clone(),
-            db: opened.db,
+            store: opened.store,
             channels: Mutex::new(channels),
             deliver,
             bytes: AtomicUsize::new(0),
@@ -171,11 +169,6 @@ impl DiskEngine {
             presence: Arc::new(MemoryPresence::new(events.clone())),
             events,
         })
-    }
-
-    /// The file's path in `dir`.
-    pub fn file(dir: &Path) -> std::path::PathBuf {
-        dir.join(FILE)
     }
 
     async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, EngineError> {
@@ -254,12 +247,12 @@ impl DiskEngine {
         let name = channel.clone();
         // Expired records at the front are skipped (the writer drops them at the next sweep): the history the
         // read is planned on starts at the first unexpired one.
-        let task = tokio::task::spawn_blocking(move || -> Result<Result<Read, u64>, redb::Error> {
-            let first = store::first_unexpired(&shared.db, name.as_str(), stored.first, stored.last, expired_before)?;
+        let task = tokio::task::spawn_blocking(move || -> Result<Result<Read, u64>, fjall::Error> {
+            let first = shared.store.first_unexpired(name.as_str(), stored.first, stored.last, expired_before)?;
             let (from, reset) = super::plan(start, stored.epoch, first, stored.last);
             let mut messages = Vec::new();
             if from <= stored.last && limit > 0 {
-                let records = store::read(&shared.db, name.as_str(), from, stored.last, limit)?;
+                let records = shared.store.read(name.as_str(), from, stored.last, limit)?;
                 if records.is_empty() {
                     // The file holds less than its channel record says: what is missing is lost.
                     return Ok(Err(stored.last));

@@ -1,6 +1,6 @@
 //! How one stored message is laid out on disk: a pure encoding with its own checksum.
 //!
-//! The store (redb) checksums its pages, but a record also carries a CRC-32 of its bytes and the offset it was
+//! The store (fjall) checksums its journal and blocks, but a record also carries a CRC-32 of its bytes and the offset it was
 //! stored at, so that whatever reaches a reader (a damaged page the store did not notice, a record under the
 //! wrong key) is refused rather than answered as a message. Layout, little-endian:
 //!

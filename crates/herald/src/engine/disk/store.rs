@@ -1,32 +1,31 @@
-//! The disk engine's file: one redb database in `data_dir`, its tables, and what opening it decides.
+//! The disk engine's store: a fjall keyspace (an LSM tree with a write-ahead journal) in `data_dir/store`, its
+//! partitions, the data dir's lock, and what opening decides.
 //!
-//! Tables: `channels` (a channel's epoch, first and last offset, and the epoch an unclean stop replaced, with the
-//! last offset it shares with the new one), `messages` (a record per `(channel, offset)`, `record.rs`) and `meta`
-//! (whether the last run stopped cleanly). redb holds an exclusive lock on the file while it is open, which is
-//! the data dir's lock: a second process is refused with [`OpenError::Locked`].
+//! Partitions: `channels` (a channel's epoch, first and last offset, and the epoch an unclean stop replaced, with
+//! the last offset it shares with the new one), `messages` (a record per channel and offset, `record.rs`, keyed
+//! so that one channel's records are one ordered range) and `meta` (whether the last run stopped cleanly). A
+//! write is one fjall batch: atomic, one journal write, fsynced when asked. `data_dir/lock` is held (`flock`)
+//! while the store is open, so a second process is refused with [`OpenError::Locked`].
 //!
-//! Opening never stops the server over the file's contents: a file redb cannot open (truncated, damaged beyond
-//! its own repair) is moved aside, named in an error log, and a new one is started; every channel then has a new
-//! epoch, so every client resets rather than read a wrong message. After an unclean stop each channel gets a new
-//! epoch that continues its offsets, remembering the old one and how far it survived (`Channel::prev`): a cursor
-//! of the old epoch at or behind that point resumes with no gap, one past it (it saw messages the crash lost)
-//! gets a reset. docs/ARCHITECTURE.md, "The disk engine", states the rule.
+//! Opening never stops the server over the store's contents: a torn or cut journal tail is dropped by fjall's
+//! recovery (what was not fsynced may be lost, never misread); a store fjall cannot open at all is moved aside,
+//! named in an error log, and a new one started, so every channel has a new epoch and every client resets rather
+//! than reads a wrong message. After an unclean stop each channel gets a new epoch that continues its offsets,
+//! remembering the old one and how far it survived (`Channel::prev`): a cursor of the old epoch at or behind that
+//! point resumes with no gap, one past it (it saw messages the crash lost) gets a reset. docs/ARCHITECTURE.md,
+//! "The disk engine", states the rule.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, DatabaseError, ReadableTable, ReadableTableMetadata, TableDefinition};
+use fjall::{Batch, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode, Slice};
 
-/// `channel → Channel::to_bytes`.
-pub(super) const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
-/// `(channel, offset) → record`.
-pub(super) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
-/// `"clean" → 1` while no process has the file open, `0` while one does.
-pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The store's directory in `data_dir`.
+pub const STORE: &str = "store";
+/// The lock's file in `data_dir`.
+const LOCK: &str = "lock";
 
-/// The file's name in `data_dir`.
-pub const FILE: &str = "herald.redb";
-
-/// What the file says of one channel.
+/// What the store says of one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Channel {
     pub(super) epoch: u64,
@@ -42,7 +41,7 @@ impl Channel {
         Self { epoch, first: 1, last: 0, prev: (0, 0) }
     }
 
-    pub(super) fn to_bytes(self) -> [u8; 40] {
+    fn to_bytes(self) -> [u8; 40] {
         let mut out = [0; 40];
         for (i, v) in [self.epoch, self.first, self.last, self.prev.0, self.prev.1].into_iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
@@ -50,23 +49,33 @@ impl Channel {
         out
     }
 
-    pub(super) fn from_bytes(bytes: &[u8]) -> Option<Self> {
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let word = |i: usize| Some(u64::from_le_bytes(bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?));
         let channel = Self { epoch: word(0)?, first: word(1)?, last: word(2)?, prev: (word(3)?, word(4)?) };
         (bytes.len() == 40 && channel.epoch != 0 && channel.first <= channel.last + 1).then_some(channel)
     }
 }
 
+/// A record's key: the channel, a 0 byte (never in a channel name), the offset big-endian (so keys sort by it).
+fn key(channel: &str, offset: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(channel.len() + 9);
+    key.extend_from_slice(channel.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn offset_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(key.len().checked_sub(8)?..)?.try_into().ok()?))
+}
+
 /// Why the data dir cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// Another process has the file open.
-    #[error(
-        "data_dir {0} is in use by another Herald process (it holds the lock on {FILE}); stop it, or give this one \
-         another data_dir"
-    )]
+    /// Another process holds the data dir.
+    #[error("data_dir {0} is in use by another Herald process (it holds {0}/lock); stop it, or give this one another data_dir")]
     Locked(PathBuf),
-    /// The directory or the file cannot be created or read (permissions, a missing parent, a full disk).
+    /// The directory cannot be created, locked or read (permissions, a missing parent, a full disk).
     #[error("data_dir {dir}: {message}")]
     Io {
         /// The directory.
@@ -76,134 +85,205 @@ pub enum OpenError {
     },
 }
 
+/// The open store.
+pub(super) struct Store {
+    keyspace: Keyspace,
+    messages: PartitionHandle,
+    channels: PartitionHandle,
+    meta: PartitionHandle,
+    /// Held while the store is open: the data dir's lock.
+    _lock: File,
+}
+
 /// What opening found.
 pub(super) struct Opened {
-    pub(super) db: Database,
+    pub(super) store: Store,
     pub(super) channels: Vec<(String, Channel)>,
     /// The last run did not stop cleanly (every channel got a new epoch that continues the old one).
     pub(super) unclean: bool,
 }
 
-/// Opens (or creates) the store in `dir`, recovers it after an unclean stop, and marks it open.
+/// Locks `dir`, opens (or creates) the store in it, recovers it after an unclean stop, and marks it open.
 pub(super) fn open(dir: &Path, new_epoch: &mut dyn FnMut() -> u64) -> Result<Opened, OpenError> {
     let io = |message: String| OpenError::Io { dir: dir.to_path_buf(), message };
     std::fs::create_dir_all(dir).map_err(|e| io(format!("cannot create it: {e}")))?;
-    let path = dir.join(FILE);
-    let db = match Database::create(&path) {
-        Ok(db) => db,
-        Err(DatabaseError::DatabaseAlreadyOpen) => return Err(OpenError::Locked(dir.to_path_buf())),
-        Err(DatabaseError::Storage(redb::StorageError::Io(e))) if !damaged_io(&e) => {
-            return Err(io(format!("cannot open {FILE}: {e}")))
-        }
+    let lock = lock(dir).map_err(|e| match e {
+        Some(e) => io(format!("cannot lock it: {e}")),
+        None => OpenError::Locked(dir.to_path_buf()),
+    })?;
+    let path = dir.join(STORE);
+    let (keyspace, partitions) = match open_keyspace(&path) {
+        Ok(opened) => opened,
+        Err(err) if is_unreachable(&err) => return Err(io(format!("cannot open {STORE}: {err}"))),
         Err(err) => {
-            let aside = dir.join(format!("{FILE}.damaged-{}", herald_proto::time::now_millis()));
+            let aside = dir.join(format!("{STORE}.damaged-{}", herald_proto::time::now_millis()));
             std::fs::rename(&path, &aside)
-                .map_err(|e| io(format!("{FILE} is damaged ({err}) and cannot be moved: {e}")))?;
-            tracing::error!(file = %path.display(), moved_to = %aside.display(), %err,
-                "the data file is damaged beyond repair: moved aside, starting with an empty history (clients reset)");
-            Database::create(&path).map_err(|e| io(format!("cannot create {FILE}: {e}")))?
+                .map_err(|e| io(format!("{STORE} is damaged ({err}) and cannot be moved: {e}")))?;
+            tracing::error!(store = %path.display(), moved_to = %aside.display(), %err,
+                "the store is damaged beyond recovery: moved aside, starting with an empty history (clients reset)");
+            open_keyspace(&path).map_err(|e| io(format!("cannot create {STORE}: {e}")))?
         }
     };
-    let (channels, unclean) = recover(&db, new_epoch).map_err(|e| io(format!("cannot read {FILE}: {e}")))?;
-    Ok(Opened { db, channels, unclean })
+    let [messages, channels, meta] = partitions;
+    let store = Store { keyspace, messages, channels, meta, _lock: lock };
+    let (channels, unclean) = store.recover(new_epoch).map_err(|e| io(format!("cannot read {STORE}: {e}")))?;
+    Ok(Opened { store, channels, unclean })
 }
 
-/// An I/O error that says the file's contents are bad (cut short), not that the file cannot be reached.
-fn damaged_io(err: &std::io::Error) -> bool {
-    matches!(err.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData)
+/// Takes `dir/lock`; `Err(None)` when another process holds it.
+fn lock(dir: &Path) -> Result<File, Option<std::io::Error>> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(None),
+        Err(e) => Err(Some(e.into())),
+    }
 }
 
-/// Reads every channel; after an unclean stop gives each a new epoch continuing the old one. Marks the file open.
-fn recover(db: &Database, new_epoch: &mut dyn FnMut() -> u64) -> Result<(Vec<(String, Channel)>, bool), redb::Error> {
-    let tx = db.begin_write()?;
-    let mut channels = Vec::new();
-    let unclean;
-    {
-        let mut meta = tx.open_table(META)?;
-        let mut table = tx.open_table(CHANNELS)?;
-        let clean = meta.get("clean")?.map(|v| v.value());
-        // A new file (no mark yet, no channel) is as good as a clean one.
-        unclean = clean == Some(0) || (clean.is_none() && !table.is_empty()?);
-        let mut damaged = Vec::new();
-        for entry in table.iter()? {
+type Partitions = [PartitionHandle; 3];
+
+fn open_keyspace(path: &Path) -> Result<(Keyspace, Partitions), fjall::Error> {
+    // fjall asserts some invariants of its files: a panic while opening is a damaged store like any other.
+    let opened = std::panic::catch_unwind(|| -> Result<(Keyspace, Partitions), fjall::Error> {
+        // The writer decides when to fsync (`fsync`, `fsync_interval_ms`), not a background thread.
+        let keyspace = fjall::Config::new(path).fsync_ms(None).open()?;
+        let partition = |name| keyspace.open_partition(name, PartitionCreateOptions::default());
+        let partitions = [partition("messages")?, partition("channels")?, partition("meta")?];
+        Ok((keyspace, partitions))
+    });
+    opened.unwrap_or_else(|_| Err(fjall::Error::Io(std::io::Error::other("the store's files are inconsistent"))))
+}
+
+/// A failure to reach the store's files at all (permissions), as opposed to files whose contents are bad.
+fn is_unreachable(err: &fjall::Error) -> bool {
+    matches!(err, fjall::Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+}
+
+impl Store {
+    /// Reads every channel; after an unclean stop gives each a new epoch continuing the old one. Marks the store
+    /// open, durably.
+    fn recover(&self, new_epoch: &mut dyn FnMut() -> u64) -> Result<(Vec<(String, Channel)>, bool), fjall::Error> {
+        let clean = self.meta.get("clean")?.map(|v| v.first().copied());
+        let mut channels = Vec::new();
+        let mut batch = self.batch();
+        for entry in self.channels.iter() {
             let (name, value) = entry?;
-            match Channel::from_bytes(value.value()) {
-                Some(channel) => channels.push((name.value().to_string(), channel)),
-                None => damaged.push(name.value().to_string()),
+            let name = String::from_utf8_lossy(&name).into_owned();
+            match Channel::from_bytes(&value) {
+                Some(channel) => channels.push((name, channel)),
+                None => {
+                    // Without its epoch a channel's records cannot be placed: start it over (its clients reset).
+                    tracing::error!(channel = %name, "a damaged channel record: its history is dropped");
+                    batch.remove(&self.channels, name.as_bytes());
+                    self.remove_messages(&mut batch, &name, 0, u64::MAX)?;
+                }
             }
         }
-        for name in damaged {
-            // Without its epoch a channel's messages cannot be placed: start it over (its clients reset).
-            tracing::error!(channel = %name, "a damaged channel record: its history is dropped");
-            table.remove(name.as_str())?;
-            let mut messages = tx.open_table(MESSAGES)?;
-            messages.retain_in((name.as_str(), 0)..=(name.as_str(), u64::MAX), |_, _| false)?;
-        }
+        // A new store (no mark yet, no channel) is as good as a clean one.
+        let unclean = clean == Some(Some(0)) || (clean.is_none() && !channels.is_empty());
         if unclean {
             for (name, channel) in &mut channels {
                 channel.prev = (channel.epoch, channel.last);
                 channel.epoch = new_epoch();
-                table.insert(name.as_str(), &channel.to_bytes()[..])?;
+                self.put_channel(&mut batch, name, *channel);
             }
         }
-        meta.insert("clean", 0)?;
+        batch.insert(&self.meta, "clean", [0u8]);
+        self.commit(batch, true)?;
+        Ok((channels, unclean))
     }
-    tx.commit()?;
-    Ok((channels, unclean))
-}
 
-/// Marks the file as stopped cleanly (durably): the next start keeps every epoch.
-pub(super) fn mark_clean(db: &Database) -> Result<(), redb::Error> {
-    let tx = db.begin_write()?;
-    tx.open_table(META)?.insert("clean", 1)?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// The records of `channel` from offset `from`, at most `limit`, up to `last`.
-pub(super) fn read(
-    db: &Database,
-    channel: &str,
-    from: u64,
-    last: u64,
-    limit: usize,
-) -> Result<Vec<(u64, Vec<u8>)>, redb::Error> {
-    let tx = db.begin_read()?;
-    let table = match tx.open_table(MESSAGES) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for entry in table.range((channel, from)..=(channel, last))?.take(limit) {
-        let (key, value) = entry?;
-        out.push((key.value().1, value.value().to_vec()));
+    /// A new write: nothing happens until [`Store::commit`].
+    pub(super) fn batch(&self) -> Batch {
+        self.keyspace.batch()
     }
-    Ok(out)
-}
 
-/// The first offset of `channel` from `first` whose record is newer than `expired_before` (`last + 1`: none).
-pub(super) fn first_unexpired(
-    db: &Database,
-    channel: &str,
-    first: u64,
-    last: u64,
-    expired_before: u64,
-) -> Result<u64, redb::Error> {
-    let tx = db.begin_read()?;
-    let table = match tx.open_table(MESSAGES) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(last + 1),
-        Err(e) => return Err(e.into()),
-    };
-    for entry in table.range((channel, first)..=(channel, last))? {
-        let (key, value) = entry?;
-        // A record without a readable time is not expired here: reading it finds it damaged.
-        if super::record::time_ms(value.value()).map_or(true, |t| t > expired_before) {
-            return Ok(key.value().1);
+    /// Applies `batch` atomically; with `durable`, returns once it is on disk.
+    pub(super) fn commit(&self, batch: Batch, durable: bool) -> Result<(), fjall::Error> {
+        batch.durability(durable.then_some(PersistMode::SyncData)).commit()
+    }
+
+    /// Makes every commit so far durable.
+    pub(super) fn sync(&self) -> Result<(), fjall::Error> {
+        self.keyspace.persist(PersistMode::SyncData)
+    }
+
+    pub(super) fn put_message(&self, batch: &mut Batch, channel: &str, offset: u64, record: &[u8]) {
+        batch.insert(&self.messages, key(channel, offset), record);
+    }
+
+    pub(super) fn put_channel(&self, batch: &mut Batch, channel: &str, stored: Channel) {
+        batch.insert(&self.channels, channel.as_bytes(), stored.to_bytes());
+    }
+
+    pub(super) fn remove_channel(&self, batch: &mut Batch, channel: &str) -> Result<(), fjall::Error> {
+        batch.remove(&self.channels, channel.as_bytes());
+        self.remove_messages(batch, channel, 0, u64::MAX)
+    }
+
+    /// Removes `channel`'s records from `from` to `through`, those that exist.
+    pub(super) fn remove_messages(
+        &self,
+        batch: &mut Batch,
+        channel: &str,
+        from: u64,
+        through: u64,
+    ) -> Result<(), fjall::Error> {
+        for entry in self.messages.range(key(channel, from)..=key(channel, through)) {
+            let (key, _) = entry?;
+            batch.remove(&self.messages, key);
+        }
+        Ok(())
+    }
+
+    /// Removes the records from `from` to `through` that are known to exist, without reading them.
+    pub(super) fn remove_known(&self, batch: &mut Batch, channel: &str, from: u64, through: u64) {
+        for offset in from..=through {
+            batch.remove(&self.messages, key(channel, offset));
         }
     }
-    Ok(last + 1)
+
+    /// Marks the store as stopped cleanly, durably: the next start keeps every epoch.
+    pub(super) fn mark_clean(&self) -> Result<(), fjall::Error> {
+        let mut batch = self.batch();
+        batch.insert(&self.meta, "clean", [1u8]);
+        self.commit(batch, true)?;
+        self.keyspace.persist(PersistMode::SyncAll)
+    }
+
+    /// The records of `channel` from offset `from` up to `last`, at most `limit`.
+    pub(super) fn read(
+        &self,
+        channel: &str,
+        from: u64,
+        last: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Slice)>, fjall::Error> {
+        let mut out = Vec::new();
+        for entry in self.messages.range(key(channel, from)..=key(channel, last)).take(limit) {
+            let (key, value) = entry?;
+            out.push((offset_of(&key).unwrap_or(0), value));
+        }
+        Ok(out)
+    }
+
+    /// The first offset of `channel` from `first` whose record is newer than `expired_before` (`last + 1`: none).
+    pub(super) fn first_unexpired(
+        &self,
+        channel: &str,
+        first: u64,
+        last: u64,
+        expired_before: u64,
+    ) -> Result<u64, fjall::Error> {
+        for entry in self.messages.range(key(channel, first)..=key(channel, last)) {
+            let (key, value) = entry?;
+            // A record without a readable time is not expired here: reading it finds it damaged.
+            if super::record::time_ms(&value).map_or(true, |t| t > expired_before) {
+                return Ok(offset_of(&key).unwrap_or(last + 1));
+            }
+        }
+        Ok(last + 1)
+    }
 }
 
 #[cfg(test)]
@@ -217,5 +297,11 @@ mod tests {
         assert_eq!(Channel::from_bytes(&c.to_bytes()), Some(c));
         assert_eq!(Channel::from_bytes(&c.to_bytes()[..39]), None);
         assert_eq!(Channel::from_bytes(&Channel { first: 9, ..c }.to_bytes()), None);
+    }
+
+    #[test]
+    fn keys_sort_by_channel_then_offset() {
+        assert!(key("a", 2) < key("a", 10) && key("a", u64::MAX) < key("a:b", 0) && key("a", 9) < key("ab", 0));
+        assert_eq!(offset_of(&key("orders:1", 77)), Some(77));
     }
 }

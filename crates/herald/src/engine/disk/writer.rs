@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_proto::{time::now_millis, ChannelName, EventName, Message, Position};
-use redb::{Durability, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::store::{self, Channel, CHANNELS, MESSAGES};
+use super::store::{Channel, Store};
 use super::{lock, record, Live, Shared};
 use crate::config::FsyncPolicy;
 use crate::encoded::{EncodedMessage, Origin};
@@ -122,18 +121,22 @@ impl Writer {
         self.always || self.unsynced_since.is_some_and(|since| since.elapsed() >= self.interval)
     }
 
-    /// Runs `write` in one transaction off the runtime's threads, durably or not; what it returns, once committed.
+    /// Runs `write` into one batch off the runtime's threads and commits it, durably or not; what it returns,
+    /// once committed.
     async fn transact<T: Send + 'static>(
         &mut self,
         durable: bool,
-        write: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+        write: impl FnOnce(&Store, &mut fjall::Batch) -> Result<T, fjall::Error> + Send + 'static,
     ) -> Result<T, EngineError> {
         let shared = self.shared.clone();
-        let done = tokio::task::spawn_blocking(move || -> Result<T, redb::Error> {
-            let mut tx = shared.db.begin_write()?;
-            tx.set_durability(if durable { Durability::Immediate } else { Durability::None });
-            let out = write(&tx)?;
-            tx.commit()?;
+        let done = tokio::task::spawn_blocking(move || -> Result<T, fjall::Error> {
+            let mut batch = shared.store.batch();
+            let out = write(&shared.store, &mut batch)?;
+            if batch.is_empty() && durable {
+                shared.store.sync()?;
+            } else {
+                shared.store.commit(batch, durable)?;
+            }
             Ok(out)
         })
         .await
@@ -185,19 +188,17 @@ impl Writer {
         let written = rows.clone();
         let durable = self.durable();
         let committed = self
-            .transact(durable, move |tx| {
-                let mut table = tx.open_table(MESSAGES)?;
+            .transact(durable, move |store, batch| {
                 for (channel, offset, bytes) in &records {
-                    table.insert((channel.as_str(), *offset), &bytes[..])?;
+                    store.put_message(batch, channel.as_str(), *offset, bytes);
                 }
                 for (channel, before, after) in &written {
-                    for offset in before.first..after.first.min(before.last + 1) {
-                        table.remove((channel.as_str(), offset))?;
+                    // What the size limit pushed out: records from the old first, and this batch's own if it
+                    // alone was longer than the limit.
+                    if after.first > before.first {
+                        store.remove_known(batch, channel.as_str(), before.first, after.first - 1);
                     }
-                }
-                let mut table = tx.open_table(CHANNELS)?;
-                for (channel, _, after) in &written {
-                    table.insert(channel.as_str(), &after.to_bytes()[..])?;
+                    store.put_channel(batch, channel.as_str(), *after);
                 }
                 Ok(())
             })
@@ -265,29 +266,18 @@ impl Writer {
         };
         let durable = self.durable();
         let done = self
-            .transact(durable, move |tx| {
+            .transact(durable, move |store, batch| {
                 let mut firsts = Vec::new();
-                let mut messages = tx.open_table(MESSAGES)?;
-                let mut rows = tx.open_table(CHANNELS)?;
                 for (channel, stored, expired_before) in expiring {
-                    let mut first = stored.first;
-                    while first <= stored.last {
-                        let Some(record) = messages.get((channel.as_str(), first))? else { break };
-                        if record::time_ms(record.value()).is_some_and(|t| t > expired_before) {
-                            break;
-                        }
-                        drop(record);
-                        messages.remove((channel.as_str(), first))?;
-                        first += 1;
-                    }
+                    let first = store.first_unexpired(channel.as_str(), stored.first, stored.last, expired_before)?;
                     if first != stored.first {
-                        rows.insert(channel.as_str(), &Channel { first, ..stored }.to_bytes()[..])?;
+                        store.remove_messages(batch, channel.as_str(), stored.first, first - 1)?;
+                        store.put_channel(batch, channel.as_str(), Channel { first, ..stored });
                         firsts.push((channel, stored.epoch, first));
                     }
                 }
                 for channel in forgetting {
-                    rows.remove(channel.as_str())?;
-                    messages.retain_in((channel.as_str(), 0)..=(channel.as_str(), u64::MAX), |_, _| false)?;
+                    store.remove_channel(batch, channel.as_str())?;
                 }
                 Ok(firsts)
             })
@@ -304,10 +294,9 @@ impl Writer {
         let first = (through + 1).max(stored.first).min(stored.last + 1);
         let name = channel.clone();
         let done = self
-            .transact(true, move |tx| {
-                let mut messages = tx.open_table(MESSAGES)?;
-                messages.retain_in((name.as_str(), 0)..(name.as_str(), first), |_, _| false)?;
-                tx.open_table(CHANNELS)?.insert(name.as_str(), &Channel { first, ..stored }.to_bytes()[..])?;
+            .transact(true, move |store, batch| {
+                store.remove_messages(batch, name.as_str(), 0, first.saturating_sub(1))?;
+                store.put_channel(batch, name.as_str(), Channel { first, ..stored });
                 Ok(())
             })
             .await;
@@ -334,7 +323,7 @@ impl Writer {
 
     /// Makes every commit so far durable.
     async fn sync(&mut self) {
-        if let Err(err) = self.transact(true, |_| Ok(())).await {
+        if let Err(err) = self.transact(true, |_, _| Ok(())).await {
             tracing::error!(%err, "the periodic fsync of the data dir failed");
         }
     }
@@ -342,7 +331,7 @@ impl Writer {
     /// Commits what is left and marks the file as stopped cleanly.
     async fn close(&mut self) {
         let shared = self.shared.clone();
-        let marked = tokio::task::spawn_blocking(move || store::mark_clean(&shared.db)).await;
+        let marked = tokio::task::spawn_blocking(move || shared.store.mark_clean()).await;
         match marked {
             Ok(Ok(())) => tracing::info!("the data dir is closed cleanly"),
             Ok(Err(err)) => tracing::error!(%err, "the data dir could not be marked clean: the next start recovers it"),
@@ -353,12 +342,13 @@ impl Writer {
 
 /// The engine's error for a failure of the store: `Full` when the disk (or the file-size limit) is, and the engine
 /// counts as failing until a write succeeds.
-pub(super) fn engine_error(shared: &Shared, err: redb::Error) -> EngineError {
+pub(super) fn engine_error(shared: &Shared, err: fjall::Error) -> EngineError {
     let was_failing = shared.failing.swap(true, Relaxed);
     let full = match &err {
-        redb::Error::Io(io) => is_full(io),
-        // redb refuses every write after a failed one until the file is reopened: still the same cause.
-        redb::Error::PreviousIo => shared.full.load(Relaxed),
+        fjall::Error::Io(io) | fjall::Error::Storage(fjall::LsmError::Io(io)) => is_full(io),
+        // fjall refuses every write after a failed fsync until the store is reopened (the cause only reaches its
+        // own log): the disk's free space tells whether room is what is missing.
+        fjall::Error::Poisoned => shared.full.load(Relaxed) || shared.config.data_dir.as_deref().is_some_and(no_room),
         _ => false,
     };
     shared.full.store(full, Relaxed);
@@ -370,6 +360,11 @@ pub(super) fn engine_error(shared: &Shared, err: redb::Error) -> EngineError {
     } else {
         EngineError::Unavailable(format!("the data dir: {err}"))
     }
+}
+
+/// Whether the filesystem of `dir` has less than 1 MiB left for this process.
+fn no_room(dir: &std::path::Path) -> bool {
+    rustix::fs::statvfs(dir).is_ok_and(|fs| fs.f_bavail.saturating_mul(fs.f_frsize) < 1024 * 1024)
 }
 
 /// ENOSPC, EDQUOT or EFBIG (a file-size limit): room, not the disk itself, is missing.

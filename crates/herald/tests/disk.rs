@@ -350,3 +350,31 @@ async fn a_full_disk_answers_507_and_loses_nothing_already_stored() {
     assert_eq!(offsets, retained, "every acknowledged message is still there");
     node.crash().await;
 }
+
+#[tokio::test]
+async fn the_history_budget_bounds_memory_only_and_older_messages_are_read_from_disk() {
+    let dir = dir("disk-budget");
+    let config = herald::config::Config {
+        engine: herald::config::EngineKind::Disk,
+        data_dir: Some(dir.0.clone()),
+        max_history_bytes: 4000,
+        ..herald::config::Config::default()
+    };
+    let config = std::sync::Arc::new(config);
+    let hub = herald::hub::Hub::new(config.clone(), |deliver, metrics| herald::engine::start(config, deliver, metrics))
+        .await
+        .unwrap();
+    let channel = herald_proto::ChannelName::new("orders").unwrap();
+    for i in 1..=60 {
+        let data = bytes::Bytes::from(format!("{{\"i\":{i}}}"));
+        hub.publish(channel.clone(), herald_proto::EventName::default_event(), data).await.unwrap();
+    }
+    let stats = hub.stats();
+    assert_eq!(stats.messages, 60, "the store keeps the whole history_size");
+    assert!(stats.bytes <= 4000, "memory stays within max_history_bytes: {stats:?}");
+    let read = hub.read(&channel, herald::hub::Start::Oldest, 1000).await.unwrap();
+    let offsets: Vec<u64> = read.messages.iter().map(|m| m.message.position.offset).collect();
+    assert_eq!((offsets, read.reset), ((1..=60).collect::<Vec<_>>(), false));
+    assert_eq!(&read.messages[0].message.data[..], b"{\"i\":1}");
+    hub.close().await;
+}

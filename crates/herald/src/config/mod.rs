@@ -701,6 +701,36 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn the_disk_engine_needs_a_data_dir_and_reads_its_fsync_policy_from_every_source() {
+        let c = Config::default();
+        assert_eq!(
+            (c.data_dir.as_deref(), c.fsync, c.fsync_interval),
+            (None, FsyncPolicy::Interval, Duration::from_secs(1))
+        );
+        let refused = load("engine = \"disk\"", &[], Overrides::default()).unwrap_err().to_string();
+        assert!(refused.starts_with("data_dir: ") && refused.contains("--data-dir"), "{refused}");
+        let file =
+            load("engine = \"disk\"\ndata_dir = \"data\"\nfsync = \"always\"", &[], Overrides::default()).unwrap();
+        assert_eq!(
+            (file.engine, file.data_dir.unwrap(), file.fsync),
+            (EngineKind::Disk, PathBuf::from("data"), FsyncPolicy::Always)
+        );
+        let env = [("HERALD_ENGINE", "disk"), ("HERALD_DATA_DIR", "/var/lib/h"), ("HERALD_FSYNC_INTERVAL_MS", "50")];
+        let env = load("", &env, Overrides::default()).unwrap();
+        assert_eq!(
+            (env.data_dir.unwrap(), env.fsync_interval),
+            (PathBuf::from("/var/lib/h"), Duration::from_millis(50))
+        );
+        let flags = Overrides { engine: Some("disk".into()), data_dir: Some("/d".into()), ..Overrides::default() };
+        assert_eq!(load("", &[], flags).unwrap().data_dir.unwrap(), PathBuf::from("/d"));
+        for toml in ["fsync_interval_ms = 0", "fsync_interval_ms = 3600001"] {
+            let refused = load(toml, &[], Overrides::default()).unwrap_err().to_string();
+            assert!(refused.starts_with("fsync_interval_ms: "), "{refused}");
+        }
+        assert!(load("fsync = \"sometimes\"", &[], Overrides::default()).is_err());
+    }
+
+    #[test]
     fn flags_beat_environment_beat_file() {
         let c = load(
             "listen = \"127.0.0.1:1\"\nmax_wait_secs = 5",

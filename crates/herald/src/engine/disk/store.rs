@@ -198,9 +198,11 @@ impl Store {
         self.keyspace.batch()
     }
 
-    /// Applies `batch` atomically; with `durable`, returns once it is on disk.
+    /// Applies `batch` atomically; with `durable`, returns once it is on disk, else once the kernel has it (a
+    /// crash of the process loses nothing, one of the machine what was not fsynced since).
     pub(super) fn commit(&self, batch: Batch, durable: bool) -> Result<(), fjall::Error> {
-        batch.durability(durable.then_some(PersistMode::SyncData)).commit()
+        let mode = if durable { PersistMode::SyncData } else { PersistMode::Buffer };
+        batch.durability(Some(mode)).commit()
     }
 
     /// Makes every commit so far durable.

@@ -37,7 +37,7 @@ trait Store {
 }
 
 mod redb_store {
-    use redb::{Database, Durability, ReadableTable, TableDefinition};
+    use redb::{Database, Durability, TableDefinition};
 
     const MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages");
     pub struct S(pub Database);

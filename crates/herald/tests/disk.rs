@@ -151,7 +151,7 @@ async fn every_acknowledged_message_survives_kill_9_during_a_publish_storm_with_
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, i64)>::new()));
         let mut publishers = Vec::new();
         for p in 0..8i64 {
-            let (client, acked) = (node.client.clone(), acked.clone());
+            let (client, acked) = (node.client, acked.clone());
             publishers.push(tokio::spawn(async move {
                 for k in 0.. {
                     let i = round * 1_000_000 + p * 10_000 + k;

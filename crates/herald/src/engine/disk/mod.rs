@@ -18,7 +18,7 @@ mod writer;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -101,9 +101,7 @@ impl Shared {
 }
 
 fn new_epoch(hasher: &RandomState) -> u64 {
-    let mut h = hasher.build_hasher();
-    (now_millis(), std::time::SystemTime::now(), std::process::id()).hash(&mut h);
-    h.finish().max(1)
+    hasher.hash_one((now_millis(), std::time::SystemTime::now(), std::process::id())).max(1)
 }
 
 /// The disk engine.

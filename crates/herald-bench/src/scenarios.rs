@@ -16,12 +16,14 @@ pub(crate) enum Better {
     Lower,
 }
 
-/// Which servers a scenario compares: Herald's own API against Nchan (`bench/compare.sh`), or the Pusher
-/// Channels protocol, Herald's against Soketi's (`bench/pusher.sh`).
+/// Which servers a scenario compares: Herald's own API against Nchan (`bench/compare.sh`), the Pusher
+/// Channels protocol, Herald's against Soketi's (`bench/pusher.sh`), or Herald's disk engine against its memory
+/// engine (`bench/disk.sh`, which runs each against a Herald of each engine and divides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Family {
     Native,
     Pusher,
+    Disk,
 }
 
 impl Family {
@@ -30,6 +32,8 @@ impl Family {
         match self {
             Self::Native => (Target::Herald, Target::Nchan),
             Self::Pusher => (Target::HeraldPusher, Target::Soketi),
+            // Both sides are Herald: bench/disk.sh names the result files by engine and makes its own table.
+            Self::Disk => (Target::Herald, Target::Herald),
         }
     }
 }
@@ -270,6 +274,17 @@ pub(crate) const ALL: &[Scenario] = &[
         },
         headline: publish_rate,
     },
+    publish_disk("publish-disk-1", "HTTP publishes flat out for 5 s, 1 connection, 100 channels, nobody subscribed", |s| {
+        disk_load(s, 1)
+    }),
+    publish_disk("publish-disk-4", "HTTP publishes flat out for 5 s, 4 connections, 100 channels, nobody subscribed", |s| {
+        disk_load(s, 4)
+    }),
+    publish_disk(
+        "publish-disk-32",
+        "HTTP publishes flat out for 5 s, 32 connections, 100 channels, nobody subscribed",
+        |s| disk_load(s, 32),
+    ),
     Scenario {
         family: Family::Pusher,
         name: "pusher-fanout",
@@ -305,6 +320,31 @@ pub(crate) const ALL: &[Scenario] = &[
         headline: rss_per_connection,
     },
 ];
+
+/// A publish-disk scenario, to be run against a Herald on each engine and fsync policy (`bench/disk.sh`): the
+/// disk engine's cost, and whether group commit lets `always` grow with concurrency.
+const fn publish_disk(name: &'static str, description: &'static str, build: fn(&mut LoadSpec)) -> Scenario {
+    Scenario {
+        family: Family::Disk,
+        name,
+        description,
+        cut: None,
+        metric: "acknowledged publishes/s",
+        better: Better::Higher,
+        floor: false,
+        build,
+        headline: publish_rate,
+    }
+}
+
+/// Publishing flat out with `publishers` connections for 5 s to 100 channels, nobody subscribed.
+fn disk_load(s: &mut LoadSpec, publishers: u32) {
+    s.subscribers = 0;
+    s.layout = Layout::Zipf { channels: 100 };
+    s.publishers = publishers;
+    s.warmup = false;
+    s.steps = vec![StepPlan { rate: None, secs: 5.0 }];
+}
 
 /// The scenario called `name`.
 pub(crate) fn find(name: &str) -> Option<&'static Scenario> {

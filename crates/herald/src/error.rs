@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use herald_proto::{CursorError, NameError};
 
 use crate::auth::AuthError;
+use crate::engine::EngineError;
 use crate::hub::{HubError, PresenceError};
 use crate::limits::LimitError;
 
@@ -87,6 +88,9 @@ impl From<CursorError> for ApiError {
 impl From<HubError> for ApiError {
     fn from(err: HubError) -> Self {
         match err {
+            HubError::Engine(e @ EngineError::Full(_)) => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", e.to_string())
+            }
             HubError::Engine(e) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", e.to_string()),
         }
     }

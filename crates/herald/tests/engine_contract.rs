@@ -1,8 +1,10 @@
-//! One contract, every engine: the same cases run against the in-memory engine and against Redis, through the
-//! hub's public API, so both store, trim, read, watch and sweep by the same rules.
+//! One contract, every engine: the same cases run against the in-memory engine, the disk engine and Redis,
+//! through the hub's public API, so all store, trim, read, watch and sweep by the same rules.
 //!
 //! Each case is written once, as a function of a hub factory, and instantiated per engine by [`contract!`] as a
-//! test of its own (`memory::case`, `redis::case`), so a failure on one engine never hides the other's result.
+//! test of its own (`memory::case`, `disk::case`, `redis::case`), so a failure on one engine never hides another's.
+//! Each disk case has a data dir of its own, removed as soon as the engine has opened its file (which it keeps
+//! open).
 //! The Redis tests need `HERALD_TEST_REDIS_URL` (`.ci/run` sets it) and say `skipped` without it; each uses a
 //! key prefix of its own. An engine added later (a disk engine, Redis Cluster) gets the whole suite with one line.
 #![allow(clippy::unwrap_used)] // A test that unwraps fails loudly, which is what it should do.
@@ -22,6 +24,7 @@ use herald_proto::{ChannelName, EventName, Position};
 #[derive(Clone, Copy)]
 enum Engine {
     Memory,
+    Disk,
     Redis,
     /// A Redis Cluster of the test binary's own (three shards, a replica each), with sharded Pub/Sub.
     RedisCluster,
@@ -30,6 +33,18 @@ enum Engine {
 thread_local! {
     /// The cluster a case's hubs run on, held until the case's thread ends.
     static CLUSTER: std::cell::RefCell<Option<Arc<common::cluster::OwnCluster>>> = const { std::cell::RefCell::new(None) };
+    /// The data directories of a case's disk hubs, removed when the case's thread ends (after its runtime, and so
+    /// its engines, have stopped).
+    static DATA_DIRS: std::cell::RefCell<Vec<DataDir>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A disk hub's scratch directory, removed on drop.
+struct DataDir(std::path::PathBuf);
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Builds a hub of one engine for one case, with `tweak` applied to its configuration; `None` when that engine
@@ -46,6 +61,13 @@ impl Hubs {
             Engine::Memory => {
                 let mut config = Config::default();
                 tweak(&mut config);
+                Some(hub(config).await)
+            }
+            Engine::Disk => {
+                let dir = common::scratch_dir(self.case);
+                let mut config = Config { engine: EngineKind::Disk, data_dir: Some(dir.clone()), ..Config::default() };
+                tweak(&mut config);
+                DATA_DIRS.with(|dirs| dirs.borrow_mut().push(DataDir(dir)));
                 Some(hub(config).await)
             }
             Engine::Redis => {
@@ -94,6 +116,12 @@ macro_rules! contract {
             $(#[tokio::test]
             async fn $case() {
                 super::$case(super::Hubs { engine: super::Engine::Memory, case: stringify!($case) }).await;
+            })*
+        }
+        mod disk {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Hubs { engine: super::Engine::Disk, case: stringify!($case) }).await;
             })*
         }
         mod redis {
@@ -322,9 +350,9 @@ async fn an_origin_travels_with_its_message_to_history_and_subscribers(hubs: Hub
 
 async fn a_signal_reaches_every_node_once_and_is_not_stored(hubs: Hubs) {
     let Some(a) = hubs.default().await else { return };
-    // A second node on the same store (Redis: the same prefix); the memory engine is one node.
+    // A second node on the same store (Redis: the same prefix); the memory and disk engines are one node.
     let b = match hubs.engine {
-        Engine::Memory => None,
+        Engine::Memory | Engine::Disk => None,
         Engine::Redis | Engine::RedisCluster => {
             let prefix = a.config().redis_prefix.clone();
             let url = a.config().redis_url.clone();

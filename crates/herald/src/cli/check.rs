@@ -20,9 +20,14 @@ pub(crate) fn run(args: CheckArgs) -> anyhow::Result<()> {
     println!(
         "{source}: configuration OK (listen {}, engine {}, {} publisher keys, admin page {})",
         config.listen,
-        match config.engine {
-            herald::config::EngineKind::Memory => "memory",
-            herald::config::EngineKind::Redis => "redis",
+        match (&config.engine, &config.data_dir) {
+            (herald::config::EngineKind::Memory, _) => "memory".to_string(),
+            (herald::config::EngineKind::Redis, _) => "redis".to_string(),
+            (herald::config::EngineKind::Disk, dir) => format!(
+                "disk in {}, fsync {}",
+                dir.as_deref().unwrap_or(std::path::Path::new("?")).display(),
+                config.fsync.name()
+            ),
         },
         config.publisher_keys.len(),
         if config.admin_keys.is_empty() { "off" } else { "on" },

@@ -18,9 +18,13 @@ pub(crate) struct ServeArgs {
     /// Enabled transports, comma-separated: ws, sse, poll [default: all].
     #[arg(long)]
     pub(crate) transports: Option<String>,
-    /// Where history lives: memory (one node) or redis (several nodes) [default: memory].
+    /// Where history lives: memory (one node), disk (one node, kept across restarts) or redis (several nodes)
+    /// [default: memory].
     #[arg(long)]
     pub(crate) engine: Option<String>,
+    /// The directory of --engine disk's file (one process at a time).
+    #[arg(long)]
+    pub(crate) data_dir: Option<String>,
     /// Redis for --engine redis [default: redis://127.0.0.1:6379].
     #[arg(long)]
     pub(crate) redis_url: Option<String>,
@@ -37,6 +41,7 @@ impl ServeArgs {
             transports: self.transports.clone(),
             engine: self.engine.clone(),
             redis_url: self.redis_url.clone(),
+            data_dir: self.data_dir.clone(),
             insecure: self.insecure,
         };
         Ok(Config::load(self.config.as_deref(), std::env::vars(), &flags)?)

@@ -95,6 +95,8 @@ pub enum EngineKind {
     Memory,
     /// In Redis: several nodes share channels, history survives node restarts.
     Redis,
+    /// In a file in `data_dir`: one node, history survives restarts and crashes.
+    Disk,
 }
 
 impl EngineKind {
@@ -102,7 +104,8 @@ impl EngineKind {
         match name.trim() {
             "memory" => Ok(Self::Memory),
             "redis" => Ok(Self::Redis),
-            other => Err(invalid(key, format!("unknown engine {other:?}; expected memory or redis"))),
+            "disk" => Ok(Self::Disk),
+            other => Err(invalid(key, format!("unknown engine {other:?}; expected memory, disk or redis"))),
         }
     }
 }
@@ -111,6 +114,26 @@ impl<'de> Deserialize<'de> for EngineKind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
         Self::parse("engine", &name).map_err(|e| serde::de::Error::custom(message_of(e)))
+    }
+}
+
+/// When the disk engine waits for the disk (`fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// A publish is answered once its message is on disk; concurrent publishes share one fsync.
+    Always,
+    /// The disk is flushed every `fsync_interval_ms`: a crash (not a clean stop) can lose that last interval.
+    Interval,
+}
+
+impl FsyncPolicy {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Interval => "interval",
+        }
     }
 }
 
@@ -204,6 +227,13 @@ pub struct Config {
     pub redis_wait_replicas: u32,
     /// Prefix of every Redis key and Pub/Sub channel Herald uses, so several deployments can share one Redis.
     pub redis_prefix: String,
+    /// The directory the disk engine keeps its file in (`engine = "disk"`); one process at a time.
+    pub data_dir: Option<PathBuf>,
+    /// When the disk engine waits for the disk: `always` (a 201 means on disk) or `interval`.
+    pub fsync: FsyncPolicy,
+    /// With `fsync = "interval"`: how often the disk is flushed, so how much a crash can lose at most.
+    #[serde(rename = "fsync_interval_ms", with = "millis")]
+    pub fsync_interval: Duration,
     /// Keys that may publish over HTTP; with none, anyone may (and `serve` stays on loopback).
     pub publisher_keys: Vec<PublisherKeySettings>,
     /// How subscriber tokens are checked; with no key, no token is accepted and namespaces default to public.
@@ -304,6 +334,9 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379".to_string(),
             redis_prefix: "herald:".to_string(),
             redis_wait_replicas: 0,
+            data_dir: None,
+            fsync: FsyncPolicy::Interval,
+            fsync_interval: Duration::from_millis(1000),
             publisher_keys: Vec::new(),
             jwt: JwtSettings::default(),
             trusted_proxies: Vec::new(),
@@ -678,6 +711,36 @@ pub(super) mod tests {
             let refused = load(toml, &[], Overrides::default()).unwrap_err().to_string();
             assert!(refused.contains(key), "{refused}");
         }
+    }
+
+    #[test]
+    fn the_disk_engine_needs_a_data_dir_and_reads_its_fsync_policy_from_every_source() {
+        let c = Config::default();
+        assert_eq!(
+            (c.data_dir.as_deref(), c.fsync, c.fsync_interval),
+            (None, FsyncPolicy::Interval, Duration::from_secs(1))
+        );
+        let refused = load("engine = \"disk\"", &[], Overrides::default()).unwrap_err().to_string();
+        assert!(refused.starts_with("data_dir: ") && refused.contains("--data-dir"), "{refused}");
+        let file =
+            load("engine = \"disk\"\ndata_dir = \"data\"\nfsync = \"always\"", &[], Overrides::default()).unwrap();
+        assert_eq!(
+            (file.engine, file.data_dir.unwrap(), file.fsync),
+            (EngineKind::Disk, PathBuf::from("data"), FsyncPolicy::Always)
+        );
+        let env = [("HERALD_ENGINE", "disk"), ("HERALD_DATA_DIR", "/var/lib/h"), ("HERALD_FSYNC_INTERVAL_MS", "50")];
+        let env = load("", &env, Overrides::default()).unwrap();
+        assert_eq!(
+            (env.data_dir.unwrap(), env.fsync_interval),
+            (PathBuf::from("/var/lib/h"), Duration::from_millis(50))
+        );
+        let flags = Overrides { engine: Some("disk".into()), data_dir: Some("/d".into()), ..Overrides::default() };
+        assert_eq!(load("", &[], flags).unwrap().data_dir.unwrap(), PathBuf::from("/d"));
+        for toml in ["fsync_interval_ms = 0", "fsync_interval_ms = 3600001"] {
+            let refused = load(toml, &[], Overrides::default()).unwrap_err().to_string();
+            assert!(refused.starts_with("fsync_interval_ms: "), "{refused}");
+        }
+        assert!(load("fsync = \"sometimes\"", &[], Overrides::default()).is_err());
     }
 
     #[test]

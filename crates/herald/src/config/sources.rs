@@ -26,6 +26,8 @@ pub struct Overrides {
     pub engine: Option<String>,
     /// `--redis-url`.
     pub redis_url: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<String>,
     /// `--insecure`.
     pub insecure: bool,
 }
@@ -39,6 +41,7 @@ impl Overrides {
             self.transports.as_ref().map(|v| ("--transports", "transports", list(v))),
             text("--engine", "engine", &self.engine),
             text("--redis-url", "redis_url", &self.redis_url),
+            text("--data-dir", "data_dir", &self.data_dir),
         ];
         // The flag only ever switches it on: without it, the environment or the file decide.
         given.push(self.insecure.then_some(("--insecure", "insecure", Value::Bool(true))));
@@ -114,7 +117,8 @@ fn file_tree(path: &Path, text: &str) -> Result<Value, ConfigError> {
     toml::from_str::<Config>(text).map_err(|e| parse(e.to_string()))?;
     let mut tree: Value = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let paths = ["/jwt/public_key_file", "/jwt/jwks_file", "/tls_cert_file", "/tls_key_file", "/acme_cache_dir"];
+    let paths =
+        ["/jwt/public_key_file", "/jwt/jwks_file", "/tls_cert_file", "/tls_key_file", "/acme_cache_dir", "/data_dir"];
     for pointer in paths.into_iter().chain(["/acme_ca_file", "/webhook_ca_file"]) {
         if let Some(Value::String(file)) = tree.pointer_mut(pointer) {
             *file = dir.join(&*file).display().to_string();
@@ -315,8 +319,8 @@ mod tests {
         let flags = |f: Overrides| Config::from_sources(None, [], &f).expect_err("refused").to_string();
         let listen = flags(Overrides { listen: Some("here".into()), ..Overrides::default() });
         assert_eq!(listen, "--listen: \"here\" is not an address such as 127.0.0.1:7070");
-        let engine = flags(Overrides { engine: Some("disk".into()), ..Overrides::default() });
-        assert_eq!(engine, "--engine: unknown engine \"disk\"; expected memory or redis");
+        let engine = flags(Overrides { engine: Some("disc".into()), ..Overrides::default() });
+        assert_eq!(engine, "--engine: unknown engine \"disc\"; expected memory, disk or redis");
         assert!(
             flags(Overrides { transports: Some("pigeon".into()), ..Overrides::default() }).starts_with("--transports")
         );

@@ -52,6 +52,13 @@ impl Config {
         for (key, value) in bounded {
             check_duration(key.to_string(), value)?;
         }
+        if self.engine == super::EngineKind::Disk && self.data_dir.as_deref().map_or(true, |d| d.as_os_str().is_empty())
+        {
+            return Err(invalid("data_dir", "engine = \"disk\" needs a data_dir (--data-dir, HERALD_DATA_DIR)"));
+        }
+        if self.fsync_interval.is_zero() || self.fsync_interval > Duration::from_secs(3600) {
+            return Err(invalid("fsync_interval_ms", "must be between 1 and 3600000"));
+        }
         if self.transports.is_empty() {
             return Err(invalid("transports", "at least one transport must be enabled"));
         }

@@ -1,7 +1,8 @@
 //! Engines: where channels' histories live and where offsets are assigned.
 //!
 //! The hub talks to one [`Engine`], which [`start`] picks from the configuration; each implementation is one
-//! module (`memory`, the embedded default; `redis`, when one machine is not enough). An engine stores a
+//! module (`memory`, the embedded default; `disk`, one node whose history survives restarts; `redis`, when one
+//! machine is not enough). An engine stores a
 //! message, assigns its offset, and hands every stored message, in offset order per channel, to the
 //! [`Delivery`] callback it was built with, which fans it out to local subscribers. Reads return history from a
 //! [`Start`], with `reset` when the client's position cannot be honoured. Beside the histories, each engine has a
@@ -12,6 +13,7 @@
 //! ordered with any channel (a Pusher app's "close this user's connections", "send this user an event"). The
 //! memory engine hands them straight to its receivers; Redis through one Pub/Sub channel that every node follows.
 
+pub mod disk;
 pub mod events;
 pub mod memory;
 pub mod presence;
@@ -62,6 +64,7 @@ pub async fn start(
 ) -> Result<Box<dyn Engine>, EngineError> {
     Ok(match config.engine {
         EngineKind::Memory => Box::new(memory::MemoryEngine::new(config, deliver)),
+        EngineKind::Disk => Box::new(disk::DiskEngine::open(config, deliver)?),
         EngineKind::Redis => Box::new(redis::RedisEngine::connect(config, deliver, metrics).await?),
     })
 }
@@ -78,6 +81,9 @@ pub enum EngineError {
     /// The engine's backing store cannot be reached.
     #[error("the engine is unavailable: {0}")]
     Unavailable(String),
+    /// The engine's storage has no room left (a full disk): nothing was stored.
+    #[error("the engine's storage is full: {0}")]
+    Full(String),
 }
 
 /// Where a read starts.
@@ -191,6 +197,12 @@ pub trait Engine: Send + Sync + 'static {
     /// The cluster's state, for an engine on a Redis Cluster.
     fn cluster(&self) -> Option<ClusterHealth> {
         None
+    }
+
+    /// Stops the engine at shutdown, once no request is left: an engine with a file makes what it holds durable
+    /// and marks the file as stopped cleanly. Called once; nothing is published after it.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
     }
 
     /// The engine's presence and occupancy, shared by the nodes the engine shares histories with.

@@ -138,6 +138,11 @@ impl Hub {
         self.engine.name()
     }
 
+    /// Stops the engine once nothing is left to serve (a disk engine marks its file as stopped cleanly).
+    pub async fn close(&self) {
+        self.engine.close().await;
+    }
+
     /// The engine's storage sizes.
     pub fn stats(&self) -> EngineStats {
         self.engine.stats()

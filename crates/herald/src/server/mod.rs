@@ -205,6 +205,7 @@ impl Server {
         sweeper.abort();
         // Connections that were members went without their leaves: the engine lets them go after the grace.
         hub.retire().await;
+        hub.close().await;
         Ok(drained)
     }
 }

@@ -47,6 +47,17 @@ pub fn sse_via_hyper() {
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A new, empty directory for one test's files (a disk engine's data dir), under the system's temporary
+/// directory; the test removes it.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("herald-test-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Defaults, listening on a free port.
 pub fn config() -> Config {
     Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() }
@@ -204,6 +215,22 @@ impl Client {
         tokio::time::timeout(PATIENCE * 6, stream.read_to_end(&mut raw)).await.expect("answer in time").expect("read");
         let (status, headers, at) = split_head(&raw).expect("an HTTP answer");
         Response { status, headers, body: raw[at..].to_vec() }
+    }
+
+    /// One request to a server that may die meanwhile: `None` when the connection fails or the answer is cut.
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<Response> {
+        let mut stream = TcpStream::connect(self.addr).await.ok()?;
+        stream.write_all(&request_bytes(method, path, headers, body)).await.ok()?;
+        let mut raw = Vec::new();
+        tokio::time::timeout(PATIENCE * 6, stream.read_to_end(&mut raw)).await.ok()?.ok()?;
+        let (status, headers, at) = split_head(&raw)?;
+        Some(Response { status, headers, body: raw[at..].to_vec() })
     }
 
     pub async fn get(&self, path: &str) -> Response {

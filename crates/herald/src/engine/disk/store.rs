@@ -1,0 +1,318 @@
+//! The disk engine's store: a fjall keyspace (an LSM tree with a write-ahead journal) in `data_dir/store`, its
+//! partitions, the data dir's lock, and what opening decides.
+//!
+//! Partitions: `channels` (a channel's epoch, first and last offset, and the epoch an unclean stop replaced, with
+//! the last offset it shares with the new one), `messages` (a record per channel and offset, `record.rs`, keyed
+//! so that one channel's records are one ordered range) and `meta` (whether the last run stopped cleanly). A
+//! write is one fjall batch: atomic, one journal write, fsynced when asked. `data_dir/lock` is held (`flock`)
+//! while the store is open, so a second process is refused with [`OpenError::Locked`].
+//!
+//! Opening never stops the server over the store's contents: a torn or cut journal tail is dropped by fjall's
+//! recovery (what was not fsynced may be lost, never misread); a store fjall cannot open at all is moved aside,
+//! named in an error log, and a new one started, so every channel has a new epoch and every client resets rather
+//! than reads a wrong message. After an unclean stop each channel gets a new epoch that continues its offsets,
+//! remembering the old one and how far it survived (`Channel::prev`): a cursor of the old epoch at or behind that
+//! point resumes with no gap, one past it (it saw messages the crash lost) gets a reset. docs/ARCHITECTURE.md,
+//! "The disk engine", states the rule.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use fjall::{Batch, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode, Slice};
+
+/// The store's directory in `data_dir`.
+pub const STORE: &str = "store";
+/// The lock's file in `data_dir`.
+const LOCK: &str = "lock";
+/// The journal's size at most, before fjall flushes the write buffer to sorted files: what recovery replays.
+const JOURNAL_BYTES: u64 = 32 * 1024 * 1024;
+
+/// What the store says of one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Channel {
+    pub(super) epoch: u64,
+    /// The oldest retained offset (`last + 1` when none is).
+    pub(super) first: u64,
+    pub(super) last: u64,
+    /// The epoch an unclean stop replaced, and the last offset of it that survived (0, 0: none).
+    pub(super) prev: (u64, u64),
+}
+
+impl Channel {
+    pub(super) fn new(epoch: u64) -> Self {
+        Self { epoch, first: 1, last: 0, prev: (0, 0) }
+    }
+
+    fn to_bytes(self) -> [u8; 40] {
+        let mut out = [0; 40];
+        for (i, v) in [self.epoch, self.first, self.last, self.prev.0, self.prev.1].into_iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let word = |i: usize| Some(u64::from_le_bytes(bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        let channel = Self { epoch: word(0)?, first: word(1)?, last: word(2)?, prev: (word(3)?, word(4)?) };
+        (bytes.len() == 40 && channel.epoch != 0 && channel.first <= channel.last + 1).then_some(channel)
+    }
+}
+
+/// A record's key: the channel, a 0 byte (never in a channel name), the offset big-endian (so keys sort by it).
+fn key(channel: &str, offset: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(channel.len() + 9);
+    key.extend_from_slice(channel.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn offset_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(key.len().checked_sub(8)?..)?.try_into().ok()?))
+}
+
+/// Why the data dir cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the data dir.
+    #[error("data_dir {0} is in use by another Herald process (it holds {0}/lock); stop it, or give this one another data_dir")]
+    Locked(PathBuf),
+    /// The directory cannot be created, locked or read (permissions, a missing parent, a full disk).
+    #[error("data_dir {dir}: {message}")]
+    Io {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The open store.
+pub(super) struct Store {
+    keyspace: Keyspace,
+    messages: PartitionHandle,
+    channels: PartitionHandle,
+    meta: PartitionHandle,
+    /// Held while the store is open: the data dir's lock.
+    _lock: File,
+}
+
+/// What opening found.
+pub(super) struct Opened {
+    pub(super) store: Store,
+    pub(super) channels: Vec<(String, Channel)>,
+    /// The last run did not stop cleanly (every channel got a new epoch that continues the old one).
+    pub(super) unclean: bool,
+}
+
+/// Locks `dir`, opens (or creates) the store in it, recovers it after an unclean stop, and marks it open.
+pub(super) fn open(dir: &Path, new_epoch: &mut dyn FnMut() -> u64) -> Result<Opened, OpenError> {
+    let io = |message: String| OpenError::Io { dir: dir.to_path_buf(), message };
+    std::fs::create_dir_all(dir).map_err(|e| io(format!("cannot create it: {e}")))?;
+    let lock = lock(dir).map_err(|e| match e {
+        Some(e) => io(format!("cannot lock it: {e}")),
+        None => OpenError::Locked(dir.to_path_buf()),
+    })?;
+    let path = dir.join(STORE);
+    let (keyspace, partitions) = match open_keyspace(&path) {
+        Ok(opened) => opened,
+        Err(err) if is_unreachable(&err) => return Err(io(format!("cannot open {STORE}: {err}"))),
+        Err(err) => {
+            let aside = dir.join(format!("{STORE}.damaged-{}", herald_proto::time::now_millis()));
+            std::fs::rename(&path, &aside)
+                .map_err(|e| io(format!("{STORE} is damaged ({err}) and cannot be moved: {e}")))?;
+            tracing::error!(store = %path.display(), moved_to = %aside.display(), %err,
+                "the store is damaged beyond recovery: moved aside, starting with an empty history (clients reset)");
+            open_keyspace(&path).map_err(|e| io(format!("cannot create {STORE}: {e}")))?
+        }
+    };
+    let [messages, channels, meta] = partitions;
+    let store = Store { keyspace, messages, channels, meta, _lock: lock };
+    let (channels, unclean) = store.recover(new_epoch).map_err(|e| io(format!("cannot read {STORE}: {e}")))?;
+    Ok(Opened { store, channels, unclean })
+}
+
+/// Takes `dir/lock`; `Err(None)` when another process holds it.
+fn lock(dir: &Path) -> Result<File, Option<std::io::Error>> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(None),
+        Err(e) => Err(Some(e.into())),
+    }
+}
+
+type Partitions = [PartitionHandle; 3];
+
+fn open_keyspace(path: &Path) -> Result<(Keyspace, Partitions), fjall::Error> {
+    // fjall asserts some invariants of its files: a panic while opening is a damaged store like any other.
+    let opened = std::panic::catch_unwind(|| -> Result<(Keyspace, Partitions), fjall::Error> {
+        // The writer decides when to fsync (`fsync`, `fsync_interval_ms`), not a background thread. Opening after
+        // a crash replays the journal into memory (about 30 MB/s on the benchmark's machine): the journal and the
+        // write buffer are kept small (fjall's defaults, 512 and 64 MiB, took 5.7 s to reopen) so that recovery
+        // stays around a second whatever the history's length, at the cost of more, smaller flushes.
+        let keyspace = fjall::Config::new(path)
+            .fsync_ms(None)
+            .max_write_buffer_size(JOURNAL_BYTES / 2)
+            .max_journaling_size(JOURNAL_BYTES)
+            .open()?;
+        let partition = |name| keyspace.open_partition(name, PartitionCreateOptions::default());
+        let partitions = [partition("messages")?, partition("channels")?, partition("meta")?];
+        Ok((keyspace, partitions))
+    });
+    opened.unwrap_or_else(|_| Err(fjall::Error::Io(std::io::Error::other("the store's files are inconsistent"))))
+}
+
+/// A failure to reach the store's files at all (permissions), as opposed to files whose contents are bad.
+fn is_unreachable(err: &fjall::Error) -> bool {
+    matches!(err, fjall::Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+}
+
+impl Store {
+    /// Reads every channel; after an unclean stop gives each a new epoch continuing the old one. Marks the store
+    /// open, durably.
+    fn recover(&self, new_epoch: &mut dyn FnMut() -> u64) -> Result<(Vec<(String, Channel)>, bool), fjall::Error> {
+        let clean = self.meta.get("clean")?.map(|v| v.first().copied());
+        let mut channels = Vec::new();
+        let mut batch = self.batch();
+        for entry in self.channels.iter() {
+            let (name, value) = entry?;
+            let name = String::from_utf8_lossy(&name).into_owned();
+            match Channel::from_bytes(&value) {
+                Some(channel) => channels.push((name, channel)),
+                None => {
+                    // Without its epoch a channel's records cannot be placed: start it over (its clients reset).
+                    tracing::error!(channel = %name, "a damaged channel record: its history is dropped");
+                    batch.remove(&self.channels, name.as_bytes());
+                    self.remove_messages(&mut batch, &name, 0, u64::MAX)?;
+                }
+            }
+        }
+        // A new store (no mark yet, no channel) is as good as a clean one.
+        let unclean = clean == Some(Some(0)) || (clean.is_none() && !channels.is_empty());
+        if unclean {
+            for (name, channel) in &mut channels {
+                channel.prev = (channel.epoch, channel.last);
+                channel.epoch = new_epoch();
+                self.put_channel(&mut batch, name, *channel);
+            }
+        }
+        batch.insert(&self.meta, "clean", [0u8]);
+        self.commit(batch, true)?;
+        Ok((channels, unclean))
+    }
+
+    /// A new write: nothing happens until [`Store::commit`].
+    pub(super) fn batch(&self) -> Batch {
+        self.keyspace.batch()
+    }
+
+    /// Applies `batch` atomically; with `durable`, returns once it is on disk, else once the kernel has it (a
+    /// crash of the process loses nothing, one of the machine what was not fsynced since).
+    pub(super) fn commit(&self, batch: Batch, durable: bool) -> Result<(), fjall::Error> {
+        let mode = if durable { PersistMode::SyncData } else { PersistMode::Buffer };
+        batch.durability(Some(mode)).commit()
+    }
+
+    /// Makes every commit so far durable.
+    pub(super) fn sync(&self) -> Result<(), fjall::Error> {
+        self.keyspace.persist(PersistMode::SyncData)
+    }
+
+    pub(super) fn put_message(&self, batch: &mut Batch, channel: &str, offset: u64, record: &[u8]) {
+        batch.insert(&self.messages, key(channel, offset), record);
+    }
+
+    pub(super) fn put_channel(&self, batch: &mut Batch, channel: &str, stored: Channel) {
+        batch.insert(&self.channels, channel.as_bytes(), stored.to_bytes());
+    }
+
+    pub(super) fn remove_channel(&self, batch: &mut Batch, channel: &str) -> Result<(), fjall::Error> {
+        batch.remove(&self.channels, channel.as_bytes());
+        self.remove_messages(batch, channel, 0, u64::MAX)
+    }
+
+    /// Removes `channel`'s records from `from` to `through`, those that exist.
+    pub(super) fn remove_messages(
+        &self,
+        batch: &mut Batch,
+        channel: &str,
+        from: u64,
+        through: u64,
+    ) -> Result<(), fjall::Error> {
+        for entry in self.messages.range(key(channel, from)..=key(channel, through)) {
+            let (key, _) = entry?;
+            batch.remove(&self.messages, key);
+        }
+        Ok(())
+    }
+
+    /// Removes the records from `from` to `through` that are known to exist, without reading them.
+    pub(super) fn remove_known(&self, batch: &mut Batch, channel: &str, from: u64, through: u64) {
+        for offset in from..=through {
+            batch.remove(&self.messages, key(channel, offset));
+        }
+    }
+
+    /// Marks the store as stopped cleanly, durably: the next start keeps every epoch.
+    pub(super) fn mark_clean(&self) -> Result<(), fjall::Error> {
+        let mut batch = self.batch();
+        batch.insert(&self.meta, "clean", [1u8]);
+        self.commit(batch, true)?;
+        self.keyspace.persist(PersistMode::SyncAll)
+    }
+
+    /// The records of `channel` from offset `from` up to `last`, at most `limit`.
+    pub(super) fn read(
+        &self,
+        channel: &str,
+        from: u64,
+        last: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Slice)>, fjall::Error> {
+        let mut out = Vec::new();
+        for entry in self.messages.range(key(channel, from)..=key(channel, last)).take(limit) {
+            let (key, value) = entry?;
+            out.push((offset_of(&key).unwrap_or(0), value));
+        }
+        Ok(out)
+    }
+
+    /// The first offset of `channel` from `first` whose record is newer than `expired_before` (`last + 1`: none).
+    pub(super) fn first_unexpired(
+        &self,
+        channel: &str,
+        first: u64,
+        last: u64,
+        expired_before: u64,
+    ) -> Result<u64, fjall::Error> {
+        for entry in self.messages.range(key(channel, first)..=key(channel, last)) {
+            let (key, value) = entry?;
+            // A record without a readable time is not expired here: reading it finds it damaged.
+            if super::record::time_ms(&value).map_or(true, |t| t > expired_before) {
+                return Ok(offset_of(&key).unwrap_or(last + 1));
+            }
+        }
+        Ok(last + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_channel_row_reads_back_and_a_bad_one_is_refused() {
+        let c = Channel { epoch: 9, first: 3, last: 7, prev: (4, 5) };
+        assert_eq!(Channel::from_bytes(&c.to_bytes()), Some(c));
+        assert_eq!(Channel::from_bytes(&c.to_bytes()[..39]), None);
+        assert_eq!(Channel::from_bytes(&Channel { first: 9, ..c }.to_bytes()), None);
+    }
+
+    #[test]
+    fn keys_sort_by_channel_then_offset() {
+        assert!(key("a", 2) < key("a", 10) && key("a", u64::MAX) < key("a:b", 0) && key("a", 9) < key("ab", 0));
+        assert_eq!(offset_of(&key("orders:1", 77)), Some(77));
+    }
+}

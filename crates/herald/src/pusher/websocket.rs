@@ -4,12 +4,15 @@
 //! pusher-js reads a refusal from the close code (after a `pusher:error` frame with the same code) and knows from
 //! its range whether to retry, while an HTTP error status makes it retry forever.
 
+use std::pin::pin;
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{future, SinkExt, StreamExt};
 
 use super::admission::admit;
@@ -40,7 +43,8 @@ pub async fn connect(
         }
     };
     let key = path.map(|Path(key)| key).unwrap_or_default();
-    let admitted = admit(&state, &key, raw.as_deref(), &headers, ip);
+    // Boxed: the session waits in the upgrade's callback, which its task keeps room for after the session moved on.
+    let admitted = admit(&state, &key, raw.as_deref(), &headers, ip).map(Box::new);
     let max = state.app.hub.config().max_frame_bytes;
     let tracker = state.app.shutdown.tracker().clone();
     Ok(upgrade
@@ -49,13 +53,12 @@ pub async fn connect(
         .max_write_buffer_size(16 * 1024 + 2 * max.max(state.app.hub.config().max_body_bytes) + 1024)
         .max_message_size(max)
         .max_frame_size(max)
+        // The connection's future is boxed and the socket split before it is made: the upgrade's task keeps room
+        // for what it holds at each step, and the socket moved from one future into the next would take room in
+        // each (measured: 5.4 KiB of task per idle connection before, docs/BENCHMARKS.md).
         .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                match admitted {
-                    Ok(session) => drive(session, socket).await,
-                    Err(close) => refuse(socket, close).await,
-                }
-            })
+            let (sink, stream) = socket.split();
+            Box::pin(tracker.track_future(serve(admitted, sink, stream)))
         }))
 }
 
@@ -66,12 +69,22 @@ pub async fn wrong_path(
 ) -> Result<Response, ApiError> {
     let Ok(upgrade) = upgrade else { return Err(ApiError::not_found()) };
     let tracker = state.app.shutdown.tracker().clone();
-    Ok(upgrade.on_upgrade(move |socket| tracker.track_future(refuse(socket, Close::PathNotFound))))
+    Ok(upgrade.on_upgrade(move |socket| tracker.track_future(refuse(socket.split().0, Close::PathNotFound))))
 }
 
+/// Runs the session over the socket, or tells the client why it has none.
+async fn serve(admitted: Result<Box<Session>, Close>, sink: Sink, stream: SplitStream<WebSocket>) {
+    match admitted {
+        Ok(session) => drive(*session, sink, stream).await,
+        Err(close) => refuse(sink, close).await,
+    }
+}
+
+/// The socket's writing half.
+type Sink = SplitSink<WebSocket, WsMessage>;
+
 /// Runs `session` over the socket: text frames in, text frames out.
-async fn drive(session: Session, socket: WebSocket) {
-    let (sink, stream) = socket.split();
+async fn drive(session: Session, sink: Sink, stream: SplitStream<WebSocket>) {
     let inbound = stream
         .take_while(|frame| future::ready(!matches!(frame, Ok(WsMessage::Close(_)))))
         .scan((), |(), frame| {
@@ -93,11 +106,12 @@ async fn drive(session: Session, socket: WebSocket) {
             }
         }))
     });
-    session.run(Box::pin(inbound), Box::pin(outbound)).await;
+    // Pinned in place: this future is already on the heap.
+    session.run(pin!(inbound), pin!(outbound)).await;
 }
 
 /// Upgraded only to say why not: a `pusher:error` and the close with the same code.
-async fn refuse(mut socket: WebSocket, close: Close) {
+async fn refuse(mut socket: Sink, close: Close) {
     let error = ServerFrame::Error { code: Some(close.code()), message: close.reason() };
     let text = Utf8Bytes::try_from(bytes::Bytes::from(error.encode())).unwrap_or_default();
     let _ = socket.send(WsMessage::Text(text)).await;

@@ -75,9 +75,15 @@ pub async fn wrong_path(
 /// Runs the session over the socket, or tells the client why it has none.
 async fn serve(admitted: Result<Box<Session>, Close>, sink: Sink, stream: SplitStream<WebSocket>) {
     match admitted {
-        Ok(session) => drive(*session, sink, stream).await,
+        // Out of its box first: a value moved out of a box leaves the allocation alive until the box's scope ends.
+        Ok(session) => drive(unbox(session), sink, stream).await,
         Err(close) => refuse(sink, close).await,
     }
+}
+
+/// The session, its box freed.
+fn unbox(session: Box<Session>) -> Session {
+    *session
 }
 
 /// The socket's writing half.

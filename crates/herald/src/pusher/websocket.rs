@@ -22,8 +22,10 @@ use super::PusherState;
 use crate::error::ApiError;
 use crate::http::client_ip::ClientIp;
 
-/// The socket's read buffer: client frames are small (a longer one is read in more calls).
-const READ_BUFFER_BYTES: usize = 1024;
+/// The socket's read buffer, kept for the connection's life: a Pusher client's frames are small (a subscribe, a
+/// pong, a client event), and a longer one is read in more calls. 512 B instead of 1 KiB: 0.5 KiB of every idle
+/// connection (docs/BENCHMARKS.md).
+const READ_BUFFER_BYTES: usize = 512;
 
 /// `GET /app/{key}`.
 pub async fn connect(

@@ -13,7 +13,6 @@
 //! - After `activity_timeout` without a frame from the client the server pings; without an answer within
 //!   `pong_timeout` it closes with 4201.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -97,12 +96,14 @@ pub struct Session {
     socket_id: SocketId,
     ip: IpAddr,
     subscription: Subscription,
-    /// The app's channels this connection joined, by Herald channel.
-    joined: HashMap<ChannelName, Joined>,
+    /// The app's channels this connection joined, with their Herald channels: a list, not a map (a map's first
+    /// insert allocates room for four, about 430 bytes of every idle connection; a connection has few channels,
+    /// at most `max_subscriptions_per_connection`).
+    joined: Vec<(ChannelName, Joined)>,
     user: Option<User>,
-    /// What the user registry hands this connection once it signed in.
-    control: mpsc::Receiver<Control>,
-    control_queue: mpsc::Sender<Control>,
+    /// What the user registry hands this connection once it signed in, made at the first sign-in: a tokio queue
+    /// allocates its first block up front (1.5 KiB), which a connection that never signs in does not need.
+    control: Option<(mpsc::Sender<Control>, mpsc::Receiver<Control>)>,
     /// Cancelled when the control queue overflowed.
     overflow: CancellationToken,
     client_events: TokenBucket,
@@ -116,7 +117,6 @@ impl Session {
     /// A session of `app` for a client at `ip`, with a new socket id.
     pub fn new(state: AppState, pusher: Arc<Pusher>, app: Arc<App>, ip: IpAddr, admissions: Admissions) -> Self {
         let subscription = state.hub.subscription(Transport::Pusher);
-        let (control_queue, control) = mpsc::channel(CONTROL_QUEUE);
         Self {
             socket_id: pusher.socket_ids.next(),
             client_events: TokenBucket::new(app.limits.client_events_per_second),
@@ -125,10 +125,9 @@ impl Session {
             app,
             ip,
             subscription,
-            joined: HashMap::new(),
+            joined: Vec::new(),
             user: None,
-            control,
-            control_queue,
+            control: None,
             overflow: CancellationToken::new(),
             last_heard: Instant::now(),
             pinged: None,
@@ -216,7 +215,9 @@ impl Session {
                 self.last_heard = Instant::now();
                 self.pinged = None;
                 let end = match frame {
-                    Some(Inbound::Text(text)) => self.request(&text, outbound).await,
+                    // Boxed: answering a request (subscribing, joining a presence, publishing) takes far more state
+                    // than waiting does, and an unboxed branch would size every idle connection's task by it.
+                    Some(Inbound::Text(text)) => Box::pin(self.request(&text, outbound)).await,
                     Some(Inbound::Binary) => {
                         send(outbound, ServerFrame::Error { code: None, message: "send JSON text frames" }).await
                     }
@@ -239,7 +240,7 @@ impl Session {
                 }
                 (!complete).then_some(End::Close(Close::OverCapacity))
             }
-            Some(control) = self.control.recv() => match control {
+            Some(control) = next_control(&mut self.control) => match control {
                 Control::Frame(frame) => {
                     if outbound.send(Outbound::Text(frame)).await.is_err() {
                         return Some(End::Gone);
@@ -330,7 +331,7 @@ impl Session {
         let Ok(herald) = self.app.herald_channel(&channel) else {
             return refuse(outbound, name, "InvalidChannel", "not a channel name", 400).await;
         };
-        if self.joined.contains_key(&herald) {
+        if self.joined(&herald).is_some() {
             return succeeded(outbound, name, "{}").await;
         }
         let max = self.state.hub.config().max_subscriptions_per_connection;
@@ -382,7 +383,11 @@ impl Session {
             },
         };
         let cache = channel.is_cache();
-        self.joined.insert(herald, Joined { channel, member });
+        if self.joined.is_empty() {
+            // Most connections join one channel: room for exactly that one.
+            self.joined.reserve_exact(1);
+        }
+        self.joined.push((herald, Joined { channel, member }));
         if let end @ Some(_) = succeeded(outbound, name, &data).await {
             return end;
         }
@@ -429,10 +434,16 @@ impl Session {
         Ok(self.subscription.join(channel, member).await?.members)
     }
 
+    /// What the connection joined on Herald channel `herald`, if it did.
+    fn joined(&self, herald: &ChannelName) -> Option<&Joined> {
+        self.joined.iter().find(|(joined, _)| joined == herald).map(|(_, joined)| joined)
+    }
+
     fn unsubscribe(&mut self, name: &str) {
         let Ok(channel) = PusherChannel::parse(name) else { return };
         let Ok(herald) = self.app.herald_channel(&channel) else { return };
-        if self.joined.remove(&herald).is_some() {
+        if let Some(i) = self.joined.iter().position(|(joined, _)| *joined == herald) {
+            self.joined.swap_remove(i);
             self.subscription.unsubscribe(&herald);
         }
     }
@@ -454,8 +465,8 @@ impl Session {
             self.state.limits.refused(Refusal::PusherSignin, || format!("{ip}: a bad sign-in to app {app}"));
             return Some(End::Close(Close::Unauthorized));
         };
-        let registration =
-            self.pusher.users.sign_in(&self.app.id, &id, self.control_queue.clone(), self.overflow.clone());
+        let queue = self.control.get_or_insert_with(|| mpsc::channel(CONTROL_QUEUE)).0.clone();
+        let registration = self.pusher.users.sign_in(&self.app.id, &id, queue, self.overflow.clone());
         self.user = Some(User { id, _registration: registration });
         send(outbound, ServerFrame::SigninSuccess { user_data }).await
     }
@@ -473,13 +484,14 @@ impl Session {
         let joined = PusherChannel::parse(name)
             .ok()
             .and_then(|channel| self.app.herald_channel(&channel).ok())
-            .filter(|herald| self.joined.contains_key(herald));
-        let Some(herald) = joined else {
+            .and_then(|herald| self.joined(&herald).map(|joined| (herald, joined)));
+        let Some((herald, joined)) = joined else {
             return error(outbound, &format!("subscribe to {name} before sending client events on it")).await;
         };
-        if !self.joined[&herald].channel.kind().allows_client_events() {
+        if !joined.channel.kind().allows_client_events() {
             return error(outbound, "client events are only for private- and presence- channels").await;
         }
+        let user_id = joined.member.as_ref().map(|m| m.user_id.clone());
         let max = self.app.limits.max_event_bytes;
         if data.len() > max {
             let ip = self.ip;
@@ -496,7 +508,6 @@ impl Session {
                 .refused(Refusal::PusherClientEventRate, || format!("{ip}: more than {rate} client events a second"));
             return Some(End::Close(Close::ClientEventRate));
         }
-        let user_id = self.joined[&herald].member.as_ref().map(|m| m.user_id.clone());
         let origin = Origin {
             sender: Some(self.socket_id.shared()),
             user_id: user_id.as_deref().map(Arc::from),
@@ -541,6 +552,14 @@ fn presence_data(members: &Members) -> String {
         String::from_utf8_lossy(&hash),
         members.count()
     )
+}
+
+/// The next thing the user registry handed the connection; never, before it signed in.
+async fn next_control(control: &mut Option<(mpsc::Sender<Control>, mpsc::Receiver<Control>)>) -> Option<Control> {
+    match control {
+        Some((_, queue)) => queue.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Writes a frame without flushing; `Some(End::Gone)` when the transport failed.

@@ -4,12 +4,15 @@
 //! pusher-js reads a refusal from the close code (after a `pusher:error` frame with the same code) and knows from
 //! its range whether to retry, while an HTTP error status makes it retry forever.
 
+use std::pin::pin;
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{future, SinkExt, StreamExt};
 
 use super::admission::admit;
@@ -19,8 +22,10 @@ use super::PusherState;
 use crate::error::ApiError;
 use crate::http::client_ip::ClientIp;
 
-/// The socket's read buffer: client frames are small (a longer one is read in more calls).
-const READ_BUFFER_BYTES: usize = 1024;
+/// The socket's read buffer, kept for the connection's life: a Pusher client's frames are small (a subscribe, a
+/// pong, a client event), and a longer one is read in more calls. 512 B instead of 1 KiB: 0.5 KiB of every idle
+/// connection (docs/BENCHMARKS.md).
+const READ_BUFFER_BYTES: usize = 512;
 
 /// `GET /app/{key}`.
 pub async fn connect(
@@ -40,7 +45,8 @@ pub async fn connect(
         }
     };
     let key = path.map(|Path(key)| key).unwrap_or_default();
-    let admitted = admit(&state, &key, raw.as_deref(), &headers, ip);
+    // Boxed: the session waits in the upgrade's callback, which its task keeps room for after the session moved on.
+    let admitted = admit(&state, &key, raw.as_deref(), &headers, ip).map(Box::new);
     let max = state.app.hub.config().max_frame_bytes;
     let tracker = state.app.shutdown.tracker().clone();
     Ok(upgrade
@@ -49,13 +55,12 @@ pub async fn connect(
         .max_write_buffer_size(16 * 1024 + 2 * max.max(state.app.hub.config().max_body_bytes) + 1024)
         .max_message_size(max)
         .max_frame_size(max)
+        // The connection's future is boxed and the socket split before it is made: the upgrade's task keeps room
+        // for what it holds at each step, and the socket moved from one future into the next would take room in
+        // each (measured: 5.4 KiB of task per idle connection before, docs/BENCHMARKS.md).
         .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                match admitted {
-                    Ok(session) => drive(session, socket).await,
-                    Err(close) => refuse(socket, close).await,
-                }
-            })
+            let (sink, stream) = socket.split();
+            Box::pin(tracker.track_future(serve(admitted, sink, stream)))
         }))
 }
 
@@ -66,12 +71,28 @@ pub async fn wrong_path(
 ) -> Result<Response, ApiError> {
     let Ok(upgrade) = upgrade else { return Err(ApiError::not_found()) };
     let tracker = state.app.shutdown.tracker().clone();
-    Ok(upgrade.on_upgrade(move |socket| tracker.track_future(refuse(socket, Close::PathNotFound))))
+    Ok(upgrade.on_upgrade(move |socket| tracker.track_future(refuse(socket.split().0, Close::PathNotFound))))
 }
 
+/// Runs the session over the socket, or tells the client why it has none.
+async fn serve(admitted: Result<Box<Session>, Close>, sink: Sink, stream: SplitStream<WebSocket>) {
+    match admitted {
+        // Out of its box first: a value moved out of a box leaves the allocation alive until the box's scope ends.
+        Ok(session) => drive(unbox(session), sink, stream).await,
+        Err(close) => refuse(sink, close).await,
+    }
+}
+
+/// The session, its box freed.
+fn unbox(session: Box<Session>) -> Session {
+    *session
+}
+
+/// The socket's writing half.
+type Sink = SplitSink<WebSocket, WsMessage>;
+
 /// Runs `session` over the socket: text frames in, text frames out.
-async fn drive(session: Session, socket: WebSocket) {
-    let (sink, stream) = socket.split();
+async fn drive(session: Session, sink: Sink, stream: SplitStream<WebSocket>) {
     let inbound = stream
         .take_while(|frame| future::ready(!matches!(frame, Ok(WsMessage::Close(_)))))
         .scan((), |(), frame| {
@@ -93,11 +114,12 @@ async fn drive(session: Session, socket: WebSocket) {
             }
         }))
     });
-    session.run(Box::pin(inbound), Box::pin(outbound)).await;
+    // Pinned in place: this future is already on the heap.
+    session.run(pin!(inbound), pin!(outbound)).await;
 }
 
 /// Upgraded only to say why not: a `pusher:error` and the close with the same code.
-async fn refuse(mut socket: WebSocket, close: Close) {
+async fn refuse(mut socket: Sink, close: Close) {
     let error = ServerFrame::Error { code: Some(close.code()), message: close.reason() };
     let text = Utf8Bytes::try_from(bytes::Bytes::from(error.encode())).unwrap_or_default();
     let _ = socket.send(WsMessage::Text(text)).await;

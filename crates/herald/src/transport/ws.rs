@@ -91,7 +91,8 @@ pub async fn ws(
     }
     let claims = authorize_read(&state, &headers, &Query::parse(raw.as_deref()), &[])?;
     let admission = state.limits.admit(ip)?;
-    let access = Access::new(&state, claims, ip, admission);
+    // Boxed: the upgrade's callback waits in its task, which keeps room for what the callback held after it ran.
+    let upgrading = Box::new((state.clone(), Access::new(&state, claims, ip, admission)));
     let max = state.hub.config().max_frame_bytes;
     let tracker = state.shutdown.tracker().clone();
     Ok(upgrade
@@ -104,7 +105,13 @@ pub async fn ws(
         .max_write_buffer_size(16 * 1024 + 2 * max.max(state.hub.config().max_body_bytes) + 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| tracker.track_future(Session::new(state, socket, access).run())))
+        // The connection's future is boxed, and made with the socket in its place: the upgrade's task keeps room for
+        // what it holds at each step, and a socket or session moved from one future into the next takes room in
+        // each (5.4 KiB of task per idle Pusher connection before, docs/BENCHMARKS.md).
+        .on_upgrade(move |socket| {
+            let (state, access) = *upgrading;
+            Box::pin(tracker.track_future(Session::new(state, socket, access).run()))
+        }))
 }
 
 /// What the connection's token allows and until when, and what the connection may still take.
@@ -218,7 +225,9 @@ impl Session {
             frame = self.socket.recv() => {
                 *last_heard = Instant::now();
                 match frame {
-                    Some(Ok(WsMessage::Text(text))) => self.request(text.as_str()).await,
+                    // Boxed: answering a request takes far more state than waiting does, and an unboxed branch
+                    // would size every idle connection's task by it.
+                    Some(Ok(WsMessage::Text(text))) => Box::pin(self.request(text.as_str())).await,
                     Some(Ok(WsMessage::Binary(_))) => {
                         let message = "send JSON text frames".into();
                         let err = FrameError { id: None, code: "binary_not_supported", message };
@@ -252,7 +261,7 @@ impl Session {
                 }
                 self.send(WsMessage::Ping(Bytes::new())).await;
             }
-            () = expired => self.expire().await,
+            () = expired => Box::pin(self.expire()).await,
         }
         None
     }

@@ -247,13 +247,7 @@ pub(crate) const ALL: &[Scenario] = &[
         metric: "acknowledged publishes/s",
         better: Better::Higher,
         floor: false,
-        build: |s| {
-            s.subscribers = 0;
-            s.layout = Layout::Zipf { channels: 100 };
-            s.publishers = 4;
-            s.warmup = false;
-            s.steps = vec![StepPlan { rate: None, secs: 5.0 }];
-        },
+        build: |s| publish_flat_out(s, 4),
         headline: publish_rate,
     },
     Scenario {
@@ -275,15 +269,15 @@ pub(crate) const ALL: &[Scenario] = &[
         headline: publish_rate,
     },
     publish_disk("publish-disk-1", "HTTP publishes flat out for 5 s, 1 connection, 100 channels, nobody subscribed", |s| {
-        disk_load(s, 1)
+        publish_flat_out(s, 1)
     }),
     publish_disk("publish-disk-4", "HTTP publishes flat out for 5 s, 4 connections, 100 channels, nobody subscribed", |s| {
-        disk_load(s, 4)
+        publish_flat_out(s, 4)
     }),
     publish_disk(
         "publish-disk-32",
         "HTTP publishes flat out for 5 s, 32 connections, 100 channels, nobody subscribed",
-        |s| disk_load(s, 32),
+        |s| publish_flat_out(s, 32),
     ),
     Scenario {
         family: Family::Pusher,
@@ -337,8 +331,9 @@ const fn publish_disk(name: &'static str, description: &'static str, build: fn(&
     }
 }
 
-/// Publishing flat out with `publishers` connections for 5 s to 100 channels, nobody subscribed.
-fn disk_load(s: &mut LoadSpec, publishers: u32) {
+/// Publishing flat out with `publishers` connections for 5 s to 100 channels, nobody subscribed: `publish-alone`,
+/// and the `publish-disk-*` family at 1, 4 and 32 publishers.
+fn publish_flat_out(s: &mut LoadSpec, publishers: u32) {
     s.subscribers = 0;
     s.layout = Layout::Zipf { channels: 100 };
     s.publishers = publishers;

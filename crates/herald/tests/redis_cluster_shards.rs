@@ -331,17 +331,20 @@ async fn slots_of_watched_channels_moved_by_a_live_reshard_lose_nothing_and_repe
 
 /// Waits until `/healthz` answers `status` with `cluster` in its body.
 async fn until_health(node: &Node, status: u16, cluster: &str) {
+    let last = std::sync::Mutex::new(String::new());
     tokio::time::timeout(PATIENCE * 4, async {
         loop {
             let answer = node.client.get("/healthz").await;
-            if answer.status == status && String::from_utf8_lossy(&answer.body).contains(cluster) {
+            let body = String::from_utf8_lossy(&answer.body).into_owned();
+            if answer.status == status && body.contains(cluster) {
                 return;
             }
+            *last.lock().unwrap() = format!("{} {body}", answer.status);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("/healthz never answered {status} with {cluster}"));
+    .unwrap_or_else(|_| panic!("/healthz never answered {status} with {cluster}; last: {}", last.lock().unwrap()));
 }
 
 /// Publishes `{"i": i}` until Herald answers `status` (bounded), returning the last answer.

@@ -4,16 +4,17 @@
 //! `redis+cluster://host:port[,host:port…]` names seed nodes of a Redis Cluster: commands go through redis-rs's
 //! cluster connection, which routes each one to the primary owning its key's slot and follows `MOVED`/`ASK` and
 //! failovers; Pub/Sub is sharded (`SPUBLISH`/`SSUBSCRIBE`, Redis ≥ 7.0), so a message is announced on the one
-//! shard owning its channel instead of being copied over the cluster bus to every node.
+//! shard owning its channel instead of being copied over the cluster bus to every node. The sharded
+//! subscriptions keep connections of their own (`pubsub/shard_link.rs`), not this one.
 //! [`Commands`] hides which of the two a command runs on from the rest of the engine.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, Pipeline, ProtocolVersion, RedisFuture, RedisResult, Script, Value};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
 
 /// The scheme naming a cluster's seed nodes.
 const CLUSTER_SCHEME: &str = "redis+cluster://";
@@ -51,16 +52,6 @@ impl Deployment {
                 client.get_async_connection().await.map(Commands::Cluster)
             }
         }
-    }
-
-    /// A cluster client whose connections use RESP3 and hand every push (sharded messages, subscription
-    /// confirmations, disconnections) to `pushes`.
-    pub(super) fn sharded_pubsub(
-        seeds: &[String],
-        timeout: Duration,
-        pushes: impl redis::aio::AsyncPushSender,
-    ) -> RedisResult<ClusterClient> {
-        cluster_client(seeds, timeout).use_protocol(ProtocolVersion::RESP3).push_sender(pushes).build()
     }
 }
 

@@ -35,6 +35,8 @@ use crate::engine::presence::{PresenceEvent, PresenceStore};
 use crate::engine::Start;
 use crate::metrics::CatchUp;
 
+mod resp3;
+mod shard_link;
 mod sharded;
 
 /// What follows Pub/Sub: one connection to one Redis, or sharded subscriptions on a cluster.

@@ -1,84 +1,84 @@
-//! Sharded Pub/Sub on a Redis Cluster: `SSUBSCRIBE` per watched channel, on the shard owning its slot.
+//! Sharded Pub/Sub on a Redis Cluster: `SSUBSCRIBE` per watched channel, on a connection to the primary that
+//! owns its slot.
 //!
-//! redis-rs's cluster connection (RESP3) routes each `SSUBSCRIBE` to the primary owning the channel's slot and
-//! hands every push (sharded messages, confirmations, lost connections) to one queue that this task drains. The
-//! library resubscribes by itself after a reconnection or a refresh of its slot map; this task does not rely on
-//! it alone, and treats every sign that a subscription may have lapsed the same way: subscribe the channel again
-//! (through the cluster connection, so to the slot's current owner) and, once confirmed, catch it up from history
-//! with the single Redis's rule ([`super::catch_up`]). The signs:
+//! This task keeps one connection per primary it subscribes on ([`ShardLink`]) and learns who owns a slot the
+//! way cluster clients do: it asks a primary it knows, and a `MOVED` answer names the owner, which it remembers
+//! per slot. Every sign that a subscription ended is heard, and handled the same way: subscribe the channel
+//! again (at the slot's owner now) and, once confirmed, catch it up from history with the single Redis's rule
+//! ([`super::catch_up`]). The signs:
 //! - a `SUNSUBSCRIBE` this node did not ask for: the shard lost the slot (resharding, or a primary demoted);
-//! - a lost connection to any shard (a primary killed, a network cut): every channel is subscribed again, which
-//!   costs one confirmation per channel on the shards that were fine;
-//! - a confirmation this node did not ask for (the library resubscribed after a reconnection): caught up;
-//! - a full push queue (see [`PUSH_QUEUE`]): every channel is subscribed again and caught up.
+//! - a lost connection to a primary (killed, a network cut, no answer to `PING`): its channels, and only
+//!   those, are subscribed again; until a replica is promoted the old address refuses, and the retries back off;
+//! - a subscription refused or not answered in time: retried with backoff.
 //!
-//! A subscription that fails (its shard is down and not yet replaced) is retried with backoff; meanwhile the
-//! node reports Pub/Sub as not connected (`/healthz` answers 503) and `watch` does not wait for it, as on one
-//! Redis. A duplicate delivery (a channel briefly subscribed on two shards during a move) is harmless: each
-//! subscriber's tracker skips a position it already has.
+//! While any subscription fails, the node reports Pub/Sub as not connected (`/healthz` answers 503) and `watch`
+//! does not wait for it, as on one Redis. A duplicate delivery (a channel briefly subscribed on two primaries
+//! during a move) is harmless: each subscriber's tracker skips a position it already has.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use herald_proto::{ChannelName, Position};
-use redis::cluster_async::ClusterConnection;
-use redis::{PushInfo, PushKind, RedisResult, Value};
+use redis::cluster_routing::Slot;
+use redis::IntoConnectionInfo;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::shard_link::{Endpoint, LinkEvent, Pushed, Refused, ShardLink};
 use super::{advance, announce, catch_up, Announced, Inner, Unfinished, Watches, FIRST_BACKOFF, MAX_BACKOFF};
-use crate::engine::redis::connection::Deployment;
 
-/// Pushes waiting for the task. The library's sender must never block, so a push that finds the queue full is
-/// dropped and counted as an overflow, after which every channel is subscribed again and caught up from
-/// history: nothing is lost, it costs one read per watched channel.
+/// Pushes waiting for this task, from all links together. A link finding it full stops reading its socket
+/// (see `shard_link.rs` for what Redis does then).
 const PUSH_QUEUE: usize = 8192;
 
-/// A cluster connection for sharded subscriptions and the queue of its pushes.
+/// What this task subscribes: a Herald channel's Pub/Sub channel, or (`None`) the signals channel.
+type Target = Option<ChannelName>;
+
+/// The seeds of a cluster and a first link, made at start so that an unreachable cluster fails the start.
 pub(in crate::engine::redis) struct Sharded {
-    con: ClusterConnection,
-    pushes: mpsc::Receiver<PushInfo>,
-    overflowed: Arc<AtomicBool>,
+    seeds: Vec<Endpoint>,
+    timeout: Duration,
+    /// The first link, to the first seed that answered, keyed like every link by its address (a later `MOVED`
+    /// naming the same primary finds it).
+    first: ShardLink,
+    first_addr: String,
+    events: mpsc::Sender<LinkEvent>,
+    pushes: mpsc::Receiver<LinkEvent>,
 }
 
-/// What a subscription attempt reports: the channel (`None`: the signals channel), whether to catch it up once
-/// confirmed, and the outcome.
-type Attempt = (Option<ChannelName>, bool, RedisResult<()>);
-
 impl Sharded {
-    pub(super) async fn connect(seeds: &[String], timeout: Duration) -> RedisResult<Self> {
-        let (sender, pushes) = mpsc::channel(PUSH_QUEUE);
-        let overflowed = Arc::new(AtomicBool::new(false));
-        let full = overflowed.clone();
-        let push = move |info: PushInfo| {
-            if sender.try_send(info).is_err() {
-                full.store(true, Ordering::Relaxed);
+    pub(super) async fn connect(seeds: &[String], timeout: Duration) -> redis::RedisResult<Self> {
+        let seeds = seeds.iter().map(|seed| endpoint(seed)).collect::<redis::RedisResult<Vec<_>>>()?;
+        let (events, pushes) = mpsc::channel(PUSH_QUEUE);
+        let mut last = Refused::Closed;
+        for seed in &seeds {
+            match ShardLink::connect(seed, 0, timeout, events.clone()).await {
+                Ok(first) => {
+                    let first_addr = seed.addr.clone();
+                    return Ok(Self { seeds, timeout, first, first_addr, events, pushes });
+                }
+                Err(err) => last = err,
             }
-            Ok::<(), ()>(())
-        };
-        let client = Deployment::sharded_pubsub(seeds, timeout, push)?;
-        let con = client.get_async_connection().await?;
-        Ok(Self { con, pushes, overflowed })
+        }
+        Err(std::io::Error::other(format!("no seed of the cluster answered: {last}")).into())
     }
 
     pub(super) async fn follow(mut self, inner: Arc<Inner>, watches: Arc<Watches>, stop: CancellationToken) {
-        let mut links = Links::new(self.con.clone(), inner.signal_channel());
-        let mut attempts: FuturesUnordered<BoxFuture<'static, Attempt>> = FuturesUnordered::new();
-        links.signals_lapsed = true;
+        let mut links = Links::new(&self, inner.signal_channel());
+        let mut attempts: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
         loop {
             links.plan(&inner, &watches, &mut attempts);
+            links.report(&watches);
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = watches.changed.notified() => {}
-                Some((channel, catch, result)) = attempts.next() => {
-                    links.settled(&inner, &watches, channel, catch, result).await;
-                }
+                Some(done) = attempts.next() => links.done(&inner, &watches, done).await,
                 () = tokio::time::sleep_until(links.retry_at.unwrap_or_else(Instant::now)), if links.retry_at.is_some() => {
                     links.retry_at = None;
                     let failed = std::mem::take(&mut links.failed);
@@ -90,266 +90,322 @@ impl Sharded {
                     }
                     links.unfinished.settle();
                 }
-                push = self.pushes.recv() => {
-                    let Some(push) = push else { return };
-                    links.pushed(&inner, &watches, push).await;
+                event = self.pushes.recv() => {
+                    // This task holds a sender itself, so the queue never closes.
+                    let Some(event) = event else { return };
+                    links.pushed(&inner, &watches, event).await;
                 }
             }
-            if self.overflowed.swap(false, Ordering::Relaxed) {
-                tracing::warn!("redis cluster pushes overflowed: subscribing every channel again and catching up");
-                links.lapsed_all();
-            }
-            links.report(&watches);
         }
     }
+}
+
+/// A seed URL (`redis://[user:password@]host:port`) as an address to connect to, with its credentials.
+fn endpoint(seed: &str) -> redis::RedisResult<Endpoint> {
+    let info = seed.into_connection_info()?;
+    let addr = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+        other => {
+            let detail = format!("{other:?}: sharded Pub/Sub connects over plain TCP");
+            return Err(std::io::Error::other(detail).into());
+        }
+    };
+    let settings = info.redis_settings();
+    Ok(Endpoint {
+        addr,
+        username: settings.username().map(str::to_owned),
+        password: settings.password().map(str::to_owned),
+    })
+}
+
+/// What an attempt of this task reports.
+enum Done {
+    /// A link to `addr` is ready (or could not be made).
+    Connected(String, u64, Result<ShardLink, Refused>),
+    /// A subscription at `addr` was confirmed (or refused); `catch`: catch the channel up once it is.
+    Subscribed(Target, String, bool, Result<(), Refused>),
+}
+
+/// A primary's link, ready or being made.
+enum Shard {
+    Connecting,
+    Ready(ShardLink, u64),
 }
 
 /// This node's sharded subscriptions.
 struct Links {
-    con: ClusterConnection,
+    seeds: Vec<Endpoint>,
+    timeout: Duration,
+    events: mpsc::Sender<LinkEvent>,
     signals: String,
-    /// Channels whose subscription Redis confirmed (and that have not lapsed since).
-    subscribed: HashSet<ChannelName>,
-    /// Channels with a subscription attempt running.
-    in_flight: HashSet<ChannelName>,
-    /// Channels to subscribe (again) now, with whether to catch them up once confirmed.
-    redo: HashMap<ChannelName, bool>,
-    /// Channels whose attempt failed, waiting for `retry_at`.
-    failed: HashMap<ChannelName, bool>,
+    shards: HashMap<String, Shard>,
+    /// The primary owning a slot, as the last `MOVED` told.
+    owners: HashMap<Slot, String>,
+    /// Each link made gets the next number, so that the end of an old link is not taken for its successor's.
+    generations: u64,
+    /// Targets Redis confirmed, and where.
+    subscribed: HashMap<Target, String>,
+    /// Targets with an attempt running, and where.
+    in_flight: HashMap<Target, String>,
+    /// Targets to subscribe (again) now, with whether to catch them up once confirmed.
+    redo: HashMap<Target, bool>,
+    /// Targets whose attempt failed, waiting for `retry_at`.
+    failed: HashMap<Target, bool>,
     retry_at: Option<Instant>,
-    /// Failed rounds in a row: the backoff doubles with each.
+    /// Failed rounds in a row: the backoff doubles with each, and the seed asked first turns with each.
     failures: u32,
-    signals_lapsed: bool,
-    signals_in_flight: bool,
-    signals_failed: bool,
-    /// Confirmations (`SSUBSCRIBE`, `SUNSUBSCRIBE`) expected for this node's own commands, per Pub/Sub channel.
-    own_subscribes: HashMap<Vec<u8>, u32>,
-    own_unsubscribes: HashMap<Vec<u8>, u32>,
     delivered: HashMap<ChannelName, Position>,
     unfinished: Unfinished,
 }
 
-/// Counts one expected confirmation of `name`.
-fn expect(own: &mut HashMap<Vec<u8>, u32>, name: &[u8]) {
-    *own.entry(name.to_vec()).or_default() += 1;
-}
-
-/// Takes one expected confirmation of `name`; false when none was expected.
-fn expected(own: &mut HashMap<Vec<u8>, u32>, name: &[u8]) -> bool {
-    match own.get_mut(name) {
-        Some(n) if *n > 1 => {
-            *n -= 1;
-            true
-        }
-        Some(_) => {
-            own.remove(name);
-            true
-        }
-        None => false,
-    }
-}
-
 impl Links {
-    fn new(con: ClusterConnection, signals: String) -> Self {
+    fn new(sharded: &Sharded, signals: String) -> Self {
+        let mut shards = HashMap::new();
+        shards.insert(sharded.first_addr.clone(), Shard::Ready(sharded.first.clone(), 0));
+        let mut redo = HashMap::new();
+        redo.insert(None, false);
         Self {
-            con,
+            seeds: sharded.seeds.clone(),
+            timeout: sharded.timeout,
+            events: sharded.events.clone(),
             signals,
-            subscribed: HashSet::new(),
-            in_flight: HashSet::new(),
-            redo: HashMap::new(),
+            shards,
+            owners: HashMap::new(),
+            generations: 0,
+            subscribed: HashMap::new(),
+            in_flight: HashMap::new(),
+            redo,
             failed: HashMap::new(),
             retry_at: None,
             failures: 0,
-            signals_lapsed: false,
-            signals_in_flight: false,
-            signals_failed: false,
-            own_subscribes: HashMap::new(),
-            own_unsubscribes: HashMap::new(),
             delivered: HashMap::new(),
             unfinished: Unfinished::default(),
         }
     }
 
+    /// The Pub/Sub channel of a target.
+    fn name(&self, inner: &Inner, target: &Target) -> String {
+        match target {
+            Some(channel) => inner.live_channel(channel),
+            None => self.signals.clone(),
+        }
+    }
+
+    /// Where to subscribe `name`: its slot's owner if known, else a primary this node has a link to, else a seed.
+    fn owner(&self, name: &str) -> String {
+        if let Some(addr) = self.owners.get(&slot(name)) {
+            return addr.clone();
+        }
+        let mut ready: Vec<&String> =
+            self.shards.iter().filter(|(_, s)| matches!(s, Shard::Ready(..))).map(|(a, _)| a).collect();
+        ready.sort();
+        match ready.first() {
+            Some(addr) => (*addr).clone(),
+            None => self.seeds[self.failures as usize % self.seeds.len()].addr.clone(),
+        }
+    }
+
     /// Makes the subscriptions match the wanted set: starts the attempts due, drops the channels left.
-    fn plan(&mut self, inner: &Inner, watches: &Watches, attempts: &mut FuturesUnordered<BoxFuture<'static, Attempt>>) {
-        let wanted: HashSet<ChannelName> = watches.lock().wanted.keys().cloned().collect();
+    fn plan(&mut self, inner: &Inner, watches: &Watches, attempts: &mut FuturesUnordered<BoxFuture<'static, Done>>) {
+        let wanted: Vec<ChannelName> = watches.lock().wanted.keys().cloned().collect();
         for channel in &wanted {
-            let known = self.subscribed.contains(channel) || self.in_flight.contains(channel);
-            if !known && !self.failed.contains_key(channel) {
+            let target = Some(channel.clone());
+            let known = self.subscribed.contains_key(&target) || self.in_flight.contains_key(&target);
+            if !known && !self.failed.contains_key(&target) {
                 // While not connected, `watch` returned without waiting for this subscription: whatever is
                 // stored until it holds is caught up then.
-                self.redo.entry(channel.clone()).or_insert(!watches.connected());
+                self.redo.entry(target).or_insert(!watches.connected());
             }
         }
-        if self.signals_lapsed && !self.signals_in_flight && (!self.signals_failed || self.retry_at.is_none()) {
-            self.signals_in_flight = true;
-            expect(&mut self.own_subscribes, self.signals.as_bytes());
-            let (mut con, name) = (self.con.clone(), self.signals.clone());
-            attempts.push(Box::pin(async move { (None, false, con.ssubscribe(name).await) }));
-        }
-        for (channel, catch) in std::mem::take(&mut self.redo) {
-            if !wanted.contains(&channel) || self.in_flight.contains(&channel) {
+        let is_wanted = |target: &Target| target.as_ref().is_none_or(|c| watches.lock().wanted.contains_key(c));
+        for (target, catch) in std::mem::take(&mut self.redo) {
+            if !is_wanted(&target) || self.in_flight.contains_key(&target) {
                 continue;
             }
-            let live = inner.live_channel(&channel);
-            expect(&mut self.own_subscribes, live.as_bytes());
-            self.in_flight.insert(channel.clone());
-            let mut con = self.con.clone();
-            attempts.push(Box::pin(async move {
-                let result = con.ssubscribe(live).await;
-                (Some(channel), catch, result)
-            }));
+            let name = self.name(inner, &target);
+            let addr = self.owner(&name);
+            match self.shards.get(&addr) {
+                Some(Shard::Ready(link, _)) => {
+                    let link = link.clone();
+                    self.in_flight.insert(target.clone(), addr.clone());
+                    attempts.push(Box::pin(async move {
+                        let result = link.subscribe(Bytes::from(name)).await;
+                        Done::Subscribed(target, addr, catch, result)
+                    }));
+                }
+                Some(Shard::Connecting) => {
+                    self.redo.insert(target, catch);
+                }
+                None => {
+                    self.redo.insert(target, catch);
+                    self.generations += 1;
+                    let generation = self.generations;
+                    let endpoint = Endpoint { addr: addr.clone(), ..self.seeds[0].clone() };
+                    let (timeout, events) = (self.timeout, self.events.clone());
+                    self.shards.insert(addr.clone(), Shard::Connecting);
+                    attempts.push(Box::pin(async move {
+                        let link = ShardLink::connect(&endpoint, generation, timeout, events).await;
+                        Done::Connected(addr, generation, link)
+                    }));
+                }
+            }
         }
-        self.failed.retain(|channel, _| wanted.contains(channel));
-        let gone: Vec<ChannelName> = self.subscribed.iter().filter(|c| !wanted.contains(*c)).cloned().collect();
-        for channel in gone {
-            self.subscribed.remove(&channel);
+        self.failed.retain(|target, _| is_wanted(target));
+        let gone: Vec<Target> = self.subscribed.keys().filter(|t| !is_wanted(t)).cloned().collect();
+        for target in gone {
+            let Some(addr) = self.subscribed.remove(&target) else { continue };
+            let Some(channel) = target else { continue };
             self.delivered.remove(&channel);
             self.unfinished.channels.remove(&channel);
             watches.lock().live.remove(&channel);
-            let live = inner.live_channel(&channel);
-            expect(&mut self.own_unsubscribes, live.as_bytes());
-            let mut con = self.con.clone();
-            // Not awaited: a subscription left behind (its shard unreachable) only brings announcements that
-            // `pushed` ignores, for a channel no longer subscribed here.
-            tokio::spawn(async move {
-                let _ = con.sunsubscribe(live).await;
-            });
+            if let Some(Shard::Ready(link, _)) = self.shards.get(&addr) {
+                let (link, name) = (link.clone(), Bytes::from(inner.live_channel(&channel)));
+                // Not awaited: a subscription left behind (its link about to end) only brings messages that
+                // `pushed` ignores, for a channel no longer subscribed here.
+                tokio::spawn(async move {
+                    let _ = link.unsubscribe(name).await;
+                });
+            }
         }
     }
 
     /// An attempt finished.
-    async fn settled(
-        &mut self,
-        inner: &Inner,
-        watches: &Watches,
-        channel: Option<ChannelName>,
-        catch: bool,
-        result: RedisResult<()>,
-    ) {
-        let Some(channel) = channel else {
-            self.signals_in_flight = false;
-            match result {
-                Ok(()) => (self.signals_lapsed, self.signals_failed) = (false, false),
-                Err(err) => {
-                    self.signals_failed = true;
-                    self.failed_attempt(&self.signals.clone(), &err);
-                }
+    async fn done(&mut self, inner: &Inner, watches: &Watches, done: Done) {
+        match done {
+            Done::Connected(addr, generation, Ok(link)) => {
+                self.shards.insert(addr, Shard::Ready(link, generation));
             }
-            return;
-        };
-        self.in_flight.remove(&channel);
-        match result {
-            Ok(()) => {
-                if self.failed.is_empty() {
-                    self.failures = 0;
+            Done::Connected(addr, _, Err(err)) => {
+                self.shards.remove(&addr);
+                // The targets waiting for this link wait for the retry (and then ask where to go again).
+                let waiting: Vec<Target> =
+                    self.redo.keys().filter(|t| self.owner(&self.name(inner, t)) == addr).cloned().collect();
+                self.owners.retain(|_, owner| *owner != addr);
+                for target in waiting {
+                    let catch = self.redo.remove(&target).unwrap_or(true);
+                    self.failed.insert(target, catch);
                 }
-                self.subscribed.insert(channel.clone());
-                if watches.connected() {
-                    watches.lock().live.insert(channel.clone());
-                }
-                watches.bump();
-                if catch {
-                    let seen = self
-                        .unfinished
-                        .channels
-                        .remove(&channel)
-                        .unwrap_or_else(|| self.delivered.get(&channel).copied());
-                    catch_up(inner, &channel, seen, &mut self.delivered, &mut self.unfinished).await;
-                }
+                self.failed_attempt(&addr, &err);
             }
-            Err(err) => {
-                self.failed_attempt(&inner.live_channel(&channel), &err);
-                // Whatever was stored until the subscription holds is caught up then.
-                self.failed.insert(channel, true);
+            Done::Subscribed(target, addr, catch, result) => {
+                self.in_flight.remove(&target);
+                match result {
+                    Ok(()) => self.confirmed(inner, watches, target, addr, catch).await,
+                    Err(Refused::Moved(owner)) if owner != addr && !owner.is_empty() => {
+                        self.owners.insert(slot(&self.name(inner, &target)), owner);
+                        self.redo.insert(target, catch);
+                    }
+                    Err(err) => {
+                        self.failed.insert(target, catch);
+                        self.failed_attempt(&addr, &err);
+                    }
+                }
             }
         }
     }
 
-    fn failed_attempt(&mut self, name: &str, err: &redis::RedisError) {
-        expected(&mut self.own_subscribes, name.as_bytes());
+    async fn confirmed(&mut self, inner: &Inner, watches: &Watches, target: Target, addr: String, catch: bool) {
+        if self.failed.is_empty() {
+            self.failures = 0;
+        }
+        self.subscribed.insert(target.clone(), addr);
+        let Some(channel) = target else { return };
+        if watches.connected() {
+            watches.lock().live.insert(channel.clone());
+        }
+        watches.bump();
+        if catch {
+            let seen =
+                self.unfinished.channels.remove(&channel).unwrap_or_else(|| self.delivered.get(&channel).copied());
+            catch_up(inner, &channel, seen, &mut self.delivered, &mut self.unfinished).await;
+        }
+    }
+
+    fn failed_attempt(&mut self, addr: &str, err: &Refused) {
         if self.retry_at.is_none() {
-            tracing::warn!(%err, channel = name, "sharded subscription failed; retrying");
+            tracing::warn!(%err, shard = addr, "sharded subscription failed; retrying");
             let backoff = FIRST_BACKOFF.saturating_mul(1 << self.failures.min(6)).min(MAX_BACKOFF);
             self.retry_at = Some(Instant::now() + backoff);
             self.failures += 1;
         }
     }
 
-    /// Handles one push from the cluster.
-    async fn pushed(&mut self, inner: &Inner, watches: &Watches, push: PushInfo) {
-        let name = match push.data.first() {
-            Some(Value::BulkString(name)) => name.clone(),
-            _ => Vec::new(),
-        };
-        match push.kind {
-            PushKind::SMessage => {
-                let Some(Value::BulkString(payload)) = push.data.get(1) else { return };
+    /// Handles one push from a link.
+    async fn pushed(&mut self, inner: &Inner, watches: &Watches, event: LinkEvent) {
+        match event.pushed {
+            Pushed::Message(name, payload) => {
                 if name == self.signals.as_bytes() {
-                    inner.signals.deliver(bytes::Bytes::copy_from_slice(payload));
+                    inner.signals.deliver(payload);
                     return;
                 }
                 let Ok(live) = std::str::from_utf8(&name) else { return };
                 // No presence on a cluster (refused at start), so only messages are announced here.
-                if let Some(Announced::Message(channel, position)) = announce(inner, live, payload) {
-                    if self.subscribed.contains(&channel) {
+                if let Some(Announced::Message(channel, position)) = announce(inner, live, &payload) {
+                    if self.subscribed.contains_key(&Some(channel.clone())) {
                         advance(&mut self.delivered, &channel, position);
                     }
                 }
             }
-            PushKind::SSubscribe => {
-                if expected(&mut self.own_subscribes, &name) {
-                    return;
-                }
-                // The library subscribed again after a reconnection: messages may have been stored meanwhile.
-                let channel = std::str::from_utf8(&name).ok().and_then(|live| inner.channel_of(live));
-                if let Some(channel) = channel.filter(|c| self.subscribed.contains(c)) {
-                    let seen = self.delivered.get(&channel).copied();
-                    catch_up(inner, &channel, seen, &mut self.delivered, &mut self.unfinished).await;
-                }
-            }
-            PushKind::SUnsubscribe => {
-                if expected(&mut self.own_unsubscribes, &name) {
+            Pushed::Dropped(name) => {
+                let target = if name == self.signals.as_bytes() {
+                    None
+                } else {
+                    match std::str::from_utf8(&name).ok().and_then(|live| inner.channel_of(live)) {
+                        Some(channel) => Some(channel),
+                        None => return,
+                    }
+                };
+                if self.subscribed.get(&target).map(String::as_str) != Some(&*event.addr) {
                     return;
                 }
                 inner.metrics.shard_change();
-                tracing::info!(channel = %String::from_utf8_lossy(&name), "a shard dropped a subscription (its slot moved); subscribing again");
-                if name == self.signals.as_bytes() {
-                    self.signals_lapsed = true;
+                tracing::info!(channel = %String::from_utf8_lossy(&name), shard = %event.addr, "a shard dropped a subscription (its slot moved); subscribing again");
+                // The slot moved: asking the old owner again brings a `MOVED` naming the new one.
+                self.owners.remove(&slot(&String::from_utf8_lossy(&name)));
+                self.lapsed(watches, target);
+            }
+            Pushed::Closed => {
+                let current =
+                    matches!(self.shards.get(&*event.addr), Some(Shard::Ready(_, g)) if *g == event.generation);
+                if !current {
                     return;
                 }
-                let channel = std::str::from_utf8(&name).ok().and_then(|live| inner.channel_of(live));
-                if let Some(channel) = channel.filter(|c| self.subscribed.remove(c)) {
-                    watches.lock().live.remove(&channel);
-                    self.redo.insert(channel, true);
+                inner.metrics.shard_change();
+                tracing::warn!(shard = %event.addr, "lost the connection to a redis cluster primary; subscribing its channels again");
+                self.shards.remove(&*event.addr);
+                // Its slots may be another primary's by now (a failover): ask again.
+                self.owners.retain(|_, owner| **owner != *event.addr);
+                let lost: Vec<Target> =
+                    self.subscribed.iter().filter(|(_, addr)| **addr == *event.addr).map(|(t, _)| t.clone()).collect();
+                for target in lost {
+                    self.lapsed(watches, target);
                 }
             }
-            PushKind::Disconnection => {
-                inner.metrics.shard_change();
-                tracing::warn!("lost a connection to a redis cluster shard; subscribing every channel again");
-                self.lapsed_all();
-            }
-            _ => {}
         }
     }
 
-    /// Every subscription may have lapsed: subscribe each again (to its slot's owner now) and catch it up. The
-    /// channels stay subscribed meanwhile, since most of them still are.
-    fn lapsed_all(&mut self) {
-        for channel in &self.subscribed {
-            self.redo.insert(channel.clone(), true);
+    /// `target`'s subscription ended: subscribe it again and catch it up.
+    fn lapsed(&mut self, watches: &Watches, target: Target) {
+        self.subscribed.remove(&target);
+        if let Some(channel) = &target {
+            watches.lock().live.remove(channel);
         }
-        self.signals_lapsed = true;
+        self.redo.insert(target, true);
     }
 
-    /// Tells the watches whether every subscription holds.
+    /// Tells the watches whether every subscription holds (or is on its way).
     fn report(&self, watches: &Watches) {
-        let ok = self.failed.is_empty() && !self.signals_failed;
+        let ok = self.failed.is_empty();
         let was = watches.connected();
         watches.set_connected(ok);
         if ok && !was {
-            watches.lock().live.extend(self.subscribed.iter().cloned());
+            watches.lock().live.extend(self.subscribed.keys().flatten().cloned());
             watches.bump();
         }
     }
+}
+
+/// The cluster slot of a Pub/Sub channel (its `{tag}`: the Herald channel's keys' slot).
+fn slot(name: &str) -> Slot {
+    Slot::for_key(name)
 }

@@ -2,7 +2,9 @@
 //! order after the list they follow, the grace before a leave, the most members, subscriber counts and the
 //! occupied channels, and the transitions webhooks report, observed once. Then, on Redis only, what several
 //! nodes share: one user on two nodes is one member, a channel is vacated when the last node's subscribers left,
-//! and a node that stops saying it lives loses its members, each exactly once.
+//! and a node that stops saying it lives loses its members, each exactly once. The Redis cases run on a Redis
+//! Cluster too (its own, started by the test binary), where the writes beyond a channel's slot happen around the
+//! scripts (`engine/redis/presence/cluster.rs`).
 //!
 //! Each case is written once, as a function of [`Nodes`], and instantiated per engine by [`contract!`] as a test
 //! of its own. Several nodes are several hubs on one Redis key prefix, in this process. The Redis tests need
@@ -25,6 +27,14 @@ use herald_proto::{ChannelName, EventName};
 enum Engine {
     Memory,
     Redis,
+    /// A Redis Cluster of the test binary's own (three shards, a replica each): the channels' presence keys
+    /// spread over the shards, the deployment's keys on one of them.
+    RedisCluster,
+}
+
+thread_local! {
+    /// The cluster a case's hubs run on, held until the case's thread ends.
+    static CLUSTER: std::cell::RefCell<Option<Arc<common::cluster::OwnCluster>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Builds the hubs ("nodes") of one case; `None` when the engine cannot run here.
@@ -38,9 +48,14 @@ impl Nodes {
     /// `n` hubs sharing one store (memory: only one can), with `tweak` applied to their configuration.
     async fn start(self, n: usize, tweak: impl Fn(&mut Config)) -> Option<Vec<Arc<Hub>>> {
         let mut config = Config { presence_grace: Duration::ZERO, ..Config::default() };
-        if self.engine == Engine::Redis {
+        if self.engine != Engine::Memory {
             config.engine = EngineKind::Redis;
-            config.redis_url = common::node::test_redis_url()?;
+            config.redis_url = match self.engine {
+                Engine::RedisCluster => CLUSTER
+                    .with(|held| held.borrow_mut().get_or_insert_with(common::cluster::OwnCluster::shared).clone())
+                    .url(),
+                _ => common::node::test_redis_url()?,
+            };
             config.redis_prefix = common::node::unique_prefix(self.case);
         }
         tweak(&mut config);
@@ -76,6 +91,17 @@ macro_rules! contract {
             $(#[tokio::test]
             async fn $redis_case() {
                 super::$redis_case(super::Nodes { engine: super::Engine::Redis, case: stringify!($redis_case) }).await;
+            })*
+        }
+        mod redis_cluster {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Nodes { engine: super::Engine::RedisCluster, case: stringify!($case) }).await;
+            })*
+            $(#[tokio::test]
+            async fn $redis_case() {
+                let nodes = super::Nodes { engine: super::Engine::RedisCluster, case: stringify!($redis_case) };
+                super::$redis_case(nodes).await;
             })*
         }
     };

@@ -3,7 +3,8 @@
 //! on at the timeout and retried while the others, and browsers, go on; an endpoint further behind than its queue
 //! loses the oldest events, counted; client events and cache misses reach the endpoints that want them. Over
 //! HTTPS: a receiver whose certificate chains to `webhook_ca_file` gets its events, signed; one whose certificate
-//! nobody vouches for gets nothing, and the failed handshakes are retried and counted as TLS failures.
+//! nobody vouches for gets nothing, and the failed handshakes are retried and counted as TLS failures. On a Redis
+//! Cluster (the test's own), two nodes sharing a channel and a member send each event of its lifecycle once.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,7 +16,7 @@ use common::receiver::{Answers, Receiver};
 use common::tls::TestCa;
 use common::tokens;
 use common::{spawn, TestServer, Ws};
-use herald::config::{Config, NamespaceSettings, WebhookSettings};
+use herald::config::{Config, EngineKind, NamespaceSettings, WebhookSettings};
 use herald::webhooks::format::herald_signature;
 use serde_json::{json, Value};
 
@@ -95,6 +96,36 @@ async fn a_channel_s_lifecycle_reaches_a_webhook_in_order_signed_with_an_id_per_
         assert_eq!(request.header("Content-Type"), Some("application/json"));
     }
     assert!(server.metric(r#"herald_webhook_events_sent_total{endpoint="backend"}"#).await >= 4);
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_two_nodes_send_each_event_of_a_channel_s_lifecycle_once() {
+    let cluster = common::cluster::OwnCluster::shared();
+    let receiver = Receiver::start(Answers::First(vec![])).await;
+    let mut config = config(vec![hook("backend", &receiver, &[], &["room:*"])]);
+    config.engine = EngineKind::Redis;
+    config.redis_url = cluster.url();
+    config.redis_prefix = common::node::unique_prefix("hooks-cluster");
+    let (a, b) = (spawn(config.clone()).await, spawn(config).await);
+    // The same user on both nodes is one member; the channel is occupied from the first subscriber on.
+    let on_a = member(&a, "ada", "room:1").await;
+    let on_b = member(&b, "ada", "room:1").await;
+    let grace = member(&b, "bob", "room:1").await;
+    drop(grace);
+    drop(on_a);
+    drop(on_b);
+    let expected = [
+        "channel_occupied ",
+        "member_added ada",
+        "member_added bob",
+        "member_removed bob",
+        "member_removed ada",
+        "channel_vacated ",
+    ];
+    receiver.until("the six events", |e| e.len() >= expected.len()).await;
+    // Whatever a second sender would add arrives within its next round.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(names(&receiver.delivered()), expected);
 }
 
 #[tokio::test]

@@ -75,16 +75,6 @@ impl Config {
         {
             return Err(invalid("redis_url", "a redis+cluster:// URL names at least one seed node (host:port,…)"));
         }
-        if self.redis_url.starts_with("redis+cluster://") && self.engine == super::EngineKind::Redis {
-            if !self.webhooks.is_empty() {
-                return Err(invalid("webhooks", "webhooks are not supported on Redis Cluster yet (docs/SCALING.md)"));
-            }
-            let presence =
-                std::iter::once(&self.default_namespace).chain(self.namespaces.values()).any(|ns| ns.presence);
-            if presence {
-                return Err(invalid("presence", "presence is not supported on Redis Cluster yet (docs/SCALING.md)"));
-            }
-        }
         if self.redis_prefix.contains(['{', '}']) {
             return Err(invalid("redis_prefix", "may not contain { or }: Herald uses them as Redis Cluster hash tags"));
         }
@@ -297,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_url_needs_seeds_and_refuses_what_a_cluster_cannot_do_yet() {
+    fn a_cluster_url_needs_seeds_and_takes_presence_and_webhooks() {
         let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
         let redis = |rest: &str| format!("engine = \"redis\"\nredis_url = \"redis+cluster://{rest}\"\n");
         let ok = load(&redis("10.0.0.1:6379,10.0.0.2:6379"), &[], Overrides::default()).unwrap();
@@ -305,7 +295,7 @@ mod tests {
         assert!(msg(load(&redis(""), &[], Overrides::default())).contains("at least one seed"));
         assert!(msg(load("redis_url = \"http://x\"", &[], Overrides::default())).contains("redis_url"));
         let presence = redis("a:1") + "[namespaces.room]\npresence = true\npublic = true\n";
-        assert!(msg(load(&presence, &[], Overrides::default())).contains("presence is not supported on Redis Cluster"));
+        assert!(load(&presence, &[], Overrides::default()).is_ok(), "presence works on a cluster too");
         let waiting = load("", &[("HERALD_REDIS_WAIT_REPLICAS", "1")], Overrides::default()).unwrap();
         assert_eq!(waiting.redis_wait_replicas, 1);
     }

@@ -1,7 +1,10 @@
-//! The log of lifecycle events in Redis: one stream for the cluster, `<prefix>webhooks:log`.
+//! The log of lifecycle events in Redis: one stream for the cluster, `<prefix>webhooks:log` (on a Redis Cluster
+//! `{<prefix>webhooks}:log`, and the other keys below alike, one hash tag for them all).
 //!
 //! Presence scripts append their transitions to it in the step that observes them (`presence/scripts.rs`,
-//! `log_event`), so each is logged once, in the order Redis ran the scripts; [`RedisLog::append`] adds the rest.
+//! `log_event`), so each is logged once, in the order Redis ran the scripts; [`RedisLog::append`] adds the rest,
+//! and on a cluster the presence transitions too, right after the script that observed them
+//! (`presence/cluster.rs`).
 //! Each entry has the stream's own id (unique and increasing, the event's id for receivers) and a number `n` from
 //! `<prefix>webhooks:n`, one more per entry, so a reader that finds a gap knows how many were trimmed unread. The
 //! stream keeps about `capacity` entries (`MAXLEN ~`). Readers' positions are `<prefix>webhooks:acked:<reader>`,
@@ -60,8 +63,14 @@ impl RedisLog {
         Self { inner, deployment, append: Script::new(APPEND), lead: Script::new(LEAD), waiting: OnceCell::new() }
     }
 
+    /// A key of the log. On a cluster they share one hash tag, so that appending (the stream and its counter) is
+    /// one script.
     fn key(&self, what: &str) -> String {
-        format!("{}webhooks:{what}", self.inner.config.redis_prefix)
+        let prefix = &self.inner.config.redis_prefix;
+        match self.inner.commands {
+            Commands::Cluster(_) => format!("{{{prefix}webhooks}}:{what}"),
+            Commands::Single(_) => format!("{prefix}webhooks:{what}"),
+        }
     }
 
     /// Reads `XRANGE`/`XREAD` entries: `[[id, [field, value, …]], …]`.

@@ -237,8 +237,8 @@ impl RedisEngine {
         let stop = CancellationToken::new();
         let watches = Arc::new(pubsub::Watches::default());
         watches.set_connected(true);
-        let presence = presence::RedisPresence::start(inner.clone()).await?;
         let events = Arc::new(events::RedisLog::new(inner.clone(), deployment));
+        let presence = presence::RedisPresence::start(inner.clone(), events.clone()).await?;
         tokio::spawn(follower.follow(inner.clone(), presence.clone(), watches.clone(), stop.clone()));
         tokio::spawn(presence::keep_alive(presence.clone(), stop.clone()));
         let cluster = matches!(inner.commands, Commands::Cluster(_)).then(Arc::<cluster_state::ClusterState>::default);

@@ -53,8 +53,7 @@ impl Follower {
         sharded::Sharded::connect(seeds, timeout).await.map(Self::Sharded)
     }
 
-    /// Runs until `stop`, delivering what arrives. `presence` reads the member lists a catch-up compares with
-    /// (presence is refused on a cluster, so the sharded follower has none to catch up).
+    /// Runs until `stop`, delivering what arrives. `presence` reads the member lists a catch-up compares with.
     pub(super) async fn follow(
         self,
         inner: Arc<Inner>,
@@ -64,7 +63,7 @@ impl Follower {
     ) {
         match self {
             Self::Single(client, first) => follow(client, first, inner, presence, watches, stop).await,
-            Self::Sharded(sharded) => sharded.follow(inner, watches, stop).await,
+            Self::Sharded(sharded) => sharded.follow(inner, presence, watches, stop).await,
         }
     }
 }

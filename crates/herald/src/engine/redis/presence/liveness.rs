@@ -23,9 +23,6 @@ const CLAIM_AT_ONCE: usize = 16;
 
 /// Renews this node's liveness and reaps dead nodes until `stop`.
 pub(in crate::engine::redis) async fn follow(presence: Arc<RedisPresence>, stop: CancellationToken) {
-    if presence.on_cluster() {
-        return; // No presence on a cluster (NOT_ON_CLUSTER), so no node's share to keep alive or remove.
-    }
     let every = (presence.inner.config.presence_node_ttl / 3).max(std::time::Duration::from_millis(100));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -110,10 +107,18 @@ impl RedisPresence {
             (local.node.clone(), idle)
         };
         for channel in idle {
-            let keys =
-                [self.node_channels_key(&node), self.key(&channel, "subscribers"), self.key(&channel, "connections")];
-            let args: [&[u8]; 2] = [node.as_bytes(), channel.as_str().as_bytes()];
-            if self.call::<i64>(&self.scripts.release, &keys, &args, true).await.is_err() {
+            let released = if self.cluster {
+                self.release_on_cluster(&node, &channel).await
+            } else {
+                let keys = [
+                    self.node_channels_key(&node),
+                    self.key(&channel, "subscribers"),
+                    self.key(&channel, "connections"),
+                ];
+                let args: [&[u8]; 2] = [node.as_bytes(), channel.as_str().as_bytes()];
+                self.call::<i64>(&self.scripts.release, &keys, &args, true).await.map(|_| ())
+            };
+            if released.is_err() {
                 self.lock().idle.insert(channel);
             }
         }
@@ -140,14 +145,16 @@ impl RedisPresence {
                     self.reap(&node, &channel).await?;
                 }
             }
+            // Two commands, not a pipeline: on a cluster the two keys are in different slots.
             let dead = self.global_key("dead_nodes");
-            self.inner
-                .run(true, |mut con| {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("DEL").arg(&index).ignore().cmd("ZREM").arg(&dead).arg(&node).ignore();
-                    async move { pipe.query_async::<()>(&mut con).await }
-                })
-                .await?;
+            for command in [redis::cmd("DEL").arg(&index).clone(), redis::cmd("ZREM").arg(&dead).arg(&node).clone()] {
+                self.inner
+                    .run(true, |mut con| {
+                        let command = command.clone();
+                        async move { command.query_async::<()>(&mut con).await }
+                    })
+                    .await?;
+            }
             tracing::info!(%node, channels = channels.len(), "removed the presence of a node silent for presence_node_ttl_secs");
         }
         Ok(())
@@ -155,18 +162,16 @@ impl RedisPresence {
 
     /// Removes `node`'s share of `channel`: its subscribers and its connections.
     async fn reap(&self, node: &str, channel: &ChannelName) -> Result<(), EngineError> {
-        let [members, connections, counts, seq] = self.presence_keys(channel);
-        let [log, counter] = self.log_keys();
-        let (subscribers, occupied) = (self.key(channel, "subscribers"), self.global_key("occupied"));
-        let keys = [members, connections, counts, seq, subscribers, occupied, log, counter];
-        let (live, capacity) = (self.inner.live_channel(channel), self.log_capacity());
+        let (beyond, capacity) = self.beyond(&[self.global_key("occupied")]);
+        let keys = [&self.presence_keys(channel)[..], &[self.key(channel, "subscribers")], &beyond].concat();
+        let live = self.inner.live_channel(channel);
         let args: [&[u8]; 4] = [node.as_bytes(), live.as_bytes(), channel.as_str().as_bytes(), capacity.as_bytes()];
         let (vacated, left): (i64, Vec<Vec<u8>>) = self.call(&self.scripts.reap, &keys, &args, true).await?;
         for member in scripts::members(left).map_err(unreadable)? {
-            self.inner.presence.transition(Transition::MemberRemoved(channel.clone(), member));
+            self.observed(Transition::MemberRemoved(channel.clone(), member)).await;
         }
         if vacated == 1 {
-            self.inner.presence.transition(Transition::Vacated(channel.clone()));
+            self.observed(Transition::Vacated(channel.clone())).await;
         }
         Ok(())
     }

@@ -12,6 +12,7 @@
 //! This node remembers what it stored (its connections, its counts), for that case and to retry a leave that
 //! failed while Redis was unreachable.
 
+mod cluster;
 mod liveness;
 mod scripts;
 
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use herald_proto::ChannelName;
 use redis::{FromRedisValue, Script, Value};
 
+use super::events::RedisLog;
 use super::Inner;
 use crate::engine::presence::{
     JoinError, Joined, Member, Members, Occupancy, PresenceEvent, PresenceListener, PresenceStore, Transition,
@@ -41,6 +43,7 @@ struct Scripts {
     retire: Script,
     claim_dead: Script,
     release: Script,
+    holds: Script,
 }
 
 /// What this node stored, to store again under a new name or to retry.
@@ -65,6 +68,10 @@ pub(super) struct RedisPresence {
     local: Mutex<Local>,
     /// The node stops: it renews its liveness no more.
     retired: AtomicBool,
+    /// On a Redis Cluster: the writes beyond a channel's slot are done around the scripts (`cluster.rs`).
+    cluster: bool,
+    /// The log of lifecycle events, which this store appends its transitions to itself on a cluster.
+    log: Arc<RedisLog>,
 }
 
 /// A fresh node name: random enough that two nodes never share one.
@@ -83,7 +90,7 @@ fn unreadable(err: impl std::fmt::Display) -> EngineError {
 
 impl RedisPresence {
     /// Presence on `inner`'s Redis, registered as a living node.
-    pub(super) async fn start(inner: Arc<Inner>) -> Result<Arc<Self>, EngineError> {
+    pub(super) async fn start(inner: Arc<Inner>, log: Arc<RedisLog>) -> Result<Arc<Self>, EngineError> {
         let scripts = Scripts {
             join: inner.commands.script(&scripts::join()),
             leave: inner.commands.script(&scripts::leave()),
@@ -94,12 +101,12 @@ impl RedisPresence {
             retire: Script::new(scripts::RETIRE),
             claim_dead: Script::new(scripts::CLAIM_DEAD),
             release: Script::new(scripts::RELEASE),
+            holds: Script::new(scripts::HOLDS),
         };
         let local = Mutex::new(Local { node: node_name(), ..Local::default() });
-        let presence = Arc::new(Self { inner, scripts, local, retired: AtomicBool::new(false) });
-        if !presence.on_cluster() {
-            presence.heartbeat(true).await?;
-        }
+        let cluster = matches!(inner.commands, super::connection::Commands::Cluster(_));
+        let presence = Arc::new(Self { inner, scripts, local, retired: AtomicBool::new(false), cluster, log });
+        presence.heartbeat(true).await?;
         Ok(presence)
     }
 
@@ -121,19 +128,27 @@ impl RedisPresence {
         ["members", "connections", "counts", "presence_seq"].map(|what| self.key(channel, what))
     }
 
+    /// A key of the whole deployment (the nodes, the dead ones, the occupied channels). On a cluster they share
+    /// one hash tag, so that a script may touch two of them.
     fn global_key(&self, what: &str) -> String {
-        format!("{}{what}", self.inner.config.redis_prefix)
-    }
-
-    /// The log of lifecycle events and its counter: the last two keys of a script that logs.
-    fn log_keys(&self) -> [String; 2] {
         let prefix = &self.inner.config.redis_prefix;
-        [format!("{prefix}webhooks:log"), format!("{prefix}webhooks:n")]
+        if self.cluster {
+            format!("{{{prefix}global}}:{what}")
+        } else {
+            format!("{prefix}{what}")
+        }
     }
 
-    /// The log's capacity (0: off): the last argument of a script that logs.
-    fn log_capacity(&self) -> String {
-        super::events::capacity(&self.inner).to_string()
+    /// Keys a script takes beyond its channel's (`beyond`, then the log and its counter as its last two), and
+    /// the log's capacity, its last argument (0: off). On a cluster none: the caller writes those itself.
+    fn beyond(&self, beyond: &[String]) -> (Vec<String>, String) {
+        if self.cluster {
+            return (Vec::new(), "0".into());
+        }
+        let prefix = &self.inner.config.redis_prefix;
+        let mut keys = beyond.to_vec();
+        keys.extend([format!("{prefix}webhooks:log"), format!("{prefix}webhooks:n")]);
+        (keys, super::events::capacity(&self.inner).to_string())
     }
 
     fn node_channels_key(&self, node: &str) -> String {
@@ -170,11 +185,13 @@ impl RedisPresence {
         member: &Member,
         max: usize,
     ) -> Result<Joined, JoinError> {
-        let [members, connections, counts, seq] = self.presence_keys(channel);
-        let [log, counter] = self.log_keys();
-        let keys = [members, connections, counts, seq, self.node_channels_key(node), log, counter];
+        if self.cluster {
+            self.index_channel(node, channel).await?;
+        }
+        let (beyond, capacity) = self.beyond(&[self.node_channels_key(node)]);
+        let keys = [&self.presence_keys(channel)[..], &beyond].concat();
         let field = format!("{node}/{connection}");
-        let (max, live, capacity) = (max.to_string(), self.inner.live_channel(channel), self.log_capacity());
+        let (max, live) = (max.to_string(), self.inner.live_channel(channel));
         let args: [&[u8]; 7] = [
             field.as_bytes(),
             member.user_id.as_bytes(),
@@ -196,35 +213,36 @@ impl RedisPresence {
             seq: scripts::seq(&seq).map_err(unreadable)?,
         };
         if new == 1 {
-            self.inner.presence.transition(Transition::MemberAdded(channel.clone(), member.clone()));
+            self.observed(Transition::MemberAdded(channel.clone(), member.clone())).await;
         }
         Ok(Joined { members: members.sorted(), new: new == 1 })
     }
 
     /// Runs the leave of `field` on `channel`.
     async fn leave_field(&self, channel: &ChannelName, field: &str) -> Result<(), EngineError> {
-        let [members, connections, counts, seq] = self.presence_keys(channel);
-        let [log, counter] = self.log_keys();
-        let keys = [members, connections, counts, seq, log, counter];
-        let (live, capacity) = (self.inner.live_channel(channel), self.log_capacity());
+        let (beyond, capacity) = self.beyond(&[]);
+        let keys = [&self.presence_keys(channel)[..], &beyond].concat();
+        let live = self.inner.live_channel(channel);
         let args: [&[u8]; 4] = [field.as_bytes(), live.as_bytes(), channel.as_str().as_bytes(), capacity.as_bytes()];
         let left: Vec<Vec<u8>> = self.call(&self.scripts.leave, &keys, &args, true).await?;
         if let Some(member) = scripts::members(left).map_err(unreadable)?.pop() {
-            self.inner.presence.transition(Transition::MemberRemoved(channel.clone(), member));
+            self.observed(Transition::MemberRemoved(channel.clone(), member)).await;
         }
         Ok(())
     }
 
     async fn set_subscribers_as(&self, node: &str, channel: &ChannelName, count: u64) -> Result<(), EngineError> {
-        let [log, counter] = self.log_keys();
-        let keys =
-            [self.key(channel, "subscribers"), self.global_key("occupied"), self.node_channels_key(node), log, counter];
-        let (count, capacity) = (count.to_string(), self.log_capacity());
+        if self.cluster && count > 0 {
+            self.index_channel(node, channel).await?;
+        }
+        let (beyond, capacity) = self.beyond(&[self.global_key("occupied"), self.node_channels_key(node)]);
+        let keys = [&[self.key(channel, "subscribers")][..], &beyond].concat();
+        let count = count.to_string();
         let args: [&[u8]; 4] = [node.as_bytes(), count.as_bytes(), channel.as_str().as_bytes(), capacity.as_bytes()];
         let change: i64 = self.call(&self.scripts.set_subscribers, &keys, &args, true).await?;
         match change {
-            1 => self.inner.presence.transition(Transition::Occupied(channel.clone())),
-            -1 => self.inner.presence.transition(Transition::Vacated(channel.clone())),
+            1 => self.observed(Transition::Occupied(channel.clone())).await,
+            -1 => self.observed(Transition::Vacated(channel.clone())).await,
             _ => {}
         }
         Ok(())
@@ -245,20 +263,6 @@ impl RedisPresence {
     }
 }
 
-/// Why presence answers 503 on a cluster: its scripts write keys beyond the channel's slot (the index of occupied
-/// channels, a node's index of its channels, the log of lifecycle events), which one script cannot do there.
-const NOT_ON_CLUSTER: &str = "presence and occupancy are not supported on Redis Cluster yet";
-
-impl RedisPresence {
-    fn on_cluster(&self) -> bool {
-        matches!(self.inner.commands, super::connection::Commands::Cluster(_))
-    }
-
-    fn not_on_cluster<T>(&self) -> Option<Result<T, EngineError>> {
-        self.on_cluster().then(|| Err(EngineError::Unavailable(NOT_ON_CLUSTER.into())))
-    }
-}
-
 impl PresenceStore for RedisPresence {
     fn listen(&self, listener: Arc<dyn PresenceListener>) {
         self.inner.presence.set(listener);
@@ -272,9 +276,6 @@ impl PresenceStore for RedisPresence {
         max_members: usize,
     ) -> BoxFuture<'a, Result<Joined, JoinError>> {
         Box::pin(async move {
-            if let Some(refused) = self.not_on_cluster() {
-                return refused.map_err(JoinError::from);
-            }
             let node = {
                 let mut local = self.lock();
                 local.connections.insert(connection, (channel.clone(), member.clone(), max_members));
@@ -291,9 +292,6 @@ impl PresenceStore for RedisPresence {
 
     fn leave<'a>(&'a self, channel: &'a ChannelName, connection: u64) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
-            if self.on_cluster() {
-                return Ok(()); // Nothing joined.
-            }
             let field = {
                 let mut local = self.lock();
                 local.connections.remove(&connection);
@@ -310,9 +308,6 @@ impl PresenceStore for RedisPresence {
 
     fn members<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Members, EngineError>> {
         Box::pin(async move {
-            if let Some(refused) = self.not_on_cluster() {
-                return refused;
-            }
             let [members, _, _, seq] = self.presence_keys(channel);
             let (seq, flat): (Vec<u8>, Vec<Vec<u8>>) =
                 self.call(&self.scripts.members, &[members, seq], &[], true).await?;
@@ -323,9 +318,6 @@ impl PresenceStore for RedisPresence {
 
     fn set_subscribers<'a>(&'a self, channel: &'a ChannelName, count: u64) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
-            if self.on_cluster() {
-                return Ok(()); // Counts are not added up on a cluster (NOT_ON_CLUSTER).
-            }
             let node = {
                 let mut local = self.lock();
                 if count == 0 {
@@ -342,9 +334,6 @@ impl PresenceStore for RedisPresence {
 
     fn occupancy<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Occupancy, EngineError>> {
         Box::pin(async move {
-            if let Some(refused) = self.not_on_cluster() {
-                return refused;
-            }
             let (subscribers, members) = (self.key(channel, "subscribers"), self.key(channel, "members"));
             let (counts, members): (Vec<u64>, u64) = self
                 .inner
@@ -364,9 +353,6 @@ impl PresenceStore for RedisPresence {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<(ChannelName, Occupancy)>, EngineError>> {
         Box::pin(async move {
-            if let Some(refused) = self.not_on_cluster() {
-                return refused;
-            }
             let index = self.global_key("occupied");
             // Channel names are ASCII, so every name that starts with the prefix sorts before prefix + 0xff.
             let (from, to) = (format!("[{prefix}").into_bytes(), [b"[", prefix.as_bytes(), b"\xff"].concat());
@@ -393,9 +379,6 @@ impl PresenceStore for RedisPresence {
     fn retire(&self) -> BoxFuture<'_, ()> {
         self.retired.store(true, Ordering::Relaxed);
         Box::pin(async move {
-            if self.on_cluster() {
-                return; // Never registered (NOT_ON_CLUSTER).
-            }
             let config = &self.inner.config;
             let (ttl, grace) =
                 (config.presence_node_ttl.as_millis().to_string(), config.presence_grace.as_millis().to_string());

@@ -5,10 +5,11 @@
 //! id), `…:counts` (hash: user id → its connections) and `…:presence_seq` (the channel's presence sequence). Its
 //! occupancy is `<prefix>{<channel>}:subscribers` (hash: node → that node's subscribers). Each script changes one
 //! channel atomically, so every join, leave and transition is observed by exactly one caller, which is how each
-//! webhook is sent once by the cluster. Two keys outside the channel's slot are written by these scripts: the
-//! index of occupied channels, `<prefix>occupied` (a sorted set read by prefix), and the node's index of the
-//! channels it holds a share of, `<prefix>node:{<node>}:channels`; on Redis Cluster those writes would move out of
-//! the scripts.
+//! webhook is sent once by the cluster. Keys outside the channel's slot are written by these scripts on one
+//! Redis only: the index of occupied channels, `<prefix>occupied` (a sorted set read by prefix), the node's index
+//! of the channels it holds a share of, `<prefix>node:{<node>}:channels`, and the log of lifecycle events. On a
+//! Redis Cluster a script may only touch its channel's slot, so the caller leaves those keys out (each script
+//! writes one only when it was given it) and does the writes itself, around the script (`presence/cluster.rs`).
 //!
 //! A change of members is announced on the channel's Pub/Sub channel (the one its messages use, so it reaches
 //! exactly the nodes that have subscribers, in order with them) as `presence\n<seq>\n<join|leave>\n<user id>\n
@@ -85,7 +86,7 @@ if not known and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return {'
 if redis.call('HSETNX', KEYS[2], ARGV[1], user) == 1 then
   redis.call('HINCRBY', KEYS[3], user, 1)
 end
-redis.call('SADD', KEYS[5], ARGV[6])
+if KEYS[5] then redis.call('SADD', KEYS[5], ARGV[6]) end
 local seq
 if known then
   seq = redis.call('GET', KEYS[4]) or '0'
@@ -123,15 +124,15 @@ if ARGV[2] == '0' then
   redis.call('HDEL', KEYS[1], ARGV[1])
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('SADD', KEYS[3], ARGV[3])
+  if KEYS[3] then redis.call('SADD', KEYS[3], ARGV[3]) end
 end
 local after = redis.call('HLEN', KEYS[1])
 if before == 0 and after > 0 then
-  redis.call('ZADD', KEYS[2], 0, ARGV[3])
+  if KEYS[2] then redis.call('ZADD', KEYS[2], 0, ARGV[3]) end
   log_event('channel_occupied', ARGV[3])
   return 1
 elseif before > 0 and after == 0 then
-  redis.call('ZREM', KEYS[2], ARGV[3])
+  if KEYS[2] then redis.call('ZREM', KEYS[2], ARGV[3]) end
   log_event('channel_vacated', ARGV[3])
   return -1
 end
@@ -161,7 +162,7 @@ for _, field in ipairs(fields) do
   end
 end
 if redis.call('HDEL', KEYS[5], ARGV[1]) == 1 and redis.call('HLEN', KEYS[5]) == 0 then
-  redis.call('ZREM', KEYS[6], ARGV[3])
+  if KEYS[6] then redis.call('ZREM', KEYS[6], ARGV[3]) end
   log_event('channel_vacated', ARGV[3])
   vacated = 1
 end
@@ -169,6 +170,17 @@ return {vacated, left}
 "
     )
 }
+
+/// Whether a node holds anything of a channel (its subscribers or a connection): the half of [`RELEASE`] in the
+/// channel's slot, for a Redis Cluster. KEYS: subscribers, connections. ARGV: node. Returns 1 when it does.
+pub(super) const HOLDS: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 1 end
+local prefix = ARGV[1] .. '/'
+for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if string.sub(field, 1, #prefix) == prefix then return 1 end
+end
+return 0
+";
 
 /// Drops a channel from a node's index when the node holds nothing of it any more. KEYS: the node's index of
 /// channels, subscribers, connections. ARGV: node, channel. Returns 1 when dropped.

@@ -31,7 +31,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::shard_link::{Endpoint, LinkEvent, Pushed, Refused, ShardLink};
-use super::{advance, announce, catch_up, Announced, Inner, Unfinished, Watches, FIRST_BACKOFF, MAX_BACKOFF};
+use super::{
+    advance, announce, catch_up, read_roster, Announced, Inner, Unfinished, Watches, FIRST_BACKOFF, MAX_BACKOFF,
+};
+use crate::engine::redis::presence::RedisPresence;
+use crate::engine::redis::roster::Rosters;
 
 /// Pushes waiting for this task, from all links together. A link finding it full stops reading its socket
 /// (see `shard_link.rs` for what Redis does then).
@@ -69,8 +73,14 @@ impl Sharded {
         Err(std::io::Error::other(format!("no seed of the cluster answered: {last}")).into())
     }
 
-    pub(super) async fn follow(mut self, inner: Arc<Inner>, watches: Arc<Watches>, stop: CancellationToken) {
-        let mut links = Links::new(&self, inner.signal_channel());
+    pub(super) async fn follow(
+        mut self,
+        inner: Arc<Inner>,
+        presence: Arc<RedisPresence>,
+        watches: Arc<Watches>,
+        stop: CancellationToken,
+    ) {
+        let mut links = Links::new(&self, inner.signal_channel(), presence);
         let mut attempts: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
         loop {
             links.plan(&inner, &watches, &mut attempts);
@@ -85,8 +95,12 @@ impl Sharded {
                     links.redo.extend(failed);
                 }
                 () = tokio::time::sleep_until(links.unfinished.at.unwrap_or_else(Instant::now)), if links.unfinished.at.is_some() => {
+                    let rereads = links.unfinished.retry_rosters();
                     for (channel, seen) in links.unfinished.retry() {
                         catch_up(&inner, &channel, seen, &mut links.delivered, &mut links.unfinished).await;
+                    }
+                    for channel in rereads {
+                        read_roster(&inner, &links.presence, &channel, &mut links.rosters, &mut links.unfinished).await;
                     }
                     links.unfinished.settle();
                 }
@@ -156,10 +170,13 @@ struct Links {
     failures: u32,
     delivered: HashMap<ChannelName, Position>,
     unfinished: Unfinished,
+    /// What this node's presence followers were told of each channel with presence (as on one Redis).
+    rosters: Rosters,
+    presence: Arc<RedisPresence>,
 }
 
 impl Links {
-    fn new(sharded: &Sharded, signals: String) -> Self {
+    fn new(sharded: &Sharded, signals: String, presence: Arc<RedisPresence>) -> Self {
         let mut shards = HashMap::new();
         shards.insert(sharded.first_addr.clone(), Shard::Ready(sharded.first.clone(), 0));
         let mut redo = HashMap::new();
@@ -180,6 +197,8 @@ impl Links {
             failures: 0,
             delivered: HashMap::new(),
             unfinished: Unfinished::default(),
+            rosters: Rosters::default(),
+            presence,
         }
     }
 
@@ -257,6 +276,8 @@ impl Links {
             let Some(channel) = target else { continue };
             self.delivered.remove(&channel);
             self.unfinished.channels.remove(&channel);
+            self.rosters.remove(&channel);
+            self.unfinished.rosters.remove(&channel);
             watches.lock().live.remove(&channel);
             if let Some(Shard::Ready(link, _)) = self.shards.get(&addr) {
                 let (link, name) = (link.clone(), Bytes::from(inner.live_channel(&channel)));
@@ -319,6 +340,11 @@ impl Links {
                 self.unfinished.channels.remove(&channel).unwrap_or_else(|| self.delivered.get(&channel).copied());
             catch_up(inner, &channel, seen, &mut self.delivered, &mut self.unfinished).await;
         }
+        if inner.config.has_presence(&channel) {
+            // Right after subscribing: the roster's start; after a lapse: the joins and leaves missed meanwhile.
+            self.unfinished.rosters.remove(&channel);
+            read_roster(inner, &self.presence, &channel, &mut self.rosters, &mut self.unfinished).await;
+        }
     }
 
     fn failed_attempt(&mut self, addr: &str, err: &Refused) {
@@ -339,11 +365,14 @@ impl Links {
                     return;
                 }
                 let Ok(live) = std::str::from_utf8(&name) else { return };
-                // No presence on a cluster (refused at start), so only messages are announced here.
-                if let Some(Announced::Message(channel, position)) = announce(inner, live, &payload) {
-                    if self.subscribed.contains_key(&Some(channel.clone())) {
+                match announce(inner, live, &payload) {
+                    Some(Announced::Message(channel, position))
+                        if self.subscribed.contains_key(&Some(channel.clone())) =>
+                    {
                         advance(&mut self.delivered, &channel, position);
                     }
+                    Some(Announced::Presence(event)) => self.rosters.apply(&event),
+                    _ => {}
                 }
             }
             Pushed::Dropped(name) => {

@@ -86,9 +86,12 @@ enum Command {
     Ping,
 }
 
+/// Where the answer to a command goes.
+type Reply = oneshot::Sender<Result<(), Refused>>;
+
 struct Request {
     command: Command,
-    reply: oneshot::Sender<Result<(), Refused>>,
+    reply: Reply,
 }
 
 /// A handle on one link; the link ends when the last handle is dropped or its connection does.
@@ -182,7 +185,7 @@ struct Task {
     buf: BytesMut,
     receiver: mpsc::Receiver<Request>,
     /// Commands sent and not answered yet, oldest first, with whom to tell.
-    pending: VecDeque<(Command, Option<oneshot::Sender<Result<(), Refused>>>)>,
+    pending: VecDeque<(Command, Option<Reply>)>,
     events: mpsc::Sender<LinkEvent>,
     addr: Arc<str>,
     generation: u64,
@@ -254,11 +257,7 @@ impl Task {
         }
     }
 
-    async fn send(
-        &mut self,
-        command: Command,
-        reply: Option<oneshot::Sender<Result<(), Refused>>>,
-    ) -> std::io::Result<()> {
+    async fn send(&mut self, command: Command, reply: Option<Reply>) -> std::io::Result<()> {
         let bytes = match &command {
             Command::Subscribe(name) => resp3::command(&[b"SSUBSCRIBE", name]),
             Command::Unsubscribe(name) => resp3::command(&[b"SUNSUBSCRIBE", name]),

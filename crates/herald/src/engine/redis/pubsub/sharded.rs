@@ -236,7 +236,7 @@ impl Links {
                 self.redo.entry(target).or_insert(!watches.connected());
             }
         }
-        let is_wanted = |target: &Target| target.as_ref().is_none_or(|c| watches.lock().wanted.contains_key(c));
+        let is_wanted = |target: &Target| target.as_ref().map_or(true, |c| watches.lock().wanted.contains_key(c));
         for (target, catch) in std::mem::take(&mut self.redo) {
             if !is_wanted(&target) || self.in_flight.contains_key(&target) {
                 continue;

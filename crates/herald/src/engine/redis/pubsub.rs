@@ -211,8 +211,12 @@ async fn follow(
         // After a drop, every channel subscribed again is caught up: messages may have been stored while this
         // node was not listening.
         let mut catching_up = resumed;
+        // Whether the wanted set may differ from the subscriptions: comparing them costs a pass over every
+        // channel, so it is done when `watch`/`unwatch` said so, not for every message that arrives.
+        let mut changed = true;
         'session: loop {
-            let wanted: Vec<ChannelName> = watches.lock().wanted.keys().cloned().collect();
+            let wanted: HashSet<ChannelName> =
+                if changed { watches.lock().wanted.keys().cloned().collect() } else { HashSet::new() };
             let new: Vec<&ChannelName> = wanted.iter().filter(|c| !subscribed.contains(*c)).collect();
             for channel in new {
                 if sink.subscribe(inner.live_channel(channel)).await.is_err() {
@@ -238,7 +242,12 @@ async fn follow(
                 unfinished.rosters.retain(|channel| subscribed.contains(channel));
             }
             catching_up = false;
-            let gone: Vec<ChannelName> = subscribed.iter().filter(|c| !wanted.contains(c)).cloned().collect();
+            let gone: Vec<ChannelName> = if changed {
+                subscribed.iter().filter(|c| !wanted.contains(*c)).cloned().collect()
+            } else {
+                Vec::new()
+            };
+            changed = false;
             for channel in gone {
                 if sink.unsubscribe(inner.live_channel(&channel)).await.is_err() {
                     break 'session;
@@ -252,7 +261,7 @@ async fn follow(
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = watches.changed.notified() => {}
+                () = watches.changed.notified() => changed = true,
                 () = tokio::time::sleep_until(unfinished.at.unwrap_or_else(Instant::now)), if unfinished.at.is_some() => {
                     let rereads = unfinished.retry_rosters();
                     for (channel, seen) in unfinished.retry() {

@@ -82,12 +82,15 @@ impl Sharded {
     ) {
         let mut links = Links::new(&self, inner.signal_channel(), presence);
         let mut attempts: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
+        // Whether the wanted set may differ from the subscriptions (see `plan`).
+        let mut changed = true;
         loop {
-            links.plan(&inner, &watches, &mut attempts);
+            links.plan(&inner, &watches, &mut attempts, changed);
+            changed = false;
             links.report(&watches);
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = watches.changed.notified() => {}
+                () = watches.changed.notified() => changed = true,
                 Some(done) = attempts.next() => links.done(&inner, &watches, done).await,
                 () = tokio::time::sleep_until(links.retry_at.unwrap_or_else(Instant::now)), if links.retry_at.is_some() => {
                     links.retry_at = None;
@@ -224,9 +227,17 @@ impl Links {
         }
     }
 
-    /// Makes the subscriptions match the wanted set: starts the attempts due, drops the channels left.
-    fn plan(&mut self, inner: &Inner, watches: &Watches, attempts: &mut FuturesUnordered<BoxFuture<'static, Done>>) {
-        let wanted: Vec<ChannelName> = watches.lock().wanted.keys().cloned().collect();
+    /// Starts the attempts due; with `changed` (`watch`/`unwatch` said the wanted set changed), first compares the
+    /// wanted set with the subscriptions, which costs a pass over every channel, so not for every message.
+    fn plan(
+        &mut self,
+        inner: &Inner,
+        watches: &Watches,
+        attempts: &mut FuturesUnordered<BoxFuture<'static, Done>>,
+        changed: bool,
+    ) {
+        let wanted: Vec<ChannelName> =
+            if changed { watches.lock().wanted.keys().cloned().collect() } else { Vec::new() };
         for channel in &wanted {
             let target = Some(channel.clone());
             let known = self.subscribed.contains_key(&target) || self.in_flight.contains_key(&target);
@@ -268,6 +279,9 @@ impl Links {
                     }));
                 }
             }
+        }
+        if !changed {
+            return;
         }
         self.failed.retain(|target, _| is_wanted(target));
         let gone: Vec<Target> = self.subscribed.keys().filter(|t| !is_wanted(t)).cloned().collect();

@@ -7,6 +7,7 @@
 #
 #   bench/crosscheck.sh                       # cpu-ws-2k, 2 rounds (about 2 minutes)
 #   ROUNDS=3 bench/crosscheck.sh cpu-ws-2k cpu-ws-10k
+#   ROUNDS=2 bench/crosscheck.sh --summary cpu-ws-2k   # tabulate the kept results again, run nothing
 #
 # Each round is one bench/compare.sh run per generator; their results are kept in
 # bench/results/crosscheck/<round>-<generator>/ and tabulated in bench/results/crosscheck/summary.md.
@@ -15,12 +16,15 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 out="$root/bench/results/crosscheck"
 rounds=${ROUNDS:-2}
+summary_only=0
+if [ "${1:-}" = --summary ]; then summary_only=1; shift; fi
 if [ $# -gt 0 ]; then scenarios=("$@"); else scenarios=(cpu-ws-2k); fi
 
-rm -rf "$out"
-mkdir -p "$out"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+if [ $summary_only = 0 ]; then rm -rf "$out"; fi
+mkdir -p "$out"
 for round in $(seq "$rounds"); do
+  [ $summary_only = 0 ] || break
   for client in herald-client plain; do
     echo "== round $round, subscribers on $client (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     bench/compare.sh --client "$client" "${scenarios[@]}"
@@ -33,10 +37,14 @@ done
 
 {
   echo "Subscribers on herald-client against herald-bench's plain WebSocket client, $rounds round(s), commit"
-  echo "$(git describe --always --dirty 2>/dev/null || echo unknown), $(nproc) cores, load average at the start: $load_before, at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  if [ $summary_only = 0 ]; then
+    echo "$(git describe --always --dirty 2>/dev/null || echo unknown), $(nproc) cores, load average at the start: $load_before, at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  else
+    echo "$(git describe --always --dirty 2>/dev/null || echo unknown) (tabulated again from the kept results)"
+  fi
   echo
-  echo "| scenario | server | generator | round | µs server CPU / delivery | deliveries/s | p99 ms | server CPU | generator CPU |"
-  echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
+  echo "| scenario | server | generator | round | µs server CPU / delivery | deliveries/s | p99 ms | server CPU | generator CPU | µs generator CPU / delivery |"
+  echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
   for scenario in "${scenarios[@]}"; do
     for target in herald nchan floor; do
       for client in herald-client plain; do
@@ -47,7 +55,8 @@ done
             (.load.steps | map(select(.warmup | not)) | first) as $s
             | "| \(.scenario) | \($t) | \($c) | \($r) | \(.headline // 0 | . * 100 | round / 100)"
               + " | \($s.deliveries_per_sec | round) | \($s.latency_ms.p99) | \($s.server_cpu * 100 | round)%"
-              + " | \($s.bench_cpu * 100 | round)% |"' "$file"
+              + " | \($s.bench_cpu * 100 | round)%"
+              + " | \(if $s.deliveries_per_sec > 0 then $s.bench_cpu / $s.deliveries_per_sec * 1e8 | round / 100 else 0 end) |"' "$file"
         done
       done
     done

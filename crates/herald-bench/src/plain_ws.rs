@@ -321,6 +321,33 @@ mod tests {
         assert!(parse_frame(&mut huge).is_err());
     }
 
+    /// Over real sockets, against the floor (which sends Herald's envelopes): the subscription is confirmed,
+    /// and every published payload comes back, in order, found inside its envelope.
+    #[test]
+    fn a_plain_subscriber_receives_every_payload_published() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || crate::floor::run(listener));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let loopback = IpAddr::from([127, 0, 0, 1]);
+            let mut socket = PlainWebSocket::subscribe(&url, loopback, Target::Floor, "plain:a").await.unwrap();
+            let client = herald_client::Client::new(&url).unwrap();
+            let mut publisher = client.connect_http().await.unwrap();
+            let stamps: Vec<Stamp> = (1..=3).map(|seq| Stamp { seq, ..STAMP }).collect();
+            for stamp in &stamps {
+                let payload = String::from_utf8(encode(*stamp, 100)).unwrap();
+                let data = serde_json::value::RawValue::from_string(payload).unwrap();
+                publisher.publish("plain:a", None, &data).await.unwrap();
+            }
+            for stamp in stamps {
+                let next = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next()).await;
+                let payload = next.expect("a message within 10 s").expect("a message").unwrap();
+                assert_eq!(decode(&payload), Some(stamp));
+            }
+        });
+    }
+
     #[test]
     fn a_handshake_key_is_sixteen_bytes_of_base64() {
         let key = websocket_key();

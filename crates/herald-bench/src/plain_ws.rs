@@ -16,6 +16,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::feed::show;
 use crate::payload::decode;
 use crate::spec::Target;
 
@@ -265,10 +266,6 @@ fn websocket_key() -> String {
 fn mask_key() -> [u8; 4] {
     let random = std::collections::hash_map::RandomState::new();
     (random.hash_one(0u8) as u32).to_be_bytes()
-}
-
-fn show(err: std::io::Error) -> String {
-    err.to_string()
 }
 
 #[cfg(test)]

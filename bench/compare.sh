@@ -6,6 +6,9 @@
 #                                        # the cpu-* ones also against `herald-bench floor`, the machine's floor
 #   bench/compare.sh fanout-ws idle-ws   # some of them
 #   bench/compare.sh --pusher            # the Pusher Channels protocol: Herald against Soketi (about 3 minutes)
+#   bench/compare.sh --client plain cpu-ws-2k   # subscribers on herald-bench's bare WebSocket client instead of
+#                                        # herald-client (WebSocket scenarios only), results in bench/results/plain
+#                                        # (bench/crosscheck.sh runs both generators side by side)
 #
 # Installs what the peer needs when missing (nginx and Debian's libnginx-mod-nchan; Soketi from npm, pinned by
 # bench/soketi/package-lock.json), builds Herald and herald-bench in release, starts a fresh server for every
@@ -22,10 +25,16 @@ soketi_port=6001
 floor_port=7095
 
 family=native
-if [ "${1:-}" = "--pusher" ]; then
-  family=pusher
+client=herald-client
+while [ $# -gt 0 ]; do
+  case $1 in
+    --pusher) family=pusher ;;
+    --client) client=$2; shift ;;
+    *) break ;;
+  esac
   shift
-fi
+done
+if [ "$client" != herald-client ]; then results="$results/$client"; fi
 if [ "$family" = native ]; then
   targets=(herald nchan)
   summary=summary.md
@@ -136,14 +145,15 @@ for scenario in "${scenarios[@]}"; do
     echo "== $scenario against $target"
     "start_$target"
     url="http://127.0.0.1:$(port_of "$target")"
-    "$bench" scenario "$scenario" --target "$target" --url "$url" --server-pid "$server_pid" --out "$results"
+    "$bench" scenario "$scenario" --target "$target" --url "$url" --server-pid "$server_pid" --client "$client" \
+      --out "$results"
     stop_server
     sleep 1
   done
 done
 
 {
-  echo "${targets[0]} vs ${targets[1]}, commit $commit, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average at the start: $load_before"
+  echo "${targets[0]} vs ${targets[1]}, subscribers on $client, commit $commit, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average at the start: $load_before"
   echo
   "$bench" summarize "$results" --family "$family"
 } > "$work/$summary"

@@ -24,7 +24,7 @@ use crate::payload::now_us;
 use crate::publisher::{published_table, Published, Publisher};
 use crate::recovery::{live_again, LiveAgain};
 use crate::server_metrics::Counters;
-use crate::spec::{Layout, Target, Transport};
+use crate::spec::{Generator, Layout, Target, Transport};
 use crate::worker::Command;
 
 /// How the steady publishing is cut: each publisher checks for the end this often.
@@ -121,8 +121,9 @@ pub(crate) struct BlipReport {
 fn load_spec(spec: &BlipSpec) -> LoadSpec {
     LoadSpec {
         target: Target::Herald,
-        url: spec.url.clone(),
-        server_pid: None,
+        urls: vec![spec.url.clone()],
+        server_pids: Vec::new(),
+        generator: Generator::HeraldClient,
         transport: Transport::Ws,
         subscribers: spec.subscribers,
         layout: Layout::Even { channels: spec.channels },

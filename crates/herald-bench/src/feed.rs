@@ -4,6 +4,8 @@
 //!
 //! Pusher servers (Herald's Pusher protocol, Soketi) through raw Pusher frames over the client's WebSocket.
 //!
+//! With `--client plain`, every server through the bare WebSocket client of `plain_ws.rs` instead.
+//!
 //! A feed yields the payload bytes exactly as published (Herald's `data`, Nchan's raw body, a Pusher event's
 //! `data` string). Every
 //! subscription is open — the server has registered it — when [`Feed::open`] returns, except Nchan's long
@@ -16,6 +18,7 @@ use bytes::Bytes;
 use herald_client::sse_parser::SseParser;
 use herald_client::{Client, Event, HttpStream, SubscribeOptions, Subscription, TextWebSocket};
 
+use crate::plain_ws::PlainWebSocket;
 use crate::pusher;
 use crate::spec::{Target, Transport};
 
@@ -23,9 +26,20 @@ use crate::spec::{Target, Transport};
 pub(crate) enum Feed {
     Herald(Box<Subscription>),
     NchanWs(TextWebSocket),
-    NchanSse { stream: HttpStream, parser: SseParser, queue: VecDeque<String> },
-    NchanPoll { client: Client, route: String, validators: Validators, interval: Option<Duration> },
+    NchanSse {
+        stream: HttpStream,
+        parser: SseParser,
+        queue: VecDeque<String>,
+    },
+    NchanPoll {
+        client: Client,
+        route: String,
+        validators: Validators,
+        interval: Option<Duration>,
+    },
     Pusher(TextWebSocket),
+    /// The cross-check client's WebSocket, for any server (`plain_ws.rs`).
+    Plain(PlainWebSocket),
 }
 
 /// Nchan's position for a polling subscriber: the previous answer's `Last-Modified` and `Etag`, sent back as
@@ -133,6 +147,7 @@ impl Feed {
                 Some(nchan_poll(client, route, validators, *interval).await)
             }
             Self::Pusher(socket) => pusher_next(socket).await,
+            Self::Plain(socket) => socket.next().await,
         }
     }
 }

@@ -58,7 +58,7 @@ pub(crate) fn serve(listen: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// Serves connections accepted on `listener`, each on a thread of its own.
-fn run(listener: TcpListener) -> anyhow::Result<()> {
+pub(crate) fn run(listener: TcpListener) -> anyhow::Result<()> {
     let floor = Arc::new(Floor::default());
     for stream in listener.incoming() {
         let stream = match stream {

@@ -18,7 +18,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use crate::payload::now_us;
 use crate::procfs::{usage, Usage};
 use crate::publisher::{published_table, Publisher};
-use crate::spec::{Layout, Target, Transport, WorkerSpec};
+use crate::spec::{node_of, Generator, Layout, Target, Transport, WorkerSpec};
 use crate::tally::TallyReport;
 use crate::worker::{Command, Reply};
 
@@ -37,9 +37,13 @@ pub(crate) struct StepPlan {
 #[derive(Debug, Clone)]
 pub(crate) struct LoadSpec {
     pub(crate) target: Target,
-    pub(crate) url: String,
-    /// The server's process (with its descendants), for RSS and CPU time.
-    pub(crate) server_pid: Option<u32>,
+    /// The server's base URL; several for the nodes of one cluster, which subscribers and publishers take in
+    /// turn (`spec::node_of`).
+    pub(crate) urls: Vec<String>,
+    /// The server's processes (each with its descendants), for RSS and CPU time, summed.
+    pub(crate) server_pids: Vec<u32>,
+    /// Which client the subscribers are.
+    pub(crate) generator: Generator,
     pub(crate) transport: Transport,
     pub(crate) subscribers: u32,
     pub(crate) layout: Layout,
@@ -122,6 +126,10 @@ pub(crate) struct MemoryReport {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct LoadReport {
     pub(crate) target: Target,
+    /// Which client the subscribers were.
+    pub(crate) generator: Generator,
+    /// How many nodes of the server were loaded.
+    pub(crate) nodes: usize,
     pub(crate) transport: Transport,
     pub(crate) layout: String,
     pub(crate) subscribers: u32,
@@ -224,8 +232,16 @@ pub(crate) async fn gather(workers: &mut [Worker], command: &Command) -> anyhow:
     Ok((merged, cpu))
 }
 
-fn server_usage(pid: Option<u32>) -> Usage {
-    pid.and_then(|pid| usage(pid).ok()).unwrap_or_default()
+/// The servers' resource use, summed over their processes.
+fn server_usage(pids: &[u32]) -> Usage {
+    let mut sum = Usage::default();
+    for one in pids.iter().filter_map(|&pid| usage(pid).ok()) {
+        sum.rss_bytes += one.rss_bytes;
+        sum.pss_bytes += one.pss_bytes;
+        sum.cpu_secs += one.cpu_secs;
+        sum.processes += one.processes;
+    }
+    sum
 }
 
 pub(crate) fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Latency {
@@ -272,7 +288,8 @@ pub(crate) async fn open_subscribers(
         let share = spec.subscribers / count + u32::from(w < spec.subscribers % count);
         let worker_spec = WorkerSpec {
             target: spec.target,
-            url: spec.url.clone(),
+            urls: spec.urls.clone(),
+            generator: spec.generator,
             transport: spec.transport,
             poll_interval_ms: spec.poll_interval_ms,
             run: run.to_string(),
@@ -316,7 +333,7 @@ pub(crate) async fn finish(mut workers: Vec<Worker>, published: Vec<Vec<u64>>) -
 /// Runs a load to the end.
 pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
     let run = run_id();
-    let client = crate::https::client(&spec.url)?;
+    let clients = spec.urls.iter().map(|url| crate::https::client(url)).collect::<anyhow::Result<Vec<_>>>()?;
     let channels = spec.layout.channels(spec.subscribers);
     let audience = {
         let mut audience = vec![0u64; channels as usize];
@@ -325,14 +342,14 @@ pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
         }
         audience
     };
-    let before = server_usage(spec.server_pid);
+    let before = server_usage(&spec.server_pids);
 
     let (mut workers, connect) = open_subscribers(spec, &run, false, &[]).await?;
     let count = workers.len() as u32;
     tokio::time::sleep(Duration::from_secs_f64(spec.settle_secs)).await;
 
-    let memory = spec.server_pid.map(|_| {
-        let after = server_usage(spec.server_pid);
+    let memory = (!spec.server_pids.is_empty()).then(|| {
+        let after = server_usage(&spec.server_pids);
         let per = |a: u64, b: u64| (a as f64 - b as f64) / f64::from(connect.opened.max(1));
         MemoryReport {
             before,
@@ -341,18 +358,21 @@ pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
             pss_per_connection_bytes: per(after.pss_bytes, before.pss_bytes),
         }
     });
-    let idle_server_cpu = match (spec.server_pid, spec.idle_secs > 0.0) {
-        (Some(_), true) => {
-            let cpu0 = server_usage(spec.server_pid).cpu_secs;
+    let idle_server_cpu = match (spec.server_pids.is_empty(), spec.idle_secs > 0.0) {
+        (false, true) => {
+            let cpu0 = server_usage(&spec.server_pids).cpu_secs;
             tokio::time::sleep(Duration::from_secs_f64(spec.idle_secs)).await;
-            Some((server_usage(spec.server_pid).cpu_secs - cpu0) / spec.idle_secs)
+            Some((server_usage(&spec.server_pids).cpu_secs - cpu0) / spec.idle_secs)
         }
         _ => None,
     };
 
     // Publish, step by step.
     let mut publishers: Vec<Publisher> = (0..spec.publishers)
-        .map(|p| Publisher::new(&client, spec.target, &run, p, spec.publishers, channels, spec.payload_bytes))
+        .map(|p| {
+            let client = &clients[node_of(p, clients.len())];
+            Publisher::new(client, spec.target, &run, p, spec.publishers, channels, spec.payload_bytes)
+        })
         .collect();
     let mut steps = Vec::new();
     let mut best = None;
@@ -364,7 +384,7 @@ pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
         let step = k as u32;
         let warmup = spec.warmup && k == 0;
         let table_before = published_table(&publishers, channels);
-        let cpu_before = server_usage(spec.server_pid).cpu_secs;
+        let cpu_before = server_usage(&spec.server_pids).cpu_secs;
         let start = Instant::now();
         let start_us = now_us();
         let until = start + Duration::from_secs_f64(plan.secs);
@@ -423,7 +443,7 @@ pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
             delivered,
             deliveries_per_sec: if delivered > 0 { delivered as f64 / span } else { 0.0 },
             latency_ms: latency,
-            server_cpu: (server_usage(spec.server_pid).cpu_secs - cpu_before) / elapsed,
+            server_cpu: (server_usage(&spec.server_pids).cpu_secs - cpu_before) / elapsed,
             bench_cpu: (bench_cpu_now - bench_cpu_before) / elapsed,
             kept_up,
             held,
@@ -450,6 +470,8 @@ pub(crate) async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
     let tally = finish(workers, published_table(&publishers, channels)).await?;
     Ok(LoadReport {
         target: spec.target,
+        generator: spec.generator,
+        nodes: spec.urls.len(),
         transport: spec.transport,
         layout: spec.layout.describe(),
         subscribers: spec.subscribers,

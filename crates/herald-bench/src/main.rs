@@ -15,6 +15,7 @@ mod floor;
 mod https;
 mod load;
 mod payload;
+mod plain_ws;
 mod procfs;
 mod publisher;
 mod pusher;
@@ -33,7 +34,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use crate::load::{LoadSpec, StepPlan};
-use crate::spec::{Layout, Target, Transport};
+use crate::spec::{Generator, Layout, Target, Transport};
 
 #[derive(Parser)]
 #[command(name = "herald-bench", about = "Load generator for Herald (and Nchan, side by side)")]
@@ -81,18 +82,30 @@ enum Command {
     },
 }
 
-/// Where the server is.
+/// Where the server is, and who subscribes to it.
 #[derive(clap::Args)]
 struct ServerArgs {
-    /// The server's base URL (loopback only).
-    #[arg(long, default_value = "http://127.0.0.1:7070")]
-    url: String,
+    /// The server's base URL (loopback only); comma-separated for the nodes of one cluster, which subscribers
+    /// and publishers take in turn.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:7070")]
+    url: Vec<String>,
     /// Which server speaks there.
     #[arg(long, value_enum, default_value = "herald")]
     target: Target,
-    /// The server's process id: its RSS and CPU time (with its children's) are read from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The server's process ids (comma-separated): their RSS and CPU time (with their children's) are read
+    /// from /proc and summed.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Which client the subscribers are: `herald-client`, or `plain` (bare WebSocket frames, WebSocket only),
+    /// the cross-check that the figures do not depend on the generator.
+    #[arg(long, value_enum, default_value = "herald-client")]
+    client: Generator,
+}
+
+impl ServerArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        self.url.iter().try_for_each(|url| check_loopback(url))
+    }
 }
 
 #[derive(clap::Args)]
@@ -277,11 +290,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            check_loopback(&args.server.url)?;
+            args.server.check()?;
             let spec = LoadSpec {
                 target: args.server.target,
-                url: args.server.url,
-                server_pid: args.server.server_pid,
+                urls: args.server.url,
+                server_pids: args.server.server_pid,
+                generator: args.server.client,
                 transport: args.transport,
                 subscribers: args.subscribers,
                 layout: args.layout,
@@ -306,9 +320,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Scenario(args) => {
-            check_loopback(&args.server.url)?;
+            args.server.check()?;
             let scenario = scenarios::find(&args.name).with_context(|| format!("no scenario {:?}", args.name))?;
-            let spec = scenario.spec(args.server.target, &args.server.url, args.server.server_pid);
+            let server = &args.server;
+            let spec = scenario.spec(server.target, &server.url, &server.server_pid, server.client);
             let report = runtime()?.block_on(load::run(&spec))?;
             let markdown =
                 format!("### {}: {}\n\n{}", scenario.name, scenario.description, report::load_markdown(&report));

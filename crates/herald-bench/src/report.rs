@@ -18,6 +18,9 @@ pub(crate) struct ScenarioResult {
     pub(crate) description: String,
     pub(crate) cut: Option<String>,
     pub(crate) target: String,
+    /// Which client the subscribers were (`herald-client` in results written before there was a choice).
+    #[serde(default = "herald_client")]
+    pub(crate) generator: String,
     pub(crate) metric: String,
     pub(crate) better: Better,
     pub(crate) headline: Option<f64>,
@@ -42,6 +45,10 @@ impl<'de> Deserialize<'de> for Better {
     }
 }
 
+fn herald_client() -> String {
+    crate::spec::Generator::HeraldClient.name().into()
+}
+
 impl ScenarioResult {
     pub(crate) fn new(scenario: &Scenario, target: Target, report: &LoadReport) -> anyhow::Result<Self> {
         let best = report.best_step();
@@ -51,6 +58,7 @@ impl ScenarioResult {
             description: scenario.description.into(),
             cut: scenario.cut.map(Into::into),
             target: target.name().into(),
+            generator: report.generator.name().into(),
             metric: scenario.metric.into(),
             better: scenario.better,
             headline: scenario.headline(report),
@@ -88,14 +96,19 @@ pub(crate) fn load_markdown(report: &LoadReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "**{}**, {} × {} on {}, {} publisher(s), {}-byte payloads, {} worker process(es)\n",
+        "**{}**{}, {} × {} on {}, {} publisher(s), {}-byte payloads, {} worker process(es), subscribers on {}\n",
         report.target.name(),
+        match report.nodes {
+            1 => String::new(),
+            n => format!(" ({n} nodes)"),
+        },
         report.subscribers,
         report.transport.name(),
         report.layout,
         report.publishers,
         report.payload_bytes,
-        report.workers
+        report.workers,
+        report.generator.name()
     );
     let c = &report.connect;
     let _ = writeln!(
@@ -383,6 +396,7 @@ mod tests {
             description: String::new(),
             cut: None,
             target: target.into(),
+            generator: herald_client(),
             metric: "m".into(),
             better,
             headline: Some(headline),

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::load::{LoadReport, LoadSpec, StepPlan};
-use crate::spec::{Layout, Target, Transport};
+use crate::spec::{Generator, Layout, Target, Transport};
 
 /// Which way a scenario's headline figure is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -348,11 +348,12 @@ pub(crate) fn find(name: &str) -> Option<&'static Scenario> {
 
 impl Scenario {
     /// The load of this scenario against `target`.
-    pub(crate) fn spec(&self, target: Target, url: &str, server_pid: Option<u32>) -> LoadSpec {
+    pub(crate) fn spec(&self, target: Target, urls: &[String], server_pids: &[u32], generator: Generator) -> LoadSpec {
         let mut spec = LoadSpec {
             target,
-            url: url.to_string(),
-            server_pid,
+            urls: urls.to_vec(),
+            server_pids: server_pids.to_vec(),
+            generator,
             transport: Transport::Ws,
             subscribers: 0,
             layout: Layout::One,
@@ -394,7 +395,8 @@ mod tests {
     #[test]
     fn every_load_is_bounded_in_time_and_stays_under_the_open_files_limit_per_worker() {
         for scenario in ALL {
-            let spec = scenario.spec(Target::Herald, "http://127.0.0.1:7070", None);
+            let urls = ["http://127.0.0.1:7070".to_string()];
+            let spec = scenario.spec(Target::Herald, &urls, &[], Generator::HeraldClient);
             let secs: f64 = spec.steps.iter().map(|s| s.secs + spec.drain_secs).sum::<f64>() + spec.idle_secs;
             assert!(secs < 80.0, "{} may take {secs} s", scenario.name);
             let workers = spec.subscribers.div_ceil(crate::load::MAX_PER_WORKER).max(2);

@@ -33,6 +33,26 @@ impl Target {
     }
 }
 
+/// Which client the subscribers are: the fan-out figures must not depend on it (`bench/crosscheck.sh`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Generator {
+    /// `herald-client` for Herald (envelopes parsed), its raw escape hatches for Nchan (`feed.rs`).
+    #[default]
+    HeraldClient,
+    /// WebSocket frames over a bare `TcpStream`, the payload found by a scan, for every server (`plain_ws.rs`).
+    Plain,
+}
+
+impl Generator {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::HeraldClient => "herald-client",
+            Self::Plain => "plain",
+        }
+    }
+}
+
 /// How subscribers receive messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -174,11 +194,21 @@ pub(crate) fn local_ip(group: u8, index: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, group, third as u8, fourth as u8))
 }
 
+/// Which of `nodes` nodes subscriber (or publisher) `index` talks to: round-robin, so that with a layout of
+/// `C` channels (`C` not a multiple of the nodes) every channel has subscribers on every node.
+pub(crate) fn node_of(index: u32, nodes: usize) -> usize {
+    index as usize % nodes.max(1)
+}
+
 /// One worker's share of the subscribers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WorkerSpec {
     pub(crate) target: Target,
-    pub(crate) url: String,
+    /// The server's nodes: subscriber `i` connects to `urls[i % urls.len()]`.
+    pub(crate) urls: Vec<String>,
+    /// Which client the subscribers are.
+    #[serde(default)]
+    pub(crate) generator: Generator,
     pub(crate) transport: Transport,
     pub(crate) poll_interval_ms: u64,
     pub(crate) run: String,
@@ -255,6 +285,17 @@ mod tests {
             let IpAddr::V4(ip) = local_ip(1, i) else { panic!() };
             assert!(ip.is_loopback() && ip.octets()[2] > 0 && ip.octets()[3] > 0, "{ip}");
         }
+    }
+
+    #[test]
+    fn with_channels_not_a_multiple_of_the_nodes_every_channel_has_subscribers_on_every_node() {
+        let layout = Layout::Even { channels: 1_000 };
+        let mut nodes = vec![[false; 3]; 1_000];
+        for (index, channel) in layout.assign(3_000).into_iter().enumerate() {
+            nodes[channel as usize][node_of(index as u32, 3)] = true;
+        }
+        assert!(nodes.iter().all(|n| n.iter().all(|&on| on)));
+        assert_eq!(node_of(7, 1), 0);
     }
 
     #[test]

@@ -19,8 +19,9 @@ use tokio::sync::Semaphore;
 
 use crate::feed::Feed;
 use crate::payload::{decode, now_us};
+use crate::plain_ws::PlainWebSocket;
 use crate::recovery::{backoff_ms, Arrivals, MAX_RECONNECT_DELAY_MS, RECONNECT_DELAY_MS};
-use crate::spec::{channel_name, local_ip, Transport, WorkerSpec};
+use crate::spec::{channel_name, local_ip, node_of, Generator, Transport, WorkerSpec};
 use crate::tally::{Sequence, Tally, TallyReport};
 
 /// What the coordinator asks a worker.
@@ -93,18 +94,29 @@ async fn serve(spec: WorkerSpec) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(spec.connect_concurrency.max(1) as usize));
-    // One client for all of this worker's subscribers, so that shared HTTP/2 connections are shared among them.
-    let base = crate::https::subscriber_client(&spec.url).map_err(|e| e.to_string());
+    // One client per node for all of this worker's subscribers, so that shared HTTP/2 connections are shared
+    // among them.
+    let bases: Vec<Result<Client, String>> =
+        spec.urls.iter().map(|url| crate::https::subscriber_client(url).map_err(|e| e.to_string())).collect();
     let mut opening = Vec::with_capacity(mine.len());
     for (local, &index) in mine.iter().enumerate() {
         let spec = spec.clone();
         let channel = channel_name(&spec.run, channels[index as usize]);
-        let (gate, state, base) = (gate.clone(), state.clone(), base.clone());
+        let node = node_of(index, bases.len());
+        let (gate, state, base) = (gate.clone(), state.clone(), bases[node].clone());
         opening.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
             let client = base?.with_local_ip(local_ip(1, index));
             let interval = Duration::from_millis(spec.poll_interval_ms);
-            let feed = Feed::open(&client, spec.target, spec.transport, &channel, interval).await;
+            let feed = match spec.generator {
+                Generator::HeraldClient => Feed::open(&client, spec.target, spec.transport, &channel, interval).await,
+                Generator::Plain if spec.transport == Transport::Ws => {
+                    PlainWebSocket::subscribe(&spec.urls[node], local_ip(1, index), spec.target, &channel)
+                        .await
+                        .map(Feed::Plain)
+                }
+                Generator::Plain => Err(format!("the plain client speaks WebSocket, not {}", spec.transport.name())),
+            };
             drop(permit);
             let feed = feed?;
             let resume = spec.resume.then_some(Resume { client, transport: spec.transport, channel, interval });

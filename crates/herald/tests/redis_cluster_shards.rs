@@ -28,6 +28,9 @@ async fn nodes(n: usize, cluster: &OwnCluster, prefix: &str, env: &[(&str, &str)
     for _ in 0..n {
         let mut env = env.to_vec();
         env.push(("HERALD_REDIS_PREFIX", prefix));
+        // The subject here is the cluster, not the slow-consumer policy (tests of its own): a storm's publishers
+        // run flat out, and a subscriber in this busy test process must not be cut off for falling behind.
+        env.push(("HERALD_CONNECTION_QUEUE", "1000000"));
         out.push(Node::start(&["--engine", "redis", "--redis-url", &url], &env).await);
     }
     out

@@ -20,6 +20,7 @@ use common::node::{unique_prefix, Node};
 use common::PATIENCE;
 use herald_client::{Client, ClientError, Event, SubscribeOptions, Subscription, Transport};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 /// Starts `n` Herald nodes on `cluster`, sharing `prefix`, with extra environment.
 async fn nodes(n: usize, cluster: &OwnCluster, prefix: &str, env: &[(&str, &str)]) -> Vec<Node> {
@@ -80,14 +81,33 @@ impl Seen {
     }
 }
 
-/// Reads `subscription` until every channel reached its target offset, counting gaps, duplicates and resets.
-async fn watch_until(mut subscription: Subscription, targets: HashMap<String, u64>) -> Seen {
+/// What a subscriber received, in order. The subscription is read from the start, as a browser reads it, so it
+/// answers the server's pings while a storm runs (a client that stops reading is dropped as gone).
+type Feed = mpsc::UnboundedReceiver<Option<Result<Event, ClientError>>>;
+
+fn feed(mut subscription: Subscription) -> Feed {
+    let (sender, feed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let event = subscription.next().await;
+            let end = !matches!(event, Some(Ok(_)));
+            if sender.send(event).is_err() || end {
+                return;
+            }
+        }
+    });
+    feed
+}
+
+/// Reads `feed` until every channel reached its target offset, counting gaps, duplicates and resets.
+async fn watch_until(mut feed: Feed, targets: HashMap<String, u64>) -> Seen {
     let mut seen = Seen::default();
     let done = |seen: &Seen| targets.iter().all(|(c, t)| seen.last(c) >= *t);
     while !done(&seen) {
-        let event = tokio::time::timeout(PATIENCE * 4, subscription.next())
+        let event = tokio::time::timeout(PATIENCE * 4, feed.recv())
             .await
             .unwrap_or_else(|_| panic!("messages in time; so far {:?}", summary(&seen)))
+            .flatten()
             .expect("open")
             .unwrap();
         match event {
@@ -166,18 +186,18 @@ async fn publish_storm(
 }
 
 /// Subscribes to every channel on every node over WebSocket, from the start of each channel.
-async fn subscribe_everywhere(nodes: &[Node], channels: &[String]) -> Vec<Subscription> {
+async fn subscribe_everywhere(nodes: &[Node], channels: &[String]) -> Vec<Feed> {
     let mut out = Vec::new();
     for node in nodes {
         let options = SubscribeOptions::new(channels.iter().map(String::as_str), Transport::WebSocket);
-        out.push(Client::new(&node.url()).unwrap().subscribe(options).await.unwrap());
+        out.push(feed(Client::new(&node.url()).unwrap().subscribe(options).await.unwrap()));
     }
     out
 }
 
 /// Waits for every subscriber to reach the newest acknowledged offset of every channel, and checks what each saw:
 /// no gap, no duplicate, no reset; and, with `exact`, every acknowledged message at its offset with its data.
-async fn check_subscribers(subscriptions: Vec<Subscription>, published: &Published, exact: bool) {
+async fn check_subscribers(subscriptions: Vec<Feed>, published: &Published, exact: bool) {
     let targets: HashMap<String, u64> = published
         .acknowledged
         .iter()
@@ -230,7 +250,7 @@ async fn storm_with_a_primary_killed(
     cluster: &OwnCluster,
     env: &[(&str, &str)],
     case: &str,
-) -> (Vec<Node>, Vec<Subscription>, Published) {
+) -> (Vec<Node>, Vec<Feed>, Published) {
     let channels = channels_on_every_shard(cluster, 2);
     let nodes = nodes(3, cluster, &unique_prefix(case), env).await;
     let subscriptions = subscribe_everywhere(&nodes, &channels).await;
@@ -256,7 +276,7 @@ async fn storm_with_a_primary_killed(
 
 /// After a failover that lost acknowledged messages: every subscriber reaches the newest offset of every channel
 /// without a gap or a duplicate, a reset aside (after which a channel starts over where its history now is).
-async fn check_after_a_loss(subscriptions: Vec<Subscription>, published: &Published) {
+async fn check_after_a_loss(subscriptions: Vec<Feed>, published: &Published) {
     let targets: HashMap<String, u64> = published
         .acknowledged
         .iter()

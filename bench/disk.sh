@@ -4,17 +4,21 @@
 # start again after `kill -9` with 10^5 and 10^6 stored messages.
 #
 #   bench/disk.sh [DATA_DIR_PARENT]     # default /var/tmp: put it on the disk to measure
+#   RECOVERY=0 bench/disk.sh            # the publish table only
+#   BIN_DIR=/some/release bench/disk.sh # that build's herald and herald-bench, not built here (to compare two)
 #
-# Writes bench/results/disk/<scenario>.<engine>.json and prints the table. About 5 minutes on 2 cores.
+# Writes bench/results/disk/<scenario>.<engine>.json and prints the table. With `perf` usable (root, or
+# perf_event_paranoid <= 1), also how many publishes share one fsync under `always` (the server's fdatasync calls
+# counted during each scenario). About 5 minutes on 2 cores, plus up to 6 for the 10^6 fill.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/servers.sh
 who=disk.sh
 parent="${1:-/var/tmp}"
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --release -q -p herald -p herald-bench
-herald="$target/release/herald"
-bench="$target/release/herald-bench"
+[ -z "${BIN_DIR:-}" ] && cargo build --release -q -p herald -p herald-bench
+herald="${BIN_DIR:-$target/release}/herald"
+bench="${BIN_DIR:-$target/release}/herald-bench"
 port=7081
 results=bench/results/disk
 mkdir -p "$results"
@@ -33,7 +37,20 @@ start_herald() {
   wait_listening "$who" "$server_pid" "$port" "$data/log"
 }
 
-declare -A rate
+# fsyncs_during COMMAND…: runs COMMAND (its output dropped) while counting the server's fdatasync calls; prints
+# the count, or nothing without a usable perf.
+perf_usable=0
+perf stat -e syscalls:sys_enter_fdatasync -- true >/dev/null 2>&1 && perf_usable=1
+fsyncs_during() {
+  if [ "$perf_usable" = 1 ]; then
+    perf stat -x, -e syscalls:sys_enter_fdatasync -o "$data/fsyncs" -p "$server_pid" -- "$@" >/dev/null
+    awk -F, '/sys_enter_fdatasync/ {print $1}' "$data/fsyncs"
+  else
+    "$@" >/dev/null
+  fi
+}
+
+declare -A rate fsyncs
 for engine in memory disk-interval disk-always; do
   case $engine in
     memory) start_herald memory ;;
@@ -41,8 +58,8 @@ for engine in memory disk-interval disk-always; do
     disk-always) start_herald disk always ;;
   esac
   for scenario in publish-disk-1 publish-disk-4 publish-disk-32; do
-    "$bench" scenario "$scenario" --target herald --url "http://127.0.0.1:$port" --server-pid "$server_pid" \
-      --out "$results" >/dev/null
+    fsyncs[$scenario.$engine]=$(fsyncs_during "$bench" scenario "$scenario" --target herald \
+      --url "http://127.0.0.1:$port" --server-pid "$server_pid" --out "$results")
     mv "$results/$scenario.herald.json" "$results/$scenario.$engine.json"
     rm -f "$results/$scenario.herald.md"
     rate[$scenario.$engine]=$(sed -n 's/.*"headline": *\([0-9.]*\).*/\1/p' "$results/$scenario.$engine.json" | head -1)
@@ -58,26 +75,40 @@ for n in 1 4 32; do
 done
 printf 'always, 32 publishers against 1: %.1fx\n' \
   "$(echo "${rate[publish-disk-32.disk-always]} / ${rate[publish-disk-1.disk-always]}" | bc -l)"
+for n in 1 4 32; do
+  f=${fsyncs[publish-disk-$n.disk-always]}
+  # The scenario publishes for 5 s: publishes/s × 5 over the fsyncs counted (those of the setup are few).
+  [ -n "$f" ] && [ "$f" -gt 0 ] && printf 'always, %s publishers: %s fsyncs, %.1f publishes per fsync, %.0f fsyncs/s\n' \
+    "$n" "$f" "$(echo "${rate[publish-disk-$n.disk-always]} * 5 / $f" | bc -l)" "$(echo "$f / 5" | bc -l)"
+done
+[ "${RECOVERY:-1}" = 0 ] && exit 0
 
-# Recovery: publish flat out long enough for about N messages (1,000 channels, history long enough to keep them
-# all), kill -9, time the next start until it listens; the count is what the restarted server holds.
+# Recovery: fill a disk Herald to at least N messages (1,000 channels, history long enough to keep them all; 16
+# publishers flat out in 10 s steps until the server holds N, 5 minutes at most), kill -9, time the next start
+# until it listens; the count is what the restarted server holds.
 echo "[default_namespace]
 history_size = 100000
 history_ttl_secs = 86400" >"$data/long.toml"
-for secs in 6 60; do
+held() { curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "herald_history_messages" {print $2}'; }
+for want in 100000 1000000; do
   start_herald disk interval "$data/long.toml"
-  "$bench" run --url "http://127.0.0.1:$port" --target herald --subscribers 0 --layout even:1000 --publishers 8 \
-    --rate max --step-secs "$secs" --drain-secs 0 >/dev/null
+  deadline=$((SECONDS + 300))
+  while [ "$(held)" -lt "$want" ] && [ "$SECONDS" -lt "$deadline" ]; do
+    "$bench" run --url "http://127.0.0.1:$port" --target herald --subscribers 0 --layout even:1000 --publishers 16 \
+      --rate max --step-secs 10 --drain-secs 0 >/dev/null
+  done
+  filled=$(held)
   kill -9 "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
   bytes=$(du -sb "$data/dir" | cut -f1)
+  journal=$(du -sb "$data/dir/store/journals" 2>/dev/null | cut -f1)
   started=$(date +%s.%N)
   HERALD_LOG=warn "$herald" serve --listen "127.0.0.1:$port" --engine disk --data-dir "$data/dir" \
     --config "$data/long.toml" 2>"$data/log" &
   server_pid=$!
   wait_listening "$who" "$server_pid" "$port" "$data/log"
   ready=$(date +%s.%N)
-  n=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "herald_history_messages" {print $2}')
-  printf 'recovery after kill -9 with %s messages: %.2f s to listen again (%s bytes on disk, %.0f per message)\n' \
-    "$n" "$(echo "$ready - $started" | bc -l)" "$bytes" "$(echo "$bytes / $n" | bc -l)"
+  n=$(held)
+  printf 'recovery after kill -9 with %s messages (%s before the kill): %.2f s to listen again (%s bytes on disk, %.0f per message; journal %s bytes)\n' \
+    "$n" "$filled" "$(echo "$ready - $started" | bc -l)" "$bytes" "$(echo "$bytes / $n" | bc -l)" "${journal:-?}"
   stop_server
 done

@@ -4,6 +4,7 @@
 # must be readable at its offset with its data. Bounded: ROUNDS rounds of at most a few seconds each.
 #
 #   scripts/disk-crash.sh [ROUNDS] [DATA_DIR_PARENT]     # defaults: 50, /var/tmp
+#   BIN_DIR=/some/release scripts/disk-crash.sh          # that build's herald, not built here
 #
 # Needs curl and jq. Prints one line per round and exits 1 at the first lost message.
 set -euo pipefail
@@ -11,8 +12,8 @@ cd "$(dirname "$0")/.."
 rounds="${1:-50}"
 parent="${2:-/var/tmp}"
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --release -q -p herald
-herald="$target/release/herald"
+[ -z "${BIN_DIR:-}" ] && cargo build --release -q -p herald
+herald="${BIN_DIR:-$target/release}/herald"
 port=7082
 work="$(mktemp -d "$parent/herald-disk-crash.XXXXXX")"
 server_pid=""

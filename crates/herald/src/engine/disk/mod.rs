@@ -1,7 +1,7 @@
 //! The disk engine: one node, every channel's history in a file in `data_dir`, so a restart (a deploy, a crash)
 //! loses no acknowledged message and keeps every epoch, and history may be longer than memory.
 //!
-//! A publish goes to one writer task (`writer.rs`) through a bounded queue; the writer takes whatever has queued
+//! A publish goes to one writer, a thread of its own (`writer.rs`), through a bounded queue; the writer takes whatever has queued
 //! (up to [`writer::BATCH`]) into one atomic batch of the store (fjall, `store.rs`), commits it — with `fsync =
 //! "always"` durably, so concurrent publishes share one fsync (group commit) — and only then puts the messages
 //! in memory, hands them to the delivery callback and answers their publishers. Records are laid out by
@@ -117,6 +117,13 @@ impl DiskEngine {
     /// Opens (or creates) the store in `config.data_dir`, recovering it after an unclean stop, and starts the
     /// writer. Fails when the directory cannot be used or another process holds it.
     pub fn open(config: Arc<Config>, deliver: Delivery) -> Result<Self, EngineError> {
+        let (engine, writer) = Self::prepare(config, deliver, writer::QUEUE)?;
+        writer.start()?;
+        Ok(engine)
+    }
+
+    /// Opens the store and builds the engine with a queue of `queue` commands, its writer not yet started.
+    fn prepare(config: Arc<Config>, deliver: Delivery, queue: usize) -> Result<(Self, writer::Pending), EngineError> {
         let Some(dir) = config.data_dir.clone() else {
             return Err(EngineError::Unavailable("engine = \"disk\" needs data_dir".into()));
         };
@@ -157,16 +164,17 @@ impl DiskEngine {
             full: AtomicBool::new(false),
             hasher,
         });
-        let (queue, commands) = mpsc::channel(writer::QUEUE);
-        tokio::spawn(writer::run(shared.clone(), commands));
+        let (queue, commands) = mpsc::channel(queue);
+        let writer = writer::Pending::new(shared.clone(), commands);
         let events = Arc::new(MemoryLog::default());
-        Ok(Self {
+        let engine = Self {
             shared,
             queue,
             signals: Signals::default(),
             presence: Arc::new(MemoryPresence::new(events.clone())),
             events,
-        })
+        };
+        Ok((engine, writer))
     }
 
     async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, EngineError> {
@@ -185,7 +193,7 @@ impl DiskEngine {
         data: Bytes,
         origin: Origin,
     ) -> Result<Arc<EncodedMessage>, EngineError> {
-        self.command(|reply| Command::Publish { channel, event, data, origin, reply }).await?
+        self.command(|reply| Command::Publish(writer::Publish { channel, event, data, origin, reply })).await?
     }
 
     async fn read_channel(&self, channel: &ChannelName, start: Start, limit: usize) -> Result<Read, EngineError> {

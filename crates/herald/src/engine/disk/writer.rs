@@ -1,9 +1,12 @@
-//! The disk engine's one writer: every change to the file goes through it, in the order it was queued.
+//! The disk engine's one writer: every change to the file goes through it, in the order it was queued. It runs
+//! on a thread of its own ([`Pending::start`]), since every step of it waits on the disk.
 //!
-//! Publishes wait in a bounded queue ([`QUEUE`]; a publisher finding it full waits its turn). The writer takes
-//! everything queued, up to [`BATCH`], assigns offsets, writes the records and the channels' new bounds in one
-//! transaction and commits it: durably with `fsync = "always"` (one fsync for the whole batch: while it runs, the
-//! next batch queues, so throughput grows with concurrency), or with `fsync = "interval"` without waiting for
+//! Publishes wait in a bounded queue ([`QUEUE`]; a publisher finding it full waits for room: nothing is refused
+//! or dropped for it, and the publishers' own timeouts bound the wait). The writer takes everything queued, up to
+//! [`BATCH`], assigns offsets, writes the records and the channels' new bounds in one transaction and commits it:
+//! durably with `fsync = "always"` (one fsync for the whole batch: while it runs, the next batch queues, and the
+//! writer waits up to one fsync's time for the publishers it just answered, so throughput grows with
+//! concurrency), or with `fsync = "interval"` without waiting for
 //! the disk, a durable commit following within `fsync_interval_ms`. Only a committed message is put in memory,
 //! handed to subscribers and answered: a failed commit stores nothing and answers every publisher of the batch
 //! with the error (507 when the disk is full). Sweeps (expiry, idle channels) and the repair of a damaged record
@@ -25,7 +28,9 @@ use crate::config::FsyncPolicy;
 use crate::encoded::{EncodedMessage, Origin};
 use crate::engine::EngineError;
 
-/// Commands waiting for the writer at most; a publisher finding the queue full waits for room.
+/// Commands waiting for the writer at most; a publisher finding the queue full waits for room. It bounds the
+/// memory that publishes waiting for the disk hold (8,192 of at most `max_body_bytes` each), not their number
+/// in flight: those wait in their HTTP requests.
 pub(super) const QUEUE: usize = 8192;
 /// Commands the writer takes into one transaction at most.
 pub(super) const BATCH: usize = 1024;
@@ -36,7 +41,7 @@ type Answer = oneshot::Sender<Result<Arc<EncodedMessage>, EngineError>>;
 /// What the writer is asked to do.
 pub(super) enum Command {
     /// Store a message.
-    Publish { channel: ChannelName, event: EventName, data: Bytes, origin: Origin, reply: Answer },
+    Publish(Publish),
     /// Drop expired records of `expire`; forget `forget`, which memory has already let go of (unless a publish
     /// brought one back since).
     Sweep { expire: Vec<ChannelName>, forget: Vec<ChannelName> },
@@ -46,61 +51,109 @@ pub(super) enum Command {
     Close(oneshot::Sender<()>),
 }
 
-/// A publish taken from the queue.
-struct Publish {
-    channel: ChannelName,
-    event: EventName,
-    data: Bytes,
-    origin: Origin,
-    reply: Answer,
+/// A message to store, and its publisher waiting for the answer.
+pub(super) struct Publish {
+    pub(super) channel: ChannelName,
+    pub(super) event: EventName,
+    pub(super) data: Bytes,
+    pub(super) origin: Origin,
+    pub(super) reply: Answer,
+}
+
+/// The writer, built but not yet running: [`Pending::start`] gives it its thread.
+pub(super) struct Pending {
+    shared: Arc<Shared>,
+    commands: mpsc::Receiver<Command>,
+}
+
+impl Pending {
+    pub(super) fn new(shared: Arc<Shared>, commands: mpsc::Receiver<Command>) -> Self {
+        Self { shared, commands }
+    }
+
+    /// Starts the writer on a thread of its own. Every step of the writer waits on the disk (a commit, an
+    /// fsync), so it runs where blocking costs nobody else, with a runtime of its own for its queue and its
+    /// fsync timer, rather than as a task that hands each commit to tokio's blocking pool: that hand-off and
+    /// back cost two thread wake-ups per batch, which a lone publisher waits for on every publish.
+    pub(super) fn start(self) -> Result<(), EngineError> {
+        let failed = |e: std::io::Error| EngineError::Unavailable(format!("cannot start the disk writer: {e}"));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(failed)?;
+        let Self { shared, commands } = self;
+        std::thread::Builder::new()
+            .name("herald-disk-writer".into())
+            .spawn(move || runtime.block_on(run(shared, commands)))
+            .map_err(failed)?;
+        Ok(())
+    }
 }
 
 /// Runs the writer until `Close` or until every sender is gone.
-pub(super) async fn run(shared: Arc<Shared>, mut commands: mpsc::Receiver<Command>) {
+async fn run(shared: Arc<Shared>, mut commands: mpsc::Receiver<Command>) {
     let always = shared.config.fsync == FsyncPolicy::Always;
     let interval = shared.config.fsync_interval;
-    let mut writer = Writer { shared, always, interval, unsynced_since: None };
+    let mut writer = Writer { shared, always, interval, unsynced_since: None, answered: 0, fsync_took: Duration::ZERO };
     let mut taken = Vec::with_capacity(BATCH);
+    // Commands queued behind the last batch when it was committed.
+    let mut behind = 0;
     loop {
         let got = match writer.unsynced_since {
             Some(since) => tokio::select! {
                 got = commands.recv_many(&mut taken, BATCH) => got,
                 () = tokio::time::sleep_until(since + interval) => {
-                    writer.sync().await;
+                    writer.sync();
                     continue;
                 }
             },
             None => commands.recv_many(&mut taken, BATCH).await,
         };
         if got == 0 {
-            writer.close().await;
+            writer.close();
             return;
+        }
+        if always {
+            // Those the last commit answered, and those that were queued behind it: the publishers at work.
+            let expected = writer.answered + behind;
+            gather(&mut commands, &mut taken, expected, writer.fsync_took).await;
         }
         let mut publishes = Vec::new();
         for command in taken.drain(..) {
             match command {
-                Command::Publish { channel, event, data, origin, reply } => {
-                    publishes.push(Publish { channel, event, data, origin, reply })
-                }
+                Command::Publish(publish) => publishes.push(publish),
                 other => {
-                    writer.publish(std::mem::take(&mut publishes)).await;
+                    writer.publish(std::mem::take(&mut publishes));
                     match other {
-                        Command::Sweep { expire, forget } => writer.sweep(expire, forget).await,
+                        Command::Sweep { expire, forget } => writer.sweep(expire, forget),
                         Command::Forget { channel, through, reply } => {
-                            writer.forget(channel, through).await;
+                            writer.forget(channel, through);
                             let _ = reply.send(());
                         }
                         Command::Close(reply) => {
-                            writer.close().await;
+                            writer.close();
                             let _ = reply.send(());
                             return;
                         }
-                        Command::Publish { .. } => {}
+                        Command::Publish(_) => {}
                     }
                 }
             }
         }
-        writer.publish(publishes).await;
+        writer.publish(publishes);
+        behind = commands.len();
+    }
+}
+
+/// With `fsync = "always"`, waits for up to `patience` (the last fsync's time) until `taken` holds `expected`
+/// publishes. Without it, publishers fall into two halves that alternate: while one half's fsync runs the other
+/// queues, and the writer takes only that other half, however quickly the first comes back. Waiting the moment
+/// it takes them to come back lets every publisher share each fsync; a publisher that went away costs one wait.
+async fn gather(commands: &mut mpsc::Receiver<Command>, taken: &mut Vec<Command>, expected: usize, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    let publishes = |taken: &Vec<Command>| taken.iter().filter(|c| matches!(c, Command::Publish(_))).count();
+    while publishes(taken) < expected.min(BATCH) && taken.len() < BATCH {
+        match tokio::time::timeout_at(deadline, commands.recv_many(taken, BATCH - taken.len())).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
     }
 }
 
@@ -113,6 +166,10 @@ struct Writer {
     interval: Duration,
     /// The first commit since the last durable one (`interval`).
     unsynced_since: Option<Instant>,
+    /// Publishes the last durable commit answered (`always`: how many to gather for the next one).
+    answered: usize,
+    /// How long the last durable commit of publishes took.
+    fsync_took: Duration,
 }
 
 impl Writer {
@@ -121,26 +178,23 @@ impl Writer {
         self.always || self.unsynced_since.is_some_and(|since| since.elapsed() >= self.interval)
     }
 
-    /// Runs `write` into one batch off the runtime's threads and commits it, durably or not; what it returns,
-    /// once committed.
-    async fn transact<T: Send + 'static>(
+    /// Runs `write` into one batch and commits it, durably or not; what it returns, once committed.
+    fn transact<T>(
         &mut self,
         durable: bool,
-        write: impl FnOnce(&Store, &mut fjall::Batch) -> Result<T, fjall::Error> + Send + 'static,
+        write: impl FnOnce(&Store, &mut fjall::Batch) -> Result<T, fjall::Error>,
     ) -> Result<T, EngineError> {
-        let shared = self.shared.clone();
-        let done = tokio::task::spawn_blocking(move || -> Result<T, fjall::Error> {
-            let mut batch = shared.store.batch();
-            let out = write(&shared.store, &mut batch)?;
+        let store = &self.shared.store;
+        let done = (|| {
+            let mut batch = store.batch();
+            let out = write(store, &mut batch)?;
             if batch.is_empty() && durable {
-                shared.store.sync()?;
+                store.sync()?;
             } else {
-                shared.store.commit(batch, durable)?;
+                store.commit(batch, durable)?;
             }
             Ok(out)
-        })
-        .await
-        .map_err(|e| EngineError::Unavailable(format!("the disk writer failed: {e}")))?;
+        })();
         match done {
             Ok(out) => {
                 if self.shared.failing.swap(false, Relaxed) {
@@ -153,7 +207,7 @@ impl Writer {
         }
     }
 
-    async fn publish(&mut self, publishes: Vec<Publish>) {
+    fn publish(&mut self, publishes: Vec<Publish>) {
         if publishes.is_empty() {
             return;
         }
@@ -185,24 +239,26 @@ impl Writer {
             }
         }
         let rows: Vec<(ChannelName, Channel, Channel)> = bounds.into_iter().map(|(c, (b, a))| (c, b, a)).collect();
-        let written = rows.clone();
         let durable = self.durable();
-        let committed = self
-            .transact(durable, move |store, batch| {
-                for (channel, offset, bytes) in &records {
-                    store.put_message(batch, channel.as_str(), *offset, bytes);
+        let started = Instant::now();
+        let committed = self.transact(durable, |store, batch| {
+            for (channel, offset, bytes) in &records {
+                store.put_message(batch, channel.as_str(), *offset, bytes);
+            }
+            for (channel, before, after) in &rows {
+                // What the size limit pushed out: records from the old first, and this batch's own if it
+                // alone was longer than the limit.
+                if after.first > before.first {
+                    store.remove_known(batch, channel.as_str(), before.first, after.first - 1);
                 }
-                for (channel, before, after) in &written {
-                    // What the size limit pushed out: records from the old first, and this batch's own if it
-                    // alone was longer than the limit.
-                    if after.first > before.first {
-                        store.remove_known(batch, channel.as_str(), before.first, after.first - 1);
-                    }
-                    store.put_channel(batch, channel.as_str(), *after);
-                }
-                Ok(())
-            })
-            .await;
+                store.put_channel(batch, channel.as_str(), *after);
+            }
+            Ok(())
+        });
+        if durable {
+            self.fsync_took = started.elapsed();
+            self.answered = if committed.is_ok() { replies.len() } else { 0 };
+        }
         if let Err(err) = committed {
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
@@ -249,7 +305,7 @@ impl Writer {
     }
 
     /// Drops expired records of `expire` and forgets the channels of `forget` that memory still lacks.
-    async fn sweep(&mut self, expire: Vec<ChannelName>, forget: Vec<ChannelName>) {
+    fn sweep(&mut self, expire: Vec<ChannelName>, forget: Vec<ChannelName>) {
         let wall = now_millis();
         let (expiring, forgetting) = {
             let channels = lock(&self.shared.channels);
@@ -265,23 +321,21 @@ impl Writer {
             (expiring, forgetting)
         };
         let durable = self.durable();
-        let done = self
-            .transact(durable, move |store, batch| {
-                let mut firsts = Vec::new();
-                for (channel, stored, expired_before) in expiring {
-                    let first = store.first_unexpired(channel.as_str(), stored.first, stored.last, expired_before)?;
-                    if first != stored.first {
-                        store.remove_messages(batch, channel.as_str(), stored.first, first - 1)?;
-                        store.put_channel(batch, channel.as_str(), Channel { first, ..stored });
-                        firsts.push((channel, stored.epoch, first));
-                    }
+        let done = self.transact(durable, move |store, batch| {
+            let mut firsts = Vec::new();
+            for (channel, stored, expired_before) in expiring {
+                let first = store.first_unexpired(channel.as_str(), stored.first, stored.last, expired_before)?;
+                if first != stored.first {
+                    store.remove_messages(batch, channel.as_str(), stored.first, first - 1)?;
+                    store.put_channel(batch, channel.as_str(), Channel { first, ..stored });
+                    firsts.push((channel, stored.epoch, first));
                 }
-                for channel in forgetting {
-                    store.remove_channel(batch, channel.as_str())?;
-                }
-                Ok(firsts)
-            })
-            .await;
+            }
+            for channel in forgetting {
+                store.remove_channel(batch, channel.as_str())?;
+            }
+            Ok(firsts)
+        });
         match done {
             Ok(firsts) => self.advance(firsts),
             Err(err) => tracing::warn!(%err, "a sweep of the data dir failed; the next one tries again"),
@@ -289,17 +343,15 @@ impl Writer {
     }
 
     /// Drops `channel`'s records up to `through`.
-    async fn forget(&mut self, channel: ChannelName, through: u64) {
+    fn forget(&mut self, channel: ChannelName, through: u64) {
         let Some(stored) = lock(&self.shared.channels).get(&channel).map(|l| l.stored) else { return };
         let first = (through + 1).max(stored.first).min(stored.last + 1);
         let name = channel.clone();
-        let done = self
-            .transact(true, move |store, batch| {
-                store.remove_messages(batch, name.as_str(), 0, first.saturating_sub(1))?;
-                store.put_channel(batch, name.as_str(), Channel { first, ..stored });
-                Ok(())
-            })
-            .await;
+        let done = self.transact(true, move |store, batch| {
+            store.remove_messages(batch, name.as_str(), 0, first.saturating_sub(1))?;
+            store.put_channel(batch, name.as_str(), Channel { first, ..stored });
+            Ok(())
+        });
         match done {
             Ok(()) => self.advance(vec![(channel, stored.epoch, first)]),
             Err(err) => tracing::warn!(%err, "dropping a damaged record failed"),
@@ -322,19 +374,16 @@ impl Writer {
     }
 
     /// Makes every commit so far durable.
-    async fn sync(&mut self) {
-        if let Err(err) = self.transact(true, |_, _| Ok(())).await {
+    fn sync(&mut self) {
+        if let Err(err) = self.transact(true, |_, _| Ok(())) {
             tracing::error!(%err, "the periodic fsync of the data dir failed");
         }
     }
 
     /// Commits what is left and marks the file as stopped cleanly.
-    async fn close(&mut self) {
-        let shared = self.shared.clone();
-        let marked = tokio::task::spawn_blocking(move || shared.store.mark_clean()).await;
-        match marked {
-            Ok(Ok(())) => tracing::info!("the data dir is closed cleanly"),
-            Ok(Err(err)) => tracing::error!(%err, "the data dir could not be marked clean: the next start recovers it"),
+    fn close(&mut self) {
+        match self.shared.store.mark_clean() {
+            Ok(()) => tracing::info!("the data dir is closed cleanly"),
             Err(err) => tracing::error!(%err, "the data dir could not be marked clean: the next start recovers it"),
         }
     }
@@ -370,4 +419,68 @@ fn no_room(dir: &std::path::Path) -> bool {
 /// ENOSPC, EDQUOT or EFBIG (a file-size limit): room, not the disk itself, is missing.
 fn is_full(err: &std::io::Error) -> bool {
     matches!(err.raw_os_error(), Some(28 | 122 | 27))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::{Config, EngineKind};
+    use crate::engine::disk::DiskEngine;
+    use crate::engine::{Engine, Start};
+
+    /// A data dir of its own, removed on drop.
+    struct Dir(std::path::PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn publishers_finding_the_queue_full_wait_and_every_one_is_stored_once_in_order() {
+        const PUBLISHERS: usize = 100;
+        let dir = Dir(std::env::temp_dir().join(format!("herald-writer-queue-{}", std::process::id())));
+        let config = Config { engine: EngineKind::Disk, data_dir: Some(dir.0.clone()), ..Config::default() };
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let seen = delivered.clone();
+        let deliver: crate::engine::Delivery = Arc::new(move |m| lock(&seen).push(m.message.position.offset));
+        let (engine, writer) = DiskEngine::prepare(Arc::new(config), deliver, 4).unwrap();
+        let engine = Arc::new(engine);
+        let channel = ChannelName::new("orders:1").unwrap();
+        let publishes: Vec<_> = (0..PUBLISHERS)
+            .map(|i| {
+                let (engine, channel) = (engine.clone(), channel.clone());
+                let data = Bytes::from(format!("{{\"i\":{i}}}"));
+                tokio::spawn(async move {
+                    engine.publish(channel, EventName::default_event(), data, Origin::default()).await
+                })
+            })
+            .collect();
+        // Every publisher runs until it waits: 4 in the queue, the others for room in it.
+        for _ in 0..PUBLISHERS * 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(engine.queue.capacity(), 0, "the queue is full");
+        assert!(publishes.iter().all(|p| !p.is_finished()), "every publisher waits");
+
+        writer.start().unwrap();
+        let mut stored = Vec::new();
+        for publish in publishes {
+            let message = publish.await.unwrap().expect("no publish is refused");
+            stored.push((message.message.position.offset, message.message.data.clone()));
+        }
+        stored.sort_unstable();
+        let offsets: Vec<u64> = stored.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(offsets, (1..=PUBLISHERS as u64).collect::<Vec<_>>(), "each stored once, none lost");
+        assert_eq!(*lock(&delivered), offsets, "delivered once each, in offset order");
+        let read = engine.read(&channel, Start::Oldest, PUBLISHERS * 2).await.unwrap();
+        let read: Vec<(u64, Bytes)> =
+            read.messages.iter().map(|m| (m.message.position.offset, m.message.data.clone())).collect();
+        assert_eq!(read, stored, "all of them in history, each at the offset its publisher was answered");
+        engine.close().await;
+    }
 }

@@ -1,7 +1,7 @@
 //! `GET /v1/ws`: WebSocket, JSON text frames, many channels per connection, both directions.
 //!
-//! One task per connection selects over the socket, the connection's queue of live messages, a ping timer and
-//! the shutdown signal. Requests are parsed by `herald_proto::ws`; a bad frame gets an `error` frame and the
+//! One task per connection selects over the socket, the connection's queue of live messages, its next ping on the
+//! server's shared heartbeat clock (`heartbeat.rs`) and the shutdown signal. Requests are parsed by `herald_proto::ws`; a bad frame gets an `error` frame and the
 //! connection stays usable. A subscription is registered before its history is read and followed by a
 //! tracker, so replay and live messages join without a gap or a repeat.
 //!
@@ -27,12 +27,13 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use herald_proto::ws::{ClientFrame, FrameError, RequestId, ServerFrame};
 use herald_proto::{ChannelName, Cursor, EventName};
-use tokio::time::{interval_at, Instant, Interval};
+use tokio::time::Instant;
 
 use crate::auth::{AuthError, Claims, TokenError};
 use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
 use crate::error::ApiError;
+use crate::heartbeat::Beat;
 use crate::http::client_ip::ClientIp;
 use crate::http::cors::websocket_origin_allowed;
 use crate::http::credentials::authorize_read;
@@ -195,9 +196,8 @@ impl Session {
     /// Runs the session until it ends. Shutdown and the slow-consumer signal interrupt any step, including a
     /// write blocked on a peer that stopped reading.
     async fn serve(&mut self) -> End {
-        let every = self.state.hub.config().ws_ping;
+        let mut ping = Beat::every(self.state.hub.config().ws_ping);
         let stop = self.state.shutdown.token();
-        let mut ping = interval_at(Instant::now() + every, every);
         let mut last_heard = Instant::now();
         // Made once, not per wake-up: each registers with its token when first polled (that bookkeeping was about
         // 4% of a fan-out profile).
@@ -219,7 +219,7 @@ impl Session {
     }
 
     /// Waits for one thing to do and does it: a client frame, live messages, or a ping.
-    async fn step(&mut self, ping: &mut Interval, last_heard: &mut Instant) -> Option<End> {
+    async fn step(&mut self, ping: &mut Beat, last_heard: &mut Instant) -> Option<End> {
         let expired = self.subscription.expired();
         tokio::select! {
             frame = self.socket.recv() => {
@@ -255,7 +255,8 @@ impl Session {
                     return Some(End::Close(CLOSE_ENGINE_UNAVAILABLE, "engine unavailable: resume with your cursors"));
                 }
             }
-            _ = ping.tick() => {
+            () = self.state.heartbeats.at(ping.due()) => {
+                ping.advance();
                 if last_heard.elapsed() > ping.period() * 2 {
                     return Some(End::Gone);
                 }

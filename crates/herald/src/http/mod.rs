@@ -13,6 +13,7 @@ pub mod credentials;
 pub(crate) mod ops;
 pub(crate) mod publish;
 pub mod query;
+pub mod websocket;
 
 use std::sync::Arc;
 

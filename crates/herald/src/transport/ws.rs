@@ -18,16 +18,16 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use herald_proto::ws::{ClientFrame, FrameError, RequestId, ServerFrame};
 use herald_proto::{ChannelName, Cursor, EventName};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 
 use crate::auth::{AuthError, Claims, TokenError};
 use crate::config::TransportKind;
@@ -38,6 +38,7 @@ use crate::http::client_ip::ClientIp;
 use crate::http::cors::websocket_origin_allowed;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
+use crate::http::websocket::{self, UpgradeRejection, WebSocket, WebSocketUpgrade};
 use crate::http::AppState;
 use crate::hub::{EventKind, Item, LifecycleEvent, PresenceChange, Start, Subscription};
 use crate::limits::{Admission, TokenBucket};
@@ -46,8 +47,6 @@ use crate::refusal::Refusal;
 
 /// Close code: the server is going away; reconnect and resume with your cursors.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// The socket's read buffer (tungstenite's default is 128 KiB).
-const READ_BUFFER_BYTES: usize = 1024;
 
 /// Close code: a frame was larger than `max_frame_bytes`.
 pub const CLOSE_TOO_BIG: u16 = 1009;
@@ -69,18 +68,14 @@ pub async fn ws(
     ClientIp(ip): ClientIp,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<WebSocketUpgrade, UpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // A disabled transport is `404 transport_disabled` whatever the request, so this comes before the upgrade's
     // own checks.
     state.require(TransportKind::WebSocket, "ws")?;
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            let message = format!("this endpoint speaks WebSocket only: {}", rejection.body_text());
-            return Err(ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
-                .with_header(header::UPGRADE, HeaderValue::from_static("websocket")));
-        }
+        Err(rejection) => return Ok(rejection.into_response()),
     };
     let text_header = |name| headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or("?"));
     let origin = text_header(header::ORIGIN);
@@ -96,23 +91,15 @@ pub async fn ws(
     let upgrading = Box::new((state.clone(), Access::new(&state, claims, ip, admission)));
     let max = state.hub.config().max_frame_bytes;
     let tracker = state.shutdown.tracker().clone();
-    Ok(upgrade
-        // Kept for the connection's life, so small: client frames are small (a longer one is read in more
-        // calls). 1 KiB instead of 4 took idle-ws from 9.9 to 6.8 KiB per connection (docs/BENCHMARKS.md).
-        .read_buffer_size(READ_BUFFER_BYTES)
-        // Frames are gathered up to this size and written together; a batch is flushed when the queue is empty.
-        .write_buffer_size(16 * 1024)
-        // A peer that stops reading can hold at most this much in our buffer before writes wait.
-        .max_write_buffer_size(16 * 1024 + 2 * max.max(state.hub.config().max_body_bytes) + 1024)
-        .max_message_size(max)
-        .max_frame_size(max)
-        // The connection's future is boxed, and made with the socket in its place: the upgrade's task keeps room for
-        // what it holds at each step, and a socket or session moved from one future into the next takes room in
-        // each (5.4 KiB of task per idle Pusher connection before, docs/BENCHMARKS.md).
-        .on_upgrade(move |socket| {
-            let (state, access) = *upgrading;
-            Box::pin(tracker.track_future(Session::new(state, socket, access).run()))
-        }))
+    // A peer that stops reading can hold at most a batch and two of the largest frames in our buffer.
+    let config = websocket::config(max, 16 * 1024 + 2 * max.max(state.hub.config().max_body_bytes) + 1024);
+    // The connection's future is boxed, and made with the socket in its place: the upgrade's task keeps room for
+    // what it holds at each step, and a socket or session moved from one future into the next takes room in
+    // each (5.4 KiB of task per idle Pusher connection before, docs/BENCHMARKS.md).
+    Ok(upgrade.on_upgrade(config, move |socket| {
+        let (state, access) = *upgrading;
+        Box::pin(tracker.track_future(Session::new(state, socket, access).run()))
+    }))
 }
 
 /// What the connection's token allows and until when, and what the connection may still take.
@@ -187,7 +174,7 @@ impl Session {
     async fn run(mut self) {
         let end = self.serve().await;
         if let End::Close(code, reason) = end {
-            let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+            let frame = CloseFrame { code: code.into(), reason: Utf8Bytes::from_static(reason) };
             // A peer that stopped reading may never take the close frame: do not wait for it forever.
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(WsMessage::Close(Some(frame)))).await;
         }
@@ -222,7 +209,7 @@ impl Session {
     async fn step(&mut self, ping: &mut Beat, last_heard: &mut Instant) -> Option<End> {
         let expired = self.subscription.expired();
         tokio::select! {
-            frame = self.socket.recv() => {
+            frame = self.socket.next() => {
                 *last_heard = Instant::now();
                 match frame {
                     // Boxed: answering a request takes far more state than waiting does, and an unboxed branch
@@ -494,9 +481,6 @@ impl Session {
 }
 
 /// A frame over `max_frame_bytes` closes with 1009.
-fn too_big(err: axum::Error) -> Option<End> {
-    let inner = err.into_inner();
-    let err = inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>()?;
-    matches!(err, tokio_tungstenite::tungstenite::Error::Capacity(_))
-        .then_some(End::Close(CLOSE_TOO_BIG, "frame too large"))
+fn too_big(err: WsError) -> Option<End> {
+    matches!(err, WsError::Capacity(_)).then_some(End::Close(CLOSE_TOO_BIG, "frame too large"))
 }

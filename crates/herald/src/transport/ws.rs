@@ -104,7 +104,8 @@ pub async fn ws(
 
 /// What the connection's token allows and until when, and what the connection may still take.
 struct Access {
-    claims: Option<Claims>,
+    /// Boxed: most connections have none, and an idle connection should not keep room for one.
+    claims: Option<Box<Claims>>,
     /// The token ran out and no new one came.
     expired: bool,
     /// Subscriptions that needed the token: they end with it.
@@ -117,6 +118,7 @@ struct Access {
 impl Access {
     fn new(state: &AppState, claims: Option<Claims>, ip: IpAddr, admission: Admission) -> Self {
         let bucket = state.limits.connection_bucket();
+        let claims = claims.map(Box::new);
         Self { claims, expired: false, private: HashSet::new(), bucket, ip, _admission: admission }
     }
 
@@ -126,7 +128,7 @@ impl Access {
             Some(claims) if self.expired => {
                 Err(state.auth.refused(AuthError::Token(TokenError::Expired { exp: claims.exp })))
             }
-            claims => Ok(claims.as_ref()),
+            claims => Ok(claims.as_deref()),
         }
     }
 }
@@ -167,7 +169,7 @@ impl Session {
     fn new(state: AppState, socket: WebSocket, access: Access) -> Self {
         // The connection's token, if any, has a deadline; what relies on it (its private channels) ends there.
         let mut subscription = state.hub.subscription(Transport::WebSocket);
-        subscription.set_deadline(access.claims.as_ref().map(|c| super::token_deadline(&state, c)));
+        subscription.set_deadline(access.claims.as_deref().map(|c| super::token_deadline(&state, c)));
         Self { state, socket, subscription, access, lag: Lag::default() }
     }
 
@@ -233,7 +235,9 @@ impl Session {
                 }
             }
             live = self.subscription.recv() => {
-                let complete = self.live(live).await;
+                // Boxed, like a request: an unboxed branch would size every idle connection's task by it (about
+                // 400 bytes). One allocation per wake-up, for up to `MAX_BATCH` messages.
+                let complete = Box::pin(self.live(live)).await;
                 if self.socket.flush().await.is_err() {
                     return Some(End::Gone);
                 }
@@ -296,7 +300,7 @@ impl Session {
         self.access.expired = false;
         let answer = text(&ServerFrame::Authenticated { sub: claims.sub.as_deref(), exp: claims.exp, id: id.as_ref() });
         let same_user = self.access.claims.as_ref().is_some_and(|c| (&c.sub, &c.info) == (&claims.sub, &claims.info));
-        self.access.claims = Some(claims);
+        self.access.claims = Some(Box::new(claims));
         if !same_user {
             self.present_again().await;
         }
@@ -312,7 +316,7 @@ impl Session {
         for channel in channels {
             self.subscription.leave(&channel);
             let joined =
-                super::present(&self.state, &mut self.subscription, &channel, self.access.claims.as_ref()).await;
+                super::present(&self.state, &mut self.subscription, &channel, self.access.claims.as_deref()).await;
             if let Err(err) = joined {
                 self.end(&channel, err.code(), &err.to_string()).await;
             }
@@ -420,7 +424,7 @@ impl Session {
             }
         };
         // A subscriber whose token names a user is a member of a presence channel, or not subscribed at all.
-        let claims = self.access.claims.as_ref().filter(|_| !self.access.expired);
+        let claims = self.access.claims.as_deref().filter(|_| !self.access.expired);
         if let Err(err) = super::present(&self.state, &mut self.subscription, &channel, claims).await {
             self.subscription.unsubscribe(&channel);
             self.access.private.remove(&channel);

@@ -85,7 +85,10 @@ impl AppState {
 /// The longest wait a connection puts on the heartbeat clock: its slots cover it, so none is woken early.
 fn heartbeat_horizon(config: &Config) -> std::time::Duration {
     let pusher = &config.pusher;
-    [config.ws_ping, config.sse_heartbeat, pusher.activity_timeout, pusher.pong_timeout].into_iter().max().unwrap_or_default()
+    [config.ws_ping, config.sse_heartbeat, pusher.activity_timeout, pusher.pong_timeout]
+        .into_iter()
+        .max()
+        .unwrap_or_default()
 }
 
 /// The `{channel}` path segment, percent-decoded and validated.

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod encoded;
 pub mod engine;
 pub mod error;
+pub mod heartbeat;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -13,6 +13,7 @@ pub mod credentials;
 pub(crate) mod ops;
 pub(crate) mod publish;
 pub mod query;
+pub mod websocket;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::config::{Config, ConfigError, TransportKind};
 use crate::error::ApiError;
+use crate::heartbeat::Heartbeats;
 use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::refusal::Refusals;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub node: Arc<str>,
     /// Who hears of channels' lifecycle.
     pub webhooks: Arc<Webhooks>,
+    /// The one clock of every connection's heartbeat.
+    pub heartbeats: Arc<Heartbeats>,
 }
 
 impl AppState {
@@ -56,7 +60,8 @@ impl AppState {
         let limits = Arc::new(Limits::new(hub.config().clone(), refusals)?);
         let node = admin::node_name(hub.config().listen.port()).into();
         let webhooks = Webhooks::new(hub.clone())?;
-        Ok(Self { hub, shutdown, auth, limits, node, webhooks })
+        let heartbeats = Arc::new(Heartbeats::new(heartbeat_horizon(hub.config()), shutdown.clone()));
+        Ok(Self { hub, shutdown, auth, limits, node, webhooks, heartbeats })
     }
 
     /// Refuses what [`AppState::new`] would refuse of `config`, without a hub.
@@ -75,6 +80,15 @@ impl AppState {
             Err(ApiError::transport_disabled(name))
         }
     }
+}
+
+/// The longest wait a connection puts on the heartbeat clock: its slots cover it, so none is woken early.
+fn heartbeat_horizon(config: &Config) -> std::time::Duration {
+    let pusher = &config.pusher;
+    [config.ws_ping, config.sse_heartbeat, pusher.activity_timeout, pusher.pong_timeout]
+        .into_iter()
+        .max()
+        .unwrap_or_default()
 }
 
 /// The `{channel}` path segment, percent-decoded and validated.

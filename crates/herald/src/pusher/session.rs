@@ -3,7 +3,8 @@
 //! The session knows nothing of sockets: it reads [`Inbound`] from a `Stream` and writes [`Outbound`] to a
 //! `Sink`, so the WebSocket and the HTTP fallbacks drive the same session, and a test can drive it with channels.
 //! One task selects over shutdown, the slow-consumer signal, the client's frames, the subscription's live
-//! messages, the signed-in user's queue and the activity timer.
+//! messages, the signed-in user's queue and the activity check, on the server's shared heartbeat clock
+//! (`heartbeat.rs`: at most a tick, 100 ms, after its time).
 //!
 //! - Subscriptions go through the hub's [`Subscription`] (registered before any read, followed by its trackers),
 //!   starting now, or, on a cache channel, with the newest retained message (else `pusher:cache_miss`).
@@ -249,7 +250,7 @@ impl Session {
                 }
                 Control::Terminate => Some(End::Close(Close::Unauthorized)),
             },
-            () = tokio::time::sleep_until(check) => {
+            () = self.state.heartbeats.at(check) => {
                 if self.pinged.is_some() {
                     return Some(End::Close(Close::PongNotReceived));
                 }

@@ -7,13 +7,13 @@
 use std::pin::pin;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{future, SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 
 use super::admission::admit;
 use super::session::{Inbound, Outbound, Session};
@@ -21,11 +21,7 @@ use super::wire::{Close, ServerFrame};
 use super::PusherState;
 use crate::error::ApiError;
 use crate::http::client_ip::ClientIp;
-
-/// The socket's read buffer, kept for the connection's life: a Pusher client's frames are small (a subscribe, a
-/// pong, a client event), and a longer one is read in more calls. 512 B instead of 1 KiB: 0.5 KiB of every idle
-/// connection (docs/BENCHMARKS.md).
-const READ_BUFFER_BYTES: usize = 512;
+use crate::http::websocket::{self, UpgradeRejection, WebSocket, WebSocketUpgrade};
 
 /// `GET /app/{key}`.
 pub async fn connect(
@@ -34,44 +30,37 @@ pub async fn connect(
     ClientIp(ip): ClientIp,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<WebSocketUpgrade, UpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            let message = format!("this endpoint speaks WebSocket only: {}", rejection.body_text());
-            return Err(ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
-                .with_header(header::UPGRADE, HeaderValue::from_static("websocket")));
-        }
+        Err(rejection) => return Ok(rejection.into_response()),
     };
     let key = path.map(|Path(key)| key).unwrap_or_default();
     // Boxed: the session waits in the upgrade's callback, which its task keeps room for after the session moved on.
     let admitted = admit(&state, &key, raw.as_deref(), &headers, ip).map(Box::new);
     let max = state.app.hub.config().max_frame_bytes;
     let tracker = state.app.shutdown.tracker().clone();
-    Ok(upgrade
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(16 * 1024 + 2 * max.max(state.app.hub.config().max_body_bytes) + 1024)
-        .max_message_size(max)
-        .max_frame_size(max)
-        // The connection's future is boxed and the socket split before it is made: the upgrade's task keeps room
-        // for what it holds at each step, and the socket moved from one future into the next would take room in
-        // each (measured: 5.4 KiB of task per idle connection before, docs/BENCHMARKS.md).
-        .on_upgrade(move |socket| {
-            let (sink, stream) = socket.split();
-            Box::pin(tracker.track_future(serve(admitted, sink, stream)))
-        }))
+    let config = websocket::config(max, 16 * 1024 + 2 * max.max(state.app.hub.config().max_body_bytes) + 1024);
+    // The connection's future is boxed and the socket split before it is made: the upgrade's task keeps room for
+    // what it holds at each step, and the socket moved from one future into the next would take room in each
+    // (measured: 5.4 KiB of task per idle connection before, docs/BENCHMARKS.md).
+    Ok(upgrade.on_upgrade(config, move |socket| {
+        let (sink, stream) = socket.split();
+        Box::pin(tracker.track_future(serve(admitted, sink, stream)))
+    }))
 }
 
 /// `GET /app/{key}/{anything}`: upgraded, then closed with 4005.
 pub async fn wrong_path(
     State(state): State<PusherState>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<WebSocketUpgrade, UpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Ok(upgrade) = upgrade else { return Err(ApiError::not_found()) };
     let tracker = state.app.shutdown.tracker().clone();
-    Ok(upgrade.on_upgrade(move |socket| tracker.track_future(refuse(socket.split().0, Close::PathNotFound))))
+    let max = state.app.hub.config().max_frame_bytes;
+    let config = websocket::config(max, 16 * 1024 + 2 * max + 1024);
+    Ok(upgrade.on_upgrade(config, move |socket| tracker.track_future(refuse(socket.split().0, Close::PathNotFound))))
 }
 
 /// Runs the session over the socket, or tells the client why it has none.
@@ -106,11 +95,11 @@ async fn drive(session: Session, sink: Sink, stream: SplitStream<WebSocket>) {
         })
         .filter_map(future::ready);
     let outbound = sink.with(|out: Outbound| {
-        future::ready(Ok::<_, axum::Error>(match out {
+        future::ready(Ok::<_, WsError>(match out {
             // Frames are JSON written from UTF-8 text, so the check never fails.
             Outbound::Text(bytes) => WsMessage::Text(Utf8Bytes::try_from(bytes).unwrap_or_default()),
             Outbound::Close(code, reason) => {
-                WsMessage::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+                WsMessage::Close(Some(CloseFrame { code: code.into(), reason: Utf8Bytes::from_static(reason) }))
             }
         }))
     });
@@ -123,14 +112,11 @@ async fn refuse(mut socket: Sink, close: Close) {
     let error = ServerFrame::Error { code: Some(close.code()), message: close.reason() };
     let text = Utf8Bytes::try_from(bytes::Bytes::from(error.encode())).unwrap_or_default();
     let _ = socket.send(WsMessage::Text(text)).await;
-    let frame = CloseFrame { code: close.code(), reason: Utf8Bytes::from_static(close.reason()) };
+    let frame = CloseFrame { code: close.code().into(), reason: Utf8Bytes::from_static(close.reason()) };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.send(WsMessage::Close(Some(frame)))).await;
 }
 
 /// Whether a read failed on a frame over `max_frame_bytes`.
-fn too_big(err: axum::Error) -> bool {
-    let inner = err.into_inner();
-    inner
-        .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
-        .is_some_and(|err| matches!(err, tokio_tungstenite::tungstenite::Error::Capacity(_)))
+fn too_big(err: WsError) -> bool {
+    matches!(err, WsError::Capacity(_))
 }

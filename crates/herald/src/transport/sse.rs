@@ -14,6 +14,7 @@
 //! carries their joins and leaves (`herald.join`, `herald.leave`), none with an `id`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -21,11 +22,11 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use herald_proto::{sse, ChannelName, Cursor};
-use tokio::time::{interval_at, Instant, Interval};
 
 use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
 use crate::error::ApiError;
+use crate::heartbeat::{Beat, Heartbeats};
 use crate::http::client_ip::ClientIp;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
@@ -45,7 +46,9 @@ struct Stream {
     /// several channels only; with one, a message's own cursor is the stream's (and an idle stream is smaller).
     cursor: Option<Cursor>,
     envelope: bool,
-    heartbeat: Interval,
+    /// The next `: ping`, on the server's shared clock.
+    heartbeat: Beat,
+    heartbeats: Arc<Heartbeats>,
     shutdown: Shutdown,
     first: Option<Bytes>,
     /// The stream has said its last word.
@@ -89,7 +92,10 @@ impl Stream {
                     self.ended = true;
                     return Some(Bytes::from(error_event("token_expired", "the token expired; reconnect with a new one")));
                 }
-                _ = self.heartbeat.tick() => return Some(Bytes::from(sse::comment("ping"))),
+                () = self.heartbeats.at(self.heartbeat.due()) => {
+                    self.heartbeat.advance();
+                    return Some(Bytes::from(sse::comment("ping")));
+                }
                 live = self.subscription.recv() => live,
             };
             let mut out = BytesMut::new();
@@ -205,13 +211,13 @@ pub async fn sse(
         cursor.set(channel, read.start);
         opened.push(read.messages);
     }
-    let heartbeat = config.sse_heartbeat;
     let opening_id = cursor.encode();
     let mut stream = Stream {
         subscription,
         cursor: (opened.len() > 1).then_some(cursor),
         envelope,
-        heartbeat: interval_at(Instant::now() + heartbeat, heartbeat),
+        heartbeat: Beat::every(config.sse_heartbeat),
+        heartbeats: state.heartbeats.clone(),
         shutdown: state.shutdown.clone(),
         first: None,
         ended: false,

@@ -1,7 +1,7 @@
 //! `GET /v1/ws`: WebSocket, JSON text frames, many channels per connection, both directions.
 //!
-//! One task per connection selects over the socket, the connection's queue of live messages, a ping timer and
-//! the shutdown signal. Requests are parsed by `herald_proto::ws`; a bad frame gets an `error` frame and the
+//! One task per connection selects over the socket, the connection's queue of live messages, its next ping on the
+//! server's shared heartbeat clock (`heartbeat.rs`) and the shutdown signal. Requests are parsed by `herald_proto::ws`; a bad frame gets an `error` frame and the
 //! connection stays usable. A subscription is registered before its history is read and followed by a
 //! tracker, so replay and live messages join without a gap or a repeat.
 //!
@@ -18,25 +18,27 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use herald_proto::ws::{ClientFrame, FrameError, RequestId, ServerFrame};
 use herald_proto::{ChannelName, Cursor, EventName};
-use tokio::time::{interval_at, Instant, Interval};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 
 use crate::auth::{AuthError, Claims, TokenError};
 use crate::config::TransportKind;
 use crate::encoded::EncodedMessage;
 use crate::error::ApiError;
+use crate::heartbeat::Beat;
 use crate::http::client_ip::ClientIp;
 use crate::http::cors::websocket_origin_allowed;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
+use crate::http::websocket::{self, UpgradeRejection, WebSocket, WebSocketUpgrade};
 use crate::http::AppState;
 use crate::hub::{EventKind, Item, LifecycleEvent, PresenceChange, Start, Subscription};
 use crate::limits::{Admission, TokenBucket};
@@ -45,8 +47,6 @@ use crate::refusal::Refusal;
 
 /// Close code: the server is going away; reconnect and resume with your cursors.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// The socket's read buffer (tungstenite's default is 128 KiB).
-const READ_BUFFER_BYTES: usize = 1024;
 
 /// Close code: a frame was larger than `max_frame_bytes`.
 pub const CLOSE_TOO_BIG: u16 = 1009;
@@ -68,18 +68,14 @@ pub async fn ws(
     ClientIp(ip): ClientIp,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<WebSocketUpgrade, UpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // A disabled transport is `404 transport_disabled` whatever the request, so this comes before the upgrade's
     // own checks.
     state.require(TransportKind::WebSocket, "ws")?;
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            let message = format!("this endpoint speaks WebSocket only: {}", rejection.body_text());
-            return Err(ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
-                .with_header(header::UPGRADE, HeaderValue::from_static("websocket")));
-        }
+        Err(rejection) => return Ok(rejection.into_response()),
     };
     let text_header = |name| headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or("?"));
     let origin = text_header(header::ORIGIN);
@@ -95,28 +91,21 @@ pub async fn ws(
     let upgrading = Box::new((state.clone(), Access::new(&state, claims, ip, admission)));
     let max = state.hub.config().max_frame_bytes;
     let tracker = state.shutdown.tracker().clone();
-    Ok(upgrade
-        // Kept for the connection's life, so small: client frames are small (a longer one is read in more
-        // calls). 1 KiB instead of 4 took idle-ws from 9.9 to 6.8 KiB per connection (docs/BENCHMARKS.md).
-        .read_buffer_size(READ_BUFFER_BYTES)
-        // Frames are gathered up to this size and written together; a batch is flushed when the queue is empty.
-        .write_buffer_size(16 * 1024)
-        // A peer that stops reading can hold at most this much in our buffer before writes wait.
-        .max_write_buffer_size(16 * 1024 + 2 * max.max(state.hub.config().max_body_bytes) + 1024)
-        .max_message_size(max)
-        .max_frame_size(max)
-        // The connection's future is boxed, and made with the socket in its place: the upgrade's task keeps room for
-        // what it holds at each step, and a socket or session moved from one future into the next takes room in
-        // each (5.4 KiB of task per idle Pusher connection before, docs/BENCHMARKS.md).
-        .on_upgrade(move |socket| {
-            let (state, access) = *upgrading;
-            Box::pin(tracker.track_future(Session::new(state, socket, access).run()))
-        }))
+    // A peer that stops reading can hold at most a batch and two of the largest frames in our buffer.
+    let config = websocket::config(max, 16 * 1024 + 2 * max.max(state.hub.config().max_body_bytes) + 1024);
+    // The connection's future is boxed, and made with the socket in its place: the upgrade's task keeps room for
+    // what it holds at each step, and a socket or session moved from one future into the next takes room in
+    // each (5.4 KiB of task per idle Pusher connection before, docs/BENCHMARKS.md).
+    Ok(upgrade.on_upgrade(config, move |socket| {
+        let (state, access) = *upgrading;
+        Box::pin(tracker.track_future(Session::new(state, socket, access).run()))
+    }))
 }
 
 /// What the connection's token allows and until when, and what the connection may still take.
 struct Access {
-    claims: Option<Claims>,
+    /// Boxed: most connections have none, and an idle connection should not keep room for one.
+    claims: Option<Box<Claims>>,
     /// The token ran out and no new one came.
     expired: bool,
     /// Subscriptions that needed the token: they end with it.
@@ -129,6 +118,7 @@ struct Access {
 impl Access {
     fn new(state: &AppState, claims: Option<Claims>, ip: IpAddr, admission: Admission) -> Self {
         let bucket = state.limits.connection_bucket();
+        let claims = claims.map(Box::new);
         Self { claims, expired: false, private: HashSet::new(), bucket, ip, _admission: admission }
     }
 
@@ -138,7 +128,7 @@ impl Access {
             Some(claims) if self.expired => {
                 Err(state.auth.refused(AuthError::Token(TokenError::Expired { exp: claims.exp })))
             }
-            claims => Ok(claims.as_ref()),
+            claims => Ok(claims.as_deref()),
         }
     }
 }
@@ -179,14 +169,14 @@ impl Session {
     fn new(state: AppState, socket: WebSocket, access: Access) -> Self {
         // The connection's token, if any, has a deadline; what relies on it (its private channels) ends there.
         let mut subscription = state.hub.subscription(Transport::WebSocket);
-        subscription.set_deadline(access.claims.as_ref().map(|c| super::token_deadline(&state, c)));
+        subscription.set_deadline(access.claims.as_deref().map(|c| super::token_deadline(&state, c)));
         Self { state, socket, subscription, access, lag: Lag::default() }
     }
 
     async fn run(mut self) {
         let end = self.serve().await;
         if let End::Close(code, reason) = end {
-            let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+            let frame = CloseFrame { code: code.into(), reason: Utf8Bytes::from_static(reason) };
             // A peer that stopped reading may never take the close frame: do not wait for it forever.
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(WsMessage::Close(Some(frame)))).await;
         }
@@ -195,9 +185,8 @@ impl Session {
     /// Runs the session until it ends. Shutdown and the slow-consumer signal interrupt any step, including a
     /// write blocked on a peer that stopped reading.
     async fn serve(&mut self) -> End {
-        let every = self.state.hub.config().ws_ping;
+        let mut ping = Beat::every(self.state.hub.config().ws_ping);
         let stop = self.state.shutdown.token();
-        let mut ping = interval_at(Instant::now() + every, every);
         let mut last_heard = Instant::now();
         // Made once, not per wake-up: each registers with its token when first polled (that bookkeeping was about
         // 4% of a fan-out profile).
@@ -219,10 +208,10 @@ impl Session {
     }
 
     /// Waits for one thing to do and does it: a client frame, live messages, or a ping.
-    async fn step(&mut self, ping: &mut Interval, last_heard: &mut Instant) -> Option<End> {
+    async fn step(&mut self, ping: &mut Beat, last_heard: &mut Instant) -> Option<End> {
         let expired = self.subscription.expired();
         tokio::select! {
-            frame = self.socket.recv() => {
+            frame = self.socket.next() => {
                 *last_heard = Instant::now();
                 match frame {
                     // Boxed: answering a request takes far more state than waiting does, and an unboxed branch
@@ -246,7 +235,9 @@ impl Session {
                 }
             }
             live = self.subscription.recv() => {
-                let complete = self.live(live).await;
+                // Boxed, like a request: an unboxed branch would size every idle connection's task by it (about
+                // 400 bytes). One allocation per wake-up, for up to `MAX_BATCH` messages.
+                let complete = Box::pin(self.live(live)).await;
                 if self.socket.flush().await.is_err() {
                     return Some(End::Gone);
                 }
@@ -255,7 +246,8 @@ impl Session {
                     return Some(End::Close(CLOSE_ENGINE_UNAVAILABLE, "engine unavailable: resume with your cursors"));
                 }
             }
-            _ = ping.tick() => {
+            () = self.state.heartbeats.at(ping.due()) => {
+                ping.advance();
                 if last_heard.elapsed() > ping.period() * 2 {
                     return Some(End::Gone);
                 }
@@ -308,7 +300,7 @@ impl Session {
         self.access.expired = false;
         let answer = text(&ServerFrame::Authenticated { sub: claims.sub.as_deref(), exp: claims.exp, id: id.as_ref() });
         let same_user = self.access.claims.as_ref().is_some_and(|c| (&c.sub, &c.info) == (&claims.sub, &claims.info));
-        self.access.claims = Some(claims);
+        self.access.claims = Some(Box::new(claims));
         if !same_user {
             self.present_again().await;
         }
@@ -324,7 +316,7 @@ impl Session {
         for channel in channels {
             self.subscription.leave(&channel);
             let joined =
-                super::present(&self.state, &mut self.subscription, &channel, self.access.claims.as_ref()).await;
+                super::present(&self.state, &mut self.subscription, &channel, self.access.claims.as_deref()).await;
             if let Err(err) = joined {
                 self.end(&channel, err.code(), &err.to_string()).await;
             }
@@ -432,7 +424,7 @@ impl Session {
             }
         };
         // A subscriber whose token names a user is a member of a presence channel, or not subscribed at all.
-        let claims = self.access.claims.as_ref().filter(|_| !self.access.expired);
+        let claims = self.access.claims.as_deref().filter(|_| !self.access.expired);
         if let Err(err) = super::present(&self.state, &mut self.subscription, &channel, claims).await {
             self.subscription.unsubscribe(&channel);
             self.access.private.remove(&channel);
@@ -493,9 +485,6 @@ impl Session {
 }
 
 /// A frame over `max_frame_bytes` closes with 1009.
-fn too_big(err: axum::Error) -> Option<End> {
-    let inner = err.into_inner();
-    let err = inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>()?;
-    matches!(err, tokio_tungstenite::tungstenite::Error::Capacity(_))
-        .then_some(End::Close(CLOSE_TOO_BIG, "frame too large"))
+fn too_big(err: WsError) -> Option<End> {
+    matches!(err, WsError::Capacity(_)).then_some(End::Close(CLOSE_TOO_BIG, "frame too large"))
 }

@@ -1,0 +1,255 @@
+//! The WebSocket upgrade, for Herald's `/v1/ws` and Pusher's `/app/{key}`, and the socket it gives: tungstenite's
+//! framing over the upgraded connection, reading through one buffer per worker thread.
+//!
+//! Why not axum's `WebSocketUpgrade`: it gives each connection a read buffer of its own for its whole life (1 KiB
+//! here, tungstenite's default 128), and its task keeps room for the socket it builds. An idle connection reads
+//! nothing, so here tungstenite's buffer starts empty and grows only to the largest client frame; each read from
+//! the socket goes into the thread's buffer ([`SharedRead`]), and what a read brings beyond what tungstenite asked
+//! for is kept aside only until it is taken. The socket is built in the connection's own (boxed) future, not in
+//! the upgrade's task (docs/BENCHMARKS.md, *Memory per idle connection*).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use axum::response::{IntoResponse, Response};
+use bytes::{Buf, Bytes};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::error::ApiError;
+
+/// An upgraded WebSocket connection.
+pub type WebSocket = WebSocketStream<SharedRead<TokioIo<Upgraded>>>;
+
+/// A request that asks for a WebSocket (HTTP/1.1 `GET` with `Upgrade: websocket`, version 13).
+pub struct WebSocketUpgrade {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+/// Why a request is no WebSocket handshake; the text says what was missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpgradeRejection {
+    /// Not `GET` (or not HTTP/1.x).
+    #[error("a WebSocket handshake is an HTTP/1.1 `GET`")]
+    MethodNotGet,
+    /// No `Connection: upgrade`.
+    #[error("the `Connection` header does not include `upgrade`")]
+    Connection,
+    /// No `Upgrade: websocket`.
+    #[error("the `Upgrade` header is not `websocket`")]
+    Upgrade,
+    /// Not version 13.
+    #[error("the `Sec-WebSocket-Version` header is not `13`")]
+    Version,
+    /// No key.
+    #[error("the `Sec-WebSocket-Key` header is missing")]
+    Key,
+    /// The connection cannot be upgraded (it is not hyper's HTTP/1).
+    #[error("this connection cannot be upgraded")]
+    NotUpgradable,
+}
+
+impl IntoResponse for UpgradeRejection {
+    fn into_response(self) -> Response {
+        let message = format!("this endpoint speaks WebSocket only: {self}");
+        ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
+            .with_header(header::UPGRADE, HeaderValue::from_static("websocket"))
+            .into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
+    type Rejection = UpgradeRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if parts.method != Method::GET || parts.version > Version::HTTP_11 {
+            return Err(UpgradeRejection::MethodNotGet);
+        }
+        if !header_has_token(&parts.headers, header::CONNECTION, "upgrade") {
+            return Err(UpgradeRejection::Connection);
+        }
+        if !header_is(&parts.headers, header::UPGRADE, "websocket") {
+            return Err(UpgradeRejection::Upgrade);
+        }
+        if !header_is(&parts.headers, header::SEC_WEBSOCKET_VERSION, "13") {
+            return Err(UpgradeRejection::Version);
+        }
+        let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).ok_or(UpgradeRejection::Key)?.clone();
+        let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or(UpgradeRejection::NotUpgradable)?;
+        Ok(Self { key, on_upgrade })
+    }
+}
+
+impl WebSocketUpgrade {
+    /// Answers `101 Switching Protocols`; once the client has it, `serve` gets the socket (a connection whose
+    /// upgrade fails is dropped).
+    pub fn on_upgrade<F, Fut>(self, config: WebSocketConfig, serve: F) -> Response
+    where
+        F: FnOnce(WebSocket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else { return };
+            // Boxed while it runs: this task's future would otherwise keep room for the socket all its life.
+            let io = SharedRead::new(TokioIo::new(upgraded));
+            let socket = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(config))).await;
+            serve(socket).await;
+        });
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(self.key.as_bytes())) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+}
+
+/// The settings of every WebSocket: frames and messages up to `max_frame_bytes`, writes gathered up to 16 KiB,
+/// and a peer that stops reading holding at most `max_write_bytes` in our buffer before writes wait.
+pub fn config(max_frame_bytes: usize, max_write_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // Nothing up front: reads go through the thread's buffer (`SharedRead`), and tungstenite's own grows to
+        // the largest frame a client sent.
+        .read_buffer_size(0)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(max_write_bytes)
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
+}
+
+fn header_is(headers: &HeaderMap, name: HeaderName, value: &str) -> bool {
+    headers.get(name).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
+}
+
+fn header_has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())))
+}
+
+/// How much one read from a socket takes at most: the thread's buffer.
+const SHARED_READ_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// The read buffer of every WebSocket served on this thread. A read fills it and hands it on before the
+    /// thread does anything else, so it never holds anything between two reads.
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; SHARED_READ_BYTES].into_boxed_slice());
+}
+
+/// A connection read through the thread's buffer: a read asks the socket for up to [`SHARED_READ_BYTES`] whatever
+/// its caller asked for (tungstenite asks for a frame header's 14 bytes, then for the rest of the frame), and
+/// keeps what the caller did not take in `rest` until it is taken. Idle, it holds nothing.
+pub struct SharedRead<T> {
+    inner: T,
+    rest: Bytes,
+}
+
+impl<T> SharedRead<T> {
+    fn new(inner: T) -> Self {
+        Self { inner, rest: Bytes::new() }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for SharedRead<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.rest.is_empty() && buf.remaining() >= SHARED_READ_BYTES {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        if this.rest.is_empty() {
+            let read = READ_BUFFER.with_borrow_mut(|shared| {
+                let mut into = ReadBuf::new(shared);
+                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut into))?;
+                let read = into.filled();
+                let taken = read.len().min(buf.remaining());
+                buf.put_slice(&read[..taken]);
+                Poll::Ready(Ok::<_, io::Error>(Bytes::copy_from_slice(&read[taken..])))
+            });
+            this.rest = ready!(read)?;
+            return Poll::Ready(Ok(()));
+        }
+        let taken = this.rest.len().min(buf.remaining());
+        buf.put_slice(&this.rest[..taken]);
+        this.rest.advance(taken);
+        if this.rest.is_empty() {
+            // Free the allocation now, not at the next read.
+            this.rest = Bytes::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for SharedRead<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_short_read_takes_the_whole_arrival_and_keeps_the_rest_until_it_is_taken() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut reader = SharedRead::new(server);
+        client.write_all(b"0123456789abcdefghij").await.unwrap();
+        let mut first = [0u8; 14];
+        let n = reader.read(&mut first).await.unwrap();
+        assert_eq!(&first[..n], b"0123456789abcd");
+        assert_eq!(&reader.rest[..], b"efghij");
+        let mut second = [0u8; 14];
+        let n = reader.read(&mut second).await.unwrap();
+        assert_eq!(&second[..n], b"efghij");
+        assert!(reader.rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_large_read_goes_straight_to_the_callers_buffer() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut reader = SharedRead::new(server);
+        let sent = vec![7u8; 20 * 1024];
+        client.write_all(&sent).await.unwrap();
+        let mut into = vec![0u8; 32 * 1024];
+        let n = reader.read(&mut into).await.unwrap();
+        assert_eq!((n, reader.rest.len()), (20 * 1024, 0));
+    }
+}

@@ -36,11 +36,7 @@ if [ "$replicas" = 1 ]; then cluster_ports+=(6404 6405 6406); fi
 herald_ports=(7191 7192 7193)
 target="${CARGO_TARGET_DIR:-$root/target}"
 
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  echo "== installing redis-server"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
+install_redis cluster
 
 echo "== building Herald and herald-bench (release)"
 cargo build --release -q -p herald -p herald-bench

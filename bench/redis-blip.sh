@@ -28,11 +28,7 @@ redis_port=6391
 herald_port=7181
 target="${CARGO_TARGET_DIR:-$root/target}"
 
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  echo "== installing redis-server"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
+install_redis redis-blip
 
 echo "== building Herald and herald-bench (release)"
 cargo build --release -q -p herald -p herald-bench

@@ -45,3 +45,12 @@ stop_server() {
     server_pid=""
   fi
 }
+
+# install_redis who: Debian's redis-server and redis-cli, unless they are here already.
+install_redis() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    echo "== $1: installing redis-server"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+  fi
+}

@@ -27,13 +27,7 @@ use crate::engine::EngineError;
 impl RedisPresence {
     /// Adds `channel` to `node`'s index, before a script that gives the node a share of it.
     pub(super) async fn index_channel(&self, node: &str, channel: &ChannelName) -> Result<(), EngineError> {
-        let index = self.node_channels_key(node);
-        self.inner
-            .run(true, |mut con| {
-                let command = redis::cmd("SADD").arg(&index).arg(channel.as_str()).clone();
-                async move { command.query_async::<()>(&mut con).await }
-            })
-            .await
+        self.command(redis::cmd("SADD").arg(self.node_channels_key(node)).arg(channel.as_str()).clone()).await
     }
 
     /// A transition a script of this node observed: handed to the listener, and on a cluster written to the
@@ -60,31 +54,13 @@ impl RedisPresence {
     async fn list_occupied(&self, channel: &ChannelName, occupied: bool) -> Result<(), EngineError> {
         let (index, name) = (self.global_key("occupied"), channel.as_str());
         let add = redis::cmd("ZADD").arg(&index).arg(0).arg(name).clone();
-        let write = if occupied { add.clone() } else { redis::cmd("ZREM").arg(&index).arg(name).clone() };
-        self.inner
-            .run(true, |mut con| {
-                let write = write.clone();
-                async move { write.query_async::<()>(&mut con).await }
-            })
-            .await?;
         if occupied {
-            return Ok(());
+            return self.command(add).await;
         }
-        let subscribers = self.key(channel, "subscribers");
-        let nodes: u64 = self
-            .inner
-            .run(true, |mut con| {
-                let command = redis::cmd("HLEN").arg(&subscribers).clone();
-                async move { command.query_async(&mut con).await }
-            })
-            .await?;
+        self.command::<()>(redis::cmd("ZREM").arg(&index).arg(name).clone()).await?;
+        let nodes: u64 = self.command(redis::cmd("HLEN").arg(self.key(channel, "subscribers")).clone()).await?;
         if nodes > 0 {
-            self.inner
-                .run(true, |mut con| {
-                    let add = add.clone();
-                    async move { add.query_async::<()>(&mut con).await }
-                })
-                .await?;
+            self.command::<()>(add).await?;
         }
         Ok(())
     }
@@ -95,13 +71,7 @@ impl RedisPresence {
         if self.call::<i64>(&self.scripts.holds, &keys, &[node.as_bytes()], true).await? == 1 {
             return Ok(());
         }
-        let index = self.node_channels_key(node);
-        self.inner
-            .run(true, |mut con| {
-                let command = redis::cmd("SREM").arg(&index).arg(channel.as_str()).clone();
-                async move { command.query_async::<()>(&mut con).await }
-            })
-            .await?;
+        self.command::<()>(redis::cmd("SREM").arg(self.node_channels_key(node)).arg(channel.as_str()).clone()).await?;
         let held_here = {
             let local = self.lock();
             local.subscribers.contains_key(channel) || local.connections.values().any(|(c, ..)| c == channel)

@@ -133,13 +133,7 @@ impl RedisPresence {
             self.call(&self.scripts.claim_dead, &keys, &[ttl.as_bytes(), most.as_bytes()], false).await?;
         for node in claimed {
             let index = self.node_channels_key(&node);
-            let channels: Vec<String> = self
-                .inner
-                .run(true, |mut con| {
-                    let command = redis::cmd("SMEMBERS").arg(&index).clone();
-                    async move { command.query_async(&mut con).await }
-                })
-                .await?;
+            let channels: Vec<String> = self.command(redis::cmd("SMEMBERS").arg(&index).clone()).await?;
             for name in &channels {
                 if let Ok(channel) = ChannelName::new(name) {
                     self.reap(&node, &channel).await?;
@@ -147,14 +141,8 @@ impl RedisPresence {
             }
             // Two commands, not a pipeline: on a cluster the two keys are in different slots.
             let dead = self.global_key("dead_nodes");
-            for command in [redis::cmd("DEL").arg(&index).clone(), redis::cmd("ZREM").arg(&dead).arg(&node).clone()] {
-                self.inner
-                    .run(true, |mut con| {
-                        let command = command.clone();
-                        async move { command.query_async::<()>(&mut con).await }
-                    })
-                    .await?;
-            }
+            self.command::<()>(redis::cmd("DEL").arg(&index).clone()).await?;
+            self.command::<()>(redis::cmd("ZREM").arg(&dead).arg(&node).clone()).await?;
             tracing::info!(%node, channels = channels.len(), "removed the presence of a node silent for presence_node_ttl_secs");
         }
         Ok(())

@@ -177,6 +177,16 @@ impl RedisPresence {
             .await
     }
 
+    /// Runs one command; each may run twice (once more after a connection Redis had closed) without harm.
+    async fn command<T: FromRedisValue>(&self, command: redis::Cmd) -> Result<T, EngineError> {
+        self.inner
+            .run(true, |mut con| {
+                let command = command.clone();
+                async move { command.query_async(&mut con).await }
+            })
+            .await
+    }
+
     async fn join_as(
         &self,
         node: &str,
@@ -356,14 +366,9 @@ impl PresenceStore for RedisPresence {
             let index = self.global_key("occupied");
             // Channel names are ASCII, so every name that starts with the prefix sorts before prefix + 0xff.
             let (from, to) = (format!("[{prefix}").into_bytes(), [b"[", prefix.as_bytes(), b"\xff"].concat());
-            let names: Vec<String> = self
-                .inner
-                .run(true, |mut con| {
-                    let mut command = redis::cmd("ZRANGEBYLEX");
-                    command.arg(&index).arg(&from).arg(&to).arg("LIMIT").arg(0).arg(limit);
-                    async move { command.query_async(&mut con).await }
-                })
-                .await?;
+            let mut command = redis::cmd("ZRANGEBYLEX");
+            command.arg(&index).arg(&from).arg(&to).arg("LIMIT").arg(0).arg(limit);
+            let names: Vec<String> = self.command(command).await?;
             let mut found = Vec::with_capacity(names.len());
             for name in names {
                 let Ok(channel) = ChannelName::new(&name) else { continue };

@@ -185,6 +185,26 @@ async fn publish_storm(
     out
 }
 
+/// Starts [`publish_storm`] through `nodes` and returns once `first` publishes were acknowledged, so that what the
+/// caller does next happens while publishers run.
+async fn start_storm(
+    nodes: &[Node],
+    channels: &[String],
+    per_channel: i64,
+    first: usize,
+) -> tokio::task::JoinHandle<Published> {
+    let progress = Arc::new(AtomicUsize::new(0));
+    let (urls, channels) = (nodes.iter().map(Node::url).collect(), channels.to_vec());
+    let storm = tokio::spawn({
+        let progress = progress.clone();
+        async move { publish_storm(urls, &channels, per_channel, progress).await }
+    });
+    while progress.load(Ordering::Relaxed) < first {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    storm
+}
+
 /// Subscribes to every channel on every node over WebSocket, from the start of each channel.
 async fn subscribe_everywhere(nodes: &[Node], channels: &[String]) -> Vec<Feed> {
     let mut out = Vec::new();
@@ -255,15 +275,7 @@ async fn storm_with_a_primary_killed(
     let nodes = nodes(3, cluster, &unique_prefix(case), env).await;
     let subscriptions = subscribe_everywhere(&nodes, &channels).await;
     let victim = cluster.primary_of(&channels[0]);
-    let progress = Arc::new(AtomicUsize::new(0));
-    let urls = nodes.iter().map(Node::url).collect();
-    let storm = tokio::spawn({
-        let (channels, progress) = (channels.clone(), progress.clone());
-        async move { publish_storm(urls, &channels, storm_size(120), progress).await }
-    });
-    while progress.load(Ordering::Relaxed) < 60 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let storm = start_storm(&nodes, &channels, storm_size(120), 60).await;
     cluster.kill(victim);
     // Once its replica took over, the killed node comes back, as that replica's replica: with
     // `redis_wait_replicas = 1`, the shard can acknowledge publishes again.
@@ -358,15 +370,7 @@ async fn slots_of_watched_channels_moved_by_a_live_reshard_lose_nothing_and_repe
     let target = cluster.primary_of(&channels[0]);
     let nodes = nodes(3, &cluster, &unique_prefix("reshard"), &[]).await;
     let subscriptions = subscribe_everywhere(&nodes, &channels).await;
-    let progress = Arc::new(AtomicUsize::new(0));
-    let urls = nodes.iter().map(Node::url).collect();
-    let storm = tokio::spawn({
-        let (channels, progress) = (channels.clone(), progress.clone());
-        async move { publish_storm(urls, &channels, storm_size(150), progress).await }
-    });
-    while progress.load(Ordering::Relaxed) < 50 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let storm = start_storm(&nodes, &channels, storm_size(150), 50).await;
     let (from, to) = (cluster.node_id(source), cluster.node_id(target));
     let reshard = format!("127.0.0.1:{source}");
     let slots = MOVED.to_string();

@@ -286,7 +286,7 @@ async fn storm_with_a_primary_killed(
     (nodes, subscriptions, published)
 }
 
-/// After a failover that lost acknowledged messages: every subscriber reaches the newest offset of every channel
+/// After a failover that may have lost announced messages: every subscriber reaches the newest offset of every channel
 /// without a gap or a duplicate, a reset aside (after which a channel starts over where its history now is).
 async fn check_after_a_loss(subscriptions: Vec<Feed>, published: &Published) {
     let targets: HashMap<String, u64> = published
@@ -304,20 +304,12 @@ async fn check_after_a_loss(subscriptions: Vec<Feed>, published: &Published) {
 async fn a_primary_killed_while_publishing_is_followed_to_its_replica_without_gaps_duplicates_or_resets() {
     let cluster = OwnCluster::start();
     let (_nodes, subscriptions, published) = storm_with_a_primary_killed(&cluster, &[], "failover").await;
-    // Without waiting for replicas, a message acknowledged just before the kill may be missing on the promoted
-    // replica (asynchronous replication; docs/SCALING.md): its offset is then acknowledged a second time, for
-    // another message. Only then may a subscriber that had the lost one get the documented reset (when it read
-    // history in between); otherwise nothing may be out of order. The data at each offset is not checked.
-    let reassigned = published.acknowledged.values().any(|acks| {
-        let offsets: std::collections::HashSet<u64> = acks.iter().map(|a| a.0).collect();
-        offsets.len() < acks.len()
-    });
-    if reassigned {
-        eprintln!("the promoted replica lacked acknowledged messages: a reset is allowed, a gap or duplicate not");
-        check_after_a_loss(subscriptions, &published).await;
-    } else {
-        check_subscribers(subscriptions, &published, false).await;
-    }
+    // Without waiting for replicas, the promoted replica may lack the newest messages the killed primary stored
+    // and announced (asynchronous replication; docs/SCALING.md): acknowledged ones, or ones whose publisher got a
+    // 503 when the primary died under it. Their offsets go to the next messages, and a subscriber that had them
+    // and reads history meanwhile is told `reset`, the documented outcome. So a reset is allowed here, never a
+    // gap or a duplicate, and the data at each offset is not checked (the WAIT case below checks all of it).
+    check_after_a_loss(subscriptions, &published).await;
 }
 
 #[tokio::test]

@@ -1,10 +1,11 @@
 //! The disk engine: one node, every channel's history in a file in `data_dir`, so a restart (a deploy, a crash)
 //! loses no acknowledged message and keeps every epoch, and history may be longer than memory.
 //!
-//! A publish goes to one writer, a thread of its own (`writer.rs`), through a bounded queue; the writer takes whatever has queued
+//! A publish goes to one writer (`writer.rs`), a thread of its own, through a bounded queue; the writer takes whatever has queued
 //! (up to [`writer::BATCH`]) into one atomic batch of the store (fjall, `store.rs`), commits it — with `fsync =
 //! "always"` durably, so concurrent publishes share one fsync (group commit) — and only then puts the messages
-//! in memory, hands them to the delivery callback and answers their publishers. Records are laid out by
+//! in memory, hands them to the delivery callback and answers their publishers. With `fsync = "interval"` a
+//! publisher that finds the writer idle makes that commit itself, skipping the queue. Records are laid out by
 //! `record.rs`; docs/BENCHMARKS.md says why the store is fjall, an LSM tree, rather than redb, a B-tree. The newest messages of each channel stay in memory (at most its `history_size`, and within
 //! `max_history_bytes` for the whole server, the oldest going first); a read older than what memory holds is
 //! answered from the file.
@@ -36,7 +37,7 @@ use crate::config::Config;
 use crate::encoded::{EncodedMessage, Origin};
 use store::{Channel, Store};
 pub use store::{OpenError, STORE};
-use writer::Command;
+use writer::{Command, Draft, Tried, Writing};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every change under this lock replaces a whole channel state or pushes/pops whole messages.
@@ -108,6 +109,9 @@ fn new_epoch(hasher: &RandomState) -> u64 {
 pub struct DiskEngine {
     shared: Arc<Shared>,
     queue: mpsc::Sender<Command>,
+    writing: Arc<Writing>,
+    /// `fsync = "interval"`: a publisher finding the writer idle commits its own message.
+    commit_inline: bool,
     signals: Signals,
     presence: Arc<MemoryPresence>,
     events: Arc<MemoryLog>,
@@ -165,11 +169,14 @@ impl DiskEngine {
             hasher,
         });
         let (queue, commands) = mpsc::channel(queue);
-        let writer = writer::Pending::new(shared.clone(), commands);
+        let writing = Writing::new(shared.clone());
+        let writer = writer::Pending::new(writing.clone(), commands);
         let events = Arc::new(MemoryLog::default());
         let engine = Self {
             shared,
             queue,
+            writing,
+            commit_inline: config.fsync == crate::config::FsyncPolicy::Interval,
             signals: Signals::default(),
             presence: Arc::new(MemoryPresence::new(events.clone())),
             events,
@@ -179,7 +186,7 @@ impl DiskEngine {
 
     async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, EngineError> {
         let (reply, answer) = oneshot::channel();
-        let closed = || EngineError::Unavailable("the disk engine is stopping".into());
+        let closed = writer::stopping;
         // A full queue makes the caller wait (every publisher waits its turn): the queue bounds memory, the
         // publishers' own timeouts bound the wait.
         self.queue.send(make(reply)).await.map_err(|_| closed())?;
@@ -193,7 +200,14 @@ impl DiskEngine {
         data: Bytes,
         origin: Origin,
     ) -> Result<Arc<EncodedMessage>, EngineError> {
-        self.command(|reply| Command::Publish(writer::Publish { channel, event, data, origin, reply })).await?
+        let mut draft = Draft { channel, event, data, origin };
+        if self.commit_inline {
+            match self.writing.try_publish(draft) {
+                Tried::Done(stored) => return stored,
+                Tried::Busy(back) => draft = back,
+            }
+        }
+        self.command(|reply| Command::Publish(writer::Publish { draft, reply })).await?
     }
 
     async fn read_channel(&self, channel: &ChannelName, start: Start, limit: usize) -> Result<Read, EngineError> {

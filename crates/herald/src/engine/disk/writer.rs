@@ -1,7 +1,15 @@
-//! The disk engine's one writer: every change to the file goes through it, in the order it was queued. It runs
-//! on a thread of its own ([`Pending::start`]), since every step of it waits on the disk.
+//! The disk engine's one writer: every change to the file goes through it, one at a time. It runs on a thread of
+//! its own ([`Pending::start`]), since most of its steps wait on the disk.
 //!
-//! Publishes wait in a bounded queue ([`QUEUE`]; a publisher finding it full waits for room: nothing is refused
+//! With `fsync = "interval"` a publisher that finds the writer idle commits its own message, on its own thread
+//! ([`Writing::try_publish`]): that commit does not wait for the disk, and handing it to the writer's thread and
+//! back cost two thread wake-ups, which a lone publisher paid on every publish (docs/BENCHMARKS.md, "The disk
+//! engine"). A publisher that finds the writer busy (its thread committing a batch, a sweep or the periodic
+//! fsync) queues as below; the writer's thread keeps the fsync timer, woken by the first such commit after a
+//! durable one ([`Writing::unsynced`]). With `always` every publish queues: a durable commit is an fsync, which
+//! must not block a thread of the server's runtime, and waiting in the queue is what lets publishers share it.
+//!
+//! Queued publishes wait in a bounded queue ([`QUEUE`]; a publisher finding it full waits for room: nothing is refused
 //! or dropped for it, and the publishers' own timeouts bound the wait). The writer takes everything queued, up to
 //! [`BATCH`], assigns offsets, writes the records and the channels' new bounds in one transaction and commits it:
 //! durably with `fsync = "always"` (one fsync for the whole batch: while it runs, the next batch queues, and the
@@ -14,12 +22,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use herald_proto::{time::now_millis, ChannelName, EventName, Message, Position};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use super::store::{Channel, Store};
@@ -51,24 +59,87 @@ pub(super) enum Command {
     Close(oneshot::Sender<()>),
 }
 
-/// A message to store, and its publisher waiting for the answer.
-pub(super) struct Publish {
+/// A message to store.
+pub(super) struct Draft {
     pub(super) channel: ChannelName,
     pub(super) event: EventName,
     pub(super) data: Bytes,
     pub(super) origin: Origin,
+}
+
+/// A queued message to store, and its publisher waiting for the answer.
+pub(super) struct Publish {
+    pub(super) draft: Draft,
     pub(super) reply: Answer,
+}
+
+/// The writer, shared by its thread and the publishers that find it idle (`interval`).
+pub(super) struct Writing {
+    writer: Mutex<Writer>,
+    /// Told when a publisher's own commit is the first since the last durable one: the writer's thread then sets
+    /// its fsync timer. (A permit is kept if the thread is not waiting yet, so none is missed.)
+    unsynced: Notify,
+}
+
+/// What [`Writing::try_publish`] did.
+pub(super) enum Tried {
+    /// The message was committed (or refused) here.
+    Done(Result<Arc<EncodedMessage>, EngineError>),
+    /// The writer is busy: the draft is given back, to be queued.
+    Busy(Draft),
+}
+
+impl Writing {
+    pub(super) fn new(shared: Arc<Shared>) -> Arc<Self> {
+        let always = shared.config.fsync == FsyncPolicy::Always;
+        let interval = shared.config.fsync_interval;
+        let writer = Writer {
+            shared,
+            always,
+            interval,
+            unsynced_since: None,
+            answered: 0,
+            fsync_took: Duration::ZERO,
+            closed: false,
+        };
+        Arc::new(Self { writer: Mutex::new(writer), unsynced: Notify::new() })
+    }
+
+    /// Commits `draft` on the caller's thread if the writer is idle, without waiting for the disk: for `fsync =
+    /// "interval"` only, where a commit is a write to the journal (the kernel's cache), not an fsync.
+    pub(super) fn try_publish(&self, draft: Draft) -> Tried {
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            // Every change under this lock is a whole commit or a whole field: what a panic left is usable.
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Tried::Busy(draft),
+        };
+        if writer.closed {
+            return Tried::Done(Err(stopping()));
+        }
+        let synced = writer.unsynced_since.is_none();
+        let stored = writer.store(vec![draft], false);
+        if synced && writer.unsynced_since.is_some() {
+            self.unsynced.notify_one();
+        }
+        Tried::Done(stored.map(|mut messages| messages.remove(0)))
+    }
+}
+
+/// The error of a publish the writer will not take any more.
+pub(super) fn stopping() -> EngineError {
+    EngineError::Unavailable("the disk engine is stopping".into())
 }
 
 /// The writer, built but not yet running: [`Pending::start`] gives it its thread.
 pub(super) struct Pending {
-    shared: Arc<Shared>,
+    writing: Arc<Writing>,
     commands: mpsc::Receiver<Command>,
 }
 
 impl Pending {
-    pub(super) fn new(shared: Arc<Shared>, commands: mpsc::Receiver<Command>) -> Self {
-        Self { shared, commands }
+    pub(super) fn new(writing: Arc<Writing>, commands: mpsc::Receiver<Command>) -> Self {
+        Self { writing, commands }
     }
 
     /// Starts the writer on a thread of its own. Every step of the writer waits on the disk (a commit, an
@@ -78,43 +149,54 @@ impl Pending {
     pub(super) fn start(self) -> Result<(), EngineError> {
         let failed = |e: std::io::Error| EngineError::Unavailable(format!("cannot start the disk writer: {e}"));
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(failed)?;
-        let Self { shared, commands } = self;
+        let Self { writing, commands } = self;
         std::thread::Builder::new()
             .name("herald-disk-writer".into())
-            .spawn(move || runtime.block_on(run(shared, commands)))
+            .spawn(move || runtime.block_on(run(writing, commands)))
             .map_err(failed)?;
         Ok(())
     }
 }
 
-/// Runs the writer until `Close` or until every sender is gone.
-async fn run(shared: Arc<Shared>, mut commands: mpsc::Receiver<Command>) {
-    let always = shared.config.fsync == FsyncPolicy::Always;
-    let interval = shared.config.fsync_interval;
-    let mut writer = Writer { shared, always, interval, unsynced_since: None, answered: 0, fsync_took: Duration::ZERO };
+/// Runs the writer until `Close` or until every sender is gone. The writer's lock is held while a batch is
+/// committed and during the periodic fsync, never while waiting.
+async fn run(writing: Arc<Writing>, mut commands: mpsc::Receiver<Command>) {
+    let (always, interval) = {
+        let writer = lock(&writing.writer);
+        (writer.always, writer.interval)
+    };
     let mut taken = Vec::with_capacity(BATCH);
     // Commands queued behind the last batch when it was committed.
     let mut behind = 0;
     loop {
-        let got = match writer.unsynced_since {
+        let unsynced_since = lock(&writing.writer).unsynced_since;
+        let got = match unsynced_since {
             Some(since) => tokio::select! {
                 got = commands.recv_many(&mut taken, BATCH) => got,
                 () = tokio::time::sleep_until(since + interval) => {
-                    writer.sync();
+                    lock(&writing.writer).sync();
                     continue;
                 }
             },
-            None => commands.recv_many(&mut taken, BATCH).await,
+            None => tokio::select! {
+                got = commands.recv_many(&mut taken, BATCH) => got,
+                // A publisher committed the first message since the last fsync: set the timer.
+                () = writing.unsynced.notified() => continue,
+            },
         };
         if got == 0 {
-            writer.close();
+            lock(&writing.writer).close();
             return;
         }
         if always {
             // Those the last commit answered, and those that were queued behind it: the publishers at work.
-            let expected = writer.answered + behind;
-            gather(&mut commands, &mut taken, expected, writer.fsync_took).await;
+            let (answered, patience) = {
+                let writer = lock(&writing.writer);
+                (writer.answered, writer.fsync_took)
+            };
+            gather(&mut commands, &mut taken, answered + behind, patience).await;
         }
+        let mut writer = lock(&writing.writer);
         let mut publishes = Vec::new();
         for command in taken.drain(..) {
             match command {
@@ -138,6 +220,7 @@ async fn run(shared: Arc<Shared>, mut commands: mpsc::Receiver<Command>) {
             }
         }
         writer.publish(publishes);
+        drop(writer);
         behind = commands.len();
     }
 }
@@ -170,6 +253,8 @@ struct Writer {
     answered: usize,
     /// How long the last durable commit of publishes took.
     fsync_took: Duration,
+    /// `Close` was done: nothing more is written.
+    closed: bool,
 }
 
 impl Writer {
@@ -207,18 +292,44 @@ impl Writer {
         }
     }
 
+    /// Stores a queued batch and answers its publishers.
     fn publish(&mut self, publishes: Vec<Publish>) {
         if publishes.is_empty() {
             return;
         }
+        let (drafts, replies): (Vec<Draft>, Vec<Answer>) = publishes.into_iter().map(|p| (p.draft, p.reply)).unzip();
+        let durable = self.durable();
+        let started = Instant::now();
+        let stored = self.store(drafts, durable);
+        if durable {
+            self.fsync_took = started.elapsed();
+            self.answered = stored.as_ref().map_or(0, Vec::len);
+        }
+        match stored {
+            Ok(messages) => {
+                for (reply, message) in replies.into_iter().zip(messages) {
+                    let _ = reply.send(Ok(message));
+                }
+            }
+            Err(err) => {
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Assigns offsets to `drafts`, writes them and their channels' new bounds in one transaction and commits it
+    /// (durably or not); once committed, puts them in memory and hands them to subscribers. A failed commit stores
+    /// none of them.
+    fn store(&mut self, drafts: Vec<Draft>, durable: bool) -> Result<Vec<Arc<EncodedMessage>>, EngineError> {
         let time_ms = now_millis();
         let mut bounds = Bounds::new();
-        let mut messages = Vec::with_capacity(publishes.len());
-        let mut records = Vec::with_capacity(publishes.len());
-        let mut replies = Vec::with_capacity(publishes.len());
+        let mut messages = Vec::with_capacity(drafts.len());
+        let mut records = Vec::with_capacity(drafts.len());
         {
             let channels = lock(&self.shared.channels);
-            for p in publishes {
+            for p in drafts {
                 let (_, after) = bounds.entry(p.channel.clone()).or_insert_with(|| {
                     let stored =
                         channels.get(&p.channel).map_or_else(|| Channel::new(self.shared.new_epoch()), |l| l.stored);
@@ -235,13 +346,10 @@ impl Writer {
                 ));
                 let message = Message { channel: p.channel, position, event: p.event, data: p.data, time_ms };
                 messages.push(EncodedMessage::with_origin(message, p.origin));
-                replies.push(p.reply);
             }
         }
         let rows: Vec<(ChannelName, Channel, Channel)> = bounds.into_iter().map(|(c, (b, a))| (c, b, a)).collect();
-        let durable = self.durable();
-        let started = Instant::now();
-        let committed = self.transact(durable, |store, batch| {
+        self.transact(durable, |store, batch| {
             for (channel, offset, bytes) in &records {
                 store.put_message(batch, channel.as_str(), *offset, bytes);
             }
@@ -254,21 +362,9 @@ impl Writer {
                 store.put_channel(batch, channel.as_str(), *after);
             }
             Ok(())
-        });
-        if durable {
-            self.fsync_took = started.elapsed();
-            self.answered = if committed.is_ok() { replies.len() } else { 0 };
-        }
-        if let Err(err) = committed {
-            for reply in replies {
-                let _ = reply.send(Err(err.clone()));
-            }
-            return;
-        }
+        })?;
         self.commit_to_memory(&rows, &messages);
-        for (reply, message) in replies.into_iter().zip(messages) {
-            let _ = reply.send(Ok(message));
-        }
+        Ok(messages)
     }
 
     /// Puts committed messages in memory and hands them to subscribers, in offset order per channel.
@@ -382,6 +478,7 @@ impl Writer {
 
     /// Commits what is left and marks the file as stopped cleanly.
     fn close(&mut self) {
+        self.closed = true;
         match self.shared.store.mark_clean() {
             Ok(()) => tracing::info!("the data dir is closed cleanly"),
             Err(err) => tracing::error!(%err, "the data dir could not be marked clean: the next start recovers it"),
@@ -424,8 +521,6 @@ fn is_full(err: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::sync::Mutex;
-
     use super::*;
     use crate::config::{Config, EngineKind};
     use crate::engine::disk::DiskEngine;
@@ -444,7 +539,13 @@ mod tests {
     async fn publishers_finding_the_queue_full_wait_and_every_one_is_stored_once_in_order() {
         const PUBLISHERS: usize = 100;
         let dir = Dir(std::env::temp_dir().join(format!("herald-writer-queue-{}", std::process::id())));
-        let config = Config { engine: EngineKind::Disk, data_dir: Some(dir.0.clone()), ..Config::default() };
+        // `always`: every publish queues (with `interval` one finding the writer idle would commit it itself).
+        let config = Config {
+            engine: EngineKind::Disk,
+            data_dir: Some(dir.0.clone()),
+            fsync: FsyncPolicy::Always,
+            ..Config::default()
+        };
         let delivered = Arc::new(Mutex::new(Vec::new()));
         let seen = delivered.clone();
         let deliver: crate::engine::Delivery = Arc::new(move |m| lock(&seen).push(m.message.position.offset));
@@ -482,5 +583,72 @@ mod tests {
             read.messages.iter().map(|m| (m.message.position.offset, m.message.data.clone())).collect();
         assert_eq!(read, stored, "all of them in history, each at the offset its publisher was answered");
         engine.close().await;
+    }
+
+    async fn publish_one(engine: &DiskEngine, i: usize) -> Result<Arc<EncodedMessage>, EngineError> {
+        let data = Bytes::from(format!("{{\"i\":{i}}}"));
+        engine.publish(ChannelName::new("orders:2").unwrap(), EventName::default_event(), data, Origin::default()).await
+    }
+
+    #[tokio::test]
+    // The writer's lock is held across awaits on purpose, to look busy: the publisher only ever `try_lock`s it.
+    #[allow(clippy::await_holding_lock)]
+    async fn with_fsync_interval_a_publisher_finding_the_writer_idle_commits_itself_and_one_finding_it_busy_queues() {
+        let dir = Dir(std::env::temp_dir().join(format!("herald-writer-inline-{}", std::process::id())));
+        let config = Config {
+            engine: EngineKind::Disk,
+            data_dir: Some(dir.0.clone()),
+            fsync: FsyncPolicy::Interval,
+            fsync_interval: Duration::from_millis(5),
+            ..Config::default()
+        };
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let seen = delivered.clone();
+        let deliver: crate::engine::Delivery = Arc::new(move |m| lock(&seen).push(m.message.position.offset));
+        let (engine, writer) = DiskEngine::prepare(Arc::new(config), deliver, 4).unwrap();
+        let engine = Arc::new(engine);
+
+        // The writer's thread is not even running: only the publisher's own commit can answer this.
+        // (Bounded: without the publisher's own commit it would wait for ever.)
+        let first = tokio::time::timeout(Duration::from_secs(10), publish_one(&engine, 1))
+            .await
+            .expect("answered without the writer's thread")
+            .expect("committed by its publisher");
+        assert_eq!(first.message.position.offset, 1);
+        assert_eq!(*lock(&delivered), [1], "handed to subscribers before the answer");
+        assert!(lock(&engine.writing.writer).unsynced_since.is_some(), "not fsynced: interval");
+
+        // The writer busy (its lock held, as while it commits a batch): the next publish queues and waits.
+        let busy = lock(&engine.writing.writer);
+        let queued = tokio::spawn({
+            let engine = engine.clone();
+            async move { publish_one(&engine, 2).await }
+        });
+        while engine.queue.capacity() == 4 {
+            tokio::task::yield_now().await;
+        }
+        drop(busy);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!queued.is_finished(), "a queued publish waits for the writer's thread");
+
+        writer.start().unwrap();
+        let second = queued.await.unwrap().expect("committed by the writer's thread");
+        assert_eq!(second.message.position.offset, 2);
+        // The writer's thread, told of the first unsynced commit, fsyncs within the interval (bounded wait: it
+        // fails only if that never happens).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lock(&engine.writing.writer).unsynced_since.is_some() {
+            assert!(std::time::Instant::now() < deadline, "the periodic fsync never ran");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(*lock(&delivered), [1, 2]);
+        engine.close().await;
+        let refused = publish_one(&engine, 3).await.expect_err("a closed writer takes nothing");
+        assert!(matches!(refused, EngineError::Unavailable(_)), "{refused:?}");
+        let read = engine.read(&ChannelName::new("orders:2").unwrap(), Start::Oldest, 10).await.unwrap();
+        let offsets: Vec<u64> = read.messages.iter().map(|m| m.message.position.offset).collect();
+        assert_eq!(offsets, [1, 2], "both in history, nothing of the refused one");
     }
 }

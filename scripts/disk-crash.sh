@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The long form of tests/disk.rs's crash test: a disk-engine Herald (fsync = "always") killed with SIGKILL at a
+# The long form of tests/disk.rs's crash tests: a disk-engine Herald (fsync = "always") killed with SIGKILL at a
 # random moment of a publish storm, ROUNDS times; after each restart, every message that was acknowledged (201)
 # must be readable at its offset with its data. Bounded: ROUNDS rounds of at most a few seconds each.
 #
 #   scripts/disk-crash.sh [ROUNDS] [DATA_DIR_PARENT]     # defaults: 50, /var/tmp
 #   BIN_DIR=/some/release scripts/disk-crash.sh          # that build's herald, not built here
+#   FSYNC=interval scripts/disk-crash.sh                 # fsync = "interval" (an hour apart): a SIGKILL of the
+#                                                        # process must lose no acknowledged message either
 #
 # Needs curl and jq. Prints one line per round and exits 1 at the first lost message.
 set -euo pipefail
@@ -26,7 +28,7 @@ trap cleanup EXIT
 printf '[default_namespace]\nhistory_size = 100000\nhistory_ttl_secs = 86400\n' >"$work/herald.toml"
 
 start() {
-  HERALD_FSYNC=always HERALD_LOG=warn "$herald" serve --listen "127.0.0.1:$port" --engine disk \
+  HERALD_FSYNC="${FSYNC:-always}" HERALD_FSYNC_INTERVAL_MS=3600000 HERALD_LOG=warn "$herald" serve --listen "127.0.0.1:$port" --engine disk \
     --data-dir "$work/data" --config "$work/herald.toml" 2>>"$work/log" &
   server_pid=$!
   for _ in $(seq 100); do

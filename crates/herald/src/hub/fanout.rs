@@ -1,0 +1,227 @@
+//! Where a stored message (or a change of members) is fanned out: inline, in the engine's delivery callback, or,
+//! with `direct_writes`, on a fan-out worker, so that the publish does not wait for the writes into its
+//! subscribers' sockets.
+//!
+//! With direct writes the fan-out of a message to a hot channel's 10,000 subscribers is 10,000 `writev` calls;
+//! done inline, the publish that stored it would answer only after them, and a lone publisher would be capped by
+//! them (docs/BENCHMARKS.md). The engine instead hands each message to a worker and the publish answers once it
+//! is stored. A worker is a task of its own, and a channel always goes to the same one (by a hash of its name),
+//! so its messages and changes of members are fanned out in the order the engine and the presence store handed
+//! them over, as inline. Workers are tasks rather than threads so that the runtime knows they have work (a
+//! paused test clock does not jump ahead of a delivery in flight), and the hand-off, which happens in the
+//! engine's synchronous callback, never blocks a runtime thread.
+//!
+//! Policy: a worker's queue holds [`WORKER_QUEUE`] hand-offs. A publish waits for room in its channel's worker
+//! before it stores its message ([`FanOut::room`], counted in `herald_fanout_waits_total`), so a publisher
+//! faster than the fan-out is slowed to its pace and nothing of it is dropped. What no publisher of this node
+//! waits for (messages published on other nodes, changes of members) is queued without waiting up to
+//! [`WORKER_HARD_CAP`]; past it a message is dropped for this node's fan-out and counted
+//! (`herald_fanout_dropped_total`): its subscribers' trackers find the gap at the channel's next message and read
+//! it from history, as after a dropped Pub/Sub link.
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+
+use herald_proto::ChannelName;
+use tokio::sync::Notify;
+
+use super::subscribers::Subscribers;
+use crate::encoded::EncodedMessage;
+use crate::engine::presence::PresenceEvent;
+use crate::metrics::Metrics;
+
+/// Hand-offs queued per worker before a publish waits for room.
+pub(crate) const WORKER_QUEUE: usize = 1024;
+
+/// Hand-offs queued per worker at most, those of other nodes' messages and of changes of members included.
+pub(crate) const WORKER_HARD_CAP: usize = 4 * WORKER_QUEUE;
+
+/// Workers at most: a channel is fanned out by one, so more only helps many busy channels at once.
+const MAX_WORKERS: usize = 4;
+
+/// What a worker fans out.
+enum Job {
+    Message(Arc<EncodedMessage>),
+    Presence(Arc<PresenceEvent>),
+}
+
+/// One worker's queue, shared by the hand-offs and the worker's task.
+#[derive(Default)]
+struct Worker {
+    state: Mutex<WorkerState>,
+    /// Notified whenever the worker took what was queued (room for waiting publishes).
+    room: Notify,
+}
+
+#[derive(Default)]
+struct WorkerState {
+    jobs: VecDeque<Job>,
+    /// The worker's task, waiting for a job.
+    waker: Option<Waker>,
+    /// The fan-out is gone: the task ends.
+    closed: bool,
+}
+
+impl Worker {
+    fn lock(&self) -> MutexGuard<'_, WorkerState> {
+        // Nothing panics while holding the lock; a poisoned queue is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn backlog(&self) -> usize {
+        self.lock().jobs.len()
+    }
+}
+
+/// The fan-out of one node: its two subscriber registries, fed inline or through workers.
+pub(crate) struct FanOut {
+    /// Subscribers of channels' messages.
+    subscribers: Arc<Subscribers>,
+    /// Subscribers of channels' presence.
+    followers: Arc<Subscribers>,
+    /// Empty: fan out inline.
+    workers: Vec<Arc<Worker>>,
+    hasher: RandomState,
+    metrics: Arc<Metrics>,
+}
+
+impl FanOut {
+    /// Fans out inline, in the caller's thread.
+    pub(crate) fn inline(subscribers: Arc<Subscribers>, followers: Arc<Subscribers>, metrics: Arc<Metrics>) -> Self {
+        Self { subscribers, followers, workers: Vec::new(), hasher: RandomState::new(), metrics }
+    }
+
+    /// Fans out on worker tasks of the current runtime (one per core, at most [`MAX_WORKERS`]), which end once
+    /// this is dropped.
+    pub(crate) fn on_workers(
+        subscribers: Arc<Subscribers>,
+        followers: Arc<Subscribers>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let count = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, MAX_WORKERS);
+        let mut fanout = Self::inline(subscribers, followers, metrics);
+        for _ in 0..count {
+            let worker = Arc::new(Worker::default());
+            let (subscribers, followers) = (fanout.subscribers.clone(), fanout.followers.clone());
+            tokio::spawn(work(worker.clone(), subscribers, followers));
+            fanout.workers.push(worker);
+        }
+        fanout
+    }
+
+    /// Waits until the worker of `channel` has room for one more message (at once when fanning out inline).
+    pub(crate) async fn room(&self, channel: &ChannelName) {
+        let Some(worker) = self.worker(channel) else { return };
+        if worker.backlog() < WORKER_QUEUE {
+            return;
+        }
+        self.metrics.fanout_waited();
+        loop {
+            let notified = worker.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if worker.backlog() < WORKER_QUEUE {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Fans out a stored message to the subscribers of its channel.
+    pub(crate) fn message(&self, message: &Arc<EncodedMessage>) {
+        match self.worker(&message.message.channel) {
+            Some(worker) => self.hand(worker, Job::Message(message.clone())),
+            None => self.subscribers.deliver(message),
+        }
+    }
+
+    /// Fans out a change of members to the followers of its channel's presence, in order with its messages.
+    pub(crate) fn presence(&self, event: &Arc<PresenceEvent>) {
+        match self.worker(&event.channel) {
+            Some(worker) => self.hand(worker, Job::Presence(event.clone())),
+            None => self.followers.deliver_presence(event),
+        }
+    }
+
+    fn worker(&self, channel: &ChannelName) -> Option<&Arc<Worker>> {
+        if self.workers.is_empty() {
+            return None;
+        }
+        self.workers.get((self.hasher.hash_one(channel.as_str()) % self.workers.len() as u64) as usize)
+    }
+
+    /// Queues `job` for `worker` without waiting (the written policy above), and wakes it.
+    fn hand(&self, worker: &Worker, job: Job) {
+        let waker = {
+            let mut state = worker.lock();
+            if state.jobs.len() >= WORKER_HARD_CAP {
+                drop(state);
+                self.metrics.fanout_dropped();
+                return;
+            }
+            state.jobs.push_back(job);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Drop for FanOut {
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            let waker = {
+                let mut state = worker.lock();
+                state.closed = true;
+                state.jobs.clear();
+                state.waker.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Jobs a worker does before it yields to the runtime's other tasks.
+const WORKER_BATCH: usize = 64;
+
+/// A worker's loop: fans out what it is handed, in order, until the fan-out is dropped. It yields to the
+/// runtime after [`WORKER_BATCH`] jobs in a row, so a busy channel does not keep a runtime thread to itself.
+async fn work(worker: Arc<Worker>, subscribers: Arc<Subscribers>, followers: Arc<Subscribers>) {
+    let mut done = 0;
+    loop {
+        let job = poll_fn(|cx| {
+            let mut state = worker.lock();
+            if state.closed {
+                return Poll::Ready(None);
+            }
+            match state.jobs.pop_front() {
+                Some(job) => Poll::Ready(Some(job)),
+                None => {
+                    match &state.waker {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        _ => state.waker = Some(cx.waker().clone()),
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        let Some(job) = job else { return };
+        match job {
+            Job::Message(message) => subscribers.deliver(&message),
+            Job::Presence(event) => followers.deliver_presence(&event),
+        }
+        worker.room.notify_waiters();
+        done += 1;
+        if done % WORKER_BATCH == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+}

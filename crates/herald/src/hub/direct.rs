@@ -245,4 +245,80 @@ mod tests {
         assert_eq!(&after(&pieces, 3)[..], b"def");
         assert_eq!(&after(&pieces, 5)[..], b"f");
     }
+
+    /// A message of `pad` bytes of data at offset `n` of channel `a`.
+    fn message(n: u64, pad: usize) -> Arc<EncodedMessage> {
+        EncodedMessage::new(herald_proto::Message {
+            channel: ChannelName::new("a").unwrap(),
+            position: Position::new(1, n),
+            event: herald_proto::EventName::default_event(),
+            data: Bytes::from(format!("\"{}\"", "x".repeat(pad))),
+            time_ms: 0,
+        })
+    }
+
+    /// The offsets of the whole text frames in `bytes`; panics on a frame cut short or anything else.
+    fn frame_offsets(mut bytes: &[u8]) -> Vec<u64> {
+        let mut offsets = Vec::new();
+        while !bytes.is_empty() {
+            assert_eq!(bytes[0], 0x81, "a final text frame");
+            let (len, header) = match bytes[1] {
+                126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+                127 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10),
+                short => (usize::from(short), 2),
+            };
+            let frame: serde_json::Value = serde_json::from_slice(&bytes[header..header + len]).unwrap();
+            offsets.push(frame["offset"].as_u64().unwrap());
+            bytes = &bytes[header + len..];
+        }
+        offsets
+    }
+
+    #[tokio::test]
+    async fn a_lent_socket_that_fills_up_gets_whole_frames_once_the_rest_of_a_partial_write_is_written() {
+        use super::super::queue::{queue, Offered, Queued};
+        use tokio::io::AsyncReadExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let server = Arc::new(listener.accept().await.unwrap().0);
+        let (sender, mut receiver) = queue(1000);
+        let writer = receiver.attach(server.clone(), DirectWire::WebSocket);
+        let channel = ChannelName::new("a").unwrap();
+        assert!(receiver.lend(|| vec![(channel.clone(), Position::new(1, 0))]));
+        // Nobody reads: the fan-out writes until the socket's buffers are full, then queues.
+        let mut offered = 0;
+        loop {
+            offered += 1;
+            let m = message(offered, 64 * 1024);
+            match sender.offer(Some(&m), || Queued::Message(m.clone())).unwrap() {
+                Offered::Written => {}
+                Offered::Queued => break,
+                Offered::Skipped => panic!("nothing was delivered twice"),
+            }
+            assert!(offered < 10_000, "a socket nobody reads fills up");
+        }
+        let written = receiver.take_positions().unwrap()[0].1.offset;
+        assert_eq!(written, offered - 1, "every message but the queued one went to the socket");
+        assert!(matches!(receiver.try_recv(), Some(Queued::Message(m)) if m.message.position.offset == offered));
+        // The connection writes the rest of a partial write first, then its own copy of the queued message.
+        let rest = writer.take_rest().unwrap_or_default();
+        let queued = message(offered, 64 * 1024);
+        let mut header = [0u8; MAX_HEADER];
+        let own = pieces(DirectWire::WebSocket, &queued, &queued.ws_frame(), &mut header).concat();
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        // The queue lets go of the socket with its receiver.
+        drop(receiver);
+        let mut server = Arc::try_unwrap(server).map_err(|_| ()).ok();
+        let socket = server.as_mut().unwrap();
+        tokio::io::AsyncWriteExt::write_all(socket, &rest).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(socket, &own).await.unwrap();
+        tokio::io::AsyncWriteExt::shutdown(socket).await.unwrap();
+        drop(server);
+        assert_eq!(frame_offsets(&reading.await.unwrap()), (1..=offered).collect::<Vec<_>>());
+    }
 }

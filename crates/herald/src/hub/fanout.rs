@@ -225,3 +225,67 @@ async fn work(worker: Arc<Worker>, subscribers: Arc<Subscribers>, followers: Arc
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use herald_proto::EventName;
+
+    use super::super::{Hub, Item};
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::Start;
+    use crate::metrics::Transport;
+
+    async fn hub() -> Arc<Hub> {
+        let config = Arc::new(Config { direct_writes: true, connection_queue: 4096, ..Config::default() });
+        Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await.unwrap()
+    }
+
+    fn metric(hub: &Hub, name: &str) -> u64 {
+        let text = hub.metrics().render(0, 0, 0);
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// Offsets of the next `n` messages of the subscription.
+    async fn offsets(subscription: &mut crate::hub::Subscription, n: usize) -> Vec<u64> {
+        let mut offsets = Vec::new();
+        while offsets.len() < n {
+            let live = subscription.recv().await;
+            for item in subscription.follow(live, 64).await.into_result().unwrap() {
+                let Item::Message(message) = item else { panic!("only messages") };
+                offsets.push(message.message.position.offset);
+            }
+        }
+        offsets
+    }
+
+    #[tokio::test]
+    async fn a_publish_answers_before_its_message_is_fanned_out() {
+        use futures_util::FutureExt;
+        let hub = hub().await;
+        let a = ChannelName::new("a").unwrap();
+        let mut subscription = hub.subscription(Transport::WebSocket);
+        subscription.subscribe(&a, Start::Now, 0).await.unwrap();
+        hub.publish(a.clone(), EventName::default_event(), Bytes::from_static(b"1")).await.unwrap();
+        // Nothing yielded to the worker since (one thread): the publish answered without waiting for it.
+        assert!(subscription.recv().now_or_never().is_none(), "not fanned out yet");
+        assert_eq!(offsets(&mut subscription, 1).await, [1]);
+    }
+
+    #[tokio::test]
+    async fn a_publisher_faster_than_the_fan_out_waits_for_room_and_nothing_is_lost_or_reordered() {
+        let hub = hub().await;
+        let a = ChannelName::new("a").unwrap();
+        let mut subscription = hub.subscription(Transport::WebSocket);
+        subscription.subscribe(&a, Start::Now, 0).await.unwrap();
+        let n = 3 * WORKER_QUEUE;
+        for i in 0..n {
+            hub.publish(a.clone(), EventName::default_event(), Bytes::from(i.to_string())).await.unwrap();
+        }
+        assert!(metric(&hub, "herald_fanout_waits_total") > 0, "the publisher outran the worker and waited");
+        assert_eq!(metric(&hub, "herald_fanout_dropped_total"), 0);
+        assert_eq!(offsets(&mut subscription, n).await, (1..=n as u64).collect::<Vec<_>>());
+    }
+}

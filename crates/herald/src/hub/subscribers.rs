@@ -117,8 +117,10 @@ impl Subscribers {
                         self.metrics.written_by_fanout(transport, written, message.stored_at);
                     }
                 }
-                // Timed from the message's own instant: one clock reading per fan-out, not two.
-                self.metrics.fanned_out(channel, taken.queued, Some(message.stored_at))
+                // Timed from the message's own instant: one clock reading per fan-out, not two. A message written
+                // into a socket counts as queued for its namespace too: it was handed to that subscriber.
+                let handed = taken.queued + taken.ws_written + taken.sse_written;
+                self.metrics.fanned_out(channel, handed, Some(message.stored_at))
             }
         }
     }

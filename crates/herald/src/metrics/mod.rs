@@ -338,12 +338,15 @@ impl Metrics {
     }
 
     /// Counts `n` messages the fan-out wrote to sockets of `transport` itself (also counted as delivered), and
-    /// the lag of the message they were copies of, once.
+    /// times the lag of the message they were copies of: the first such message, then one in [`LAG_SAMPLE`], as
+    /// a connection does with its own writes.
     pub fn written_by_fanout(&self, transport: Transport, n: u64, stored_at: Instant) {
         self.delivered.get(transport.index()).inc_by(n);
-        self.direct_writes.get(transport.index()).inc_by(n);
-        let lag = Instant::now().saturating_duration_since(stored_at);
-        self.delivery_lag.get(transport.index()).observe(lag.as_secs_f64());
+        let before = self.direct_writes.get(transport.index()).inc_by(n);
+        if before == 0 || before / u64::from(LAG_SAMPLE) != (before + n) / u64::from(LAG_SAMPLE) {
+            let lag = Instant::now().saturating_duration_since(stored_at);
+            self.delivery_lag.get(transport.index()).observe(lag.as_secs_f64());
+        }
     }
 
     /// Messages the fan-out wrote to sockets of `transport` so far.

@@ -242,7 +242,13 @@ impl Session {
                         self.send(text(&ServerFrame::Error(&err))).await;
                     }
                     Some(Ok(WsMessage::Close(_))) | None => return Some(End::Gone),
-                    Some(Ok(_)) => {} // Ping (answered by the library) and Pong only prove the peer is alive.
+                    // Ping and Pong only prove the peer is alive. tungstenite queues its answer to a ping: written now,
+                    // so that nothing of it is left half-written when the socket is lent again.
+                    Some(Ok(_)) => {
+                        if self.lends {
+                            let _ = self.socket.flush().await;
+                        }
+                    }
                     Some(Err(err)) => {
                         let end = too_big(err);
                         if end.is_some() {

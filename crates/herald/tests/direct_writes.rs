@@ -12,23 +12,39 @@ use common::{config, spawn, Client, Sse, TestServer, Ws};
 use herald_proto::{ChannelName, EventName};
 use serde_json::{json, Value};
 
-/// Publishes `n` messages `{"n":i,"pad":…}` on `channel` straight through the hub, each with `pad` bytes of
-/// padding (large ones fill a socket that is not read in a few hundred messages).
-async fn publish_padded(server: &TestServer, channel: &str, n: usize, pad: usize) {
+/// Publishes messages `first..=last`, `{"n":i,"pad":…}`, on `channel` straight through the hub, each with `pad`
+/// bytes of padding (large ones fill a socket that is not read in a few hundred messages). `Paced`: the test's
+/// task yields after each, so the fan-out worker takes each message with nothing behind it and writes into the
+/// lent sockets; `Burst`: all are handed over first, so the worker is behind and queues them.
+async fn publish_padded(server: &TestServer, channel: &str, (first, last): (usize, usize), pad: usize, pace: Pace) {
     let padding = "x".repeat(pad);
-    for i in 1..=n {
+    for i in first..=last {
         let data = Bytes::from(format!("{{\"n\":{i},\"pad\":\"{padding}\"}}"));
         server.hub.publish(ChannelName::new(channel).unwrap(), EventName::default_event(), data).await.unwrap();
+        if pace == Pace::Paced {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    Paced,
+    Burst,
+}
+
 async fn ws_subscribed(server: &Client, request: Value) -> Ws {
+    ws_opened(server, request).await.0
+}
+
+/// A WebSocket subscribed with `request`, and the cursor it starts from.
+async fn ws_opened(server: &Client, request: Value) -> (Ws, String) {
     let mut ws = server.ws().await;
     let mut request = request;
     request["op"] = json!("subscribe");
     let answer = ws.call(request).await;
     assert_eq!(answer["op"], "subscribed", "{answer}");
-    ws
+    (ws, answer["cursor"].as_str().unwrap().to_string())
 }
 
 /// The `n` of each message frame until `count` are read or the connection closes; and the cursor of the last
@@ -69,6 +85,7 @@ fn one_to(n: u64) -> Vec<u64> {
 #[tokio::test]
 async fn many_websocket_and_sse_subscribers_of_one_channel_get_every_message_once_in_order_from_the_fan_out() {
     let mut config = config();
+    config.direct_writes = true;
     config.default_namespace.history_size = 1000;
     let server = spawn(config).await;
     let mut sockets = Vec::new();
@@ -82,7 +99,10 @@ async fn many_websocket_and_sse_subscribers_of_one_channel_get_every_message_onc
     for stream in &mut streams {
         assert!(stream.next().await.unwrap().retry.is_some(), "the preamble comes first");
     }
-    publish_padded(&server, "hot", 300, 10).await;
+    // Written by the fan-out while it keeps up, then queued while it is behind, then written again.
+    publish_padded(&server, "hot", (1, 100), 10, Pace::Paced).await;
+    publish_padded(&server, "hot", (101, 200), 10, Pace::Burst).await;
+    publish_padded(&server, "hot", (201, 300), 10, Pace::Paced).await;
     for ws in &mut sockets {
         assert_eq!(ws_numbers(ws, 300).await.0, one_to(300));
         ws.assert_quiet().await;
@@ -96,15 +116,17 @@ async fn many_websocket_and_sse_subscribers_of_one_channel_get_every_message_onc
     assert_eq!(delivered, 20 * 300, "each counted once, whoever wrote it");
 }
 
-/// Reads `channel` on `ws` until it has messages 1 to `n`, resuming from its last cursor on a new connection each
-/// time the server closes it as a slow consumer; asserts that nothing comes twice or out of order. Returns how
-/// many times it was closed.
-async fn ws_everything(server: &Client, mut ws: Ws, channel: &str, n: u64) -> usize {
+/// Reads `channel` on `ws` (subscribed at `start`) until it has messages 1 to `n`, resuming from its last cursor on
+/// a new connection each time the server closes it as a slow consumer; asserts that nothing comes twice or out of
+/// order. Returns how many times it was closed.
+async fn ws_everything(server: &Client, (mut ws, start): (Ws, String), channel: &str, n: u64) -> usize {
     let mut numbers: Vec<u64> = Vec::new();
     let mut closes = 0;
+    let mut at = start;
     loop {
         let (more, cursor, closed) = ws_numbers(&mut ws, (n as usize) - numbers.len()).await;
         numbers.extend(more);
+        at = cursor.unwrap_or(at);
         assert_eq!(numbers, one_to(numbers.len() as u64), "in order, once, across resumes");
         if closed.is_none() {
             assert_eq!(numbers.len() as u64, n);
@@ -112,10 +134,7 @@ async fn ws_everything(server: &Client, mut ws: Ws, channel: &str, n: u64) -> us
         }
         closes += 1;
         assert!(closes < 100, "each resume makes progress");
-        let since = cursor.map_or(json!(null), Value::from);
-        let request =
-            if since.is_null() { json!({ "channel": channel }) } else { json!({ "channel": channel, "since": since }) };
-        ws = ws_subscribed(server, request).await;
+        (ws, _) = ws_opened(server, json!({ "channel": channel, "since": at })).await;
     }
 }
 
@@ -142,15 +161,17 @@ async fn sse_everything(server: &Client, mut sse: Sse, channel: &str, n: u64) ->
 #[tokio::test]
 async fn websockets_that_stop_reading_get_everything_or_are_closed_as_slow_and_resume_without_a_gap() {
     let mut config = config();
+    config.direct_writes = true;
     config.connection_queue = 4;
     config.default_namespace.history_size = 1000;
     let server = spawn(config).await;
-    let stalled = ws_subscribed(&server, json!({ "channel": "c" })).await;
-    let reading = ws_subscribed(&server, json!({ "channel": "c" })).await;
+    let stalled = ws_opened(&server, json!({ "channel": "c" })).await;
+    let reading = ws_opened(&server, json!({ "channel": "c" })).await;
     let client = Client { addr: server.addr, local: None };
     let reader = tokio::spawn(async move { ws_everything(&client, reading, "c", 600).await });
-    // 600 messages of 32 KiB: far more than the kernel's buffers of a socket nobody reads.
-    publish_padded(&server, "c", 600, 32 * 1024).await;
+    // 600 messages of 32 KiB: far more than the kernel's buffers of a socket nobody reads. Paced, so that the
+    // fan-out writes them into the stalled socket until it would block, then queues.
+    publish_padded(&server, "c", (1, 600), 32 * 1024, Pace::Paced).await;
     reader.await.unwrap();
     let closes = ws_everything(&server, stalled, "c", 600).await;
     assert!(closes > 0, "600 messages do not fit in the sockets' buffers: the queue overflowed");
@@ -160,11 +181,12 @@ async fn websockets_that_stop_reading_get_everything_or_are_closed_as_slow_and_r
 #[tokio::test]
 async fn an_sse_stream_that_stops_reading_ends_as_slow_and_resumes_from_its_last_id_without_a_gap() {
     let mut config = config();
+    config.direct_writes = true;
     config.connection_queue = 4;
     config.default_namespace.history_size = 1000;
     let server = spawn(config).await;
     let stalled = server.sse("channel=c", &[]).await;
-    publish_padded(&server, "c", 600, 32 * 1024).await;
+    publish_padded(&server, "c", (1, 600), 32 * 1024, Pace::Paced).await;
     let ends = sse_everything(&server, stalled, "c", 600).await;
     assert!(ends > 0, "600 messages do not fit in the sockets' buffers: the queue overflowed");
     assert!(server.metric(r#"herald_slow_consumer_disconnects_total{transport="sse"}"#).await >= 1);
@@ -173,11 +195,12 @@ async fn an_sse_stream_that_stops_reading_ends_as_slow_and_resumes_from_its_last
 #[tokio::test]
 async fn a_publish_over_http_answers_while_a_subscriber_is_blocked() {
     let mut config = config();
+    config.direct_writes = true;
     config.connection_queue = 4096;
     let server = spawn(config).await;
     let _stalled = ws_subscribed(&server, json!({ "channel": "c" })).await;
     // Fill the stalled socket and its queue's first places.
-    publish_padded(&server, "c", 400, 32 * 1024).await;
+    publish_padded(&server, "c", (1, 400), 32 * 1024, Pace::Paced).await;
     for i in 0..20 {
         let published = server.publish("c", "m", json!({ "i": i })).await;
         assert!(published["offset"].as_u64().unwrap() > 400, "{published}");

@@ -105,9 +105,11 @@ impl Subscribers {
     }
 
     /// Hands `message` to every subscriber of its channel without waiting (timed, unless nobody subscribes).
-    pub(crate) fn deliver(&self, message: &Arc<EncodedMessage>) {
+    /// With `write`, the message is written into the sockets lent to the fan-out (`direct.rs`) where it can be;
+    /// without, it is queued for every subscriber.
+    pub(crate) fn deliver(&self, message: &Arc<EncodedMessage>, write: bool) {
         let channel = &message.message.channel;
-        match self.offer(channel, Some(message), || Queued::Message(message.clone())) {
+        match self.offer(channel, Some(message).filter(|_| write), || Queued::Message(message.clone())) {
             None => self.metrics.fanned_out(channel, 0, None),
             Some(taken) => {
                 for (transport, written) in

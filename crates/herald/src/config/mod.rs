@@ -188,6 +188,11 @@ pub struct Config {
     pub max_wait: Duration,
     /// Messages queued per connection before it counts as a slow consumer.
     pub connection_queue: usize,
+    /// The fan-out writes a live message straight into a plain-TCP WebSocket or one-channel SSE socket that
+    /// has nothing else to write, instead of waking the connection's task; messages are fanned out on worker
+    /// tasks, so a publish does not wait for the writes. Off by default until measured on a quiet machine and until
+    /// a Redis Cluster failover test that fails with it now and then is understood (docs/BENCHMARKS.md).
+    pub direct_writes: bool,
     /// Channels one WebSocket may subscribe to.
     pub max_subscriptions_per_connection: usize,
     /// Channels one SSE stream or poll may name.
@@ -318,6 +323,7 @@ impl Default for Config {
             max_frame_bytes: 64 * 1024,
             max_wait: Duration::from_secs(30),
             connection_queue: 1024,
+            direct_writes: false,
             max_subscriptions_per_connection: 100,
             max_channels_per_request: 100,
             max_history_bytes: 256 * 1024 * 1024,

@@ -110,3 +110,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ChannelPath {
 /// rather than wait on the peer forever, since the body is not asked for its next chunk while a write is stuck.
 #[derive(Clone)]
 pub(crate) struct StopWriting(pub(crate) CancellationToken);
+
+/// A request extension of an SSE request the server answers straight on its plain-TCP socket
+/// (`server/event_stream.rs`): the socket, for the stream to lend to the hub's fan-out (`direct_writes`). The
+/// server writes a chunk of the body only once it asked for it, so while the stream waits for its next chunk
+/// everything it gave is written.
+#[derive(Clone)]
+pub struct SseSocket(pub(crate) std::sync::Arc<tokio::net::TcpStream>);

@@ -7,11 +7,16 @@
 //! the socket goes into the thread's buffer ([`SharedRead`]), and what a read brings beyond what tungstenite asked
 //! for is kept aside only until it is taken. The socket is built in the connection's own (boxed) future, not in
 //! the upgrade's task (docs/BENCHMARKS.md, *Memory per idle connection*).
+//!
+//! With `direct_writes`, a plain-TCP connection is taken out of hyper's upgrade ([`PlainTcp`]) so that the hub's
+//! fan-out can write into the same socket while the connection lends it ([`Connection::Plain`]); every write of
+//! the connection's own then first takes the socket back and writes what a partial write of the fan-out left.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
@@ -23,19 +28,29 @@ use bytes::{Buf, Bytes};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::ApiError;
+use crate::hub::DirectHandle;
 
 /// An upgraded WebSocket connection.
-pub type WebSocket = WebSocketStream<SharedRead<TokioIo<Upgraded>>>;
+pub type WebSocket = WebSocketStream<SharedRead<Connection>>;
+
+/// How the server takes a plain-TCP connection back out of hyper's upgrade: its socket and the bytes hyper read
+/// past the request (the server puts it in the request's extensions; a TLS connection has none).
+#[derive(Clone, Copy)]
+pub struct PlainTcp(pub fn(Upgraded) -> Result<(TcpStream, Bytes), Upgraded>);
 
 /// A request that asks for a WebSocket (HTTP/1.1 `GET` with `Upgrade: websocket`, version 13).
 pub struct WebSocketUpgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
+    /// Set when the connection is plain TCP and its handler wants the socket itself ([`Self::with_plain_tcp`]).
+    plain: Option<PlainTcp>,
+    wants_plain: bool,
 }
 
 /// Why a request is no WebSocket handshake; the text says what was missing.
@@ -88,11 +103,19 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
         }
         let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).ok_or(UpgradeRejection::Key)?.clone();
         let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or(UpgradeRejection::NotUpgradable)?;
-        Ok(Self { key, on_upgrade })
+        let plain = parts.extensions.get::<PlainTcp>().copied();
+        Ok(Self { key, on_upgrade, plain, wants_plain: false })
     }
 }
 
 impl WebSocketUpgrade {
+    /// Serves a plain-TCP connection over its own socket ([`Connection::Plain`]), which the fan-out can then be
+    /// lent; a TLS connection stays on hyper's upgraded stream.
+    pub fn with_plain_tcp(mut self) -> Self {
+        self.wants_plain = true;
+        self
+    }
+
     /// Answers `101 Switching Protocols`; once the client has it, `serve` gets the socket (a connection whose
     /// upgrade fails is dropped).
     pub fn on_upgrade<F, Fut>(self, config: WebSocketConfig, serve: F) -> Response
@@ -101,10 +124,18 @@ impl WebSocketUpgrade {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
+        let plain = self.plain.filter(|_| self.wants_plain);
         tokio::spawn(async move {
             let Ok(upgraded) = on_upgrade.await else { return };
+            let upgraded = match plain {
+                Some(PlainTcp(unwrap)) => unwrap(upgraded),
+                None => Err(upgraded),
+            };
+            let io = match upgraded {
+                Ok((stream, read)) => SharedRead::with_rest(Connection::Plain(Plain::new(stream)), read),
+                Err(upgraded) => SharedRead::new(Connection::Upgraded(TokioIo::new(upgraded))),
+            };
             // Boxed while it runs: this task's future would otherwise keep room for the socket all its life.
-            let io = SharedRead::new(TokioIo::new(upgraded));
             let socket = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(config))).await;
             serve(socket).await;
         });
@@ -164,6 +195,154 @@ pub struct SharedRead<T> {
 impl<T> SharedRead<T> {
     fn new(inner: T) -> Self {
         Self { inner, rest: Bytes::new() }
+    }
+
+    /// Reads `rest` first (what was read off the socket before).
+    fn with_rest(inner: T, rest: Bytes) -> Self {
+        Self { inner, rest }
+    }
+}
+
+/// The plain-TCP socket of a connection, when it has one ([`WebSocketUpgrade::with_plain_tcp`]).
+pub fn plain_socket(socket: &WebSocket) -> Option<Arc<TcpStream>> {
+    match &socket.get_ref().inner {
+        Connection::Plain(plain) => Some(plain.stream.clone()),
+        Connection::Upgraded(_) => None,
+    }
+}
+
+/// Has every write of `socket` take the socket back from the fan-out first, through `handle`.
+pub(crate) fn lend_through(socket: &mut WebSocket, handle: DirectHandle) {
+    if let Connection::Plain(plain) = &mut socket.get_mut().inner {
+        plain.lent = Some(handle);
+    }
+}
+
+/// Whether nothing of a partial write of the fan-out is left to write on `socket`: only then may it be lent again.
+pub fn is_settled(socket: &WebSocket) -> bool {
+    match &socket.get_ref().inner {
+        Connection::Plain(plain) => plain.rest.is_empty(),
+        Connection::Upgraded(_) => true,
+    }
+}
+
+/// The stream under a WebSocket: hyper's upgraded connection, or, for a plain-TCP connection whose handler asked,
+/// its socket itself.
+pub enum Connection {
+    /// hyper's upgraded connection (TLS, or a handler that does not lend its socket).
+    Upgraded(TokioIo<Upgraded>),
+    /// The socket, shared with the hub's fan-out while lent.
+    Plain(Plain),
+}
+
+/// A plain-TCP socket that the connection may lend to the hub's fan-out (`hub/direct.rs`).
+pub struct Plain {
+    stream: Arc<TcpStream>,
+    /// Takes the socket back from the fan-out, once one is lent it.
+    lent: Option<DirectHandle>,
+    /// What a partial write of the fan-out left, written before any byte of the connection's own.
+    rest: Bytes,
+}
+
+impl Plain {
+    fn new(stream: TcpStream) -> Self {
+        Self { stream: Arc::new(stream), lent: None, rest: Bytes::new() }
+    }
+
+    /// Takes the socket back and writes what the fan-out left, before a write (or flush) of the connection's own.
+    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.rest.is_empty() {
+            if let Some(rest) = self.lent.as_ref().and_then(DirectHandle::take_rest) {
+                self.rest = rest;
+            }
+        }
+        while !self.rest.is_empty() {
+            let n = ready!(self.poll_write_now(cx, |s| s.try_write(&self.rest)))?;
+            self.rest.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_now(
+        &self,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            match write(&self.stream) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
+            Connection::Plain(plain) => loop {
+                ready!(plain.stream.poll_read_ready(cx))?;
+                match plain.stream.try_read(buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(err) => return Poll::Ready(Err(err)),
+                }
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
+            Connection::Plain(plain) => {
+                ready!(plain.poll_settle(cx))?;
+                plain.poll_write_now(cx, |s| s.try_write(buf))
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Connection::Plain(plain) => {
+                ready!(plain.poll_settle(cx))?;
+                plain.poll_write_now(cx, |s| s.try_write_vectored(bufs))
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Connection::Upgraded(io) => io.is_write_vectored(),
+            Connection::Plain(_) => true,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Upgraded(io) => Pin::new(io).poll_flush(cx),
+            // Nothing is buffered here: only what the fan-out left.
+            Connection::Plain(plain) => plain.poll_settle(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
+            // The socket is closed when the connection and the fan-out's copy of it are dropped.
+            Connection::Plain(plain) => plain.poll_settle(cx),
+        }
     }
 }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use herald_proto::ChannelName;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{QueueReceiver, QueueSender, Queued};
+use super::direct::{DirectWire, Positions};
+use super::queue::{DirectHandle, QueueReceiver, QueueSender, Queued};
 use super::subscribers::Subscriber;
 use super::Hub;
 use crate::metrics::{ConnectionGuard, Transport};
@@ -74,9 +75,25 @@ impl Inbox {
         }
     }
 
-    /// The next live message or change of members. Cancel-safe: it is only taken by the poll that returns it.
-    pub(super) async fn recv(&mut self) -> Queued {
+    /// The next live message or change of members; `None` when the fan-out gave a lent socket back with nothing
+    /// queued. Cancel-safe: it is only taken by the poll that returns it.
+    pub(super) async fn recv(&mut self) -> Option<Queued> {
         self.receiver.recv().await
+    }
+
+    /// Attaches the connection's plain-TCP socket, for the fan-out to write into while it is lent.
+    pub(super) fn attach(&mut self, socket: Arc<tokio::net::TcpStream>, wire: DirectWire) -> DirectHandle {
+        self.receiver.attach(socket, wire)
+    }
+
+    /// Lends the attached socket with `positions`, when nothing is queued; returns whether it did.
+    pub(super) fn lend(&mut self, positions: impl FnOnce() -> Positions) -> bool {
+        self.receiver.lend(positions)
+    }
+
+    /// Takes the socket back: where each channel stands, if it was lent since the last look.
+    pub(super) fn take_positions(&mut self) -> Option<Positions> {
+        self.receiver.take_positions()
     }
 
     /// The next live message or change of members if one is queued.

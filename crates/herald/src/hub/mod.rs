@@ -6,11 +6,17 @@
 //! subscriber registry; a tracker per channel turns the overlap between history and live feed, and any gap, into
 //! an exactly-once, in-order stream.
 //!
+//! With `direct_writes`, the delivery callback hands each message to a fan-out worker (`fanout.rs`) instead of
+//! fanning out inline, and a connection with nothing of its own to write lends its socket to the fan-out, which
+//! writes the next message of a channel straight into it (`direct.rs`) instead of queueing it.
+//!
 //! Presence (`presence.rs`) rides the same way: a subscription joins a channel's presence as a member, and one that
 //! follows the channel's presence receives its members' joins and leaves through the same inbox, in order with
 //! its messages; this node's subscriber counts go to the engine's presence store (`occupancy.rs`), which adds up
 //! the cluster's.
 
+mod direct;
+mod fanout;
 mod inbox;
 mod occupancy;
 mod presence;
@@ -35,7 +41,10 @@ pub use crate::engine::presence::{Joined, Member, Members, Occupancy, PresenceCh
 pub use crate::engine::Start;
 use crate::engine::{Delivery, Engine, EngineError, EngineStats, Read};
 use crate::metrics::{EngineOp, Metrics};
+pub(crate) use direct::DirectWire;
+use fanout::FanOut;
 pub use presence::{member, PresenceError, TransitionHook, MAX_USER_ID_BYTES};
+pub(crate) use queue::DirectHandle;
 use subscribers::Subscribers;
 pub use subscription::{Batch, Item, Live, Opened, Subscription};
 
@@ -47,10 +56,19 @@ pub enum HubError {
     Engine(#[from] EngineError),
 }
 
+/// A node's subscriber registries and the fan-out that feeds them.
+struct Registries {
+    subscribers: Arc<Subscribers>,
+    followers: Arc<Subscribers>,
+    fanout: Arc<FanOut>,
+    metrics: Arc<Metrics>,
+}
+
 /// Channels, publishers and subscribers of one node.
 pub struct Hub {
     engine: Box<dyn Engine>,
     subscribers: Arc<Subscribers>,
+    fanout: Arc<FanOut>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     next_connection: AtomicU64,
@@ -73,33 +91,32 @@ impl Hub {
         F: FnOnce(Delivery, Arc<Metrics>) -> Fut,
         Fut: Future<Output = Result<Box<dyn Engine>, EngineError>>,
     {
-        let (subscribers, metrics, deliver) = Self::fanout(&config);
-        let engine = build(deliver, metrics.clone()).await?;
-        Ok(Self::assemble(config, engine, subscribers, metrics))
+        let registries = Self::fanout(&config);
+        let fanout = registries.fanout.clone();
+        let deliver: Delivery = Arc::new(move |message: &Arc<EncodedMessage>| fanout.message(message));
+        let engine = build(deliver, registries.metrics.clone()).await?;
+        Ok(Self::assemble(config, engine, registries))
     }
 
-    /// The subscriber registry and the delivery callback that feeds it, for an engine to be built with.
-    fn fanout(config: &Config) -> (Arc<Subscribers>, Arc<Metrics>, Delivery) {
+    /// The subscriber registries and the fan-out that feeds them (inline, or on workers with `direct_writes`).
+    fn fanout(config: &Config) -> Registries {
         let metrics = Arc::new(Metrics::new(config.namespaces.keys().map(String::as_str)));
         let subscribers = Arc::new(Subscribers::new(metrics.clone()));
-        let fanout = subscribers.clone();
-        let deliver: Delivery = Arc::new(move |message: &Arc<EncodedMessage>| fanout.deliver(message));
-        (subscribers, metrics, deliver)
+        let followers = Arc::new(Subscribers::new(metrics.clone()));
+        let (s, f, m) = (subscribers.clone(), followers.clone(), metrics.clone());
+        let fanout = if config.direct_writes { FanOut::on_workers(s, f, m) } else { FanOut::inline(s, f, m) };
+        Registries { subscribers, followers, fanout: Arc::new(fanout), metrics }
     }
 
-    fn assemble(
-        config: Arc<Config>,
-        engine: Box<dyn Engine>,
-        subscribers: Arc<Subscribers>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
+    fn assemble(config: Arc<Config>, engine: Box<dyn Engine>, registries: Registries) -> Arc<Self> {
+        let Registries { subscribers, followers: presence_followers, fanout, metrics } = registries;
         let presence = engine.presence();
-        let presence_followers = Arc::new(Subscribers::new(metrics.clone()));
-        let relay = Arc::new(presence::Relay { followers: presence_followers.clone(), hooks: RwLock::default() });
+        let relay = Arc::new(presence::Relay { fanout: fanout.clone(), hooks: RwLock::default() });
         presence.listen(relay.clone());
         let hub = Arc::new(Self {
             engine,
             subscribers,
+            fanout,
             config,
             metrics,
             next_connection: AtomicU64::new(1),
@@ -173,6 +190,8 @@ impl Hub {
         origin: Origin,
     ) -> Result<Arc<EncodedMessage>, HubError> {
         let started = Instant::now();
+        // With fan-out workers: the fan-out of this channel's earlier messages keeps up, or this publish waits.
+        self.fanout.room(&channel).await;
         let message = self.engine.publish(channel, event, data, origin).await?;
         // Until the engine had the message: no clock reading of its own on the hot path.
         self.metrics.engine_stored(started, message.stored_at);

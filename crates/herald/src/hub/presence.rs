@@ -16,7 +16,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use herald_proto::json::minify;
 use herald_proto::ChannelName;
 
-use super::subscribers::Subscribers;
 use super::{Hub, HubError};
 use crate::engine::presence::{
     JoinError, Member, Members, Occupancy, PresenceEvent, PresenceListener, PresenceStore, Transition,
@@ -81,13 +80,14 @@ pub type TransitionHook = Arc<dyn Fn(&Transition) + Send + Sync>;
 
 /// Where the engine's presence news goes on this node.
 pub(super) struct Relay {
-    pub(super) followers: Arc<Subscribers>,
+    /// The fan-out to the followers of channels' presence, in order with the channels' messages.
+    pub(super) fanout: Arc<super::fanout::FanOut>,
     pub(super) hooks: RwLock<Vec<TransitionHook>>,
 }
 
 impl PresenceListener for Relay {
     fn event(&self, event: &Arc<PresenceEvent>) {
-        self.followers.deliver_presence(event);
+        self.fanout.presence(event);
     }
 
     fn transition(&self, transition: Transition) {

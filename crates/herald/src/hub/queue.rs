@@ -10,12 +10,19 @@
 //! Policy: at `capacity` queued messages `try_send` refuses with [`TrySendError::Full`] and drops the message
 //! (the caller marks the connection as a slow consumer, which disconnects it; the client resumes from its
 //! cursor); once the receiver is gone it refuses with [`TrySendError::Closed`].
+//!
+//! With `direct_writes`, the queue also holds what its connection lent to the fan-out (`direct.rs`): a message
+//! is offered to the lent socket first, under this lock, and queued only when the socket cannot take it now.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+use super::direct::{Direct, DirectWire, Positions, Wrote};
 use crate::encoded::EncodedMessage;
 use crate::engine::presence::PresenceEvent;
 
@@ -46,6 +53,17 @@ pub(crate) enum TrySendError {
     Closed,
 }
 
+/// What [`QueueSender::offer`] did with a message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Offered {
+    /// Queued, and the receiver woken.
+    Queued,
+    /// Written into the lent socket by the caller (the fan-out).
+    Written,
+    /// The lent socket had it already: dropped.
+    Skipped,
+}
+
 /// The sending side; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct QueueSender(Arc<Shared>);
@@ -64,6 +82,8 @@ struct State {
     /// The receiver's task, waiting for a message.
     waker: Option<Waker>,
     closed: bool,
+    /// The connection's socket, when it may be lent to the fan-out (boxed: most queues have none).
+    direct: Option<Box<Direct>>,
 }
 
 impl Shared {
@@ -75,28 +95,98 @@ impl Shared {
 
 impl QueueSender {
     /// Queues `message` without waiting.
+    #[cfg(test)]
     pub(crate) fn try_send(&self, message: Queued) -> Result<(), TrySendError> {
-        let waker = {
-            let mut state = self.0.lock();
+        self.offer(None, || message).map(|_| ())
+    }
+
+    /// Writes `direct` into the lent socket when it may (see `direct.rs`), or queues `item()`, without waiting.
+    /// The write happens under the queue's lock: the connection cannot take its socket back meanwhile.
+    pub(crate) fn offer(
+        &self,
+        direct: Option<&EncodedMessage>,
+        item: impl FnOnce() -> Queued,
+    ) -> Result<Offered, TrySendError> {
+        let (waker, offered) = 'locked: {
+            let mut guard = self.0.lock();
+            // Through a plain reference, so that the socket and the waker are borrowed apart.
+            let state = &mut *guard;
             if state.closed {
                 return Err(TrySendError::Closed);
             }
-            if state.messages.len() >= self.0.capacity {
-                return Err(TrySendError::Full);
+            let nothing_queued = state.messages.is_empty();
+            let mut returned = false;
+            if let Some(lent) = state.direct.as_mut().filter(|d| d.is_lent()) {
+                match direct {
+                    Some(message) if nothing_queued => match lent.write(message) {
+                        Wrote::Delivered => {
+                            // A partial write gave the socket back: the connection must wake to write its rest.
+                            let waker = if lent.is_lent() { None } else { state.waker.take() };
+                            break 'locked (waker, Ok(Offered::Written));
+                        }
+                        Wrote::Skipped => return Ok(Offered::Skipped),
+                        Wrote::NotNow => {}
+                    },
+                    _ => lent.not_now(),
+                }
+                returned = true;
             }
-            state.messages.push_back(message);
-            state.waker.take()
+            if state.messages.len() >= self.0.capacity {
+                // The lend ended without a message: the connection still wakes to take its socket back.
+                let waker = if returned { state.waker.take() } else { None };
+                break 'locked (waker, Err(TrySendError::Full));
+            }
+            state.messages.push_back(item());
+            (state.waker.take(), Ok(Offered::Queued))
         };
         if let Some(waker) = waker {
             waker.wake();
         }
-        Ok(())
+        offered
+    }
+}
+
+/// A handle on a connection's lent socket for the code that writes it: ends the lend before the connection's
+/// own bytes go out.
+#[derive(Clone)]
+pub(crate) struct DirectHandle(Arc<Shared>);
+
+impl DirectHandle {
+    /// Takes the socket back before a write of the connection's own; returns the rest of a partial write of the
+    /// fan-out, which must go out first. Where the channels stand waits for the subscription's next look.
+    pub(crate) fn take_rest(&self) -> Option<Bytes> {
+        self.0.lock().direct.as_mut().and_then(|d| d.take_rest())
     }
 }
 
 impl QueueReceiver {
-    /// The next message, waiting for one. Cancel-safe: a message is only taken by the poll that returns it.
-    pub(crate) async fn recv(&mut self) -> Queued {
+    /// Attaches the connection's plain-TCP socket, which [`QueueReceiver::lend`] may then lend to the fan-out.
+    pub(crate) fn attach(&mut self, socket: Arc<TcpStream>, wire: DirectWire) -> DirectHandle {
+        self.0.lock().direct = Some(Box::new(Direct::new(socket, wire)));
+        DirectHandle(self.0.clone())
+    }
+
+    /// Lends the attached socket to the fan-out with where each channel stands, if nothing is queued, nothing is
+    /// left of a partial write and the last lend was taken back. Returns whether it did.
+    pub(crate) fn lend(&mut self, positions: impl FnOnce() -> Positions) -> bool {
+        let mut state = self.0.lock();
+        if !state.messages.is_empty() {
+            return false;
+        }
+        match state.direct.as_mut() {
+            Some(direct) if !direct.is_lent() && !direct.has_returned() => direct.lend(positions()),
+            _ => false,
+        }
+    }
+
+    /// Takes the socket back: where each channel stands now, if it was lent since the last look.
+    pub(crate) fn take_positions(&mut self) -> Option<Positions> {
+        self.0.lock().direct.as_mut().and_then(|d| d.take_positions())
+    }
+
+    /// The next message, waiting for one; `None` when the fan-out gave the lent socket back with nothing queued
+    /// (the connection must take it back). Cancel-safe: a message is only taken by the poll that returns it.
+    pub(crate) async fn recv(&mut self) -> Option<Queued> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
@@ -108,11 +198,14 @@ impl QueueReceiver {
         message
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Queued> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Queued>> {
         let mut state = self.0.lock();
         if let Some(message) = state.messages.pop_front() {
             state.release_if_drained();
-            return Poll::Ready(message);
+            return Poll::Ready(Some(message));
+        }
+        if state.direct.as_ref().is_some_and(|d| d.has_returned()) {
+            return Poll::Ready(None);
         }
         match &state.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -138,6 +231,8 @@ impl Drop for QueueReceiver {
         // messages now.
         state.messages = VecDeque::new();
         state.waker = None;
+        // The fan-out writes nothing more, and the socket closes with the connection.
+        state.direct = None;
     }
 }
 
@@ -210,7 +305,7 @@ mod tests {
             sender.try_send(message(7)).unwrap();
             sender
         });
-        assert_eq!(offset(&receiver.recv().await), 7);
+        assert_eq!(offset(&receiver.recv().await.unwrap()), 7);
         let _sender = send.await.unwrap();
     }
 
@@ -219,6 +314,6 @@ mod tests {
         let (sender, mut receiver) = queue(3);
         assert!(tokio::time::timeout(Duration::from_millis(10), receiver.recv()).await.is_err());
         sender.try_send(message(1)).unwrap();
-        assert_eq!(offset(&receiver.recv().await), 1);
+        assert_eq!(offset(&receiver.recv().await.unwrap()), 1);
     }
 }

@@ -2,7 +2,7 @@
 //! second registry of the same kind for those who follow channels' presence, fed with changes of members.)
 //!
 //! Fan-out never waits: each subscriber has one bounded queue per connection and gets the message with
-//! `try_send`. A full queue marks the connection as a slow consumer (its token is cancelled, it disconnects and
+//! `offer` (or, with `direct_writes`, has it written straight into its lent socket, `direct.rs`). A full queue marks the connection as a slow consumer (its token is cancelled, it disconnects and
 //! resumes from its cursor); a closed queue belongs to a connection that is going away and is skipped.
 //!
 //! A channel's subscribers are a plain `Vec`, which the fan-out walks, beside an index from connection to place:
@@ -17,7 +17,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use herald_proto::ChannelName;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{QueueSender, Queued, TrySendError};
+use super::queue::{Offered, QueueSender, Queued, TrySendError};
 use crate::encoded::EncodedMessage;
 use crate::engine::presence::PresenceEvent;
 use crate::metrics::{Metrics, Transport};
@@ -105,31 +105,52 @@ impl Subscribers {
     }
 
     /// Hands `message` to every subscriber of its channel without waiting (timed, unless nobody subscribes).
-    pub(crate) fn deliver(&self, message: &Arc<EncodedMessage>) {
+    /// With `write`, the message is written into the sockets lent to the fan-out (`direct.rs`) where it can be;
+    /// without, it is queued for every subscriber.
+    pub(crate) fn deliver(&self, message: &Arc<EncodedMessage>, write: bool) {
         let channel = &message.message.channel;
-        match self.offer(channel, || Queued::Message(message.clone())) {
+        match self.offer(channel, Some(message).filter(|_| write), || Queued::Message(message.clone())) {
             None => self.metrics.fanned_out(channel, 0, None),
-            // Timed from the message's own instant: one clock reading per fan-out, not two.
-            Some(queued) => self.metrics.fanned_out(channel, queued, Some(message.stored_at)),
+            Some(taken) => {
+                for (transport, written) in
+                    [(Transport::WebSocket, taken.ws_written), (Transport::Sse, taken.sse_written)]
+                {
+                    if written > 0 {
+                        self.metrics.written_by_fanout(transport, written, message.stored_at);
+                    }
+                }
+                // Timed from the message's own instant: one clock reading per fan-out, not two. A message written
+                // into a socket counts as queued for its namespace too: it was handed to that subscriber.
+                let handed = taken.queued + taken.ws_written + taken.sse_written;
+                self.metrics.fanned_out(channel, handed, Some(message.stored_at))
+            }
         }
     }
 
     /// Hands a change of members to every subscriber of its channel without waiting.
     pub(crate) fn deliver_presence(&self, event: &Arc<PresenceEvent>) {
-        self.offer(&event.channel, || Queued::Presence(event.clone()));
+        self.offer(&event.channel, None, || Queued::Presence(event.clone()));
     }
 
-    /// Offers `item()` to every subscriber of `channel`: how many took it (`None`: nobody subscribes here). The
-    /// first subscriber found too slow is logged, after the lock, with how many more there were.
-    fn offer(&self, channel: &ChannelName, item: impl Fn() -> Queued) -> Option<u64> {
+    /// Offers `item()` to every subscriber of `channel` (writing `direct` into the sockets lent to the fan-out):
+    /// how many took it (`None`: nobody subscribes here). The first subscriber found too slow is logged, after
+    /// the lock, with how many more there were.
+    fn offer(
+        &self,
+        channel: &ChannelName,
+        direct: Option<&Arc<EncodedMessage>>,
+        item: impl Fn() -> Queued,
+    ) -> Option<Taken> {
         let shard = self.shard(channel).read().unwrap_or_else(PoisonError::into_inner);
         let list = &shard.get(channel)?.list;
-        let mut queued = 0;
+        let mut taken = Taken::default();
         let mut slow: Option<(u64, Transport, u64)> = None;
         for subscriber in list {
-            match subscriber.queue.try_send(item()) {
-                Ok(()) => queued += 1,
-                Err(TrySendError::Closed) => {}
+            match subscriber.queue.offer(direct.map(|m| &**m), &item) {
+                Ok(Offered::Queued) => taken.queued += 1,
+                Ok(Offered::Written) if subscriber.transport == Transport::Sse => taken.sse_written += 1,
+                Ok(Offered::Written) => taken.ws_written += 1,
+                Ok(Offered::Skipped) | Err(TrySendError::Closed) => {}
                 Err(TrySendError::Full) => {
                     if !subscriber.slow.is_cancelled() {
                         subscriber.slow.cancel();
@@ -153,8 +174,16 @@ impl Subscribers {
                 "disconnecting a subscriber whose queue is full"
             );
         }
-        Some(queued)
+        Some(taken)
     }
+}
+
+/// What one fan-out did: messages queued, and written straight into WebSocket and SSE sockets.
+#[derive(Default)]
+struct Taken {
+    queued: u64,
+    ws_written: u64,
+    sse_written: u64,
 }
 
 #[cfg(test)]

@@ -24,7 +24,9 @@ use herald_proto::{ChannelName, Cursor, Position};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::direct::{DirectWire, Positions};
 use super::inbox::Inbox;
+use super::queue::DirectHandle;
 use super::queue::Queued;
 use super::tracker::{Tracker, Verdict};
 use super::{Hub, HubError, Joined, Member, Members, PresenceError};
@@ -137,6 +139,8 @@ pub struct Subscription {
     opening: Option<ChannelName>,
     /// A presence whose join has not returned yet: left on drop too, for the same reason.
     joining: Option<Box<(ChannelName, u64)>>,
+    /// A socket is attached to the inbox, which [`Subscription::lend`] may lend to the fan-out.
+    direct: bool,
 }
 
 impl Hub {
@@ -164,6 +168,56 @@ impl Subscription {
             deadline: None,
             opening: None,
             joining: None,
+            direct: false,
+        }
+    }
+
+    /// With `direct_writes`: attaches the connection's plain-TCP socket, which [`Subscription::lend`] lends to the
+    /// fan-out whenever the connection has nothing to write. The handle is for whoever writes the socket: it must
+    /// take the socket back before every write of its own ([`DirectHandle::take_rest`]). `None` without an
+    /// inbox.
+    pub(crate) fn attach_direct(
+        &mut self,
+        socket: Arc<tokio::net::TcpStream>,
+        wire: DirectWire,
+    ) -> Option<DirectHandle> {
+        let handle = self.inbox.as_mut()?.attach(socket, wire);
+        self.direct = true;
+        Some(handle)
+    }
+
+    /// Lends the attached socket to the fan-out, with where each channel stands, if the subscription has nothing
+    /// to hand over (nothing queued, nothing read and waiting, no channel half-opened). The caller vouches that
+    /// everything it wrote is flushed, and must [`Subscription::take_back`] when it wakes. Returns whether it
+    /// lent it.
+    pub(crate) fn lend(&mut self) -> bool {
+        if !self.direct || !self.pending.is_empty() || self.opening.is_some() || self.channels.is_empty() {
+            return false;
+        }
+        let channels = &self.channels;
+        let positions = || channels.iter().map(|f| (f.channel.clone(), f.tracker.position())).collect();
+        self.inbox.as_mut().is_some_and(|inbox| inbox.lend(positions))
+    }
+
+    /// Takes the lent socket back, with what the fan-out delivered meanwhile. Every method that reads or moves
+    /// the trackers does this first; a connection does it whenever it wakes.
+    pub(crate) fn take_back(&mut self) {
+        if !self.direct {
+            return;
+        }
+        let Some(positions) = self.inbox.as_mut().and_then(Inbox::take_positions) else { return };
+        self.advance_to(positions);
+    }
+
+    /// Records what the fan-out wrote: each channel up to its position.
+    fn advance_to(&mut self, positions: Positions) {
+        for (channel, position) in positions {
+            if let Some(followed) = self.channels.iter_mut().find(|f| f.channel == channel) {
+                if followed.tracker.position() != position {
+                    followed.tracker.advance(position);
+                    followed.delivered = position;
+                }
+            }
         }
     }
 
@@ -171,6 +225,7 @@ impl Subscription {
     /// inbox), then reads at most `limit` messages of history. Subscribing again to a channel restarts it from
     /// `start`. When the read fails, the channel is not followed.
     pub async fn subscribe(&mut self, channel: &ChannelName, start: Start, limit: usize) -> Result<Opened, HubError> {
+        self.take_back();
         let known = self.is_subscribed(channel);
         if let (Some(inbox), false) = (self.inbox.as_mut(), known) {
             // Set in the same poll that registers (the registration happens before `watch` first waits).
@@ -216,6 +271,7 @@ impl Subscription {
     /// Stops following `channel` (and, after the grace, being a member of it). Returns false if it was not
     /// followed.
     pub fn unsubscribe(&mut self, channel: &ChannelName) -> bool {
+        self.take_back();
         let Some(i) = self.channels.iter().position(|f| f.channel == *channel) else { return false };
         let followed = self.channels.remove(i);
         self.pending.retain(|m| m.message.channel != *channel);
@@ -351,7 +407,7 @@ impl Subscription {
             return Live(None);
         }
         match self.inbox.as_mut() {
-            Some(inbox) => Live(Some(inbox.recv().await)),
+            Some(inbox) => Live(inbox.recv().await),
             None => std::future::pending().await,
         }
     }
@@ -362,6 +418,7 @@ impl Subscription {
     /// the error. A stream should then write the items and end, so that its client resumes from its cursor; a
     /// poll answers what it has (its cursor does not move past the message), or the error when it has nothing.
     pub async fn follow(&mut self, live: Live, max: usize) -> Batch {
+        self.take_back();
         let mut batch = Batch { items: Vec::new(), error: None };
         let mut handed = 0;
         let mut next = live.0;
@@ -509,7 +566,9 @@ mod tests {
     use crate::config::Config;
 
     async fn hub() -> Arc<Hub> {
-        let config = Arc::new(Config::default());
+        // Fanned out inline: a message is in the inboxes when its publish returns, so these tests know which
+        // messages a subscription that opens after them sees live (none).
+        let config = Arc::new(Config { direct_writes: false, ..Config::default() });
         Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await.unwrap()
     }
 

@@ -91,6 +91,9 @@ pub struct Metrics {
     connections: Labelled<Gauge>,
     delivered: Labelled<Counter>,
     slow_consumer_disconnects: Labelled<Counter>,
+    direct_writes: Labelled<Counter>,
+    fanout_waits: Counter,
+    fanout_dropped: Counter,
     published: Counter,
     history_reads: Counter,
     catch_up_reads: Labelled<Counter>,
@@ -145,6 +148,9 @@ impl Metrics {
             connections: Labelled::new("transport", transports(), Gauge::default),
             delivered: per_transport("transport"),
             slow_consumer_disconnects: per_transport("transport"),
+            direct_writes: per_transport("transport"),
+            fanout_waits: Counter::default(),
+            fanout_dropped: Counter::default(),
             published: Counter::default(),
             history_reads: Counter::default(),
             catch_up_reads: Labelled::new("by", labels(&CatchUp::ALL, CatchUp::label), Counter::default),
@@ -183,6 +189,21 @@ impl Metrics {
             "herald_slow_consumer_disconnects",
             "Subscribers disconnected because their queue was full",
             self.slow_consumer_disconnects.clone(),
+        );
+        r.register(
+            "herald_direct_writes",
+            "Messages the fan-out wrote straight into a subscriber's socket (direct_writes), by transport",
+            self.direct_writes.clone(),
+        );
+        r.register(
+            "herald_fanout_waits",
+            "Publishes that waited for room in their channel's fan-out worker's queue (direct_writes)",
+            self.fanout_waits.clone(),
+        );
+        r.register(
+            "herald_fanout_dropped",
+            "Messages of other nodes or changes of members dropped for a fan-out worker's full queue (direct_writes)",
+            self.fanout_dropped.clone(),
         );
         r.register("herald_history_reads", "History reads", self.history_reads.clone());
         r.register(
@@ -314,6 +335,33 @@ impl Metrics {
     /// Counts a subscriber dropped for being too slow.
     pub fn slow_consumer(&self, transport: Transport) {
         self.slow_consumer_disconnects.get(transport.index()).inc();
+    }
+
+    /// Counts `n` messages the fan-out wrote to sockets of `transport` itself (also counted as delivered), and
+    /// times the lag of the message they were copies of: the first such message, then one in [`LAG_SAMPLE`], as
+    /// a connection does with its own writes.
+    pub fn written_by_fanout(&self, transport: Transport, n: u64, stored_at: Instant) {
+        self.delivered.get(transport.index()).inc_by(n);
+        let before = self.direct_writes.get(transport.index()).inc_by(n);
+        if before == 0 || before / u64::from(LAG_SAMPLE) != (before + n) / u64::from(LAG_SAMPLE) {
+            let lag = Instant::now().saturating_duration_since(stored_at);
+            self.delivery_lag.get(transport.index()).observe(lag.as_secs_f64());
+        }
+    }
+
+    /// Messages the fan-out wrote to sockets of `transport` so far.
+    pub fn direct_writes(&self, transport: Transport) -> u64 {
+        self.direct_writes.get(transport.index()).get()
+    }
+
+    /// Counts a publish that waited for room in its channel's fan-out worker's queue.
+    pub fn fanout_waited(&self) {
+        self.fanout_waits.inc();
+    }
+
+    /// Counts a hand-off dropped for a fan-out worker's full queue.
+    pub fn fanout_dropped(&self) {
+        self.fanout_dropped.inc();
     }
 
     /// Subscribers of `transport` dropped for being too slow so far.

@@ -25,8 +25,10 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use axum::Router;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -37,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::head_errors::{JsonHeadErrors, MAX_HEADERS as MAX_HEAD_HEADERS, MAX_HEAD_BYTES};
 use super::routes::SSE_PATH;
+use crate::http::websocket::PlainTcp;
 use crate::http::StopWriting;
 use crate::metrics::{Metrics, Wire};
 use crate::shutdown::Shutdown;
@@ -75,7 +78,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, serving: Serving)
         // Boxed: hyper's connection state is larger than a whole idle event stream, and an unboxed branch would
         // size every connection's task by it.
         None => {
-            let http1 = Http1 { app, shutdown, head_due, head_timeout, hsts: None };
+            let plain_tcp = Some(PlainTcp(plain_tcp));
+            let http1 = Http1 { app, shutdown, head_due, head_timeout, hsts: None, plain_tcp };
             Box::pin(serve_http1(stream, peer, http1)).await
         }
     }
@@ -91,6 +95,8 @@ pub(super) struct Http1 {
     pub(super) head_timeout: Duration,
     /// A `Strict-Transport-Security` header for every answer (HTTPS only).
     pub(super) hsts: Option<HeaderValue>,
+    /// How a WebSocket handler takes the socket back out of hyper's upgrade (plain TCP only).
+    pub(super) plain_tcp: Option<PlainTcp>,
 }
 
 /// hyper's HTTP/1 connection, with upgrades (WebSocket) and a graceful end on shutdown, over a plain or a TLS
@@ -105,7 +111,7 @@ pub(super) async fn serve_http1<S>(stream: S, peer: SocketAddr, settings: Http1)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Http1 { app, shutdown, head_due, head_timeout, hsts } = settings;
+    let Http1 { app, shutdown, head_due, head_timeout, hsts, plain_tcp } = settings;
     let app = TowerToHyperService::new(app);
     let (stop_writing, mut stopped) = watch::channel(None);
     let first_head = CancellationToken::new();
@@ -115,6 +121,9 @@ where
             first_head.cancel();
             // The peer's address feeds the per-address limits (`ClientIp`).
             request.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(plain_tcp) = plain_tcp {
+                request.extensions_mut().insert(plain_tcp);
+            }
             let response = hyper::service::Service::call(&app, request.map(Body::new));
             let stop_writing = stop_writing.clone();
             let hsts = hsts.clone();
@@ -153,6 +162,13 @@ where
     // deadline bounds this wait.
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;
+}
+
+/// The socket of a plain connection served by [`serve_http1`], out of its upgrade, with what hyper read past the
+/// request; the upgraded connection itself when it is not one.
+fn plain_tcp(upgraded: Upgraded) -> Result<(TcpStream, Bytes), Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<JsonHeadErrors<TcpStream>>>()?;
+    Ok((parts.io.into_inner().into_inner(), parts.read_buf))
 }
 
 /// Completes at `due` unless the first request's head was whole by then; never, once it was.

@@ -9,7 +9,12 @@
 //! [`StopWriting`] signal fires (its queue overflowed) or on shutdown. A response
 //! that is not an event stream (a refusal, an error) is written whole, with its length, and the connection
 //! closed.
+//!
+//! The socket is shared ([`SseSocket`]): a one-channel stream may lend it to the hub's fan-out while it waits for
+//! its next chunk (`direct_writes`), and gives every chunk only once it has taken it back.
 
+use std::io;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -18,25 +23,37 @@ use axum::Router;
 use futures_util::{FutureExt, StreamExt};
 use http_body_util::BodyExt;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::StopWriting;
+use crate::http::{SseSocket, StopWriting};
 use crate::shutdown::Shutdown;
 
 /// What is read, at most, per read of the idle socket (its bytes are dropped).
 const PROBE_BYTES: usize = 64;
 
 /// Answers `request` with `app` and writes the response to `stream`.
-pub(super) async fn serve(stream: TcpStream, request: Request<Body>, app: Router, shutdown: Shutdown) {
+pub(super) async fn serve(stream: TcpStream, mut request: Request<Body>, app: Router, shutdown: Shutdown) {
+    let stream = Arc::new(stream);
+    request.extensions_mut().insert(SseSocket(stream.clone()));
     // Boxed: the router's future is done with before the stream starts, and would otherwise size the task.
-    match Box::pin(answer(request, app)).await {
+    let answer = Box::pin(answer(request, app)).await;
+    // Only the stream's subscription may still hold the socket now.
+    match answer {
         Answer::Stream { head, body, stop } => {
             let stop = Stop { shutdown, stream: stop };
             stream_body(stream, head, body, stop).await;
         }
         Answer::Whole(bytes) => write_and_close(stream, &bytes).await,
+    }
+}
+
+/// Closes the writing side once nobody else holds the socket (the stream's subscription let go with its body),
+/// so that its last bytes are followed by a FIN, not a reset.
+async fn shut(stream: Arc<TcpStream>) {
+    if let Ok(mut stream) = Arc::try_unwrap(stream) {
+        let _ = stream.shutdown().await;
     }
 }
 
@@ -89,7 +106,7 @@ impl Stop {
 /// Writes the head and the body's chunks until the body ends, the client goes away or a write is stopped. A
 /// connection abandoned in a stopped or failed write is reset rather than closed: its unsent bytes would
 /// otherwise hold kernel memory until the stalled peer reads again or TCP gives up, minutes later.
-async fn stream_body(mut stream: TcpStream, mut head: Vec<u8>, body: Body, stop: Stop) {
+async fn stream_body(stream: Arc<TcpStream>, mut head: Vec<u8>, body: Body, stop: Stop) {
     let mut body = body.into_data_stream();
     // The first chunk (the preamble and the replayed history) is ready at once: one write with the head.
     let mut ended = false;
@@ -99,13 +116,13 @@ async fn stream_body(mut stream: TcpStream, mut head: Vec<u8>, body: Body, stop:
             _ => ended = true,
         }
     }
-    let (mut reader, mut writer) = stream.split();
-    if !write(&mut writer, &head, &stop).await {
-        let _ = writer.as_ref().set_zero_linger();
+    if !write(&stream, &head, &stop).await {
+        let _ = stream.set_zero_linger();
         return;
     }
     if ended {
-        let _ = writer.shutdown().await;
+        drop(body);
+        shut(stream).await;
         return;
     }
     drop(head);
@@ -113,36 +130,62 @@ async fn stream_body(mut stream: TcpStream, mut head: Vec<u8>, body: Body, stop:
     loop {
         tokio::select! {
             chunk = body.next() => match chunk {
-                Some(Ok(chunk)) => if !write(&mut writer, &chunk, &stop).await {
-                    let _ = writer.as_ref().set_zero_linger();
+                Some(Ok(chunk)) => if !write(&stream, &chunk, &stop).await {
+                    let _ = stream.set_zero_linger();
                     return;
                 },
                 // The stream ended (shutdown, a slow client, an expired token): close after its last word.
                 _ => break,
             },
-            read = reader.read(&mut probe) => match read {
+            read = read_some(&stream, &mut probe) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             },
         }
     }
-    let _ = writer.shutdown().await;
+    drop(body);
+    shut(stream).await;
+}
+
+/// Reads what the client sent (and drops it), waiting for something.
+async fn read_some(stream: &TcpStream, into: &mut [u8]) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        match stream.try_read(into) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            read => return read,
+        }
+    }
+}
+
+/// Writes all of `bytes`, waiting for room.
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 /// Writes `bytes` unless `stop` fires while the write is stuck; returns whether they were written.
-async fn write(writer: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8], stop: &Stop) -> bool {
+async fn write(stream: &TcpStream, bytes: &[u8], stop: &Stop) -> bool {
     tokio::select! {
         // The write first: a signal that fired before (e.g. while the history was read) does not keep a peer
         // that reads from getting the stream's first words.
         biased;
-        written = writer.write_all(bytes) => written.is_ok(),
+        written = write_all(stream, bytes) => written.is_ok(),
         () = stop.fired() => false,
     }
 }
 
-async fn write_and_close(mut stream: TcpStream, bytes: &[u8]) {
-    if stream.write_all(bytes).await.is_ok() {
-        let _ = stream.shutdown().await;
+async fn write_and_close(stream: Arc<TcpStream>, bytes: &[u8]) {
+    if write_all(&stream, bytes).await.is_ok() {
+        shut(stream).await;
     }
 }
 

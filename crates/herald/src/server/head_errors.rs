@@ -35,6 +35,11 @@ impl<S> JsonHeadErrors<S> {
     pub(crate) fn new(inner: S) -> Self {
         Self { inner, replacing: None }
     }
+
+    /// The socket (after an upgrade: hyper's answers are long written).
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 /// The JSON answer to write instead of `bytes`, when they start with one of hyper's own answers.

@@ -79,6 +79,7 @@ pub(super) async fn serve(
                     head_due: Instant::now() + serving.head_timeout,
                     head_timeout: serving.head_timeout,
                     hsts: None,
+                    plain_tcp: None,
                 };
                 shutdown.tracker().spawn(serve_connection(stream, peer, http1));
             }

@@ -54,7 +54,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, serving: Serving,
         }
         Negotiated::Http1 => {
             let _open = metrics.http_connection(Wire::Http1Tls);
-            let http1 = Http1 { app, shutdown, head_due, head_timeout, hsts: secure.hsts };
+            let http1 = Http1 { app, shutdown, head_due, head_timeout, hsts: secure.hsts, plain_tcp: None };
             serve_http1(stream, peer, http1).await;
         }
         Negotiated::Http2 => {

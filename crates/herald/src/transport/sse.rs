@@ -9,6 +9,10 @@
 //! expires, after an `herald.error` event that says so (its reconnection with the same token is then refused
 //! with `401 token_expired`, which stops the browser's retries until the page brings a new token).
 //!
+//! Direct writes (`direct_writes`): a one-channel stream the server answers on its plain-TCP socket lends the
+//! socket to the hub's fan-out while it waits for its next chunk, and takes it back when it wakes
+//! (`hub/direct.rs`): what a partial write of the fan-out left goes first in its next chunk.
+//!
 //! Presence: a stream whose token names a user (`sub`) is a member of each of its channels of a presence namespace;
 //! with `presence=true` it also opens with each such channel's members (`herald.presence`, after the replay) and
 //! carries their joins and leaves (`herald.join`, `herald.leave`), none with an `id`.
@@ -20,6 +24,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::{Bytes, BytesMut};
 use herald_proto::{sse, ChannelName, Cursor};
 
@@ -30,8 +35,8 @@ use crate::heartbeat::{Beat, Heartbeats};
 use crate::http::client_ip::ClientIp;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
-use crate::http::AppState;
-use crate::hub::{Item, PresenceChange, Start, Subscription};
+use crate::http::{AppState, SseSocket};
+use crate::hub::{DirectHandle, DirectWire, Item, PresenceChange, Start, Subscription};
 use crate::limits::Admission;
 use crate::metrics::{Lag, Transport};
 use crate::shutdown::Shutdown;
@@ -55,6 +60,8 @@ struct Stream {
     ended: bool,
     /// Live messages of the last chunk: it has been written when the next one is asked for.
     lag: Lag,
+    /// Takes the socket back from the fan-out, when the stream lends it (boxed: most streams do not).
+    direct: Option<Box<DirectHandle>>,
     _admission: Admission,
 }
 
@@ -74,11 +81,37 @@ impl Stream {
         out.extend_from_slice(&message.sse_body(self.envelope));
     }
 
-    /// The next chunk of the body, or `None` to end the stream.
+    /// The next chunk of the body, or `None` to end the stream. Asked for only once the last one is written.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
+        if self.direct.is_some() && !self.ended {
+            self.subscription.lend();
+        }
+        let chunk = self.next_own_chunk().await;
+        self.subscription.take_back();
+        self.after_lend(chunk)
+    }
+
+    /// Puts what a partial write of the fan-out left before `chunk`; before the end, it is a chunk of its own.
+    fn after_lend(&mut self, chunk: Option<Bytes>) -> Option<Bytes> {
+        let Some(rest) = self.direct.as_ref().and_then(|handle| handle.take_rest()) else { return chunk };
+        match chunk {
+            Some(chunk) => {
+                let mut out = BytesMut::with_capacity(rest.len() + chunk.len());
+                out.extend_from_slice(&rest);
+                out.extend_from_slice(&chunk);
+                Some(out.freeze())
+            }
+            None => {
+                self.ended = true;
+                Some(rest)
+            }
+        }
+    }
+
+    async fn next_own_chunk(&mut self) -> Option<Bytes> {
         self.lag.written(self.subscription.hub().metrics(), Transport::Sse);
         if self.ended {
             return None;
@@ -161,6 +194,7 @@ pub async fn sse(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     RawQuery(raw): RawQuery,
+    socket: Option<Extension<SseSocket>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.require(TransportKind::Sse, "sse")?;
@@ -212,6 +246,14 @@ pub async fn sse(
         opened.push(read.messages);
     }
     let opening_id = cursor.encode();
+    // One channel only: a stream of several gives each event an id over all of them, which the fan-out's shared
+    // bytes do not have.
+    let direct = match socket {
+        Some(Extension(SseSocket(socket))) if config.direct_writes && opened.len() == 1 => {
+            subscription.attach_direct(socket, DirectWire::Sse { envelope }).map(Box::new)
+        }
+        _ => None,
+    };
     let mut stream = Stream {
         subscription,
         cursor: (opened.len() > 1).then_some(cursor),
@@ -222,6 +264,7 @@ pub async fn sse(
         first: None,
         ended: false,
         lag: Lag::default(),
+        direct,
         _admission: admission,
     };
     // A reset and the position after it travel in one block: an id alone would be committed by a browser even

@@ -11,6 +11,10 @@
 //! end, each with an `ended` frame, and the connection stays open for a new `auth` and a resubscription from
 //! the client's cursors.
 //!
+//! Direct writes (`direct_writes`): a plain-TCP connection lends its socket to the hub's fan-out whenever its task
+//! waits with everything written, and takes it back as soon as it wakes (`hub/direct.rs`); the live messages the
+//! fan-out writes meanwhile never wake the task.
+//!
 //! Presence: a connection whose token names a user (`sub`) is a member of each channel of a presence namespace it
 //! subscribes to, presenting the token's `info`; a `presence` frame reads a subscribed channel's members, and
 //! their joins and leaves follow as `join` and `leave` frames, in order with the channel's messages.
@@ -40,7 +44,7 @@ use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::websocket::{self, UpgradeRejection, WebSocket, WebSocketUpgrade};
 use crate::http::AppState;
-use crate::hub::{EventKind, Item, LifecycleEvent, PresenceChange, Start, Subscription};
+use crate::hub::{DirectWire, EventKind, Item, LifecycleEvent, PresenceChange, Start, Subscription};
 use crate::limits::{Admission, TokenBucket};
 use crate::metrics::{Lag, Transport};
 use crate::refusal::Refusal;
@@ -74,6 +78,7 @@ pub async fn ws(
     // own checks.
     state.require(TransportKind::WebSocket, "ws")?;
     let upgrade = match upgrade {
+        Ok(upgrade) if state.hub.config().direct_writes => upgrade.with_plain_tcp(),
         Ok(upgrade) => upgrade,
         Err(rejection) => return Ok(rejection.into_response()),
     };
@@ -141,6 +146,8 @@ struct Session {
     access: Access,
     /// Live messages fed to the socket and not yet flushed.
     lag: Lag,
+    /// The socket can be lent to the fan-out (`direct_writes`, plain TCP).
+    lends: bool,
 }
 
 fn refused(id: Option<RequestId>, err: AuthError) -> FrameError {
@@ -166,11 +173,17 @@ fn frame(message: &EncodedMessage) -> WsMessage {
 }
 
 impl Session {
-    fn new(state: AppState, socket: WebSocket, access: Access) -> Self {
+    fn new(state: AppState, mut socket: WebSocket, access: Access) -> Self {
         // The connection's token, if any, has a deadline; what relies on it (its private channels) ends there.
         let mut subscription = state.hub.subscription(Transport::WebSocket);
         subscription.set_deadline(access.claims.as_deref().map(|c| super::token_deadline(&state, c)));
-        Self { state, socket, subscription, access, lag: Lag::default() }
+        let direct = websocket::plain_socket(&socket)
+            .and_then(|stream| subscription.attach_direct(stream, DirectWire::WebSocket));
+        let lends = direct.is_some();
+        if let Some(handle) = direct {
+            websocket::lend_through(&mut socket, handle);
+        }
+        Self { state, socket, subscription, access, lag: Lag::default(), lends }
     }
 
     async fn run(mut self) {
@@ -207,11 +220,17 @@ impl Session {
         }
     }
 
-    /// Waits for one thing to do and does it: a client frame, live messages, or a ping.
+    /// Waits for one thing to do and does it: a client frame, live messages, or a ping. While it waits, the
+    /// socket is lent to the fan-out when it can be: every step ends with everything written (each branch
+    /// flushes), and each branch takes the socket back before anything else.
     async fn step(&mut self, ping: &mut Beat, last_heard: &mut Instant) -> Option<End> {
         let expired = self.subscription.expired();
+        if self.lends && websocket::is_settled(&self.socket) {
+            self.subscription.lend();
+        }
         tokio::select! {
             frame = self.socket.next() => {
+                self.subscription.take_back();
                 *last_heard = Instant::now();
                 match frame {
                     // Boxed: answering a request takes far more state than waiting does, and an unboxed branch
@@ -223,7 +242,13 @@ impl Session {
                         self.send(text(&ServerFrame::Error(&err))).await;
                     }
                     Some(Ok(WsMessage::Close(_))) | None => return Some(End::Gone),
-                    Some(Ok(_)) => {} // Ping (answered by the library) and Pong only prove the peer is alive.
+                    // Ping and Pong only prove the peer is alive. tungstenite queues its answer to a ping: written now,
+                    // so that nothing of it is left half-written when the socket is lent again.
+                    Some(Ok(_)) => {
+                        if self.lends {
+                            let _ = self.socket.flush().await;
+                        }
+                    }
                     Some(Err(err)) => {
                         let end = too_big(err);
                         if end.is_some() {
@@ -235,6 +260,7 @@ impl Session {
                 }
             }
             live = self.subscription.recv() => {
+                // (`follow` takes the socket back.)
                 // Boxed, like a request: an unboxed branch would size every idle connection's task by it (about
                 // 400 bytes). One allocation per wake-up, for up to `MAX_BATCH` messages.
                 let complete = Box::pin(self.live(live)).await;
@@ -247,13 +273,17 @@ impl Session {
                 }
             }
             () = self.state.heartbeats.at(ping.due()) => {
+                self.subscription.take_back();
                 ping.advance();
                 if last_heard.elapsed() > ping.period() * 2 {
                     return Some(End::Gone);
                 }
                 self.send(WsMessage::Ping(Bytes::new())).await;
             }
-            () = expired => Box::pin(self.expire()).await,
+            () = expired => {
+                self.subscription.take_back();
+                Box::pin(self.expire()).await
+            }
         }
         None
     }

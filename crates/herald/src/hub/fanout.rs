@@ -1,0 +1,298 @@
+//! Where a stored message (or a change of members) is fanned out: inline, in the engine's delivery callback, or,
+//! with `direct_writes`, on a fan-out worker, so that the publish does not wait for the writes into its
+//! subscribers' sockets.
+//!
+//! With direct writes the fan-out of a message to a hot channel's 10,000 subscribers is 10,000 `writev` calls;
+//! done inline, the publish that stored it would answer only after them, and a lone publisher would be capped by
+//! them (docs/BENCHMARKS.md). The engine instead hands each message to a worker and the publish answers once it
+//! is stored. A worker is a task of its own, and a channel always goes to the same one (by a hash of its name),
+//! so its messages and changes of members are fanned out in the order the engine and the presence store handed
+//! them over, as inline. Workers are tasks rather than threads so that the runtime knows they have work (a
+//! paused test clock does not jump ahead of a delivery in flight), and the hand-off, which happens in the
+//! engine's synchronous callback, never blocks a runtime thread.
+//!
+//! A worker writes into lent sockets only while it keeps up: a message taken while others wait behind it is
+//! queued for every subscriber instead, so that a hot channel's connections catch up on all cores, several
+//! messages per write, rather than one `writev` per subscriber per message from the one worker (measured: the
+//! one worker alone held 10,000 subscribers to about 8 messages/s, queues to over 32).
+//!
+//! Policy: a worker's queue holds [`WORKER_QUEUE`] hand-offs. A publish waits for room in its channel's worker
+//! before it stores its message ([`FanOut::room`], counted in `herald_fanout_waits_total`), so a publisher
+//! faster than the fan-out is slowed to its pace and nothing of it is dropped. What no publisher of this node
+//! waits for (messages published on other nodes, changes of members) is queued without waiting up to
+//! [`WORKER_HARD_CAP`]; past it a message is dropped for this node's fan-out and counted
+//! (`herald_fanout_dropped_total`): its subscribers' trackers find the gap at the channel's next message and read
+//! it from history, as after a dropped Pub/Sub link.
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+
+use herald_proto::ChannelName;
+use tokio::sync::Notify;
+
+use super::subscribers::Subscribers;
+use crate::encoded::EncodedMessage;
+use crate::engine::presence::PresenceEvent;
+use crate::metrics::Metrics;
+
+/// Hand-offs queued per worker before a publish waits for room.
+pub(crate) const WORKER_QUEUE: usize = 1024;
+
+/// Hand-offs queued per worker at most, those of other nodes' messages and of changes of members included.
+pub(crate) const WORKER_HARD_CAP: usize = 4 * WORKER_QUEUE;
+
+/// Workers at most: a channel is fanned out by one, so more only helps many busy channels at once.
+const MAX_WORKERS: usize = 4;
+
+/// What a worker fans out.
+enum Job {
+    Message(Arc<EncodedMessage>),
+    Presence(Arc<PresenceEvent>),
+}
+
+/// One worker's queue, shared by the hand-offs and the worker's task.
+#[derive(Default)]
+struct Worker {
+    state: Mutex<WorkerState>,
+    /// Notified whenever the worker took what was queued (room for waiting publishes).
+    room: Notify,
+}
+
+#[derive(Default)]
+struct WorkerState {
+    jobs: VecDeque<Job>,
+    /// The worker's task, waiting for a job.
+    waker: Option<Waker>,
+    /// The fan-out is gone: the task ends.
+    closed: bool,
+}
+
+impl Worker {
+    fn lock(&self) -> MutexGuard<'_, WorkerState> {
+        // Nothing panics while holding the lock; a poisoned queue is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn backlog(&self) -> usize {
+        self.lock().jobs.len()
+    }
+}
+
+/// The fan-out of one node: its two subscriber registries, fed inline or through workers.
+pub(crate) struct FanOut {
+    /// Subscribers of channels' messages.
+    subscribers: Arc<Subscribers>,
+    /// Subscribers of channels' presence.
+    followers: Arc<Subscribers>,
+    /// Empty: fan out inline.
+    workers: Vec<Arc<Worker>>,
+    hasher: RandomState,
+    metrics: Arc<Metrics>,
+}
+
+impl FanOut {
+    /// Fans out inline, in the caller's thread.
+    pub(crate) fn inline(subscribers: Arc<Subscribers>, followers: Arc<Subscribers>, metrics: Arc<Metrics>) -> Self {
+        Self { subscribers, followers, workers: Vec::new(), hasher: RandomState::new(), metrics }
+    }
+
+    /// Fans out on worker tasks of the current runtime (one per core, at most [`MAX_WORKERS`]), which end once
+    /// this is dropped.
+    pub(crate) fn on_workers(
+        subscribers: Arc<Subscribers>,
+        followers: Arc<Subscribers>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let count = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, MAX_WORKERS);
+        let mut fanout = Self::inline(subscribers, followers, metrics);
+        for _ in 0..count {
+            let worker = Arc::new(Worker::default());
+            let (subscribers, followers) = (fanout.subscribers.clone(), fanout.followers.clone());
+            tokio::spawn(work(worker.clone(), subscribers, followers));
+            fanout.workers.push(worker);
+        }
+        fanout
+    }
+
+    /// Waits until the worker of `channel` has room for one more message (at once when fanning out inline).
+    pub(crate) async fn room(&self, channel: &ChannelName) {
+        let Some(worker) = self.worker(channel) else { return };
+        if worker.backlog() < WORKER_QUEUE {
+            return;
+        }
+        self.metrics.fanout_waited();
+        loop {
+            let notified = worker.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if worker.backlog() < WORKER_QUEUE {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Fans out a stored message to the subscribers of its channel.
+    pub(crate) fn message(&self, message: &Arc<EncodedMessage>) {
+        match self.worker(&message.message.channel) {
+            Some(worker) => self.hand(worker, Job::Message(message.clone())),
+            None => self.subscribers.deliver(message, true),
+        }
+    }
+
+    /// Fans out a change of members to the followers of its channel's presence, in order with its messages.
+    pub(crate) fn presence(&self, event: &Arc<PresenceEvent>) {
+        match self.worker(&event.channel) {
+            Some(worker) => self.hand(worker, Job::Presence(event.clone())),
+            None => self.followers.deliver_presence(event),
+        }
+    }
+
+    fn worker(&self, channel: &ChannelName) -> Option<&Arc<Worker>> {
+        if self.workers.is_empty() {
+            return None;
+        }
+        self.workers.get((self.hasher.hash_one(channel.as_str()) % self.workers.len() as u64) as usize)
+    }
+
+    /// Queues `job` for `worker` without waiting (the written policy above), and wakes it.
+    fn hand(&self, worker: &Worker, job: Job) {
+        let waker = {
+            let mut state = worker.lock();
+            if state.jobs.len() >= WORKER_HARD_CAP {
+                drop(state);
+                self.metrics.fanout_dropped();
+                return;
+            }
+            state.jobs.push_back(job);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Drop for FanOut {
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            let waker = {
+                let mut state = worker.lock();
+                state.closed = true;
+                state.jobs.clear();
+                state.waker.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Jobs a worker does before it yields to the runtime's other tasks.
+const WORKER_BATCH: usize = 64;
+
+/// A worker's loop: fans out what it is handed, in order, until the fan-out is dropped. It yields to the
+/// runtime after [`WORKER_BATCH`] jobs in a row, so a busy channel does not keep a runtime thread to itself.
+async fn work(worker: Arc<Worker>, subscribers: Arc<Subscribers>, followers: Arc<Subscribers>) {
+    let mut done = 0;
+    loop {
+        let job = poll_fn(|cx| {
+            let mut state = worker.lock();
+            if state.closed {
+                return Poll::Ready(None);
+            }
+            match state.jobs.pop_front() {
+                Some(job) => Poll::Ready(Some((job, state.jobs.is_empty()))),
+                None => {
+                    match &state.waker {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        _ => state.waker = Some(cx.waker().clone()),
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        let Some((job, caught_up)) = job else { return };
+        match job {
+            // Behind (more is waiting): queued for the connections' tasks, which write on every core and take
+            // up to 64 messages per write, instead of one `writev` per subscriber per message from this task.
+            Job::Message(message) => subscribers.deliver(&message, caught_up),
+            Job::Presence(event) => followers.deliver_presence(&event),
+        }
+        worker.room.notify_waiters();
+        done += 1;
+        if done % WORKER_BATCH == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use herald_proto::EventName;
+
+    use super::super::{Hub, Item};
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::Start;
+    use crate::metrics::Transport;
+
+    async fn hub() -> Arc<Hub> {
+        let config = Arc::new(Config { direct_writes: true, connection_queue: 4096, ..Config::default() });
+        Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await.unwrap()
+    }
+
+    fn metric(hub: &Hub, name: &str) -> u64 {
+        let text = hub.metrics().render(0, 0, 0);
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// Offsets of the next `n` messages of the subscription.
+    async fn offsets(subscription: &mut crate::hub::Subscription, n: usize) -> Vec<u64> {
+        let mut offsets = Vec::new();
+        while offsets.len() < n {
+            let live = subscription.recv().await;
+            for item in subscription.follow(live, 64).await.into_result().unwrap() {
+                let Item::Message(message) = item else { panic!("only messages") };
+                offsets.push(message.message.position.offset);
+            }
+        }
+        offsets
+    }
+
+    #[tokio::test]
+    async fn a_publish_answers_before_its_message_is_fanned_out() {
+        use futures_util::FutureExt;
+        let hub = hub().await;
+        let a = ChannelName::new("a").unwrap();
+        let mut subscription = hub.subscription(Transport::WebSocket);
+        subscription.subscribe(&a, Start::Now, 0).await.unwrap();
+        hub.publish(a.clone(), EventName::default_event(), Bytes::from_static(b"1")).await.unwrap();
+        // Nothing yielded to the worker since (one thread): the publish answered without waiting for it.
+        assert!(subscription.recv().now_or_never().is_none(), "not fanned out yet");
+        assert_eq!(offsets(&mut subscription, 1).await, [1]);
+    }
+
+    #[tokio::test]
+    async fn a_publisher_faster_than_the_fan_out_waits_for_room_and_nothing_is_lost_or_reordered() {
+        let hub = hub().await;
+        let a = ChannelName::new("a").unwrap();
+        let mut subscription = hub.subscription(Transport::WebSocket);
+        subscription.subscribe(&a, Start::Now, 0).await.unwrap();
+        let n = 3 * WORKER_QUEUE;
+        for i in 0..n {
+            hub.publish(a.clone(), EventName::default_event(), Bytes::from(i.to_string())).await.unwrap();
+        }
+        assert!(metric(&hub, "herald_fanout_waits_total") > 0, "the publisher outran the worker and waited");
+        assert_eq!(metric(&hub, "herald_fanout_dropped_total"), 0);
+        assert_eq!(offsets(&mut subscription, n).await, (1..=n as u64).collect::<Vec<_>>());
+    }
+}

@@ -190,8 +190,8 @@ pub struct Config {
     pub connection_queue: usize,
     /// The fan-out writes a live message straight into a plain-TCP WebSocket or one-channel SSE socket that
     /// has nothing else to write, instead of waking the connection's task; messages are fanned out on worker
-    /// tasks, so a publish does not wait for the writes. Off by default until measured on a quiet machine and until
-    /// a Redis Cluster failover test that fails with it now and then is understood (docs/BENCHMARKS.md).
+    /// tasks, so a publish does not wait for the writes. Off by default until measured on a quiet machine
+    /// (docs/BENCHMARKS.md).
     pub direct_writes: bool,
     /// Channels one WebSocket may subscribe to.
     pub max_subscriptions_per_connection: usize,

@@ -31,9 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::shard_link::{Endpoint, LinkEvent, Pushed, Refused, ShardLink};
-use super::{
-    advance, announce, catch_up, read_roster, Announced, Inner, Unfinished, Watches, FIRST_BACKOFF, MAX_BACKOFF,
-};
+use super::{advance, announce, catch_up, read_roster, Announced, Inner, Unfinished, Watches, FIRST_BACKOFF};
 use crate::engine::redis::presence::RedisPresence;
 use crate::engine::redis::roster::Rosters;
 
@@ -364,8 +362,7 @@ impl Links {
     fn failed_attempt(&mut self, addr: &str, err: &Refused) {
         if self.retry_at.is_none() {
             tracing::warn!(%err, shard = addr, "sharded subscription failed; retrying");
-            let backoff = FIRST_BACKOFF.saturating_mul(1 << self.failures.min(6)).min(MAX_BACKOFF);
-            self.retry_at = Some(Instant::now() + backoff);
+            self.retry_at = Some(Instant::now() + retry_after(self.failures));
             self.failures += 1;
         }
     }
@@ -448,7 +445,44 @@ impl Links {
     }
 }
 
+/// The longest pause between two rounds of retried subscriptions. A subscription fails in a row mostly while a
+/// primary is being failed over: its address refuses until a replica takes over, after `cluster-node-timeout`.
+/// Every moment the retries then still wait is a moment the shard serves again and this node's subscribers of its
+/// channels get nothing live; should a channel move more messages than its history holds meanwhile, the catch-up
+/// finds them trimmed and its subscribers are `reset` although nothing was lost (a 5 s cap left the link down up to
+/// 1.6 s after the promotion, over 100 messages of a busy channel: tests/redis_cluster_shards.rs). A retry costs
+/// one connect or one `SSUBSCRIBE`, so a short cap is cheap, and it bounds that silence.
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(400);
+
+/// The pause before the next round of retries after `failures` failed rounds in a row: doubling from
+/// [`FIRST_BACKOFF`] up to [`MAX_RETRY_PAUSE`].
+fn retry_after(failures: u32) -> Duration {
+    FIRST_BACKOFF.saturating_mul(1 << failures.min(6)).min(MAX_RETRY_PAUSE)
+}
+
 /// The cluster slot of a Pub/Sub channel (its `{tag}`: the Herald channel's keys' slot).
 fn slot(name: &str) -> Slot {
     Slot::for_key(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard refuses from its primary's death until a replica serves at `back`: however late that is, the node
+    /// subscribes its channels again within [`MAX_RETRY_PAUSE`] of it, so its subscribers' live feed is not held
+    /// up for seconds after the cluster has recovered (and a busy channel does not outrun its history meanwhile).
+    #[test]
+    fn a_refusing_shard_is_subscribed_again_soon_after_it_serves_however_long_it_refused() {
+        for back_ms in (0..60_000).step_by(10) {
+            let back = Duration::from_millis(back_ms);
+            let (mut at, mut failures) = (Duration::ZERO, 0);
+            while at < back {
+                at += retry_after(failures);
+                failures += 1;
+            }
+            assert!(at - back <= Duration::from_millis(400), "back at {back:?}, subscribed at {at:?}");
+        }
+        assert_eq!(retry_after(0), FIRST_BACKOFF, "a first retry comes quickly");
+    }
 }

@@ -37,31 +37,51 @@ impl OwnCluster {
 
     /// Starts six nodes and joins them into a cluster of three shards; returns once every node sees it whole.
     pub fn start() -> OwnCluster {
-        let ports = spare_ports(6);
-        let dir = std::env::temp_dir().join(format!("herald-test-cluster-{}-{}", std::process::id(), ports[0]));
+        let first = spare_ports(1)[0];
+        let dir = std::env::temp_dir().join(format!("herald-test-cluster-{}-{first}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("cluster dir");
         let cluster = OwnCluster { nodes: Mutex::new(Vec::new()), dir };
-        for port in ports {
-            cluster.start_node(port);
+        // A port found free can be taken by another process before its redis-server binds it (another test binary's
+        // cluster, picking at the same moment): that node is then not ours, and is replaced by one on another port.
+        let mut port = first;
+        while cluster.ports().len() < 6 {
+            if !cluster.start_node(port) {
+                eprintln!("redis-server could not take port {port}; trying another");
+            }
+            port = spare_ports(1)[0];
         }
         let addresses: Vec<String> = cluster.ports().iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let status = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
+            .spawn()
             .expect("redis-cli is installed");
+        // Bounded: redis-cli waits for ever for nodes that never agree.
+        let deadline = Instant::now() + SETTLE;
+        let status = loop {
+            if let Some(status) = create.try_wait().expect("redis-cli runs") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = create.kill();
+                let _ = create.wait();
+                panic!("redis-cli --cluster create did not finish within {SETTLE:?} (ports {addresses:?})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(status.success(), "redis-cli --cluster create failed");
         cluster.wait_settled();
         cluster
     }
 
-    fn start_node(&self, port: u16) {
+    /// Starts a node on `port`; false (and nothing kept) when the process that answers there is not the one started.
+    fn start_node(&self, port: u16) -> bool {
         let dir = self.dir.join(port.to_string());
         std::fs::create_dir_all(&dir).expect("node dir");
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
@@ -77,11 +97,18 @@ impl OwnCluster {
             assert!(Instant::now() < deadline, "redis-server on {port} starts in time");
             std::thread::sleep(Duration::from_millis(20));
         }
+        let pid = format!("process_id:{}", child.id());
+        if !self.cli(port, &["INFO", "server"]).lines().any(|line| line.trim() == pid) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
         let mut nodes = self.nodes.lock().unwrap();
         match nodes.iter_mut().find(|(p, _)| *p == port) {
             Some(node) => node.1 = Some(child),
             None => nodes.push((port, Some(child))),
         }
+        true
     }
 
     fn ports(&self) -> Vec<u16> {
@@ -181,7 +208,7 @@ impl OwnCluster {
     /// Starts the node on `port` again, with its cluster configuration; it rejoins (as a replica if its shard
     /// failed over meanwhile).
     pub fn restart(&self, port: u16) {
-        self.start_node(port);
+        assert!(self.start_node(port), "port {port} was taken by another process while its node was down");
     }
 
     /// Waits until every running node reports the cluster whole (`cluster_state:ok`, every slot served) and every

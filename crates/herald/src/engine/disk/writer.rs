@@ -535,22 +535,32 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn publishers_finding_the_queue_full_wait_and_every_one_is_stored_once_in_order() {
-        const PUBLISHERS: usize = 100;
-        let dir = Dir(std::env::temp_dir().join(format!("herald-writer-queue-{}", std::process::id())));
-        // `always`: every publish queues (with `interval` one finding the writer idle would commit it itself).
+    /// Offsets in the order they were handed to subscribers.
+    type Delivered = Arc<Mutex<Vec<u64>>>;
+
+    /// A disk engine on a data dir of its own (`name`), with `fsync` and `interval`, a queue of 4 commands and its
+    /// writer not yet started; and what it hands to subscribers.
+    fn engine(name: &str, fsync: FsyncPolicy, interval: Duration) -> (Dir, Arc<DiskEngine>, Pending, Delivered) {
+        let dir = Dir(std::env::temp_dir().join(format!("herald-writer-{name}-{}", std::process::id())));
         let config = Config {
             engine: EngineKind::Disk,
             data_dir: Some(dir.0.clone()),
-            fsync: FsyncPolicy::Always,
+            fsync,
+            fsync_interval: interval,
             ..Config::default()
         };
-        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let delivered = Delivered::default();
         let seen = delivered.clone();
         let deliver: crate::engine::Delivery = Arc::new(move |m| lock(&seen).push(m.message.position.offset));
         let (engine, writer) = DiskEngine::prepare(Arc::new(config), deliver, 4).unwrap();
-        let engine = Arc::new(engine);
+        (dir, Arc::new(engine), writer, delivered)
+    }
+
+    #[tokio::test]
+    async fn publishers_finding_the_queue_full_wait_and_every_one_is_stored_once_in_order() {
+        const PUBLISHERS: usize = 100;
+        // `always`: every publish queues (with `interval` one finding the writer idle would commit it itself).
+        let (_dir, engine, writer, delivered) = engine("queue", FsyncPolicy::Always, Duration::from_secs(1));
         let channel = ChannelName::new("orders:1").unwrap();
         let publishes: Vec<_> = (0..PUBLISHERS)
             .map(|i| {
@@ -594,19 +604,7 @@ mod tests {
     // The writer's lock is held across awaits on purpose, to look busy: the publisher only ever `try_lock`s it.
     #[allow(clippy::await_holding_lock)]
     async fn with_fsync_interval_a_publisher_finding_the_writer_idle_commits_itself_and_one_finding_it_busy_queues() {
-        let dir = Dir(std::env::temp_dir().join(format!("herald-writer-inline-{}", std::process::id())));
-        let config = Config {
-            engine: EngineKind::Disk,
-            data_dir: Some(dir.0.clone()),
-            fsync: FsyncPolicy::Interval,
-            fsync_interval: Duration::from_millis(5),
-            ..Config::default()
-        };
-        let delivered = Arc::new(Mutex::new(Vec::new()));
-        let seen = delivered.clone();
-        let deliver: crate::engine::Delivery = Arc::new(move |m| lock(&seen).push(m.message.position.offset));
-        let (engine, writer) = DiskEngine::prepare(Arc::new(config), deliver, 4).unwrap();
-        let engine = Arc::new(engine);
+        let (_dir, engine, writer, delivered) = engine("inline", FsyncPolicy::Interval, Duration::from_millis(5));
 
         // The writer's thread is not even running: only the publisher's own commit can answer this.
         // (Bounded: without the publisher's own commit it would wait for ever.)

@@ -8,7 +8,7 @@
 //! - A connection lends its socket ([`Direct::lend`]) only while everything it wrote is flushed, its queue is
 //!   empty and nothing is left of an earlier partial write; it hands over where each of its channels stands
 //!   (its trackers' positions) with it. All of this lives under its queue's lock, which the fan-out holds while
-//!   it writes, so two fan-out workers (two channels of one connection) never write at once either.
+//!   it writes, so the connection and the fan-out never write at once.
 //! - The fan-out writes a message only if the lent position of its channel says it is exactly the next one
 //!   ([`Tracker::check`]); a message already delivered is dropped; anything else (a gap, a channel the lend does
 //!   not know, a change of members, a non-empty queue) goes to the queue as without direct writes.

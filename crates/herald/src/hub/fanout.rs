@@ -1,37 +1,35 @@
 //! Where a stored message (or a change of members) is fanned out: inline, in the engine's delivery callback, or,
-//! with `direct_writes`, on a fan-out worker, so that the publish does not wait for the writes into its
+//! with `direct_writes`, on the node's fan-out worker, so that the publish does not wait for the writes into its
 //! subscribers' sockets.
 //!
 //! With direct writes the fan-out of a message to a hot channel's 10,000 subscribers is 10,000 `writev` calls;
 //! done inline, the publish that stored it would answer only after them, and a lone publisher would be capped by
-//! them (docs/BENCHMARKS.md). The engine instead hands each message to a worker and the publish answers once it
-//! is stored. A worker is a task of its own, and a channel always goes to the same one (by a hash of its name),
-//! so its messages and changes of members are fanned out in the order the engine and the presence store handed
-//! them over, as inline. Workers are tasks rather than threads so that the runtime knows they have work (a
-//! paused test clock does not jump ahead of a delivery in flight), and the hand-off, which happens in the
-//! engine's synchronous callback, never blocks a runtime thread.
+//! them (docs/BENCHMARKS.md). The engine instead hands each message to the worker and the publish answers once it
+//! is stored. There is one worker per node, for every channel: messages and changes of members are fanned out in
+//! the order the engine and the presence store handed them over, across channels too, as inline. (A worker per
+//! channel, by a hash of its name, let a connection subscribed to two channels see a batch's events on `a`, `b`,
+//! `a` as `a`, `a`, `b`.) One worker is not one core's worth of fan-out: a worker that is behind queues instead of
+//! writing, and the connections' own tasks write on every core. The worker is a task rather than a thread so that
+//! the runtime knows it has work (a paused test clock does not jump ahead of a delivery in flight), and the
+//! hand-off, which happens in the engine's synchronous callback, never blocks a runtime thread.
 //!
-//! A worker writes into lent sockets only while it keeps up: a message taken while others wait behind it is
+//! The worker writes into lent sockets only while it keeps up: a message taken while others wait behind it is
 //! queued for every subscriber instead, so that a hot channel's connections catch up on all cores, several
 //! messages per write, rather than one `writev` per subscriber per message from the one worker (measured: the
-//! one worker alone held 10,000 subscribers to about 8 messages/s, queues to over 32).
+//! worker alone held 10,000 subscribers to about 8 messages/s, queues to over 32).
 //!
-//! Policy: a worker's queue holds [`WORKER_QUEUE`] hand-offs. A publish waits for room in its channel's worker
-//! before it stores its message ([`FanOut::room`], counted in `herald_fanout_waits_total`), so a publisher
-//! faster than the fan-out is slowed to its pace and nothing of it is dropped. What no publisher of this node
-//! waits for (messages published on other nodes, changes of members) is queued without waiting up to
-//! [`WORKER_HARD_CAP`]; past it a message is dropped for this node's fan-out and counted
-//! (`herald_fanout_dropped_total`): its subscribers' trackers find the gap at the channel's next message and read
-//! it from history, as after a dropped Pub/Sub link.
+//! Policy: the worker's queue holds [`WORKER_QUEUE`] hand-offs. A publish waits for room in it before it stores
+//! its message ([`FanOut::room`], counted in `herald_fanout_waits_total`), so a publisher faster than the fan-out
+//! is slowed to its pace and nothing of it is dropped. What no publisher of this node waits for (messages
+//! published on other nodes, changes of members) is queued without waiting up to [`WORKER_HARD_CAP`]; past it a
+//! message is dropped for this node's fan-out and counted (`herald_fanout_dropped_total`): its subscribers'
+//! trackers find the gap at the channel's next message and read it from history, as after a dropped Pub/Sub link.
 
-use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
-use herald_proto::ChannelName;
 use tokio::sync::Notify;
 
 use super::subscribers::Subscribers;
@@ -39,14 +37,11 @@ use crate::encoded::EncodedMessage;
 use crate::engine::presence::PresenceEvent;
 use crate::metrics::Metrics;
 
-/// Hand-offs queued per worker before a publish waits for room.
+/// Hand-offs queued for the worker before a publish waits for room.
 pub(crate) const WORKER_QUEUE: usize = 1024;
 
-/// Hand-offs queued per worker at most, those of other nodes' messages and of changes of members included.
+/// Hand-offs queued for the worker at most, those of other nodes' messages and of changes of members included.
 pub(crate) const WORKER_HARD_CAP: usize = 4 * WORKER_QUEUE;
-
-/// Workers at most: a channel is fanned out by one, so more only helps many busy channels at once.
-const MAX_WORKERS: usize = 4;
 
 /// What a worker fans out.
 enum Job {
@@ -54,7 +49,7 @@ enum Job {
     Presence(Arc<PresenceEvent>),
 }
 
-/// One worker's queue, shared by the hand-offs and the worker's task.
+/// The worker's queue, shared by the hand-offs and the worker's task.
 #[derive(Default)]
 struct Worker {
     state: Mutex<WorkerState>,
@@ -82,45 +77,33 @@ impl Worker {
     }
 }
 
-/// The fan-out of one node: its two subscriber registries, fed inline or through workers.
+/// The fan-out of one node: its two subscriber registries, fed inline or through the worker.
 pub(crate) struct FanOut {
     /// Subscribers of channels' messages.
     subscribers: Arc<Subscribers>,
     /// Subscribers of channels' presence.
     followers: Arc<Subscribers>,
-    /// Empty: fan out inline.
-    workers: Vec<Arc<Worker>>,
-    hasher: RandomState,
+    /// None: fan out inline.
+    worker: Option<Arc<Worker>>,
     metrics: Arc<Metrics>,
 }
 
 impl FanOut {
     /// Fans out inline, in the caller's thread.
     pub(crate) fn inline(subscribers: Arc<Subscribers>, followers: Arc<Subscribers>, metrics: Arc<Metrics>) -> Self {
-        Self { subscribers, followers, workers: Vec::new(), hasher: RandomState::new(), metrics }
+        Self { subscribers, followers, worker: None, metrics }
     }
 
-    /// Fans out on worker tasks of the current runtime (one per core, at most [`MAX_WORKERS`]), which end once
-    /// this is dropped.
-    pub(crate) fn on_workers(
-        subscribers: Arc<Subscribers>,
-        followers: Arc<Subscribers>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let count = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, MAX_WORKERS);
-        let mut fanout = Self::inline(subscribers, followers, metrics);
-        for _ in 0..count {
-            let worker = Arc::new(Worker::default());
-            let (subscribers, followers) = (fanout.subscribers.clone(), fanout.followers.clone());
-            tokio::spawn(work(worker.clone(), subscribers, followers));
-            fanout.workers.push(worker);
-        }
-        fanout
+    /// Fans out on a worker task of the current runtime, which ends once this is dropped.
+    pub(crate) fn on_worker(subscribers: Arc<Subscribers>, followers: Arc<Subscribers>, metrics: Arc<Metrics>) -> Self {
+        let worker = Arc::new(Worker::default());
+        tokio::spawn(work(worker.clone(), subscribers.clone(), followers.clone()));
+        Self { subscribers, followers, worker: Some(worker), metrics }
     }
 
-    /// Waits until the worker of `channel` has room for one more message (at once when fanning out inline).
-    pub(crate) async fn room(&self, channel: &ChannelName) {
-        let Some(worker) = self.worker(channel) else { return };
+    /// Waits until the worker has room for one more message (at once when fanning out inline).
+    pub(crate) async fn room(&self) {
+        let Some(worker) = &self.worker else { return };
         if worker.backlog() < WORKER_QUEUE {
             return;
         }
@@ -138,7 +121,7 @@ impl FanOut {
 
     /// Fans out a stored message to the subscribers of its channel.
     pub(crate) fn message(&self, message: &Arc<EncodedMessage>) {
-        match self.worker(&message.message.channel) {
+        match &self.worker {
             Some(worker) => self.hand(worker, Job::Message(message.clone())),
             None => self.subscribers.deliver(message, true),
         }
@@ -146,17 +129,10 @@ impl FanOut {
 
     /// Fans out a change of members to the followers of its channel's presence, in order with its messages.
     pub(crate) fn presence(&self, event: &Arc<PresenceEvent>) {
-        match self.worker(&event.channel) {
+        match &self.worker {
             Some(worker) => self.hand(worker, Job::Presence(event.clone())),
             None => self.followers.deliver_presence(event),
         }
-    }
-
-    fn worker(&self, channel: &ChannelName) -> Option<&Arc<Worker>> {
-        if self.workers.is_empty() {
-            return None;
-        }
-        self.workers.get((self.hasher.hash_one(channel.as_str()) % self.workers.len() as u64) as usize)
     }
 
     /// Queues `job` for `worker` without waiting (the written policy above), and wakes it.
@@ -179,7 +155,7 @@ impl FanOut {
 
 impl Drop for FanOut {
     fn drop(&mut self) {
-        for worker in &self.workers {
+        if let Some(worker) = &self.worker {
             let waker = {
                 let mut state = worker.lock();
                 state.closed = true;
@@ -193,10 +169,10 @@ impl Drop for FanOut {
     }
 }
 
-/// Jobs a worker does before it yields to the runtime's other tasks.
+/// Jobs the worker does before it yields to the runtime's other tasks.
 const WORKER_BATCH: usize = 64;
 
-/// A worker's loop: fans out what it is handed, in order, until the fan-out is dropped. It yields to the
+/// The worker's loop: fans out what it is handed, in order, until the fan-out is dropped. It yields to the
 /// runtime after [`WORKER_BATCH`] jobs in a row, so a busy channel does not keep a runtime thread to itself.
 async fn work(worker: Arc<Worker>, subscribers: Arc<Subscribers>, followers: Arc<Subscribers>) {
     let mut done = 0;
@@ -236,7 +212,7 @@ async fn work(worker: Arc<Worker>, subscribers: Arc<Subscribers>, followers: Arc
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use herald_proto::EventName;
+    use herald_proto::{ChannelName, EventName};
 
     use super::super::{Hub, Item};
     use super::*;
@@ -294,5 +270,31 @@ mod tests {
         assert!(metric(&hub, "herald_fanout_waits_total") > 0, "the publisher outran the worker and waited");
         assert_eq!(metric(&hub, "herald_fanout_dropped_total"), 0);
         assert_eq!(offsets(&mut subscription, n).await, (1..=n as u64).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn messages_of_several_channels_reach_a_subscriber_of_them_all_in_the_order_they_were_stored() {
+        let hub = hub().await;
+        let channels: Vec<_> = (0..8).map(|i| ChannelName::new(&format!("c{i}")).unwrap()).collect();
+        let mut subscription = hub.subscription(Transport::WebSocket);
+        for channel in &channels {
+            subscription.subscribe(channel, Start::Now, 0).await.unwrap();
+        }
+        let mut published = Vec::new();
+        for round in 0..4 {
+            for channel in &channels {
+                hub.publish(channel.clone(), EventName::default_event(), Bytes::from(round.to_string())).await.unwrap();
+                published.push(channel.clone());
+            }
+        }
+        let mut received = Vec::new();
+        while received.len() < published.len() {
+            let live = subscription.recv().await;
+            for item in subscription.follow(live, 64).await.into_result().unwrap() {
+                let Item::Message(message) = item else { panic!("only messages") };
+                received.push(message.message.channel.clone());
+            }
+        }
+        assert_eq!(received, published);
     }
 }

@@ -6,7 +6,7 @@
 //! subscriber registry; a tracker per channel turns the overlap between history and live feed, and any gap, into
 //! an exactly-once, in-order stream.
 //!
-//! With `direct_writes`, the delivery callback hands each message to a fan-out worker (`fanout.rs`) instead of
+//! With `direct_writes`, the delivery callback hands each message to the fan-out worker (`fanout.rs`) instead of
 //! fanning out inline, and a connection with nothing of its own to write lends its socket to the fan-out, which
 //! writes the next message of a channel straight into it (`direct.rs`) instead of queueing it.
 //!
@@ -104,7 +104,7 @@ impl Hub {
         let subscribers = Arc::new(Subscribers::new(metrics.clone()));
         let followers = Arc::new(Subscribers::new(metrics.clone()));
         let (s, f, m) = (subscribers.clone(), followers.clone(), metrics.clone());
-        let fanout = if config.direct_writes { FanOut::on_workers(s, f, m) } else { FanOut::inline(s, f, m) };
+        let fanout = if config.direct_writes { FanOut::on_worker(s, f, m) } else { FanOut::inline(s, f, m) };
         Registries { subscribers, followers, fanout: Arc::new(fanout), metrics }
     }
 
@@ -190,8 +190,8 @@ impl Hub {
         origin: Origin,
     ) -> Result<Arc<EncodedMessage>, HubError> {
         let started = Instant::now();
-        // With fan-out workers: the fan-out of this channel's earlier messages keeps up, or this publish waits.
-        self.fanout.room(&channel).await;
+        // With the fan-out worker: the fan-out of earlier messages keeps up, or this publish waits.
+        self.fanout.room().await;
         let message = self.engine.publish(channel, event, data, origin).await?;
         // Until the engine had the message: no clock reading of its own on the hot path.
         self.metrics.engine_stored(started, message.stored_at);

@@ -1,6 +1,6 @@
 //! Writing from the fan-out (`direct_writes`): a connection lends its plain-TCP socket to the fan-out while it has
 //! nothing of its own to write, and the fan-out writes the next message of a channel straight into it, with one
-//! `writev` of the shared pre-encoded bytes, instead of queueing it and waking the connection's task (the one
+//! `write` of the shared pre-encoded bytes, instead of queueing it and waking the connection's task (the one
 //! task wake-up per subscriber per message that kept the cost per delivery above the machine's floor,
 //! docs/BENCHMARKS.md).
 //!
@@ -18,10 +18,9 @@
 //!   trackers ([`Direct::take_positions`], by its subscription, which takes back the positions the fan-out
 //!   moved).
 
-use std::io::IoSlice;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use herald_proto::{ChannelName, Position};
 use tokio::net::TcpStream;
 
@@ -141,22 +140,18 @@ impl Direct {
             }
             Verdict::Deliver => {}
         }
-        let shared = match self.wire {
-            DirectWire::WebSocket => message.ws_frame(),
-            DirectWire::Sse { envelope } => message.sse_body(envelope),
+        let wire = match self.wire {
+            DirectWire::WebSocket => message.ws_wire(),
+            DirectWire::Sse { envelope } => message.sse_event(envelope),
         };
-        let mut header = [0u8; MAX_HEADER];
-        let pieces = pieces(self.wire, message, &shared, &mut header);
-        let total: usize = pieces.iter().map(|p| p.len()).sum();
-        let slices = pieces.map(IoSlice::new);
-        match self.socket.try_write_vectored(&slices) {
-            Ok(n) if n == total => {
+        match self.socket.try_write(wire) {
+            Ok(n) if n == wire.len() => {
                 *position = at;
                 Wrote::Delivered
             }
             Ok(n) if n > 0 => {
                 *position = at;
-                self.rest = Some(after(&pieces, n));
+                self.rest = Some(wire.slice(n..));
                 self.give_back();
                 Wrote::Delivered
             }
@@ -169,82 +164,9 @@ impl Direct {
     }
 }
 
-/// The longest WebSocket frame header a server writes: 2 bytes and a 64-bit length (no mask).
-const MAX_HEADER: usize = 10;
-
-/// The bytes of `message` on `wire`, in four slices (some empty): what a subscriber's own task would write.
-fn pieces<'a>(
-    wire: DirectWire,
-    message: &'a EncodedMessage,
-    shared: &'a Bytes,
-    header: &'a mut [u8; MAX_HEADER],
-) -> [&'a [u8]; 4] {
-    match wire {
-        DirectWire::WebSocket => {
-            let len = ws_text_header(shared.len(), header);
-            [&header[..len], shared, &[], &[]]
-        }
-        DirectWire::Sse { .. } => [b"id: ", message.cursor.as_bytes(), b"\n", shared],
-    }
-}
-
-/// What is left of `pieces` after the first `written` bytes.
-fn after(pieces: &[&[u8]; 4], mut written: usize) -> Bytes {
-    let total: usize = pieces.iter().map(|p| p.len()).sum();
-    let mut rest = BytesMut::with_capacity(total - written);
-    for piece in pieces {
-        let skip = written.min(piece.len());
-        written -= skip;
-        rest.extend_from_slice(&piece[skip..]);
-    }
-    rest.freeze()
-}
-
-/// Writes the header of an unmasked, final WebSocket text frame of `len` bytes into `header`; returns its length
-/// (RFC 6455 section 5.2: 7-bit, 16-bit or 64-bit length).
-fn ws_text_header(len: usize, header: &mut [u8; MAX_HEADER]) -> usize {
-    header[0] = 0x81;
-    if len < 126 {
-        header[1] = len as u8;
-        2
-    } else if let Ok(short) = u16::try_from(len) {
-        header[1] = 126;
-        header[2..4].copy_from_slice(&short.to_be_bytes());
-        4
-    } else {
-        header[1] = 127;
-        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn header(len: usize) -> Vec<u8> {
-        let mut header = [0u8; MAX_HEADER];
-        let n = ws_text_header(len, &mut header);
-        header[..n].to_vec()
-    }
-
-    #[test]
-    fn text_frame_headers_take_each_length_form_of_rfc_6455() {
-        assert_eq!(header(0), [0x81, 0]);
-        assert_eq!(header(125), [0x81, 125]);
-        assert_eq!(header(126), [0x81, 126, 0, 126]);
-        assert_eq!(header(65_535), [0x81, 126, 0xff, 0xff]);
-        assert_eq!(header(65_536), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
-    }
-
-    #[test]
-    fn the_rest_of_a_partial_write_is_what_follows_the_written_bytes() {
-        let pieces: [&[u8]; 4] = [b"ab", b"", b"cde", b"f"];
-        assert_eq!(&after(&pieces, 0)[..], b"abcdef");
-        assert_eq!(&after(&pieces, 1)[..], b"bcdef");
-        assert_eq!(&after(&pieces, 3)[..], b"def");
-        assert_eq!(&after(&pieces, 5)[..], b"f");
-    }
 
     /// A message of `pad` bytes of data at offset `n` of channel `a`.
     fn message(n: u64, pad: usize) -> Arc<EncodedMessage> {
@@ -303,9 +225,7 @@ mod tests {
         assert!(matches!(receiver.try_recv(), Some(Queued::Message(m)) if m.message.position.offset == offered));
         // The connection writes the rest of a partial write first, then its own copy of the queued message.
         let rest = writer.take_rest().unwrap_or_default();
-        let queued = message(offered, 64 * 1024);
-        let mut header = [0u8; MAX_HEADER];
-        let own = pieces(DirectWire::WebSocket, &queued, &queued.ws_frame(), &mut header).concat();
+        let own = message(offered, 64 * 1024).ws_wire().clone();
         let reading = tokio::spawn(async move {
             let mut got = Vec::new();
             client.read_to_end(&mut got).await.unwrap();

@@ -2,7 +2,7 @@
 //! with `direct_writes`, on the node's fan-out worker, so that the publish does not wait for the writes into its
 //! subscribers' sockets.
 //!
-//! With direct writes the fan-out of a message to a hot channel's 10,000 subscribers is 10,000 `writev` calls;
+//! With direct writes the fan-out of a message to a hot channel's 10,000 subscribers is 10,000 `write` calls;
 //! done inline, the publish that stored it would answer only after them, and a lone publisher would be capped by
 //! them (docs/BENCHMARKS.md). The engine instead hands each message to the worker and the publish answers once it
 //! is stored. There is one worker per node, for every channel: messages and changes of members are fanned out in
@@ -15,7 +15,7 @@
 //!
 //! The worker writes into lent sockets only while it keeps up: a message taken while others wait behind it is
 //! queued for every subscriber instead, so that a hot channel's connections catch up on all cores, several
-//! messages per write, rather than one `writev` per subscriber per message from the one worker (measured: the
+//! messages per write, rather than one `write` per subscriber per message from the one worker (measured: the
 //! worker alone held 10,000 subscribers to about 8 messages/s, queues to over 32).
 //!
 //! Policy: the worker's queue holds [`WORKER_QUEUE`] hand-offs. A publish waits for room in it before it stores
@@ -197,7 +197,7 @@ async fn work(worker: Arc<Worker>, subscribers: Arc<Subscribers>, followers: Arc
         let Some((job, caught_up)) = job else { return };
         match job {
             // Behind (more is waiting): queued for the connections' tasks, which write on every core and take
-            // up to 64 messages per write, instead of one `writev` per subscriber per message from this task.
+            // up to 64 messages per write, instead of one `write` per subscriber per message from this task.
             Job::Message(message) => subscribers.deliver(&message, caught_up),
             Job::Presence(event) => followers.deliver_presence(&event),
         }

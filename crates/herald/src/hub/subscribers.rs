@@ -11,7 +11,7 @@
 //! not the O(n²) of searching the list for each, and the fan-out's walk is what it was.
 //!
 //! The fan-out walks a snapshot of that `Vec` (an `Arc` cloned under the shard's read lock), not the `Vec` under
-//! the lock: with direct writes a walk is one `writev` per subscriber, 10–70 ms at 10,000 subscribers, and a
+//! the lock: with direct writes a walk is one `write` per subscriber, 10–70 ms at 10,000 subscribers, and a
 //! subscribe or unsubscribe of any channel of the same shard would otherwise block its runtime thread that long.
 //! A change made while a walk holds the snapshot copies the `Vec` first (`Arc::make_mut`), and only then.
 //! Exactly-once is unchanged: a message is stored before its fan-out takes the snapshot, so a subscriber added

@@ -68,15 +68,14 @@ struct Stream {
 impl Stream {
     /// Writes `message` with the id of the stream's position right after it.
     fn push_message(&mut self, out: &mut BytesMut, message: &EncodedMessage) {
-        let id = match self.cursor.as_mut() {
-            Some(cursor) => {
-                cursor.set(message.message.channel.clone(), message.message.position);
-                cursor.encode()
-            }
-            None => message.cursor.clone(),
+        let Some(cursor) = self.cursor.as_mut() else {
+            // One channel: the message's own cursor, the event every such stream writes.
+            out.extend_from_slice(message.sse_event(self.envelope));
+            return;
         };
+        cursor.set(message.message.channel.clone(), message.message.position);
         out.extend_from_slice(b"id: ");
-        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(cursor.encode().as_bytes());
         out.extend_from_slice(b"\n");
         out.extend_from_slice(&message.sse_body(self.envelope));
     }

@@ -72,6 +72,11 @@ pub(super) fn decode(channel: &ChannelName, position: Position, bytes: &[u8]) ->
     Ok((message, origin))
 }
 
+/// The offset a record was stored at, without decoding the rest (for a replay of the journal).
+pub(super) fn offset(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(HEAD..HEAD + 8)?.try_into().ok()?))
+}
+
 /// The time a record was stored at, without decoding the rest (for expiry).
 pub(super) fn time_ms(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(HEAD + 8..HEAD + 16)?.try_into().ok()?))
@@ -92,8 +97,9 @@ fn take_text<'a>(rest: &mut &'a [u8]) -> Result<&'a str, Damaged> {
 }
 
 /// CRC-32 (IEEE), a byte at a time from a table built at compile time: the writer checksums every record it
-/// stores, and bit by bit that was most of the record's encoding in the writer's profile.
-fn crc32(bytes: &[u8]) -> u32 {
+/// stores, and bit by bit that was most of the record's encoding in the writer's profile. The journal's frames
+/// (`journal.rs`) use it too.
+pub(super) fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in bytes {
         crc = (crc >> 8) ^ CRC_TABLE[((crc ^ u32::from(b)) & 0xFF) as usize];
@@ -137,7 +143,7 @@ mod tests {
     fn a_record_under_another_offset_is_refused() {
         let bytes = encode(7, 1, "message", &Origin::default(), b"{}");
         assert_eq!(decode(&ch(), Position::new(1, 8), &bytes).unwrap_err(), Damaged("offset"));
-        assert_eq!(time_ms(&bytes), Some(1));
+        assert_eq!((time_ms(&bytes), offset(&bytes)), (Some(1), Some(7)));
     }
 
     proptest! {

@@ -22,6 +22,7 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -44,19 +45,34 @@ pub(super) struct Entry<'a> {
     pub(super) record: &'a [u8],
 }
 
-/// Appends `entry`'s frame to `out`.
+/// Appends `entry`'s frame to `out` (the writer lays its frames out with [`encode_with`]).
+#[cfg(test)]
 pub(super) fn encode(out: &mut Vec<u8>, entry: &Entry<'_>) {
+    encode_with(out, entry.seq, entry.epoch, entry.channel, |out| out.extend_from_slice(entry.record));
+}
+
+/// Appends to `out` the frame of a message of `channel` under `epoch`, numbered `seq`, whose record `record`
+/// appends; returns where in `out` the record is.
+pub(super) fn encode_with(
+    out: &mut Vec<u8>,
+    seq: u64,
+    epoch: u64,
+    channel: &str,
+    record: impl FnOnce(&mut Vec<u8>),
+) -> Range<usize> {
     let start = out.len();
-    let body = FIXED + entry.channel.len() + entry.record.len();
-    out.extend_from_slice(&(body as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&entry.seq.to_le_bytes());
-    out.extend_from_slice(&entry.epoch.to_le_bytes());
-    out.extend_from_slice(&(entry.channel.len() as u16).to_le_bytes());
-    out.extend_from_slice(entry.channel.as_bytes());
-    out.extend_from_slice(entry.record);
+    out.extend_from_slice(&[0; HEAD]);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&epoch.to_le_bytes());
+    out.extend_from_slice(&(channel.len() as u16).to_le_bytes());
+    out.extend_from_slice(channel.as_bytes());
+    let at = out.len();
+    record(out);
+    let body = (out.len() - start - HEAD) as u32;
     let crc = crc32(&out[start + HEAD..]);
+    out[start..start + 4].copy_from_slice(&body.to_le_bytes());
     out[start + 4..start + HEAD].copy_from_slice(&crc.to_le_bytes());
+    at..out.len()
 }
 
 /// The frame at the start of `bytes` and its length; `None` when none is whole and sound there (the end of the

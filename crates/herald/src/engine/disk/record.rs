@@ -28,9 +28,16 @@ pub(super) struct Damaged(pub &'static str);
 
 /// The bytes of a message stored at `offset`.
 pub(super) fn encode(offset: u64, time_ms: u64, event: &str, origin: &Origin, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEAD + 25 + event.len() + data.len());
+    encode_into(&mut out, offset, time_ms, event, origin, data);
+    out
+}
+
+/// Appends to `out` the bytes of a message stored at `offset` (a journal frame's record is written in place).
+pub(super) fn encode_into(out: &mut Vec<u8>, offset: u64, time_ms: u64, event: &str, origin: &Origin, data: &[u8]) {
+    let start = out.len();
     let sender = origin.sender.as_deref();
     let user = origin.user_id.as_deref();
-    let mut out = Vec::with_capacity(HEAD + 25 + event.len() + data.len());
     out.push(VERSION);
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&offset.to_le_bytes());
@@ -42,9 +49,8 @@ pub(super) fn encode(offset: u64, time_ms: u64, event: &str, origin: &Origin, da
         out.extend_from_slice(text.as_bytes());
     }
     out.extend_from_slice(data);
-    let crc = crc32(&out[HEAD..]);
-    out[1..HEAD].copy_from_slice(&crc.to_le_bytes());
-    out
+    let crc = crc32(&out[start + HEAD..]);
+    out[start + 1..start + HEAD].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The message of `channel` stored as `bytes` under `position`'s offset, or why it cannot be trusted.

@@ -24,10 +24,11 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use fjall::{Batch, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode, Slice};
-use herald_proto::ChannelName;
+use herald_proto::{ChannelName, Position};
 
 use super::journal::{self, Journal};
 use super::record;
@@ -125,7 +126,10 @@ pub(super) struct Opened {
 /// the store has them and as they are once these are written.
 #[derive(Default)]
 pub(super) struct Behind {
-    pub(super) records: Vec<(ChannelName, u64, Vec<u8>)>,
+    /// Their journal frames, one after another: one buffer for all, rather than one allocation per message.
+    pub(super) frames: Vec<u8>,
+    /// Each one's channel, offset, and where its record is in `frames`.
+    pub(super) records: Vec<(ChannelName, u64, Range<usize>)>,
     pub(super) bounds: HashMap<ChannelName, (Channel, Channel)>,
     /// The journal's seq of the last of them.
     pub(super) seq: u64,
@@ -136,9 +140,32 @@ impl Behind {
         self.records.len()
     }
 
+    /// Adds the frame of a message of `channel` at `position`, numbered `seq`, whose record `record` appends.
+    pub(super) fn push(
+        &mut self,
+        seq: u64,
+        channel: &ChannelName,
+        position: Position,
+        record: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let range = journal::encode_with(&mut self.frames, seq, position.epoch, channel.as_str(), record);
+        self.records.push((channel.clone(), position.offset, range));
+        self.seq = seq;
+    }
+
+    /// Drops what was pushed since it held `records` messages in `bytes` bytes of frames, the last numbered `seq`.
+    pub(super) fn truncate(&mut self, records: usize, bytes: usize, seq: u64) {
+        self.records.truncate(records);
+        self.frames.truncate(bytes);
+        self.seq = seq;
+    }
+
     /// Adds `newer`, journaled after these.
     pub(super) fn extend(&mut self, newer: Behind) {
-        self.records.extend(newer.records);
+        let shift = self.frames.len();
+        self.frames.extend_from_slice(&newer.frames);
+        let moved = newer.records.into_iter().map(|(c, offset, r)| (c, offset, r.start + shift..r.end + shift));
+        self.records.extend(moved);
         for (channel, (before, after)) in newer.bounds {
             self.bounds.entry(channel).and_modify(|bounds| bounds.1 = after).or_insert((before, after));
         }
@@ -327,9 +354,8 @@ impl Store {
         };
         after.last = offset;
         after.first = after.first.max((offset + 1).saturating_sub(history_size(&channel)));
-        behind.records.push((channel.clone(), offset, entry.record.to_vec()));
+        behind.push(entry.seq, &channel, Position::new(entry.epoch, offset), |out| out.extend_from_slice(entry.record));
         behind.bounds.insert(channel, (before, after));
-        behind.seq = entry.seq;
         Ok(true)
     }
 
@@ -352,7 +378,7 @@ impl Store {
         }
         for (channel, offset, record) in &behind.records {
             if behind.bounds.get(channel).is_some_and(|(_, after)| *offset >= after.first) {
-                self.put_message(&mut batch, channel.as_str(), *offset, record);
+                self.put_message(&mut batch, channel.as_str(), *offset, &behind.frames[record.clone()]);
             }
         }
         for (channel, (before, after)) in &behind.bounds {

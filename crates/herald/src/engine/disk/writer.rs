@@ -34,7 +34,7 @@ use herald_proto::{time::now_millis, ChannelName, EventName, Message, Position};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
-use super::journal::{self, Journal};
+use super::journal::Journal;
 use super::store::{Behind, Channel, Store};
 use super::{lock, record, Live, Shared};
 use crate::config::FsyncPolicy;
@@ -130,7 +130,6 @@ impl Writing {
             journal,
             seq,
             behind: Behind::default(),
-            frames: Vec::new(),
         };
         Arc::new(Self { shared, turn: Mutex::new(()), writer: Mutex::new(writer), wake: Notify::new(), journaled })
     }
@@ -352,8 +351,6 @@ struct Writer {
     seq: u64,
     /// What the journal holds and the store does not yet.
     behind: Behind,
-    /// The frames of a commit, reused.
-    frames: Vec<u8>,
 }
 
 impl Writer {
@@ -425,7 +422,6 @@ impl Writer {
         let time_ms = now_millis();
         let mut bounds = Bounds::new();
         let mut messages = Vec::with_capacity(drafts.len());
-        let mut records = Vec::with_capacity(drafts.len());
         {
             let channels = lock(&self.shared.channels);
             for p in drafts {
@@ -438,11 +434,6 @@ impl Writer {
                 let size = self.shared.config.namespace(&p.channel).history_size as u64;
                 after.first = after.first.max((after.last + 1).saturating_sub(size));
                 let position = Position::new(after.epoch, after.last);
-                records.push((
-                    p.channel.clone(),
-                    position,
-                    record::encode(position.offset, time_ms, p.event.as_str(), &p.origin, &p.data),
-                ));
                 let message = Message { channel: p.channel, position, event: p.event, data: p.data, time_ms };
                 messages.push(EncodedMessage::with_origin(message, p.origin));
             }
@@ -454,13 +445,15 @@ impl Writer {
             if self.behind.len() >= BEHIND_AT_MOST {
                 self.catch_up()?;
             }
-            self.journal_commit(records, &rows, durable)?;
+            self.journal_commit(&messages, &rows, durable)?;
             self.commit_to_memory(&rows, &messages);
             return Ok(messages);
         }
         self.transact(durable, |store, batch| {
-            for (channel, position, bytes) in &records {
-                store.put_message(batch, channel.as_str(), position.offset, bytes);
+            for m in &messages {
+                let (message, offset) = (&m.message, m.message.position.offset);
+                let record = record::encode(offset, message.time_ms, message.event.as_str(), &m.origin, &message.data);
+                store.put_message(batch, message.channel.as_str(), offset, &record);
             }
             for (channel, before, after) in &rows {
                 // What the size limit pushed out: records from the old first, and this batch's own if it
@@ -480,23 +473,26 @@ impl Writer {
     /// behind it with their channels' bounds (`rows`); with `durable`, fsyncs the journal.
     fn journal_commit(
         &mut self,
-        records: Vec<(ChannelName, Position, Vec<u8>)>,
+        messages: &[Arc<EncodedMessage>],
         rows: &[(ChannelName, Channel, Channel)],
         durable: bool,
     ) -> Result<(), EngineError> {
         let Some(journal) = self.journal.as_mut() else { return Err(stopping()) };
-        self.frames.clear();
-        for (i, (channel, position, record)) in records.iter().enumerate() {
-            let seq = self.seq + i as u64;
-            let entry = journal::Entry { seq, epoch: position.epoch, channel: channel.as_str(), record };
-            journal::encode(&mut self.frames, &entry);
+        // The frames are laid out where the store's batch will read them, and written to the journal from there.
+        let behind = &mut self.behind;
+        let (records, bytes, seq) = (behind.records.len(), behind.frames.len(), behind.seq);
+        for (i, m) in messages.iter().enumerate() {
+            let message = &m.message;
+            let (offset, event) = (message.position.offset, message.event.as_str());
+            behind.push(self.seq + i as u64, &message.channel, message.position, |out| {
+                record::encode_into(out, offset, message.time_ms, event, &m.origin, &message.data)
+            });
         }
-        journal.append(&self.frames).map_err(|e| engine_error(&self.shared, fjall::Error::Io(e)))?;
-        self.seq += records.len() as u64;
-        self.behind.seq = self.seq - 1;
-        self.behind
-            .records
-            .extend(records.into_iter().map(|(channel, position, record)| (channel, position.offset, record)));
+        if let Err(err) = journal.append(&behind.frames[bytes..]) {
+            behind.truncate(records, bytes, seq);
+            return Err(engine_error(&self.shared, fjall::Error::Io(err)));
+        }
+        self.seq += messages.len() as u64;
         for (channel, before, after) in rows {
             // The bounds before are the store's: those of the first message it has not yet.
             self.behind.bounds.entry(channel.clone()).and_modify(|b| b.1 = *after).or_insert((*before, *after));

@@ -650,6 +650,8 @@ impl Writer {
         let done = if self.journal.is_some() { self.sync_journal() } else { self.transact(true, |_, _| Ok(())) };
         if let Err(err) = done {
             tracing::error!(%err, "the periodic fsync of the data dir failed");
+            // Tried again an interval later, not at once in a loop (an fsync that failed keeps failing).
+            self.unsynced_since = self.unsynced_since.map(|_| Instant::now());
         }
     }
 

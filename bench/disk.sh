@@ -101,6 +101,7 @@ for want in 100000 1000000; do
   kill -9 "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
   bytes=$(du -sb "$data/dir" | cut -f1)
   journal=$(du -sb "$data/dir/store/journals" 2>/dev/null | cut -f1)
+  own_journal=$(du -sb "$data/dir/journal" 2>/dev/null | cut -f1)
   started=$(date +%s.%N)
   HERALD_LOG=warn "$herald" serve --listen "127.0.0.1:$port" --engine disk --data-dir "$data/dir" \
     --config "$data/long.toml" 2>"$data/log" &
@@ -108,7 +109,7 @@ for want in 100000 1000000; do
   wait_listening "$who" "$server_pid" "$port" "$data/log"
   ready=$(date +%s.%N)
   n=$(held)
-  printf 'recovery after kill -9 with %s messages (%s before the kill): %.2f s to listen again (%s bytes on disk, %.0f per message; journal %s bytes)\n' \
-    "$n" "$filled" "$(echo "$ready - $started" | bc -l)" "$bytes" "$(echo "$bytes / $n" | bc -l)" "${journal:-?}"
+  printf 'recovery after kill -9 with %s messages (%s before the kill): %.2f s to listen again (%s bytes on disk, %.0f per message; fjall journal %s bytes, Herald journal %s bytes)\n' \
+    "$n" "$filled" "$(echo "$ready - $started" | bc -l)" "$bytes" "$(echo "$bytes / $n" | bc -l)" "${journal:-?}" "${own_journal:-?}"
   stop_server
 done

@@ -5,14 +5,17 @@
 //! (up to [`writer::BATCH`]) into one atomic batch of the store (fjall, `store.rs`), commits it — with `fsync =
 //! "always"` durably, so concurrent publishes share one fsync (group commit) — and only then puts the messages
 //! in memory, hands them to the delivery callback and answers their publishers. With `fsync = "interval"` a
-//! publisher that finds the writer idle makes that commit itself, skipping the queue. Records are laid out by
-//! `record.rs`; docs/BENCHMARKS.md says why the store is fjall, an LSM tree, rather than redb, a B-tree. The newest messages of each channel stay in memory (at most its `history_size`, and within
+//! commit is a write to the engine's own journal (`journal.rs`), the store following behind it in large batches,
+//! and a publisher that finds the writer idle makes that commit itself, skipping the queue. Records are laid out by
+//! `record.rs`; docs/BENCHMARKS.md says why the store is fjall, an LSM tree, rather than redb, a B-tree, and why
+//! `interval` has a journal of its own in front of it. The newest messages of each channel stay in memory (at most its `history_size`, and within
 //! `max_history_bytes` for the whole server, the oldest going first); a read older than what memory holds is
 //! answered from the file.
 //!
 //! Presence and the log of lifecycle events stay in memory, as with the memory engine: presence is about live
 //! connections, which a restart closes anyway, and webhooks' log is a queue of news, not history.
 
+mod journal;
 mod record;
 mod store;
 mod writer;
@@ -132,8 +135,9 @@ impl DiskEngine {
             return Err(EngineError::Unavailable("engine = \"disk\" needs data_dir".into()));
         };
         let hasher = RandomState::new();
-        let opened =
-            store::open(&dir, &mut || new_epoch(&hasher)).map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let history_size = |channel: &ChannelName| config.namespace(channel).history_size as u64;
+        let opened = store::open(&dir, &mut || new_epoch(&hasher), &history_size)
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let now = Instant::now();
         let mut channels = HashMap::new();
         for (name, stored) in opened.channels {
@@ -169,14 +173,15 @@ impl DiskEngine {
             hasher,
         });
         let (queue, commands) = mpsc::channel(queue);
-        let writing = Writing::new(shared.clone());
+        let interval = config.fsync == crate::config::FsyncPolicy::Interval;
+        let writing = Writing::new(shared.clone(), interval.then_some(opened.journal), opened.seq);
         let writer = writer::Pending::new(writing.clone(), commands);
         let events = Arc::new(MemoryLog::default());
         let engine = Self {
             shared,
             queue,
             writing,
-            commit_inline: config.fsync == crate::config::FsyncPolicy::Interval,
+            commit_inline: interval,
             signals: Signals::default(),
             presence: Arc::new(MemoryPresence::new(events.clone())),
             events,
@@ -264,15 +269,23 @@ impl DiskEngine {
     ) -> Result<Result<Read, u64>, EngineError> {
         let start = translate(start, &stored);
         let shared = self.shared.clone();
+        let writing = self.writing.clone();
         let name = channel.clone();
         // Expired records at the front are skipped (the writer drops them at the next sweep): the history the
         // read is planned on starts at the first unexpired one.
-        let task = tokio::task::spawn_blocking(move || -> Result<Result<Read, u64>, fjall::Error> {
-            let first = shared.store.first_unexpired(name.as_str(), stored.first, stored.last, expired_before)?;
+        let task = tokio::task::spawn_blocking(move || -> Result<Result<Read, u64>, EngineError> {
+            // `interval`: what the journal holds ahead of the store goes into it first, so that it holds every
+            // message up to `stored.last`.
+            writing.catch_up()?;
+            let engine_error = |e| writer::engine_error(&shared, e);
+            let first = shared
+                .store
+                .first_unexpired(name.as_str(), stored.first, stored.last, expired_before)
+                .map_err(engine_error)?;
             let (from, reset) = super::plan(start, stored.epoch, first, stored.last);
             let mut messages = Vec::new();
             if from <= stored.last && limit > 0 {
-                let records = shared.store.read(name.as_str(), from, stored.last, limit)?;
+                let records = shared.store.read(name.as_str(), from, stored.last, limit).map_err(engine_error)?;
                 if records.is_empty() {
                     // The file holds less than its channel record says: what is missing is lost.
                     return Ok(Err(stored.last));
@@ -289,8 +302,7 @@ impl DiskEngine {
             }
             Ok(Ok(Read { messages, reset, start: Position::new(stored.epoch, from - 1), head: head(&stored) }))
         });
-        let read = task.await.map_err(|e| EngineError::Unavailable(format!("reading the disk: {e}")))?;
-        read.map_err(|e| writer::engine_error(&self.shared, e))
+        task.await.map_err(|e| EngineError::Unavailable(format!("reading the disk: {e}")))?
     }
 }
 

@@ -28,9 +28,16 @@ pub(super) struct Damaged(pub &'static str);
 
 /// The bytes of a message stored at `offset`.
 pub(super) fn encode(offset: u64, time_ms: u64, event: &str, origin: &Origin, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEAD + 25 + event.len() + data.len());
+    encode_into(&mut out, offset, time_ms, event, origin, data);
+    out
+}
+
+/// Appends to `out` the bytes of a message stored at `offset` (a journal frame's record is written in place).
+pub(super) fn encode_into(out: &mut Vec<u8>, offset: u64, time_ms: u64, event: &str, origin: &Origin, data: &[u8]) {
+    let start = out.len();
     let sender = origin.sender.as_deref();
     let user = origin.user_id.as_deref();
-    let mut out = Vec::with_capacity(HEAD + 25 + event.len() + data.len());
     out.push(VERSION);
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&offset.to_le_bytes());
@@ -42,9 +49,8 @@ pub(super) fn encode(offset: u64, time_ms: u64, event: &str, origin: &Origin, da
         out.extend_from_slice(text.as_bytes());
     }
     out.extend_from_slice(data);
-    let crc = crc32(&out[HEAD..]);
-    out[1..HEAD].copy_from_slice(&crc.to_le_bytes());
-    out
+    let crc = crc32(&out[start + HEAD..]);
+    out[start + 1..start + HEAD].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The message of `channel` stored as `bytes` under `position`'s offset, or why it cannot be trusted.
@@ -72,6 +78,11 @@ pub(super) fn decode(channel: &ChannelName, position: Position, bytes: &[u8]) ->
     Ok((message, origin))
 }
 
+/// The offset a record was stored at, without decoding the rest (for a replay of the journal).
+pub(super) fn offset(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(HEAD..HEAD + 8)?.try_into().ok()?))
+}
+
 /// The time a record was stored at, without decoding the rest (for expiry).
 pub(super) fn time_ms(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(HEAD + 8..HEAD + 16)?.try_into().ok()?))
@@ -92,8 +103,9 @@ fn take_text<'a>(rest: &mut &'a [u8]) -> Result<&'a str, Damaged> {
 }
 
 /// CRC-32 (IEEE), a byte at a time from a table built at compile time: the writer checksums every record it
-/// stores, and bit by bit that was most of the record's encoding in the writer's profile.
-fn crc32(bytes: &[u8]) -> u32 {
+/// stores, and bit by bit that was most of the record's encoding in the writer's profile. The journal's frames
+/// (`journal.rs`) use it too.
+pub(super) fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in bytes {
         crc = (crc >> 8) ^ CRC_TABLE[((crc ^ u32::from(b)) & 0xFF) as usize];
@@ -137,7 +149,7 @@ mod tests {
     fn a_record_under_another_offset_is_refused() {
         let bytes = encode(7, 1, "message", &Origin::default(), b"{}");
         assert_eq!(decode(&ch(), Position::new(1, 8), &bytes).unwrap_err(), Damaged("offset"));
-        assert_eq!(time_ms(&bytes), Some(1));
+        assert_eq!((time_ms(&bytes), offset(&bytes)), (Some(1), Some(7)));
     }
 
     proptest! {

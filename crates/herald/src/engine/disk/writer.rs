@@ -1,28 +1,32 @@
 //! The disk engine's one writer: every change to the file goes through it, one at a time. It runs on a thread of
 //! its own ([`Pending::start`]), since most of its steps wait on the disk.
 //!
-//! With `fsync = "interval"` a publisher that finds the writer idle commits its own message, on its own thread
-//! ([`Writing::try_publish`]): that commit does not wait for the disk, and handing it to the writer's thread and
-//! back cost two thread wake-ups, which a lone publisher paid on every publish (docs/BENCHMARKS.md, "The disk
-//! engine"). A publisher that finds the writer busy (its thread committing a batch, a sweep or the periodic
-//! fsync) queues as below; the writer's thread keeps the fsync timer, woken by the first such commit after a
-//! durable one ([`Writing::unsynced`]). With `always` every publish queues: a durable commit is an fsync, which
-//! must not block a thread of the server's runtime, and waiting in the queue is what lets publishers share it.
+//! With `fsync = "interval"` a commit is a write to the disk engine's own journal (`journal.rs`: one `write(2)`
+//! into the kernel's cache, no fsync), and a publisher that finds the writer idle makes it itself, on its own
+//! thread ([`Writing::try_publish`]): handing it to the writer's thread and back cost two thread wake-ups, which
+//! a lone publisher paid on every publish (docs/BENCHMARKS.md, "The disk engine"). The store (fjall) is written
+//! behind the journal by the writer's thread, many messages to a batch ([`CATCH_UP_AT`], at each periodic fsync,
+//! and before anything reads the store or changes it otherwise: a read older than memory, a sweep, `Close`); the
+//! writer's *turn* orders those writes. A publisher that finds the writer busy (its thread committing a batch, a
+//! sweep or the periodic fsync), or the store [`BEHIND_AT_MOST`] messages behind, queues as below; the writer's
+//! thread keeps the fsync timer, woken by the first commit after a durable one ([`Writing::wake`]). With `always`
+//! every publish queues and is committed straight into the store: a durable commit is an fsync, which must not
+//! block a thread of the server's runtime, and waiting in the queue is what lets publishers share it.
 //!
 //! Queued publishes wait in a bounded queue ([`QUEUE`]; a publisher finding it full waits for room: nothing is refused
 //! or dropped for it, and the publishers' own timeouts bound the wait). The writer takes everything queued, up to
-//! [`BATCH`], assigns offsets, writes the records and the channels' new bounds in one transaction and commits it:
-//! durably with `fsync = "always"` (one fsync for the whole batch: while it runs, the next batch queues, and the
-//! writer waits up to one fsync's time for the publishers it just answered, so throughput grows with
-//! concurrency), or with `fsync = "interval"` without waiting for
-//! the disk, a durable commit following within `fsync_interval_ms`. Only a committed message is put in memory,
-//! handed to subscribers and answered: a failed commit stores nothing and answers every publisher of the batch
-//! with the error (507 when the disk is full). Sweeps (expiry, idle channels) and the repair of a damaged record
-//! queue here too. `Close` commits what is left and marks the file as stopped cleanly.
+//! [`BATCH`], assigns offsets and commits them in one write: with `fsync = "always"` the records and the
+//! channels' new bounds in one transaction of the store, durably (one fsync for the whole batch: while it runs,
+//! the next batch queues, and the writer waits up to one fsync's time for the publishers it just answered, so
+//! throughput grows with concurrency), or with `fsync = "interval"` into the journal, a durable commit (an fsync
+//! of the journal) following within `fsync_interval_ms`. Only a committed message is put in memory, handed to
+//! subscribers and answered: a failed commit stores nothing and answers every publisher of the batch with the
+//! error (507 when the disk is full). Sweeps (expiry, idle channels) and the repair of a damaged record queue here
+//! too. `Close` writes what the journal holds into the store and marks the file as stopped cleanly.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,7 +34,8 @@ use herald_proto::{time::now_millis, ChannelName, EventName, Message, Position};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
-use super::store::{Channel, Store};
+use super::journal::Journal;
+use super::store::{Behind, Channel, Store};
 use super::{lock, record, Live, Shared};
 use crate::config::FsyncPolicy;
 use crate::encoded::{EncodedMessage, Origin};
@@ -42,6 +47,16 @@ use crate::engine::EngineError;
 pub(super) const QUEUE: usize = 8192;
 /// Commands the writer takes into one transaction at most.
 pub(super) const BATCH: usize = 1024;
+/// `interval`: messages in the journal and not yet in the store at which the writer's thread writes them into it.
+/// The more a batch holds, the fewer records it writes only for the size limit to delete them in the same batch
+/// (a busy channel's messages past its `history_size`), and the fewer times each channel's bounds are written.
+const CATCH_UP_AT: usize = 4096;
+/// `interval`: messages in the journal and not yet in the store at most; a publisher finding that many queues, and
+/// the writer's thread writes them into the store before it takes the queue.
+const BEHIND_AT_MOST: usize = 16 * 1024;
+/// `interval`: the journal's size at which, at the next periodic fsync, the store is fsynced and the journal
+/// started again, empty: what a replay after a crash reads at most (plus one interval's messages).
+const JOURNAL_ROTATE: u64 = 32 * 1024 * 1024;
 
 /// The answer to a publish.
 type Answer = oneshot::Sender<Result<Arc<EncodedMessage>, EngineError>>;
@@ -75,10 +90,18 @@ pub(super) struct Publish {
 
 /// The writer, shared by its thread and the publishers that find it idle (`interval`).
 pub(super) struct Writing {
+    shared: Arc<Shared>,
+    /// Whose turn it is to write to the store: held by the writer's thread for all its work and by whoever writes
+    /// into the store what the journal holds ahead of it, so that those writes reach it in journal order. Always
+    /// taken before `writer`, never while holding it; publishers only ever take `writer`.
+    turn: Mutex<()>,
     writer: Mutex<Writer>,
-    /// Told when a publisher's own commit is the first since the last durable one: the writer's thread then sets
-    /// its fsync timer. (A permit is kept if the thread is not waiting yet, so none is missed.)
-    unsynced: Notify,
+    /// Told when a publisher's own commit is the first since the last durable one (the writer's thread then sets
+    /// its fsync timer) or makes the journal [`CATCH_UP_AT`] messages ahead of the store (the writer's thread then
+    /// writes them into it). A permit is kept if the thread is not waiting yet, so none is missed.
+    wake: Notify,
+    /// Publishes go through the journal (`interval`); without it the store is never behind.
+    journaled: bool,
 }
 
 /// What [`Writing::try_publish`] did.
@@ -90,19 +113,48 @@ pub(super) enum Tried {
 }
 
 impl Writing {
-    pub(super) fn new(shared: Arc<Shared>) -> Arc<Self> {
+    /// The writer of `shared`'s store; with `journal` (`interval`), publishes are written to it, its next frame
+    /// numbered `seq`, and into the store behind it.
+    pub(super) fn new(shared: Arc<Shared>, journal: Option<Journal>, seq: u64) -> Arc<Self> {
         let always = shared.config.fsync == FsyncPolicy::Always;
         let interval = shared.config.fsync_interval;
+        let journaled = journal.is_some();
         let writer = Writer {
-            shared,
+            shared: shared.clone(),
             always,
             interval,
             unsynced_since: None,
             answered: 0,
             fsync_took: Duration::ZERO,
             closed: false,
+            journal,
+            seq,
+            behind: Behind::default(),
         };
-        Arc::new(Self { writer: Mutex::new(writer), unsynced: Notify::new() })
+        Arc::new(Self { shared, turn: Mutex::new(()), writer: Mutex::new(writer), wake: Notify::new(), journaled })
+    }
+
+    /// Writes into the store what the journal holds ahead of it (`interval`): before a read of the store.
+    pub(super) fn catch_up(&self) -> Result<(), EngineError> {
+        if !self.journaled {
+            // `always`: the turn may be held through an fsync, and there is nothing to wait for.
+            return Ok(());
+        }
+        let turn = lock(&self.turn);
+        self.catch_up_in_turn(&turn)
+    }
+
+    /// [`Writing::catch_up`], `turn` already held; the store is written without holding `writer`, so publishers
+    /// go on journaling meanwhile.
+    fn catch_up_in_turn(&self, _turn: &MutexGuard<'_, ()>) -> Result<(), EngineError> {
+        let mut behind = std::mem::take(&mut lock(&self.writer).behind);
+        if let Err(err) = self.shared.store.write_behind(&mut behind) {
+            let mut writer = lock(&self.writer);
+            let newer = std::mem::replace(&mut writer.behind, behind);
+            writer.behind.extend(newer);
+            return Err(engine_error(&self.shared, err));
+        }
+        Ok(())
     }
 
     /// Commits `draft` on the caller's thread if the writer is idle, without waiting for the disk: for `fsync =
@@ -117,10 +169,14 @@ impl Writing {
         if writer.closed {
             return Tried::Done(Err(stopping()));
         }
+        if writer.behind.len() >= BEHIND_AT_MOST {
+            return Tried::Busy(draft);
+        }
         let synced = writer.unsynced_since.is_none();
+        let behind = writer.behind.len();
         let stored = writer.store(vec![draft], false);
-        if synced && writer.unsynced_since.is_some() {
-            self.unsynced.notify_one();
+        if synced && writer.unsynced_since.is_some() || behind < CATCH_UP_AT && writer.behind.len() >= CATCH_UP_AT {
+            self.wake.notify_one();
         }
         Tried::Done(stored.map(|mut messages| messages.remove(0)))
     }
@@ -174,17 +230,31 @@ async fn run(writing: Arc<Writing>, mut commands: mpsc::Receiver<Command>) {
             Some(since) => tokio::select! {
                 got = commands.recv_many(&mut taken, BATCH) => got,
                 () = tokio::time::sleep_until(since + interval) => {
+                    let turn = lock(&writing.turn);
+                    // Most of what the journal holds ahead of the store is written while publishers go on.
+                    if let Err(err) = writing.catch_up_in_turn(&turn) {
+                        tracing::warn!(%err, "writing the journal's messages into the store failed");
+                    }
                     lock(&writing.writer).sync();
+                    continue;
+                }
+                () = writing.wake.notified() => {
+                    writing.catch_up_if_far_behind();
                     continue;
                 }
             },
             None => tokio::select! {
                 got = commands.recv_many(&mut taken, BATCH) => got,
-                // A publisher committed the first message since the last fsync: set the timer.
-                () = writing.unsynced.notified() => continue,
+                // A publisher committed the first message since the last fsync (set the timer), or the journal
+                // is far ahead of the store.
+                () = writing.wake.notified() => {
+                    writing.catch_up_if_far_behind();
+                    continue;
+                }
             },
         };
         if got == 0 {
+            let _turn = lock(&writing.turn);
             lock(&writing.writer).close();
             return;
         }
@@ -196,6 +266,7 @@ async fn run(writing: Arc<Writing>, mut commands: mpsc::Receiver<Command>) {
             };
             gather(&mut commands, &mut taken, answered + behind, patience).await;
         }
+        let turn = lock(&writing.turn);
         let mut writer = lock(&writing.writer);
         let mut publishes = Vec::new();
         for command in taken.drain(..) {
@@ -220,8 +291,27 @@ async fn run(writing: Arc<Writing>, mut commands: mpsc::Receiver<Command>) {
             }
         }
         writer.publish(publishes);
+        let far_behind = writer.behind.len() >= CATCH_UP_AT;
         drop(writer);
+        if far_behind {
+            if let Err(err) = writing.catch_up_in_turn(&turn) {
+                tracing::warn!(%err, "writing the journal's messages into the store failed; the next batch tries again");
+            }
+        }
+        drop(turn);
         behind = commands.len();
+    }
+}
+
+impl Writing {
+    /// On the writer's thread: writes the journal's messages into the store if they are [`CATCH_UP_AT`] or more.
+    fn catch_up_if_far_behind(&self) {
+        let turn = lock(&self.turn);
+        if lock(&self.writer).behind.len() >= CATCH_UP_AT {
+            if let Err(err) = self.catch_up_in_turn(&turn) {
+                tracing::warn!(%err, "writing the journal's messages into the store failed; the next fsync tries again");
+            }
+        }
     }
 }
 
@@ -255,6 +345,12 @@ struct Writer {
     fsync_took: Duration,
     /// `Close` was done: nothing more is written.
     closed: bool,
+    /// `interval`: the journal publishes are written to before they are answered; the store follows behind.
+    journal: Option<Journal>,
+    /// The journal's seq of its next frame.
+    seq: u64,
+    /// What the journal holds and the store does not yet.
+    behind: Behind,
 }
 
 impl Writer {
@@ -326,7 +422,6 @@ impl Writer {
         let time_ms = now_millis();
         let mut bounds = Bounds::new();
         let mut messages = Vec::with_capacity(drafts.len());
-        let mut records = Vec::with_capacity(drafts.len());
         {
             let channels = lock(&self.shared.channels);
             for p in drafts {
@@ -339,19 +434,26 @@ impl Writer {
                 let size = self.shared.config.namespace(&p.channel).history_size as u64;
                 after.first = after.first.max((after.last + 1).saturating_sub(size));
                 let position = Position::new(after.epoch, after.last);
-                records.push((
-                    p.channel.clone(),
-                    position.offset,
-                    record::encode(position.offset, time_ms, p.event.as_str(), &p.origin, &p.data),
-                ));
                 let message = Message { channel: p.channel, position, event: p.event, data: p.data, time_ms };
                 messages.push(EncodedMessage::with_origin(message, p.origin));
             }
         }
         let rows: Vec<(ChannelName, Channel, Channel)> = bounds.into_iter().map(|(c, (b, a))| (c, b, a)).collect();
+        if self.journal.is_some() {
+            // Only the writer's thread, which holds the turn, gets here that far behind: a publisher finding it so
+            // queues instead.
+            if self.behind.len() >= BEHIND_AT_MOST {
+                self.catch_up()?;
+            }
+            self.journal_commit(&messages, &rows, durable)?;
+            self.commit_to_memory(&rows, &messages);
+            return Ok(messages);
+        }
         self.transact(durable, |store, batch| {
-            for (channel, offset, bytes) in &records {
-                store.put_message(batch, channel.as_str(), *offset, bytes);
+            for m in &messages {
+                let (message, offset) = (&m.message, m.message.position.offset);
+                let record = record::encode(offset, message.time_ms, message.event.as_str(), &m.origin, &message.data);
+                store.put_message(batch, message.channel.as_str(), offset, &record);
             }
             for (channel, before, after) in &rows {
                 // What the size limit pushed out: records from the old first, and this batch's own if it
@@ -365,6 +467,72 @@ impl Writer {
         })?;
         self.commit_to_memory(&rows, &messages);
         Ok(messages)
+    }
+
+    /// `interval`: writes `records` to the journal, in one `write(2)`, and keeps them to be written into the store
+    /// behind it with their channels' bounds (`rows`); with `durable`, fsyncs the journal.
+    fn journal_commit(
+        &mut self,
+        messages: &[Arc<EncodedMessage>],
+        rows: &[(ChannelName, Channel, Channel)],
+        durable: bool,
+    ) -> Result<(), EngineError> {
+        let Some(journal) = self.journal.as_mut() else { return Err(stopping()) };
+        // The frames are laid out where the store's batch will read them, and written to the journal from there.
+        let behind = &mut self.behind;
+        let (records, bytes, seq) = (behind.records.len(), behind.frames.len(), behind.seq);
+        for (i, m) in messages.iter().enumerate() {
+            let message = &m.message;
+            let (offset, event) = (message.position.offset, message.event.as_str());
+            behind.push(self.seq + i as u64, &message.channel, message.position, |out| {
+                record::encode_into(out, offset, message.time_ms, event, &m.origin, &message.data)
+            });
+        }
+        if let Err(err) = journal.append(&behind.frames[bytes..]) {
+            behind.truncate(records, bytes, seq);
+            return Err(engine_error(&self.shared, fjall::Error::Io(err)));
+        }
+        self.seq += messages.len() as u64;
+        for (channel, before, after) in rows {
+            // The bounds before are the store's: those of the first message it has not yet.
+            self.behind.bounds.entry(channel.clone()).and_modify(|b| b.1 = *after).or_insert((*before, *after));
+        }
+        if self.shared.failing.swap(false, Relaxed) {
+            tracing::info!("writing to the data dir succeeds again");
+        }
+        self.unsynced_since = self.unsynced_since.or(Some(Instant::now()));
+        if durable {
+            self.sync_journal()?;
+        }
+        Ok(())
+    }
+
+    /// `interval`: fsyncs the journal; then writes what it holds ahead of the store into the store, and once the
+    /// journal is [`JOURNAL_ROTATE`] long, fsyncs the store and starts the journal again, empty. The caller holds
+    /// the writer's turn.
+    fn sync_journal(&mut self) -> Result<(), EngineError> {
+        let Some(journal) = self.journal.as_mut() else { return Ok(()) };
+        journal.sync().map_err(|e| engine_error(&self.shared, fjall::Error::Io(e)))?;
+        self.unsynced_since = None;
+        self.catch_up()?;
+        let Some(journal) = self.journal.as_mut() else { return Ok(()) };
+        if journal.len() >= JOURNAL_ROTATE {
+            self.shared.store.sync().map_err(|e| engine_error(&self.shared, e))?;
+            journal.rotate(self.seq).map_err(|e| engine_error(&self.shared, fjall::Error::Io(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the journal holds ahead of the store into it (the caller holds the writer's turn); kept to try
+    /// again if that fails.
+    fn catch_up(&mut self) -> Result<(), EngineError> {
+        let mut behind = std::mem::take(&mut self.behind);
+        if let Err(err) = self.shared.store.write_behind(&mut behind) {
+            let newer = std::mem::replace(&mut self.behind, behind);
+            self.behind.extend(newer);
+            return Err(engine_error(&self.shared, err));
+        }
+        Ok(())
     }
 
     /// Puts committed messages in memory and hands them to subscribers, in offset order per channel.
@@ -402,6 +570,10 @@ impl Writer {
 
     /// Drops expired records of `expire` and forgets the channels of `forget` that memory still lacks.
     fn sweep(&mut self, expire: Vec<ChannelName>, forget: Vec<ChannelName>) {
+        if let Err(err) = self.catch_up() {
+            tracing::warn!(%err, "a sweep of the data dir failed; the next one tries again");
+            return;
+        }
         let wall = now_millis();
         let (expiring, forgetting) = {
             let channels = lock(&self.shared.channels);
@@ -440,6 +612,10 @@ impl Writer {
 
     /// Drops `channel`'s records up to `through`.
     fn forget(&mut self, channel: ChannelName, through: u64) {
+        if let Err(err) = self.catch_up() {
+            tracing::warn!(%err, "dropping a damaged record failed");
+            return;
+        }
         let Some(stored) = lock(&self.shared.channels).get(&channel).map(|l| l.stored) else { return };
         let first = (through + 1).max(stored.first).min(stored.last + 1);
         let name = channel.clone();
@@ -471,17 +647,33 @@ impl Writer {
 
     /// Makes every commit so far durable.
     fn sync(&mut self) {
-        if let Err(err) = self.transact(true, |_, _| Ok(())) {
+        let done = if self.journal.is_some() { self.sync_journal() } else { self.transact(true, |_, _| Ok(())) };
+        if let Err(err) = done {
             tracing::error!(%err, "the periodic fsync of the data dir failed");
+            // Tried again an interval later, not at once in a loop (an fsync that failed keeps failing).
+            self.unsynced_since = self.unsynced_since.map(|_| Instant::now());
         }
     }
 
     /// Commits what is left and marks the file as stopped cleanly.
     fn close(&mut self) {
         self.closed = true;
+        if let Err(err) = self.catch_up() {
+            tracing::error!(%err, "the journal could not be written into the store: the next start replays it");
+            return;
+        }
         match self.shared.store.mark_clean() {
             Ok(()) => tracing::info!("the data dir is closed cleanly"),
-            Err(err) => tracing::error!(%err, "the data dir could not be marked clean: the next start recovers it"),
+            Err(err) => {
+                tracing::error!(%err, "the data dir could not be marked clean: the next start recovers it");
+                return;
+            }
+        }
+        // Everything the journal held is durable in the store.
+        if let Some(journal) = self.journal.as_mut() {
+            if let Err(err) = journal.rotate(self.seq) {
+                tracing::warn!(%err, "the journal could not be emptied: the next start reads it again");
+            }
         }
     }
 }

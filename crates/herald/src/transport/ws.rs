@@ -146,8 +146,6 @@ struct Session {
     access: Access,
     /// Live messages fed to the socket and not yet flushed.
     lag: Lag,
-    /// The socket can be lent to the fan-out (`direct_writes`, plain TCP).
-    lends: bool,
 }
 
 fn refused(id: Option<RequestId>, err: AuthError) -> FrameError {
@@ -177,13 +175,13 @@ impl Session {
         // The connection's token, if any, has a deadline; what relies on it (its private channels) ends there.
         let mut subscription = state.hub.subscription(Transport::WebSocket);
         subscription.set_deadline(access.claims.as_deref().map(|c| super::token_deadline(&state, c)));
+        // With `direct_writes` on plain TCP, the socket can be lent to the fan-out ([`Subscription::lends`]).
         let direct = websocket::plain_socket(&socket)
             .and_then(|stream| subscription.attach_direct(stream, DirectWire::WebSocket));
-        let lends = direct.is_some();
         if let Some(handle) = direct {
             websocket::lend_through(&mut socket, handle);
         }
-        Self { state, socket, subscription, access, lag: Lag::default(), lends }
+        Self { state, socket, subscription, access, lag: Lag::default() }
     }
 
     async fn run(mut self) {
@@ -225,7 +223,7 @@ impl Session {
     /// flushes), and each branch takes the socket back before anything else.
     async fn step(&mut self, ping: &mut Beat, last_heard: &mut Instant) -> Option<End> {
         let expired = self.subscription.expired();
-        if self.lends && websocket::is_settled(&self.socket) {
+        if self.subscription.lends() && websocket::is_settled(&self.socket) {
             self.subscription.lend();
         }
         tokio::select! {
@@ -245,7 +243,7 @@ impl Session {
                     // Ping and Pong only prove the peer is alive. tungstenite queues its answer to a ping: written now,
                     // so that nothing of it is left half-written when the socket is lent again.
                     Some(Ok(_)) => {
-                        if self.lends {
+                        if self.subscription.lends() {
                             let _ = self.socket.flush().await;
                         }
                     }

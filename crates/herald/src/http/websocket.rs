@@ -127,14 +127,8 @@ impl WebSocketUpgrade {
         let plain = self.plain.filter(|_| self.wants_plain);
         tokio::spawn(async move {
             let Ok(upgraded) = on_upgrade.await else { return };
-            let upgraded = match plain {
-                Some(PlainTcp(unwrap)) => unwrap(upgraded),
-                None => Err(upgraded),
-            };
-            let io = match upgraded {
-                Ok((stream, read)) => SharedRead::with_rest(Connection::Plain(Plain::new(stream)), read),
-                Err(upgraded) => SharedRead::new(Connection::Upgraded(TokioIo::new(upgraded))),
-            };
+            // Out of a plain function: matched here, the upgrade's parts would keep room in this task all its life.
+            let io = connection(upgraded, plain);
             // Boxed while it runs: this task's future would otherwise keep room for the socket all its life.
             let socket = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(config))).await;
             serve(socket).await;
@@ -203,6 +197,19 @@ impl<T> SharedRead<T> {
     }
 }
 
+/// The stream a WebSocket is served over: the plain-TCP socket itself when `plain` takes it out of the upgrade,
+/// else hyper's upgraded connection.
+fn connection(upgraded: Upgraded, plain: Option<PlainTcp>) -> SharedRead<Connection> {
+    let upgraded = match plain {
+        Some(PlainTcp(unwrap)) => unwrap(upgraded),
+        None => Err(upgraded),
+    };
+    match upgraded {
+        Ok((stream, read)) => SharedRead::with_rest(Connection::Plain(Box::new(Plain::new(stream))), read),
+        Err(upgraded) => SharedRead::new(Connection::Upgraded(TokioIo::new(upgraded))),
+    }
+}
+
 /// The plain-TCP socket of a connection, when it has one ([`WebSocketUpgrade::with_plain_tcp`]).
 pub fn plain_socket(socket: &WebSocket) -> Option<Arc<TcpStream>> {
     match &socket.get_ref().inner {
@@ -231,8 +238,9 @@ pub fn is_settled(socket: &WebSocket) -> bool {
 pub enum Connection {
     /// hyper's upgraded connection (TLS, or a handler that does not lend its socket).
     Upgraded(TokioIo<Upgraded>),
-    /// The socket, shared with the hub's fan-out while lent.
-    Plain(Plain),
+    /// The socket, shared with the hub's fan-out while lent (boxed: only connections that lend have one, and
+    /// inline it would make every connection's stream larger).
+    Plain(Box<Plain>),
 }
 
 /// A plain-TCP socket that the connection may lend to the hub's fan-out (`hub/direct.rs`).

@@ -22,6 +22,9 @@ pub(crate) struct Inbox {
     receiver: QueueReceiver,
     slow: CancellationToken,
     transport: Transport,
+    /// A socket is attached, which the subscription may lend to the fan-out. Here rather than in the
+    /// subscription: this struct has room for it.
+    lends: bool,
     _guard: ConnectionGuard,
 }
 
@@ -34,6 +37,7 @@ impl Inbox {
             receiver,
             slow: CancellationToken::new(),
             transport,
+            lends: false,
             _guard: hub.metrics.connection(transport),
         }
     }
@@ -83,7 +87,13 @@ impl Inbox {
 
     /// Attaches the connection's plain-TCP socket, for the fan-out to write into while it is lent.
     pub(super) fn attach(&mut self, socket: Arc<tokio::net::TcpStream>, wire: DirectWire) -> DirectHandle {
+        self.lends = true;
         self.receiver.attach(socket, wire)
+    }
+
+    /// Whether a socket is attached.
+    pub(super) fn lends(&self) -> bool {
+        self.lends
     }
 
     /// Lends the attached socket with `positions`, when nothing is queued; returns whether it did.
@@ -94,6 +104,11 @@ impl Inbox {
     /// Takes the socket back: where each channel stands, if it was lent since the last look.
     pub(super) fn take_positions(&mut self) -> Option<Positions> {
         self.receiver.take_positions()
+    }
+
+    /// Takes the socket back for its writer: what a partial write of the fan-out left, to go out first.
+    pub(super) fn take_rest(&mut self) -> Option<bytes::Bytes> {
+        self.receiver.take_rest()
     }
 
     /// The next live message or change of members if one is queued.

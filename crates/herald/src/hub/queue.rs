@@ -38,9 +38,11 @@ pub(crate) enum Queued {
 /// Slots a drained queue may keep; a larger buffer (left by a burst) is freed.
 const KEEP_SLOTS: usize = 8;
 
-/// A queue holding at most `capacity` messages.
+/// A queue holding at most `capacity` messages (at most `u32::MAX`: more is not a bound).
 pub(crate) fn queue(capacity: usize) -> (QueueSender, QueueReceiver) {
-    let shared = Arc::new(Shared { capacity, state: Mutex::default() });
+    let capacity = u32::try_from(capacity).unwrap_or(u32::MAX);
+    let state = State { capacity, ..State::default() };
+    let shared = Arc::new(Shared { state: Mutex::new(state) });
     (QueueSender(shared.clone()), QueueReceiver(shared))
 }
 
@@ -72,18 +74,20 @@ pub(crate) struct QueueSender(Arc<Shared>);
 pub(crate) struct QueueReceiver(Arc<Shared>);
 
 struct Shared {
-    capacity: usize,
     state: Mutex<State>,
 }
 
+/// Every queue is one allocation of 88 bytes, as before the `direct` slot: `capacity` is a `u32` beside
+/// `closed`, where a `usize` outside the lock would take a word of its own.
 #[derive(Default)]
 struct State {
     messages: VecDeque<Queued>,
     /// The receiver's task, waiting for a message.
     waker: Option<Waker>,
-    closed: bool,
     /// The connection's socket, when it may be lent to the fan-out (boxed: most queues have none).
     direct: Option<Box<Direct>>,
+    capacity: u32,
+    closed: bool,
 }
 
 impl Shared {
@@ -131,7 +135,7 @@ impl QueueSender {
                 }
                 returned = true;
             }
-            if state.messages.len() >= self.0.capacity {
+            if state.messages.len() >= state.capacity as usize {
                 // The lend ended without a message: the connection still wakes to take its socket back.
                 let waker = if returned { state.waker.take() } else { None };
                 break 'locked (waker, Err(TrySendError::Full));
@@ -182,6 +186,11 @@ impl QueueReceiver {
     /// Takes the socket back: where each channel stands now, if it was lent since the last look.
     pub(crate) fn take_positions(&mut self) -> Option<Positions> {
         self.0.lock().direct.as_mut().and_then(|d| d.take_positions())
+    }
+
+    /// Takes the socket back for its writer, as [`DirectHandle::take_rest`] does.
+    pub(crate) fn take_rest(&mut self) -> Option<Bytes> {
+        self.0.lock().direct.as_mut().and_then(|d| d.take_rest())
     }
 
     /// The next message, waiting for one; `None` when the fan-out gave the lent socket back with nothing queued

@@ -139,8 +139,6 @@ pub struct Subscription {
     opening: Option<ChannelName>,
     /// A presence whose join has not returned yet: left on drop too, for the same reason.
     joining: Option<Box<(ChannelName, u64)>>,
-    /// A socket is attached to the inbox, which [`Subscription::lend`] may lend to the fan-out.
-    direct: bool,
 }
 
 impl Hub {
@@ -168,7 +166,6 @@ impl Subscription {
             deadline: None,
             opening: None,
             joining: None,
-            direct: false,
         }
     }
 
@@ -181,9 +178,18 @@ impl Subscription {
         socket: Arc<tokio::net::TcpStream>,
         wire: DirectWire,
     ) -> Option<DirectHandle> {
-        let handle = self.inbox.as_mut()?.attach(socket, wire);
-        self.direct = true;
-        Some(handle)
+        Some(self.inbox.as_mut()?.attach(socket, wire))
+    }
+
+    /// Whether a socket is attached ([`Subscription::attach_direct`]).
+    pub(crate) fn lends(&self) -> bool {
+        self.inbox.as_ref().is_some_and(Inbox::lends)
+    }
+
+    /// Takes the socket back for a writer that has no [`DirectHandle`] of its own (an SSE stream, which writes
+    /// through its body): what a partial write of the fan-out left, which must go out before its next bytes.
+    pub(crate) fn take_rest(&mut self) -> Option<bytes::Bytes> {
+        self.inbox.as_mut().filter(|inbox| inbox.lends()).and_then(Inbox::take_rest)
     }
 
     /// Lends the attached socket to the fan-out, with where each channel stands, if the subscription has nothing
@@ -191,7 +197,7 @@ impl Subscription {
     /// everything it wrote is flushed, and must [`Subscription::take_back`] when it wakes. Returns whether it
     /// lent it.
     pub(crate) fn lend(&mut self) -> bool {
-        if !self.direct || !self.pending.is_empty() || self.opening.is_some() || self.channels.is_empty() {
+        if !self.lends() || !self.pending.is_empty() || self.opening.is_some() || self.channels.is_empty() {
             return false;
         }
         let channels = &self.channels;
@@ -202,7 +208,7 @@ impl Subscription {
     /// Takes the lent socket back, with what the fan-out delivered meanwhile. Every method that reads or moves
     /// the trackers does this first; a connection does it whenever it wakes.
     pub(crate) fn take_back(&mut self) {
-        if !self.direct {
+        if !self.lends() {
             return;
         }
         let Some(positions) = self.inbox.as_mut().and_then(Inbox::take_positions) else { return };

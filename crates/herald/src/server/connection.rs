@@ -228,7 +228,8 @@ async fn stream_stopped(stopped: &mut watch::Receiver<Option<CancellationToken>>
 
 /// Reads the connection's first request off the socket when it is a `GET /v1/sse` whose head arrived whole;
 /// otherwise leaves every byte where it is, for hyper.
-async fn take_event_stream_request(stream: &TcpStream) -> Option<Request<Body>> {
+/// Boxed: see [`super::event_stream::serve`].
+async fn take_event_stream_request(stream: &TcpStream) -> Option<Box<Request<Body>>> {
     // A connection waiting for its first bytes holds no buffer.
     stream.readable().await.ok()?;
     let mut buffer = vec![0; SNIFF_BYTES];
@@ -236,7 +237,7 @@ async fn take_event_stream_request(stream: &TcpStream) -> Option<Request<Body>> 
     let (request, head_len) = parse_event_stream_head(&buffer[..seen])?;
     // The head is already in the socket's buffer: this read does not wait.
     read_exact(stream, &mut buffer[..head_len]).await.ok()?;
-    Some(request)
+    Some(Box::new(request))
 }
 
 async fn read_exact(stream: &TcpStream, buffer: &mut [u8]) -> std::io::Result<()> {

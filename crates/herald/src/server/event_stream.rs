@@ -13,8 +13,10 @@
 //! The socket is shared ([`SseSocket`]): a one-channel stream may lend it to the hub's fan-out while it waits for
 //! its next chunk (`direct_writes`), and gives every chunk only once it has taken it back.
 
+use std::future::{poll_fn, Future};
 use std::io;
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -33,8 +35,10 @@ use crate::shutdown::Shutdown;
 /// What is read, at most, per read of the idle socket (its bytes are dropped).
 const PROBE_BYTES: usize = 64;
 
-/// Answers `request` with `app` and writes the response to `stream`.
-pub(super) async fn serve(stream: TcpStream, mut request: Request<Body>, app: Router, shutdown: Shutdown) {
+/// Answers `request` with `app` and writes the response to `stream`. The request comes boxed: every future it
+/// passes through (this one, the connection's) would otherwise keep room for it, 240 bytes each, for the
+/// stream's whole life.
+pub(super) async fn serve(stream: TcpStream, mut request: Box<Request<Body>>, app: Router, shutdown: Shutdown) {
     let stream = Arc::new(stream);
     request.extensions_mut().insert(SseSocket(stream.clone()));
     // Boxed: the router's future is done with before the stream starts, and would otherwise size the task.
@@ -63,9 +67,9 @@ enum Answer {
     Whole(Vec<u8>),
 }
 
-async fn answer(request: Request<Body>, app: Router) -> Answer {
+async fn answer(request: Box<Request<Body>>, app: Router) -> Answer {
     let version = request.version();
-    let response = match hyper::service::Service::call(&TowerToHyperService::new(app), request).await {
+    let response = match hyper::service::Service::call(&TowerToHyperService::new(app), *request).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
@@ -147,29 +151,32 @@ async fn stream_body(stream: Arc<TcpStream>, mut head: Vec<u8>, body: Body, stop
     shut(stream).await;
 }
 
-/// Reads what the client sent (and drops it), waiting for something.
-async fn read_some(stream: &TcpStream, into: &mut [u8]) -> io::Result<usize> {
-    loop {
-        stream.readable().await?;
+/// Reads what the client sent (and drops it), waiting for something. Polled rather than awaited through
+/// `readable()`, whose future holds a waiter (about 100 bytes) in every idle stream's task.
+fn read_some<'a>(stream: &'a TcpStream, into: &'a mut [u8]) -> impl Future<Output = io::Result<usize>> + 'a {
+    poll_fn(move |cx| loop {
+        ready!(stream.poll_read_ready(cx))?;
         match stream.try_read(into) {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-            read => return read,
+            read => return Poll::Ready(read),
         }
-    }
+    })
 }
 
-/// Writes all of `bytes`, waiting for room.
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
+/// Writes all of `bytes`, waiting for room (polled, like [`read_some`]).
+fn write_all<'a>(stream: &'a TcpStream, mut bytes: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
+    poll_fn(move |cx| {
+        while !bytes.is_empty() {
+            ready!(stream.poll_write_ready(cx))?;
+            match stream.try_write(bytes) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => bytes = &bytes[n..],
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Poll::Ready(Err(err)),
+            }
         }
-    }
-    Ok(())
+        Poll::Ready(Ok(()))
+    })
 }
 
 /// Writes `bytes` unless `stop` fires while the write is stuck; returns whether they were written.

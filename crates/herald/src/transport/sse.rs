@@ -36,7 +36,7 @@ use crate::http::client_ip::ClientIp;
 use crate::http::credentials::authorize_read;
 use crate::http::query::Query;
 use crate::http::{AppState, SseSocket};
-use crate::hub::{DirectHandle, DirectWire, Item, PresenceChange, Start, Subscription};
+use crate::hub::{DirectWire, Item, PresenceChange, Start, Subscription};
 use crate::limits::Admission;
 use crate::metrics::{Lag, Transport};
 use crate::shutdown::Shutdown;
@@ -60,8 +60,6 @@ struct Stream {
     ended: bool,
     /// Live messages of the last chunk: it has been written when the next one is asked for.
     lag: Lag,
-    /// Takes the socket back from the fan-out, when the stream lends it (boxed: most streams do not).
-    direct: Option<Box<DirectHandle>>,
     _admission: Admission,
 }
 
@@ -80,58 +78,36 @@ impl Stream {
         out.extend_from_slice(&message.sse_body(self.envelope));
     }
 
-    /// The next chunk of the body, or `None` to end the stream. Asked for only once the last one is written.
+    /// The next chunk of the body, or `None` to end the stream. Asked for only once the last one is written, so
+    /// the socket may be lent to the fan-out (`direct_writes`) while this waits: it is taken back on every way
+    /// out. One async fn, not two nested: a nested one would add its own state to every idle stream.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
-        if self.direct.is_some() && !self.ended {
-            self.subscription.lend();
-        }
-        let chunk = self.next_own_chunk().await;
-        self.subscription.take_back();
-        self.after_lend(chunk)
-    }
-
-    /// Puts what a partial write of the fan-out left before `chunk`; before the end, it is a chunk of its own.
-    fn after_lend(&mut self, chunk: Option<Bytes>) -> Option<Bytes> {
-        let Some(rest) = self.direct.as_ref().and_then(|handle| handle.take_rest()) else { return chunk };
-        match chunk {
-            Some(chunk) => {
-                let mut out = BytesMut::with_capacity(rest.len() + chunk.len());
-                out.extend_from_slice(&rest);
-                out.extend_from_slice(&chunk);
-                Some(out.freeze())
-            }
-            None => {
-                self.ended = true;
-                Some(rest)
-            }
-        }
-    }
-
-    async fn next_own_chunk(&mut self) -> Option<Bytes> {
         self.lag.written(self.subscription.hub().metrics(), Transport::Sse);
         if self.ended {
             return None;
         }
-        loop {
+        self.subscription.lend();
+        let chunk = loop {
             let live = tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return None,
-                () = self.subscription.too_slow() => return None,
+                () = self.shutdown.cancelled() => break None,
+                () = self.subscription.too_slow() => break None,
                 () = self.subscription.expired() => {
                     self.ended = true;
-                    return Some(Bytes::from(error_event("token_expired", "the token expired; reconnect with a new one")));
+                    break Some(Bytes::from(error_event("token_expired", "the token expired; reconnect with a new one")));
                 }
                 () = self.heartbeats.at(self.heartbeat.due()) => {
                     self.heartbeat.advance();
-                    return Some(Bytes::from(sse::comment("ping")));
+                    break Some(Bytes::from(sse::comment("ping")));
                 }
                 live = self.subscription.recv() => live,
             };
             let mut out = BytesMut::new();
             let mut written = 0;
+            // (`follow` takes the socket back.)
             let batch = self.subscription.follow(live, MAX_BATCH).await;
             // A failed catch-up read: write what was handed over, then end, so the browser resumes from its last
             // id (the message that needed the read is not delivered otherwise, and its channel may go quiet).
@@ -160,10 +136,29 @@ impl Stream {
             }
             if !out.is_empty() {
                 self.subscription.hub().metrics().delivered(Transport::Sse, written);
-                return Some(out.freeze());
+                break Some(out.freeze());
             }
             if self.ended {
-                return None;
+                break None;
+            }
+        };
+        self.subscription.take_back();
+        self.after_lend(chunk)
+    }
+
+    /// Puts what a partial write of the fan-out left before `chunk`; before the end, it is a chunk of its own.
+    fn after_lend(&mut self, chunk: Option<Bytes>) -> Option<Bytes> {
+        let Some(rest) = self.subscription.take_rest() else { return chunk };
+        match chunk {
+            Some(chunk) => {
+                let mut out = BytesMut::with_capacity(rest.len() + chunk.len());
+                out.extend_from_slice(&rest);
+                out.extend_from_slice(&chunk);
+                Some(out.freeze())
+            }
+            None => {
+                self.ended = true;
+                Some(rest)
             }
         }
     }
@@ -247,12 +242,10 @@ pub async fn sse(
     let opening_id = cursor.encode();
     // One channel only: a stream of several gives each event an id over all of them, which the fan-out's shared
     // bytes do not have.
-    let direct = match socket {
-        Some(Extension(SseSocket(socket))) if config.direct_writes && opened.len() == 1 => {
-            subscription.attach_direct(socket, DirectWire::Sse { envelope }).map(Box::new)
-        }
-        _ => None,
-    };
+    if let Some(Extension(SseSocket(socket))) = socket.filter(|_| config.direct_writes && opened.len() == 1) {
+        // The stream takes the socket back through its subscription: no handle to keep.
+        let _ = subscription.attach_direct(socket, DirectWire::Sse { envelope });
+    }
     let mut stream = Stream {
         subscription,
         cursor: (opened.len() > 1).then_some(cursor),
@@ -263,7 +256,6 @@ pub async fn sse(
         first: None,
         ended: false,
         lag: Lag::default(),
-        direct,
         _admission: admission,
     };
     // A reset and the position after it travel in one block: an id alone would be committed by a browser even

@@ -20,6 +20,7 @@
 //! their joins and leaves follow as `join` and `leave` frames, in order with the channel's messages.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::IpAddr;
 
 use axum::extract::{RawQuery, State};
@@ -146,8 +147,6 @@ struct Session {
     access: Access,
     /// Live messages fed to the socket and not yet flushed.
     lag: Lag,
-    /// The socket can be lent to the fan-out (`direct_writes`, plain TCP).
-    lends: bool,
 }
 
 fn refused(id: Option<RequestId>, err: AuthError) -> FrameError {
@@ -177,21 +176,26 @@ impl Session {
         // The connection's token, if any, has a deadline; what relies on it (its private channels) ends there.
         let mut subscription = state.hub.subscription(Transport::WebSocket);
         subscription.set_deadline(access.claims.as_deref().map(|c| super::token_deadline(&state, c)));
+        // With `direct_writes` on plain TCP, the socket can be lent to the fan-out ([`Subscription::lends`]).
         let direct = websocket::plain_socket(&socket)
             .and_then(|stream| subscription.attach_direct(stream, DirectWire::WebSocket));
-        let lends = direct.is_some();
         if let Some(handle) = direct {
             websocket::lend_through(&mut socket, handle);
         }
-        Self { state, socket, subscription, access, lag: Lag::default(), lends }
+        Self { state, socket, subscription, access, lag: Lag::default() }
     }
 
-    async fn run(mut self) {
-        let end = self.serve().await;
-        if let End::Close(code, reason) = end {
-            let frame = CloseFrame { code: code.into(), reason: Utf8Bytes::from_static(reason) };
-            // A peer that stopped reading may never take the close frame: do not wait for it forever.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(WsMessage::Close(Some(frame)))).await;
+    /// Not an `async fn`: one that takes `mut self` keeps the session twice in its future (the argument and the
+    /// mutable binding made of it, 768 bytes each); an `async move` block captures it once.
+    #[allow(clippy::manual_async_fn)] // The lint's `async fn` is the double copy above.
+    fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            let end = self.serve().await;
+            if let End::Close(code, reason) = end {
+                let frame = CloseFrame { code: code.into(), reason: Utf8Bytes::from_static(reason) };
+                // A peer that stopped reading may never take the close frame: do not wait for it forever.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(WsMessage::Close(Some(frame)))).await;
+            }
         }
     }
 
@@ -225,7 +229,7 @@ impl Session {
     /// flushes), and each branch takes the socket back before anything else.
     async fn step(&mut self, ping: &mut Beat, last_heard: &mut Instant) -> Option<End> {
         let expired = self.subscription.expired();
-        if self.lends && websocket::is_settled(&self.socket) {
+        if self.subscription.lends() && websocket::is_settled(&self.socket) {
             self.subscription.lend();
         }
         tokio::select! {
@@ -245,7 +249,7 @@ impl Session {
                     // Ping and Pong only prove the peer is alive. tungstenite queues its answer to a ping: written now,
                     // so that nothing of it is left half-written when the socket is lent again.
                     Some(Ok(_)) => {
-                        if self.lends {
+                        if self.subscription.lends() {
                             let _ = self.socket.flush().await;
                         }
                     }

@@ -320,48 +320,103 @@ async fn a_truncated_data_file_never_stops_the_start_nor_yields_a_wrong_message(
     .await;
 }
 
+/// Unmounts a tmpfs of the test's own when dropped.
+struct Unmount<'a>(&'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` on `dir`: root only (CI runs as root); `None` elsewhere, the caller then says so and
+/// passes.
+fn small_disk<'a>(dir: &'a Path, size: &str) -> Option<Unmount<'a>> {
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
+        .status()
+        .is_ok_and(|s| s.success());
+    mounted.then_some(Unmount(dir))
+}
+
+/// Publishes 30 KB messages numbered from `from` to channel `big` until one is refused: the offsets and numbers of
+/// those stored, and the refusal.
+async fn publish_until_refused(client: &Client, from: usize) -> (Vec<(u64, i64)>, common::Response) {
+    let big = "y".repeat(30_000);
+    let mut stored = Vec::new();
+    loop {
+        let i = (from + stored.len()) as i64;
+        let body = serde_json::to_vec(&json!({ "event": "e", "data": { "i": i, "pad": big } })).unwrap();
+        let answer =
+            client.request("POST", "/v1/channels/big/messages", &[("Content-Type", "application/json")], &body).await;
+        if answer.status != 201 {
+            return (stored, answer);
+        }
+        stored.push((answer.json()["offset"].as_u64().unwrap(), i));
+        assert!(stored.len() < 1000, "the small disk never filled");
+    }
+}
+
+/// The offsets and numbers of channel `big`'s retained messages.
+async fn big_messages(client: &Client) -> Vec<(u64, i64)> {
+    let messages = all_messages(client, "big").await;
+    messages.iter().map(|m| (m["offset"].as_u64().unwrap(), m["data"]["i"].as_i64().unwrap())).collect()
+}
+
 #[tokio::test]
 async fn a_full_disk_answers_507_and_loses_nothing_already_stored() {
     let dir = dir("disk-full");
-    // A small tmpfs of the test's own: root only (CI runs as root); elsewhere the test says so and passes.
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs", dir.0.to_str().unwrap()])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(_unmount) = small_disk(&dir.0, "3m") else {
         eprintln!("skipped: cannot mount a tmpfs here (not root)");
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(&dir.0);
-    let node = disk_node(&dir.0, &[("HERALD_FSYNC", "always")]).await;
-    let big = "y".repeat(30_000);
-    let mut stored = Vec::new();
-    let refused = loop {
-        let body = serde_json::to_vec(&json!({ "event": "e", "data": { "i": stored.len() + 1, "pad": big } })).unwrap();
-        let answer = node
-            .client
-            .request("POST", "/v1/channels/big/messages", &[("Content-Type", "application/json")], &body)
-            .await;
-        if answer.status != 201 {
-            break answer;
-        }
-        stored.push(answer.json()["offset"].as_u64().unwrap());
-        assert!(stored.len() < 1000, "a 3 MiB disk never filled");
     };
+    let node = disk_node(&dir.0, &[("HERALD_FSYNC", "always")]).await;
+    let (stored, refused) = publish_until_refused(&node.client, 1).await;
     assert_eq!((refused.status, refused.error_code()), (507, "storage_full".to_string()), "{}", refused.text());
     assert!(refused.json()["error"]["message"].as_str().unwrap().contains("full"));
     assert!(!stored.is_empty());
-    let answer = messages_since(&node.client, "big", None).await;
-    let offsets: Vec<u64> =
-        answer["messages"].as_array().unwrap().iter().map(|m| m["offset"].as_u64().unwrap()).collect();
     let retained = &stored[stored.len().saturating_sub(100)..]; // history_size
-    assert_eq!(offsets, retained, "every acknowledged message is still there");
+    assert_eq!(big_messages(&node.client).await, retained, "every acknowledged message is still there");
+    node.crash().await;
+}
+
+/// With `interval` the journal is what fills the disk: a publish it cannot take is refused whole (what the disk
+/// took of it is cut off), so once there is room again the next publishes take the refused one's offset, and a
+/// restart replays none of the refused one.
+#[tokio::test]
+async fn with_fsync_interval_a_full_disk_answers_507_loses_nothing_and_publishing_goes_on_once_there_is_room() {
+    let dir = dir("disk-full-interval");
+    let Some(_unmount) = small_disk(&dir.0, "8m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (not root)");
+        return;
+    };
+    // Room the test gives back once the disk is full, enough for a restart to replay the journal into the store.
+    let room = dir.0.join("room");
+    std::fs::write(&room, vec![0u8; 5 * 1024 * 1024]).unwrap();
+    let env = [("HERALD_FSYNC", "interval"), ("HERALD_FSYNC_INTERVAL_MS", "3600000")];
+    let node = disk_node(&dir.0, &env).await;
+    let (mut stored, refused) = publish_until_refused(&node.client, 1).await;
+    assert_eq!((refused.status, refused.error_code()), (507, "storage_full".to_string()), "{}", refused.text());
+    assert!(refused.json()["error"]["message"].as_str().unwrap().contains("full"), "{}", refused.text());
+    assert!(!stored.is_empty());
+    let retained = |stored: &[(u64, i64)]| stored[stored.len().saturating_sub(100)..].to_vec(); // history_size
+    assert_eq!(big_messages(&node.client).await, retained(&stored), "every acknowledged message is still there");
+
+    std::fs::remove_file(&room).unwrap();
+    // Numbered past the refused one, which must never be read back.
+    let refused_i = (stored.len() + 1) as i64;
+    for i in refused_i + 1..=refused_i + 3 {
+        let answer = node.client.publish("big", "e", json!({ "i": i })).await;
+        assert_eq!(answer["offset"].as_u64().unwrap(), stored.last().unwrap().0 + 1, "the refused offset, given again");
+        stored.push((answer["offset"].as_u64().unwrap(), i));
+    }
+    assert_eq!(big_messages(&node.client).await, retained(&stored));
+    node.crash().await;
+
+    let node = disk_node(&dir.0, &env).await;
+    let after = big_messages(&node.client).await;
+    assert!(after.iter().all(|&(_, i)| i != refused_i), "nothing of the refused publish: {after:?}");
+    assert_eq!(after, retained(&stored), "every acknowledged message, at the offset it was answered with");
     node.crash().await;
 }
 

@@ -16,9 +16,10 @@
 //!
 //! `seq` numbers frames across files; the store remembers the last one it holds (`Store::journaled`), so that a
 //! replay skips what the store already has. Files are named by the `seq` of their first frame. A frame is written
-//! at the file's known end with a positioned write: a write cut short (a full disk) leaves bytes after the last
-//! whole frame, which the next frame overwrites or a replay stops at. Reading stops at the first frame that is cut
-//! short or fails its checksum: what follows it is never replayed (docs/ARCHITECTURE.md, "The disk engine").
+//! at the file's known end with a positioned write; a write cut short (a full disk) is cut off again at once
+//! (`set_len`, which needs no free space), since it may have left whole, sound frames of the refused batch that a
+//! later, shorter write could end just before. Reading a file stops at its first frame that is cut short or fails
+//! its checksum: what follows it in that file is never replayed (docs/ARCHITECTURE.md, "The disk engine").
 
 use std::fs::File;
 use std::io;
@@ -102,15 +103,18 @@ pub(super) fn frames(bytes: &[u8]) -> impl Iterator<Item = Entry<'_>> {
     })
 }
 
-/// The journal's files in `dir`, oldest first, with the contents of each.
+/// The journal's files in `dir`, oldest first, with the contents of each. What is not a regular file is skipped,
+/// and a file that cannot be read counts as empty (cut short at its start): a damaged journal never stops a
+/// start, and a replay stops where a file does not continue the one before it.
 pub(super) fn read(dir: &Path) -> io::Result<Vec<(PathBuf, Vec<u8>)>> {
     let mut files = Vec::new();
     match std::fs::read_dir(dir.join(JOURNAL)) {
         Ok(entries) => {
             for entry in entries {
-                let path = entry?.path();
-                if first_seq(&path).is_some() {
-                    files.push(path);
+                match entry {
+                    Ok(entry) if first_seq(&entry.path()).is_some() => files.push(entry.path()),
+                    Ok(_) => {}
+                    Err(err) => tracing::error!(%err, "an entry of the journal's directory cannot be read: skipped"),
                 }
             }
         }
@@ -118,7 +122,21 @@ pub(super) fn read(dir: &Path) -> io::Result<Vec<(PathBuf, Vec<u8>)>> {
         Err(e) => return Err(e),
     }
     files.sort_by_key(|path| first_seq(path));
-    files.into_iter().map(|path| std::fs::read(&path).map(|bytes| (path, bytes))).collect()
+    let mut out = Vec::with_capacity(files.len());
+    for path in files {
+        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+            tracing::warn!(path = %path.display(), "not a file, in the journal's directory: skipped");
+            continue;
+        }
+        match std::fs::read(&path) {
+            Ok(bytes) => out.push((path, bytes)),
+            Err(err) => {
+                tracing::error!(path = %path.display(), %err, "a journal file cannot be read: replayed as cut short");
+                out.push((path, Vec::new()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn first_seq(path: &Path) -> Option<u64> {
@@ -132,38 +150,88 @@ pub(super) struct Journal {
     file: File,
     /// The end of the last whole frame written.
     len: u64,
-    /// An fsync failed: what the kernel held may be lost, and writing on cannot be trusted until a restart.
+    /// An fsync failed, or a write cut short could not be cut off: what the file holds may not be what was
+    /// written, and writing on cannot be trusted until a restart.
     broken: bool,
+    /// Test only: the file's size at most, past which a write is cut short with ENOSPC (a full disk).
+    #[cfg(test)]
+    room: Option<u64>,
+    /// Test only: every fsync fails.
+    #[cfg(test)]
+    pub(super) failing_syncs: bool,
 }
 
 impl Journal {
     /// Starts a new, empty journal in `data_dir/journal` whose first frame will be `seq`, and deletes every older
     /// file there: the caller has made everything they held durable in the store.
     pub(super) fn start(data_dir: &Path, seq: u64) -> io::Result<Self> {
-        let dir = data_dir.join(JOURNAL);
-        std::fs::create_dir_all(&dir)?;
+        let journal = Self::create(&data_dir.join(JOURNAL), seq)?;
+        journal.delete_older();
+        Ok(journal)
+    }
+
+    /// A new, empty file in `dir` whose first frame will be `seq`, its name durable.
+    fn create(dir: &Path, seq: u64) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{seq:020}"));
         let file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
-        let journal = Self { dir, path, file, len: 0, broken: false };
-        journal.delete_older()?;
-        Ok(journal)
+        // The new file's name reaches the disk before a frame relies on it.
+        File::open(dir)?.sync_all()?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            len: 0,
+            broken: false,
+            #[cfg(test)]
+            room: None,
+            #[cfg(test)]
+            failing_syncs: false,
+        })
     }
 
     /// Writes `frames` (whole frames) after the last whole frame, in one `write(2)` as long as the kernel takes
     /// it all.
     pub(super) fn append(&mut self, frames: &[u8]) -> io::Result<()> {
         if self.broken {
-            return Err(io::Error::other("an fsync of the journal failed: restart Herald to go on publishing"));
+            return Err(io::Error::other("the journal cannot be written on since a write or an fsync of it failed: restart Herald to go on publishing"));
         }
-        self.file.write_all_at(frames, self.len)?;
+        if let Err(err) = self.write_at_end(frames) {
+            // What was written of the refused frames goes: a later, shorter write ending on one of their boundaries
+            // would leave the next of them to be replayed as a message never acknowledged.
+            if let Err(cut) = self.file.set_len(self.len) {
+                tracing::error!(%cut, "a write cut short could not be cut off the journal: publishing stops until a restart");
+                self.broken = true;
+            }
+            return Err(err);
+        }
         self.len += frames.len() as u64;
         Ok(())
+    }
+
+    fn write_at_end(&self, frames: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(room) = self.room {
+            let fits = room.saturating_sub(self.len).min(frames.len() as u64) as usize;
+            if fits < frames.len() {
+                self.file.write_all_at(&frames[..fits], self.len)?;
+                return Err(io::Error::from_raw_os_error(28));
+            }
+        }
+        self.file.write_all_at(frames, self.len)
     }
 
     /// Makes every frame written so far durable.
     pub(super) fn sync(&mut self) -> io::Result<()> {
         if self.broken {
-            return Err(io::Error::other("an fsync of the journal failed: restart Herald"));
+            return Err(io::Error::other(
+                "the journal cannot be trusted since a write or an fsync of it failed: restart Herald",
+            ));
+        }
+        #[cfg(test)]
+        if self.failing_syncs {
+            self.broken = true;
+            return Err(io::Error::other("test: the fsync fails"));
         }
         self.file.sync_data().inspect_err(|_| self.broken = true)
     }
@@ -174,22 +242,31 @@ impl Journal {
     }
 
     /// Replaces the current file by a new, empty one whose first frame will be `seq`, and deletes the old: the
-    /// caller has made every frame it held durable in the store.
+    /// caller has made every frame it held durable in the store. The new file is in use before anything is
+    /// deleted, so that a frame is never written to a file no longer in the directory.
     pub(super) fn rotate(&mut self, seq: u64) -> io::Result<()> {
-        let data_dir = self.dir.parent().map(Path::to_path_buf).unwrap_or_default();
-        *self = Self::start(&data_dir, seq)?;
+        *self = Self::create(&self.dir, seq)?;
+        self.delete_older();
         Ok(())
     }
 
-    fn delete_older(&self) -> io::Result<()> {
-        for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if path != self.path && first_seq(&path).is_some() {
-                std::fs::remove_file(&path)?;
+    /// Deletes every file but the current one. A file left behind holds only what the store has: the next start
+    /// reads it and skips all of it.
+    fn delete_older(&self) {
+        let deleted = (|| {
+            for entry in std::fs::read_dir(&self.dir)? {
+                let path = entry?.path();
+                if path != self.path && first_seq(&path).is_some() {
+                    if let Err(err) = std::fs::remove_file(&path) {
+                        tracing::warn!(path = %path.display(), %err, "an old journal file could not be deleted");
+                    }
+                }
             }
+            File::open(&self.dir)?.sync_all()
+        })();
+        if let Err(err) = deleted {
+            tracing::warn!(%err, "old journal files could not be deleted: the next start reads them again");
         }
-        // The new file's name and the old ones' removal reach the disk before anything relies on them.
-        File::open(&self.dir)?.sync_all()
     }
 }
 
@@ -212,26 +289,82 @@ mod tests {
         assert_eq!(out, expected);
     }
 
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("herald-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn seqs_per_file(dir: &Path) -> Vec<Vec<u64>> {
+        read(dir).unwrap().iter().map(|(_, bytes)| frames(bytes).map(|e| e.seq).collect()).collect()
+    }
+
     #[test]
-    fn a_journal_reads_back_after_a_write_cut_short_was_overwritten() {
-        let dir = std::env::temp_dir().join(format!("herald-journal-{}", std::process::id()));
+    fn a_write_cut_short_is_cut_off_so_no_frame_of_the_refused_batch_is_ever_read_back() {
+        let dir = scratch("cut-short");
         let mut journal = Journal::start(&dir, 5).unwrap();
         let mut one = Vec::new();
         encode(&mut one, &entry(5, "orders:1", b"first"));
         journal.append(&one).unwrap();
-        // A write the disk cut short: bytes past the last whole frame, not counted.
-        journal.file.write_all_at(&[0xAB; 64], journal.len).unwrap();
+        // A batch of three that the disk cuts short in its third frame: its first two written whole and sound.
+        let mut refused = Vec::new();
+        for seq in 6..=8 {
+            encode(&mut refused, &entry(seq, "orders:1", b"refused"));
+        }
+        let frame = refused.len() / 3;
+        journal.room = Some(journal.len() + 2 * frame as u64 + 3);
+        assert_eq!(journal.append(&refused).unwrap_err().raw_os_error(), Some(28));
+        journal.room = None;
+        // The next batch is as long as one refused frame: it ends exactly where the refused 7 began.
         let mut two = Vec::new();
-        encode(&mut two, &entry(6, "orders:1", b"2"));
+        encode(&mut two, &entry(6, "orders:1", b"second!"));
+        assert_eq!(two.len(), frame);
         journal.append(&two).unwrap();
         journal.sync().unwrap();
         let files = read(&dir).unwrap();
         assert_eq!(files.len(), 1);
-        let seqs: Vec<u64> = frames(&files[0].1).map(|e| e.seq).collect();
-        assert_eq!(seqs, [5, 6], "both frames, and nothing of the garbage after them");
+        let back: Vec<(u64, &[u8])> = frames(&files[0].1).map(|e| (e.seq, e.record)).collect();
+        assert_eq!(back, [(5, &b"first"[..]), (6, &b"second!"[..])], "nothing of the refused batch");
         journal.rotate(7).unwrap();
         let files = read(&dir).unwrap();
         assert_eq!((files.len(), files[0].1.len()), (1, 0), "only the new, empty file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_that_cannot_delete_an_old_file_goes_on_writing_to_the_new_one() {
+        let dir = scratch("rotate");
+        let mut journal = Journal::start(&dir, 5).unwrap();
+        let mut five = Vec::new();
+        encode(&mut five, &entry(5, "orders:1", b"5"));
+        journal.append(&five).unwrap();
+        // Named as a journal file, but a directory: deleting it fails (EISDIR).
+        std::fs::create_dir(dir.join(JOURNAL).join(format!("{:020}", 1))).unwrap();
+        journal.rotate(6).unwrap();
+        let mut six = Vec::new();
+        encode(&mut six, &entry(6, "orders:1", b"6"));
+        journal.append(&six).unwrap();
+        journal.sync().unwrap();
+        assert_eq!(seqs_per_file(&dir), [vec![6]], "the frame is in the new file, in the directory");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_journal_file_that_cannot_be_read_counts_as_cut_short_and_what_is_not_a_file_is_skipped() {
+        let dir = scratch("unreadable");
+        let journal_dir = dir.join(JOURNAL);
+        std::fs::create_dir_all(&journal_dir).unwrap();
+        let mut five = Vec::new();
+        encode(&mut five, &entry(5, "orders:1", b"5"));
+        std::fs::write(journal_dir.join(format!("{:020}", 5)), &five).unwrap();
+        // A link to itself cannot be read (ELOOP), even by root; a directory is no journal file.
+        let looping = journal_dir.join(format!("{:020}", 6));
+        std::os::unix::fs::symlink(&looping, &looping).unwrap();
+        std::fs::create_dir(journal_dir.join(format!("{:020}", 7))).unwrap();
+        let mut eight = Vec::new();
+        encode(&mut eight, &entry(8, "orders:1", b"8"));
+        std::fs::write(journal_dir.join(format!("{:020}", 8)), &eight).unwrap();
+        assert_eq!(seqs_per_file(&dir), [vec![5], vec![], vec![8]]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

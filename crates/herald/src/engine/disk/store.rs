@@ -280,9 +280,10 @@ impl Store {
     }
 
     /// Writes into the store the journal's frames (`files`, oldest first) past the last it holds, in their order;
-    /// returns the seq of the journal's next frame. Stops at the first frame that is damaged or cut short, does not
-    /// follow the one before it, or does not continue its channel: nothing after it can be trusted. Not durable:
-    /// `recover` commits durably after it.
+    /// returns the seq of the journal's next frame. A file is read up to its first frame that is damaged or cut short;
+    /// the next file is followed if its first frame follows the last one taken. Stops for good at the first frame
+    /// that does not follow the one before it or does not continue its channel: nothing after it can be trusted.
+    /// Not durable: `recover` commits durably after it.
     fn replay(
         &self,
         files: &[(PathBuf, Vec<u8>)],

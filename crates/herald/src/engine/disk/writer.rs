@@ -502,7 +502,10 @@ impl Writer {
         }
         self.unsynced_since = self.unsynced_since.or(Some(Instant::now()));
         if durable {
-            self.sync_journal()?;
+            // The frames are written: the batch is committed and its offsets taken, whatever the fsync says. Refusing
+            // it now would give its offsets to the next batch, and a replay stops at the repeated offset, dropping
+            // every acknowledged message after it. A failed fsync is logged and tried again, as the periodic one.
+            self.sync();
         }
         Ok(())
     }
@@ -512,7 +515,16 @@ impl Writer {
     /// the writer's turn.
     fn sync_journal(&mut self) -> Result<(), EngineError> {
         let Some(journal) = self.journal.as_mut() else { return Ok(()) };
-        journal.sync().map_err(|e| engine_error(&self.shared, fjall::Error::Io(e)))?;
+        if let Err(err) = journal.sync() {
+            // The journal takes nothing more until a restart, and the store is otherwise fsynced only when the
+            // journal is rotated: what the journal holds is made durable in the store instead, if the store can.
+            let stored =
+                self.catch_up().and_then(|()| self.shared.store.sync().map_err(|e| engine_error(&self.shared, e)));
+            if let Err(err) = stored {
+                tracing::error!(%err, "the journal's messages could not be made durable in the store either");
+            }
+            return Err(engine_error(&self.shared, fjall::Error::Io(err)));
+        }
         self.unsynced_since = None;
         self.catch_up()?;
         let Some(journal) = self.journal.as_mut() else { return Ok(()) };
@@ -790,6 +802,76 @@ mod tests {
     async fn publish_one(engine: &DiskEngine, i: usize) -> Result<Arc<EncodedMessage>, EngineError> {
         let data = Bytes::from(format!("{{\"i\":{i}}}"));
         engine.publish(ChannelName::new("orders:2").unwrap(), EventName::default_event(), data, Origin::default()).await
+    }
+
+    #[tokio::test]
+    async fn with_fsync_interval_a_batch_written_to_the_journal_is_answered_and_kept_though_its_fsync_fails() {
+        let (_dir, engine, _writer, delivered) = engine("fsync-fails", FsyncPolicy::Interval, Duration::ZERO);
+        publish_one(&engine, 1).await.expect("committed by its publisher");
+        let (reply, answer) = oneshot::channel();
+        let draft = Draft {
+            channel: ChannelName::new("orders:2").unwrap(),
+            event: EventName::default_event(),
+            data: Bytes::from_static(b"{\"i\":2}"),
+            origin: Origin::default(),
+        };
+        {
+            let mut writer = lock(&engine.writing.writer);
+            writer.journal.as_mut().unwrap().failing_syncs = true;
+            assert!(writer.durable(), "an interval of zero: the writer's next batch is fsynced");
+            writer.publish(vec![Publish { draft, reply }]);
+        }
+        let second = answer.await.unwrap().expect("written to the journal: answered, the fsync's failure logged");
+        assert_eq!(second.message.position.offset, 2);
+        assert_eq!(*lock(&delivered), [1, 2], "in memory and handed to subscribers");
+        assert!(engine.shared.failing.load(Relaxed), "the data dir counts as failing");
+        // The store is otherwise fsynced only when the journal starts again, which it no longer does.
+        assert_eq!(
+            lock(&engine.writing.writer).behind.len(),
+            0,
+            "the journal's messages written into the store at once"
+        );
+        let refused = publish_one(&engine, 3).await.expect_err("the journal takes nothing after a failed fsync");
+        assert!(matches!(refused, EngineError::Unavailable(_)), "{refused:?}");
+        let read = engine.read(&ChannelName::new("orders:2").unwrap(), Start::Oldest, 10).await.unwrap();
+        let offsets: Vec<u64> = read.messages.iter().map(|m| m.message.position.offset).collect();
+        assert_eq!(offsets, [1, 2], "each at the offset its publisher was answered, nothing of the refused one");
+    }
+
+    #[tokio::test]
+    async fn with_fsync_interval_a_rotation_that_fails_after_the_batch_was_journaled_never_gives_its_offset_again() {
+        use crate::engine::disk::journal::{self, JOURNAL};
+        let (dir, engine, _writer, _delivered) = engine("rotate-fails", FsyncPolicy::Interval, Duration::ZERO);
+        let channel = ChannelName::new("orders:3").unwrap();
+        let megabyte = Bytes::from(vec![b'1'; 1024 * 1024]);
+        let publish =
+            |data: Bytes| engine.publish(channel.clone(), EventName::default_event(), data, Origin::default());
+        // Published by their publishers (never durable there) until the journal is long enough to be rotated.
+        while lock(&engine.writing.writer).journal.as_ref().unwrap().len() < JOURNAL_ROTATE {
+            publish(megabyte.clone()).await.expect("committed by its publisher");
+        }
+        let (seq, last) = (lock(&engine.writing.writer).seq, lock(&engine.shared.channels)[&channel].stored.last);
+        // The rotation's new file cannot be created: a directory holds its name.
+        std::fs::create_dir(dir.0.join(JOURNAL).join(format!("{:020}", seq + 1))).unwrap();
+        let (reply, answer) = oneshot::channel();
+        let draft = Draft {
+            channel: channel.clone(),
+            event: EventName::default_event(),
+            data: Bytes::from_static(b"1"),
+            origin: Origin::default(),
+        };
+        lock(&engine.writing.writer).publish(vec![Publish { draft, reply }]);
+        let rotated = answer.await.unwrap().expect("journaled: answered, the failed rotation logged");
+        assert_eq!(rotated.message.position.offset, last + 1);
+        let next = publish(Bytes::from_static(b"2")).await.expect("the journal still takes publishes");
+        assert_eq!(next.message.position.offset, last + 2, "a new offset, not the journaled one again");
+        let offsets: Vec<u64> = journal::read(&dir.0)
+            .unwrap()
+            .iter()
+            .flat_map(|(_, bytes)| journal::frames(bytes).filter_map(|e| record::offset(e.record)).collect::<Vec<_>>())
+            .collect();
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "each offset journaled once: {offsets:?}");
+        assert_eq!(offsets.last(), Some(&(last + 2)));
     }
 
     #[tokio::test]

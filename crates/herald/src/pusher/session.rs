@@ -14,6 +14,7 @@
 //! - After `activity_timeout` without a frame from the client the server pings; without an answer within
 //!   `pong_timeout` it closes with 4201.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -142,29 +143,36 @@ impl Session {
     }
 
     /// Runs the session until it ends: the client left, the server closed it, or shutdown.
-    pub async fn run<I, O>(mut self, mut inbound: I, mut outbound: O)
+    ///
+    /// Not an `async fn`: one that takes `mut` arguments keeps each of them twice in its future (the argument and
+    /// the mutable binding made of it; the session alone is over 500 bytes); an `async move` block captures them
+    /// once.
+    #[allow(clippy::manual_async_fn)] // The lint's `async fn` is the double copy above.
+    pub fn run<I, O>(mut self, mut inbound: I, mut outbound: O) -> impl Future<Output = ()>
     where
         I: Stream<Item = Inbound> + Unpin,
         O: Sink<Outbound> + Unpin,
     {
-        let timeout = self.state.hub.config().pusher.activity_timeout.as_secs();
-        let hello =
-            ServerFrame::ConnectionEstablished { socket_id: self.socket_id.as_str(), activity_timeout: timeout };
-        if outbound.send(Outbound::Text(Bytes::from(hello.encode()))).await.is_err() {
-            return;
-        }
-        let end = self.serve(&mut inbound, &mut outbound).await;
-        let close = match end {
-            End::Close(close) => {
-                let error = ServerFrame::Error { code: Some(close.code()), message: close.reason() };
-                let _ = outbound.feed(Outbound::Text(Bytes::from(error.encode()))).await;
-                Outbound::Close(close.code(), close.reason())
+        async move {
+            let timeout = self.state.hub.config().pusher.activity_timeout.as_secs();
+            let hello =
+                ServerFrame::ConnectionEstablished { socket_id: self.socket_id.as_str(), activity_timeout: timeout };
+            if outbound.send(Outbound::Text(Bytes::from(hello.encode()))).await.is_err() {
+                return;
             }
-            End::Raw(code, reason) => Outbound::Close(code, reason),
-            End::Gone => return,
-        };
-        // A client that stopped reading may never take the close: do not wait for it forever.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), outbound.send(close)).await;
+            let end = self.serve(&mut inbound, &mut outbound).await;
+            let close = match end {
+                End::Close(close) => {
+                    let error = ServerFrame::Error { code: Some(close.code()), message: close.reason() };
+                    let _ = outbound.feed(Outbound::Text(Bytes::from(error.encode()))).await;
+                    Outbound::Close(close.code(), close.reason())
+                }
+                End::Raw(code, reason) => Outbound::Close(code, reason),
+                End::Gone => return,
+            };
+            // A client that stopped reading may never take the close: do not wait for it forever.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), outbound.send(close)).await;
+        }
     }
 
     /// Serves until the session ends. Shutdown and the slow-consumer signals interrupt any step, a write blocked on

@@ -447,3 +447,44 @@ async fn the_history_budget_bounds_memory_only_and_older_messages_are_read_from_
     assert_eq!(&read.messages[0].message.data[..], b"{\"i\":1}");
     hub.close().await;
 }
+
+/// Bytes of the files of Herald's own journal in `data_dir`.
+fn journal_bytes(data_dir: &Path) -> u64 {
+    files(&data_dir.join("journal")).iter().map(|(_, size)| size).sum()
+}
+
+#[tokio::test]
+async fn with_fsync_interval_the_journal_starts_again_past_32_mib_and_a_kill_9_after_it_loses_nothing() {
+    let dir = dir("rotation");
+    let config = dir.0.join("herald.toml");
+    std::fs::write(&config, "[default_namespace]\nhistory_size = 100000\n").unwrap();
+    let data = dir.0.join("data");
+    let args = ["--engine", "disk", "--data-dir", data.to_str().unwrap(), "--config", config.to_str().unwrap()];
+    // The periodic fsync, where the journal starts again once it is 32 MiB long, every 50 ms.
+    let env = [("HERALD_FSYNC", "interval"), ("HERALD_FSYNC_INTERVAL_MS", "50")];
+    let node = Node::start(&args, &env).await;
+    // 600 messages of 60,000 bytes of data: about 36 MB, past the journal's 32 MiB.
+    let pad = "x".repeat(60_000);
+    let mut acked = Vec::new();
+    for i in 0..600i64 {
+        let answer = node.client.publish("big", "e", json!({ "i": i, "pad": pad })).await;
+        acked.push((answer["offset"].as_u64().unwrap(), i));
+    }
+    let published = 600 * 60_000;
+    tokio::time::timeout(PATIENCE * 3, async {
+        while journal_bytes(&data) >= published / 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the journal starts again, its messages in the fsynced store");
+    // Some after the new start, then a crash.
+    for i in 600..650i64 {
+        let answer = node.client.publish("big", "e", json!({ "i": i, "pad": "" })).await;
+        acked.push((answer["offset"].as_u64().unwrap(), i));
+    }
+    node.crash().await;
+    let node = Node::start(&args, &env).await;
+    assert_eq!(big_messages(&node.client).await, acked, "every acknowledged message once, at its offset");
+    terminate(node).await;
+}

@@ -197,7 +197,7 @@ impl Metrics {
         );
         r.register(
             "herald_fanout_waits",
-            "Publishes that waited for room in their channel's fan-out worker's queue (direct_writes)",
+            "Publishes that waited for room in the fan-out worker's queue (direct_writes)",
             self.fanout_waits.clone(),
         );
         r.register(
@@ -354,7 +354,7 @@ impl Metrics {
         self.direct_writes.get(transport.index()).get()
     }
 
-    /// Counts a publish that waited for room in its channel's fan-out worker's queue.
+    /// Counts a publish that waited for room in the fan-out worker's queue.
     pub fn fanout_waited(&self) {
         self.fanout_waits.inc();
     }

@@ -125,18 +125,13 @@ impl Cursor {
 
     /// The text form.
     pub fn encode(&self) -> String {
-        let mut bytes = Vec::with_capacity(2 + self.entries.len() * 24);
-        bytes.push(VERSION);
-        put_varint(&mut bytes, self.entries.len() as u64);
-        for (channel, position) in &self.entries {
-            let name = channel.as_str().as_bytes();
-            // A valid name is at most 255 bytes, so its length fits one byte.
-            bytes.push(name.len() as u8);
-            bytes.extend_from_slice(name);
-            put_varint(&mut bytes, position.epoch);
-            put_varint(&mut bytes, position.offset);
-        }
-        base64url::encode(&bytes)
+        encode_entries(self.entries.iter().map(|(channel, position)| (channel, *position)))
+    }
+
+    /// The text form of the cursor of one channel at `position`, without making the cursor: what every stored
+    /// message's envelope carries.
+    pub fn encode_one(channel: &ChannelName, position: Position) -> String {
+        encode_entries(std::iter::once((channel, position)))
     }
 
     /// Reads the text form, of at most [`MAX_CURSOR_CHANNELS`] channels.
@@ -261,18 +256,37 @@ fn get_varint(input: &mut &[u8]) -> Result<u64, CursorError> {
 }
 
 /// base64url without padding (RFC 4648 §5), the only encoding cursors use.
+/// The text form of a cursor of `entries`, in their order.
+fn encode_entries<'a>(entries: impl ExactSizeIterator<Item = (&'a ChannelName, Position)> + Clone) -> String {
+    // The version, the count, and per entry the name's length and the name, two varints of at most 10 bytes.
+    let len = 1 + 10 + entries.clone().map(|(channel, _)| 1 + channel.as_str().len() + 20).sum::<usize>();
+    let mut bytes = Vec::with_capacity(len);
+    bytes.push(VERSION);
+    put_varint(&mut bytes, entries.len() as u64);
+    for (channel, position) in entries {
+        let name = channel.as_str().as_bytes();
+        // A valid name is at most 255 bytes, so its length fits one byte.
+        bytes.push(name.len() as u8);
+        bytes.extend_from_slice(name);
+        put_varint(&mut bytes, position.epoch);
+        put_varint(&mut bytes, position.offset);
+    }
+    base64url::encode(&bytes)
+}
+
 mod base64url {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
     pub(super) fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
         for chunk in bytes.chunks(3) {
             let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
             for i in 0..=chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]);
             }
         }
-        out
+        // Every byte is from the alphabet: ASCII.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// The value of each byte, `NONE` for a byte outside the alphabet: one lookup per character.

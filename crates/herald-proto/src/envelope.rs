@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use crate::channel::{ChannelName, EventName};
 use crate::cursor::{Cursor, Position};
 use crate::json::push_string;
-use crate::time::format_rfc3339_millis;
+use crate::time::{write_rfc3339_millis, RFC3339_MILLIS_LEN};
 
 /// A stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,16 +39,28 @@ impl Message {
 
     /// The envelope as JSON, optionally with other members (each `"key":value`) before the envelope's own.
     pub fn envelope_json(&self, prefix: &str) -> Vec<u8> {
-        let cursor = self.cursor().encode();
-        let time = format_rfc3339_millis(self.time_ms);
-        let mut out =
-            Vec::with_capacity(96 + prefix.len() + self.channel.as_str().len() + cursor.len() + self.data.len());
+        self.envelope_json_with(prefix, &self.cursor_text())
+    }
+
+    /// The text form of [`Message::cursor`], without making the cursor.
+    pub fn cursor_text(&self) -> String {
+        Cursor::encode_one(&self.channel, self.position)
+    }
+
+    /// [`Message::envelope_json`] with the message's cursor already encoded (`cursor`, its
+    /// [`Message::cursor_text`]): the server keeps that text too and encodes it once.
+    pub fn envelope_json_with(&self, prefix: &str, cursor: &str) -> Vec<u8> {
+        // The members' names and punctuation (63 bytes), the offset (at most 20 digits), the time, the event's
+        // quotes; an event that needs escaping may still grow it.
+        let len = 63 + 20 + RFC3339_MILLIS_LEN + 2;
+        let parts = prefix.len() + self.channel.as_str().len() + cursor.len() + self.event.as_str().len();
+        let mut out = Vec::with_capacity(len + parts + self.data.len());
         out.push(b'{');
         out.extend_from_slice(prefix.as_bytes());
         out.extend_from_slice(b"\"channel\":\"");
         out.extend_from_slice(self.channel.as_str().as_bytes());
         out.extend_from_slice(b"\",\"offset\":");
-        out.extend_from_slice(self.position.offset.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(self.position.offset).as_bytes());
         out.extend_from_slice(b",\"cursor\":\"");
         out.extend_from_slice(cursor.as_bytes());
         out.extend_from_slice(b"\",\"event\":");
@@ -56,7 +68,7 @@ impl Message {
         out.extend_from_slice(b",\"data\":");
         out.extend_from_slice(&self.data);
         out.extend_from_slice(b",\"time\":\"");
-        out.extend_from_slice(time.as_bytes());
+        write_rfc3339_millis(&mut out, self.time_ms);
         out.extend_from_slice(b"\"}");
         out
     }

@@ -67,9 +67,10 @@ impl EncodedMessage {
 
     /// Encodes `message`, published with `origin`.
     pub fn with_origin(message: Message, origin: Origin) -> Arc<Self> {
+        let cursor = message.cursor_text();
         Arc::new(Self {
-            envelope: Bytes::from(message.envelope_json("")),
-            cursor: message.cursor().encode(),
+            envelope: Bytes::from(message.envelope_json_with("", &cursor)),
+            cursor,
             stored_at: Instant::now(),
             message,
             origin,

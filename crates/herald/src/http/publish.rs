@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use super::client_ip::ClientIp;
 use super::credentials::authorization;
 use super::{AppState, ChannelPath};
+use crate::encoded::EncodedMessage;
 use crate::error::ApiError;
 use crate::refusal::Refusal;
 
@@ -44,6 +45,22 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
             "send the body as JSON with `Content-Type: application/json`",
         ))
     }
+}
+
+/// The `201`'s body: `{"channel":…,"offset":…,"cursor":…,"time":…}`, written piece by piece (no `format!`).
+fn answer(message: &EncodedMessage) -> Vec<u8> {
+    let m = &message.message;
+    let mut out = Vec::with_capacity(64 + m.channel.as_str().len() + message.cursor.len());
+    out.extend_from_slice(b"{\"channel\":\"");
+    out.extend_from_slice(m.channel.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"offset\":");
+    out.extend_from_slice(itoa::Buffer::new().format(m.position.offset).as_bytes());
+    out.extend_from_slice(b",\"cursor\":\"");
+    out.extend_from_slice(message.cursor.as_bytes());
+    out.extend_from_slice(b"\",\"time\":\"");
+    herald_proto::time::write_rfc3339_millis(&mut out, m.time_ms);
+    out.extend_from_slice(b"\"}");
+    out
 }
 
 async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
@@ -96,14 +113,33 @@ pub(crate) async fn publish(
     };
     let data = Bytes::from(minify(data.get().as_bytes()));
     let message = state.hub.publish(channel, event, data).await?;
-    let m = &message.message;
-    let answer = format!(
-        r#"{{"channel":"{}","offset":{},"cursor":"{}","time":"{}"}}"#,
-        m.channel,
-        m.position.offset,
-        message.cursor,
-        herald_proto::time::format_rfc3339_millis(m.time_ms)
-    );
+    let answer = answer(&message);
     state.hub.metrics().publish_answered(started);
     Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], answer).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use herald_proto::{ChannelName, EventName, Message, Position};
+
+    use super::*;
+
+    #[test]
+    fn the_answer_is_the_documented_shape() {
+        let message = EncodedMessage::new(Message {
+            channel: ChannelName::new("orders.42").unwrap(),
+            position: Position::new(7, 12_345_678_901),
+            event: EventName::default_event(),
+            data: Bytes::from_static(b"{}"),
+            time_ms: 1_795_833_108_123,
+        });
+        let cursor = message.message.cursor().encode();
+        assert_eq!(
+            String::from_utf8(answer(&message)).unwrap(),
+            format!(
+                r#"{{"channel":"orders.42","offset":12345678901,"cursor":"{cursor}","time":"2026-11-28T02:31:48.123Z"}}"#
+            )
+        );
+    }
 }

@@ -25,6 +25,8 @@
 //! too. `Close` writes what the journal holds into the store and marks the file as stopped cleanly.
 
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
@@ -57,6 +59,12 @@ const BEHIND_AT_MOST: usize = 16 * 1024;
 /// `interval`: the journal's size at which, at the next periodic fsync, the store is fsynced and the journal
 /// started again, empty: what a replay after a crash reads at most (plus one interval's messages).
 const JOURNAL_ROTATE: u64 = 32 * 1024 * 1024;
+/// `interval`: times a publisher finding the writer taken by another publisher tries it again (yielding its
+/// thread between tries) before it queues. Another publisher holds it for one commit (an encoding and a
+/// `write(2)`, a few µs), and waiting that long costs less than the queue's two thread wake-ups, which a quarter
+/// of the publishes paid at 32 publishers when every one that found it taken queued (docs/BENCHMARKS.md, "The
+/// disk engine"). A publisher never waits for the writer's thread: it queues as soon as that thread holds it.
+const TRIES: usize = 64;
 
 /// The answer to a publish.
 type Answer = oneshot::Sender<Result<Arc<EncodedMessage>, EngineError>>;
@@ -96,6 +104,9 @@ pub(super) struct Writing {
     /// taken before `writer`, never while holding it; publishers only ever take `writer`.
     turn: Mutex<()>,
     writer: Mutex<Writer>,
+    /// The writer's thread holds `writer`, or is about to: for anything from a batch of queued publishes to an
+    /// fsync or a sweep, which a publisher does not wait for ([`TRIES`]).
+    held_by_thread: AtomicBool,
     /// Told when a publisher's own commit is the first since the last durable one (the writer's thread then sets
     /// its fsync timer) or makes the journal [`CATCH_UP_AT`] messages ahead of the store (the writer's thread then
     /// writes them into it). A permit is kept if the thread is not waiting yet, so none is missed.
@@ -131,7 +142,14 @@ impl Writing {
             seq,
             behind: Behind::default(),
         };
-        Arc::new(Self { shared, turn: Mutex::new(()), writer: Mutex::new(writer), wake: Notify::new(), journaled })
+        Arc::new(Self {
+            shared,
+            turn: Mutex::new(()),
+            writer: Mutex::new(writer),
+            held_by_thread: AtomicBool::new(false),
+            wake: Notify::new(),
+            journaled,
+        })
     }
 
     /// Writes into the store what the journal holds ahead of it (`interval`): before a read of the store.
@@ -160,12 +178,7 @@ impl Writing {
     /// Commits `draft` on the caller's thread if the writer is idle, without waiting for the disk: for `fsync =
     /// "interval"` only, where a commit is a write to the journal (the kernel's cache), not an fsync.
     pub(super) fn try_publish(&self, draft: Draft) -> Tried {
-        let mut writer = match self.writer.try_lock() {
-            Ok(writer) => writer,
-            // Every change under this lock is a whole commit or a whole field: what a panic left is usable.
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return Tried::Busy(draft),
-        };
+        let Some(mut writer) = self.try_writer() else { return Tried::Busy(draft) };
         if writer.closed {
             return Tried::Done(Err(stopping()));
         }
@@ -179,6 +192,56 @@ impl Writing {
             self.wake.notify_one();
         }
         Tried::Done(stored.map(|mut messages| messages.remove(0)))
+    }
+}
+
+impl Writing {
+    /// The writer for a publisher's commit, unless its thread holds it or another publisher keeps it past
+    /// [`TRIES`] tries.
+    fn try_writer(&self) -> Option<MutexGuard<'_, Writer>> {
+        for _ in 0..TRIES {
+            if self.held_by_thread.load(Relaxed) {
+                return None;
+            }
+            match self.writer.try_lock() {
+                Ok(writer) => return Some(writer),
+                // Every change under this lock is a whole commit or a whole field: what a panic left is usable.
+                Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+            }
+        }
+        None
+    }
+
+    /// The writer, for its thread: publishers that find it taken queue rather than wait ([`TRIES`]).
+    fn hold(&self) -> Held<'_> {
+        self.held_by_thread.store(true, Relaxed);
+        Held { writer: lock(&self.writer), held_by_thread: &self.held_by_thread }
+    }
+}
+
+/// The writer as its thread holds it ([`Writing::hold`]).
+struct Held<'a> {
+    writer: MutexGuard<'a, Writer>,
+    held_by_thread: &'a AtomicBool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.held_by_thread.store(false, Relaxed);
+    }
+}
+
+impl Deref for Held<'_> {
+    type Target = Writer;
+    fn deref(&self) -> &Writer {
+        &self.writer
+    }
+}
+
+impl DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Writer {
+        &mut self.writer
     }
 }
 
@@ -235,7 +298,7 @@ async fn run(writing: Arc<Writing>, mut commands: mpsc::Receiver<Command>) {
                     if let Err(err) = writing.catch_up_in_turn(&turn) {
                         tracing::warn!(%err, "writing the journal's messages into the store failed");
                     }
-                    lock(&writing.writer).sync();
+                    writing.hold().sync();
                     continue;
                 }
                 () = writing.wake.notified() => {
@@ -255,7 +318,7 @@ async fn run(writing: Arc<Writing>, mut commands: mpsc::Receiver<Command>) {
         };
         if got == 0 {
             let _turn = lock(&writing.turn);
-            lock(&writing.writer).close();
+            writing.hold().close();
             return;
         }
         if always {
@@ -267,7 +330,7 @@ async fn run(writing: Arc<Writing>, mut commands: mpsc::Receiver<Command>) {
             gather(&mut commands, &mut taken, answered + behind, patience).await;
         }
         let turn = lock(&writing.turn);
-        let mut writer = lock(&writing.writer);
+        let mut writer = writing.hold();
         let mut publishes = Vec::new();
         for command in taken.drain(..) {
             match command {

@@ -14,6 +14,7 @@ pub(crate) mod ops;
 pub(crate) mod publish;
 pub mod query;
 pub mod websocket;
+pub mod ws_socket;
 
 use std::sync::Arc;
 

@@ -97,8 +97,7 @@ pub async fn ws(
     let upgrading = Box::new((state.clone(), Access::new(&state, claims, ip, admission)));
     let max = state.hub.config().max_frame_bytes;
     let tracker = state.shutdown.tracker().clone();
-    // A peer that stops reading can hold at most a batch and two of the largest frames in our buffer.
-    let config = websocket::config(max, 16 * 1024 + 2 * max.max(state.hub.config().max_body_bytes) + 1024);
+    let config = websocket::config(max);
     // The connection's future is boxed, and made with the socket in its place: the upgrade's task keeps room for
     // what it holds at each step, and a socket or session moved from one future into the next takes room in
     // each (5.4 KiB of task per idle Pusher connection before, docs/BENCHMARKS.md).
@@ -163,12 +162,6 @@ enum End {
 
 fn text(frame: &ServerFrame<'_>) -> WsMessage {
     WsMessage::Text(Utf8Bytes::from(frame.encode()))
-}
-
-/// A message's shared frame as a text message. The frame is JSON built from UTF-8 parts, so the check (a few
-/// nanoseconds for a typical frame, measured in benches/fanout.rs) never fails.
-fn frame(message: &EncodedMessage) -> WsMessage {
-    WsMessage::Text(Utf8Bytes::try_from(message.ws_frame()).unwrap_or_default())
 }
 
 impl Session {
@@ -367,6 +360,11 @@ impl Session {
         let _ = self.socket.feed(message).await;
     }
 
+    /// Queues a message's frame, encoded once for all its subscribers, without flushing.
+    async fn feed_wire(&mut self, message: &EncodedMessage) {
+        let _ = self.socket.feed_wire(message.ws_wire()).await;
+    }
+
     /// Sends what a live message (and what was queued with it) turned into; false when a catch-up read failed,
     /// after which the connection must end: the message that needed it is not delivered, and only a resume from
     /// the client's cursors brings it (the channel may publish nothing more).
@@ -378,7 +376,7 @@ impl Session {
                 Item::Message(message) => {
                     delivered += 1;
                     self.lag.push(message.stored_at);
-                    self.feed(frame(&message)).await;
+                    self.feed_wire(&message).await;
                 }
                 Item::Reset { channel, from } => {
                     let cursor = Cursor::single(channel.clone(), from).encode();
@@ -471,7 +469,7 @@ impl Session {
         self.feed(text(&subscribed)).await;
         self.state.hub.metrics().delivered(Transport::WebSocket, opened.messages.len() as u64);
         for message in opened.messages {
-            self.feed(frame(&message)).await;
+            self.feed_wire(&message).await;
         }
         // Everything was queued on the socket; the caller flushes.
         Ok(None)

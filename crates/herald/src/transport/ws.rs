@@ -152,6 +152,18 @@ fn refused(id: Option<RequestId>, err: AuthError) -> FrameError {
     FrameError { id, code: err.code(), message: err.to_string() }
 }
 
+/// What woke a waiting session.
+enum Woke {
+    /// A frame from the client, or the end of its frames.
+    Frame(Option<Result<WsMessage, WsError>>),
+    /// Live messages are queued.
+    Live(crate::hub::Live),
+    /// The connection's heartbeat is due.
+    Beat,
+    /// The token ran out.
+    Expired,
+}
+
 /// Why a session ended.
 enum End {
     /// Close with this code and reason.
@@ -225,62 +237,86 @@ impl Session {
         if self.subscription.lends() && websocket::is_settled(&self.socket) {
             self.subscription.lend();
         }
-        tokio::select! {
-            frame = self.socket.next() => {
+        // Only the waiting is done here, and what woke the session is handled in a future of its own (boxed where
+        // it has much to do): every idle connection's future keeps room for what this one holds while it waits,
+        // and a value held across several of its awaits (a frame, the select's output) takes room in all of them.
+        let woke = tokio::select! {
+            frame = self.socket.next() => Woke::Frame(frame),
+            live = self.subscription.recv() => Woke::Live(live),
+            () = self.state.heartbeats.at(ping.due()) => Woke::Beat,
+            () = expired => Woke::Expired,
+        };
+        // Moved into a call: matched here, `woke` would take room in the waiting state too.
+        self.handle(woke, ping, last_heard).await
+    }
+
+    /// Does what woke the session.
+    async fn handle(&mut self, woke: Woke, ping: &mut Beat, last_heard: &mut Instant) -> Option<End> {
+        match woke {
+            Woke::Frame(frame) => {
                 self.subscription.take_back();
                 *last_heard = Instant::now();
-                match frame {
-                    // Boxed: answering a request takes far more state than waiting does, and an unboxed branch
-                    // would size every idle connection's task by it.
-                    Some(Ok(WsMessage::Text(text))) => Box::pin(self.request(text.as_str())).await,
-                    Some(Ok(WsMessage::Binary(_))) => {
-                        let message = "send JSON text frames".into();
-                        let err = FrameError { id: None, code: "binary_not_supported", message };
-                        self.send(text(&ServerFrame::Error(&err))).await;
-                    }
-                    Some(Ok(WsMessage::Close(_))) | None => return Some(End::Gone),
-                    // Ping and Pong only prove the peer is alive. tungstenite queues its answer to a ping: written now,
-                    // so that nothing of it is left half-written when the socket is lent again.
-                    Some(Ok(_)) => {
-                        if self.subscription.lends() {
-                            let _ = self.socket.flush().await;
-                        }
-                    }
-                    Some(Err(err)) => {
-                        let end = too_big(err);
-                        if end.is_some() {
-                            let (ip, max) = (self.access.ip, self.state.hub.config().max_frame_bytes);
-                            self.state.limits.refused(Refusal::FrameSize, || format!("{ip}: a frame over {max} bytes"));
-                        }
-                        return Some(end.unwrap_or(End::Gone));
-                    }
-                }
+                Box::pin(self.received(frame)).await
             }
-            live = self.subscription.recv() => {
-                // (`follow` takes the socket back.)
-                // Boxed, like a request: an unboxed branch would size every idle connection's task by it (about
-                // 400 bytes). One allocation per wake-up, for up to `MAX_BATCH` messages.
-                let complete = Box::pin(self.live(live)).await;
-                if self.socket.flush().await.is_err() {
-                    return Some(End::Gone);
-                }
-                self.lag.written(self.state.hub.metrics(), Transport::WebSocket);
-                if !complete {
-                    return Some(End::Close(CLOSE_ENGINE_UNAVAILABLE, "engine unavailable: resume with your cursors"));
-                }
-            }
-            () = self.state.heartbeats.at(ping.due()) => {
+            // (`follow` takes the socket back.) One allocation per wake-up, for up to `MAX_BATCH` messages.
+            Woke::Live(live) => Box::pin(self.deliver(live)).await,
+            Woke::Beat => {
                 self.subscription.take_back();
                 ping.advance();
                 if last_heard.elapsed() > ping.period() * 2 {
                     return Some(End::Gone);
                 }
-                self.send(WsMessage::Ping(Bytes::new())).await;
+                // Boxed like the rest: this future is kept beside the waiting one.
+                Box::pin(self.send(WsMessage::Ping(Bytes::new()))).await;
+                None
             }
-            () = expired => {
+            Woke::Expired => {
                 self.subscription.take_back();
-                Box::pin(self.expire()).await
+                Box::pin(self.expire()).await;
+                None
             }
+        }
+    }
+
+    /// A frame from the client, or its end.
+    async fn received(&mut self, frame: Option<Result<WsMessage, WsError>>) -> Option<End> {
+        match frame {
+            Some(Ok(WsMessage::Text(text))) => self.request(text.as_str()).await,
+            Some(Ok(WsMessage::Binary(_))) => {
+                let message = "send JSON text frames".into();
+                let err = FrameError { id: None, code: "binary_not_supported", message };
+                self.send(text(&ServerFrame::Error(&err))).await;
+            }
+            Some(Ok(WsMessage::Close(_))) | None => return Some(End::Gone),
+            // Ping and Pong only prove the peer is alive. The socket answers a ping as it reads it: what the peer
+            // did not take yet is written now, so that nothing of it is left half-written when the socket is lent
+            // again.
+            Some(Ok(_)) => {
+                if self.subscription.lends() {
+                    let _ = self.socket.flush().await;
+                }
+            }
+            Some(Err(err)) => {
+                let end = too_big(err);
+                if end.is_some() {
+                    let (ip, max) = (self.access.ip, self.state.hub.config().max_frame_bytes);
+                    self.state.limits.refused(Refusal::FrameSize, || format!("{ip}: a frame over {max} bytes"));
+                }
+                return Some(end.unwrap_or(End::Gone));
+            }
+        }
+        None
+    }
+
+    /// Live messages: written and flushed.
+    async fn deliver(&mut self, live: crate::hub::Live) -> Option<End> {
+        let complete = self.live(live).await;
+        if self.socket.flush().await.is_err() {
+            return Some(End::Gone);
+        }
+        self.lag.written(self.state.hub.metrics(), Transport::WebSocket);
+        if !complete {
+            return Some(End::Close(CLOSE_ENGINE_UNAVAILABLE, "engine unavailable: resume with your cursors"));
         }
         None
     }

@@ -21,7 +21,6 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::IpAddr;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -94,7 +93,7 @@ pub async fn ws(
     let claims = authorize_read(&state, &headers, &Query::parse(raw.as_deref()), &[])?;
     let admission = state.limits.admit(ip)?;
     // Boxed: the upgrade's callback waits in its task, which keeps room for what the callback held after it ran.
-    let upgrading = Box::new((state.clone(), Access::new(&state, claims, ip, admission)));
+    let upgrading = Box::new((state.clone(), Access::new(&state, claims, admission)));
     let max = state.hub.config().max_frame_bytes;
     let tracker = state.shutdown.tracker().clone();
     let config = websocket::config(max);
@@ -116,15 +115,15 @@ struct Access {
     /// Subscriptions that needed the token: they end with it.
     private: HashSet<ChannelName>,
     bucket: TokenBucket,
-    ip: IpAddr,
-    _admission: Admission,
+    /// The connection's address, and its place in the count of connections per address.
+    admission: Admission,
 }
 
 impl Access {
-    fn new(state: &AppState, claims: Option<Claims>, ip: IpAddr, admission: Admission) -> Self {
+    fn new(state: &AppState, claims: Option<Claims>, admission: Admission) -> Self {
         let bucket = state.limits.connection_bucket();
         let claims = claims.map(Box::new);
-        Self { claims, expired: false, private: HashSet::new(), bucket, ip, _admission: admission }
+        Self { claims, expired: false, private: HashSet::new(), bucket, admission }
     }
 
     /// The claims to check a request with; after expiry, the request is refused as `token_expired`.
@@ -299,7 +298,7 @@ impl Session {
             Some(Err(err)) => {
                 let end = too_big(err);
                 if end.is_some() {
-                    let (ip, max) = (self.access.ip, self.state.hub.config().max_frame_bytes);
+                    let (ip, max) = (self.access.admission.ip(), self.state.hub.config().max_frame_bytes);
                     self.state.limits.refused(Refusal::FrameSize, || format!("{ip}: a frame over {max} bytes"));
                 }
                 return Some(end.unwrap_or(End::Gone));
@@ -473,7 +472,7 @@ impl Session {
             });
         }
         if self.subscription.len() >= max {
-            let ip = self.access.ip;
+            let ip = self.access.admission.ip();
             self.state.limits.refused(Refusal::Subscriptions, || format!("{ip}: more than {max} subscriptions"));
             let message = format!("at most {max} subscriptions per connection");
             return Err(FrameError { id, code: "too_many_subscriptions", message });
@@ -533,7 +532,7 @@ impl Session {
         let allowed = self.access.claims(&self.state).and_then(|c| self.state.auth.client_publish(c, &channel));
         allowed.map_err(|err| refused(id.clone(), err))?;
         let (state, access) = (&self.state, &mut self.access);
-        if let Err(err) = state.limits.publish_on_connection(&mut access.bucket, access.ip) {
+        if let Err(err) = state.limits.publish_on_connection(&mut access.bucket, access.admission.ip()) {
             return Err(FrameError { id, code: err.code(), message: err.to_string() });
         }
         let message = match self.state.hub.publish(channel, event, Bytes::from(data)).await {

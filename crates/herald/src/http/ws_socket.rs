@@ -13,7 +13,7 @@
 
 use std::io::{self, Read, Write};
 use std::pin::Pin;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -101,9 +101,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
 
     /// Moves what tungstenite queued (its answer to a ping or a close) into the buffer.
     fn take_replies(&mut self) {
-        let mut io = Blocking { io: &mut self.io, out: &mut self.out, cx: &mut Context::from_waker(Waker::noop()) };
         // Errors are the close handshake's end, which the next read reports.
-        let _ = self.context.flush(&mut io);
+        let _ = self.context.flush(&mut Buffer(&mut self.out));
     }
 }
 
@@ -115,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Socket<S> {
         if this.ended {
             return Poll::Ready(None);
         }
-        let read = this.context.read(&mut Blocking { io: &mut this.io, out: &mut this.out, cx });
+        let read = this.context.read(&mut Blocking { io: &mut this.io, out: Buffer(&mut this.out), cx });
         match read {
             Ok(message) => {
                 if matches!(message, Message::Ping(_) | Message::Close(_)) {
@@ -154,10 +153,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for Socket<S> {
             // A close changes tungstenite's state (no frame may follow it), and a pong or a raw frame is rare:
             // tungstenite writes them.
             message => {
-                let mut io =
-                    Blocking { io: &mut this.io, out: &mut this.out, cx: &mut Context::from_waker(Waker::noop()) };
-                this.context.write(&mut io, message)?;
-                return this.context.flush(&mut io).or_else(|err| match err {
+                let mut out = Buffer(&mut this.out);
+                this.context.write(&mut out, message)?;
+                return this.context.flush(&mut out).or_else(|err| match err {
                     WsError::ConnectionClosed => Ok(()),
                     err => Err(err),
                 });
@@ -182,7 +180,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for Socket<S> {
 /// `cx`'s waker registered), and what tungstenite writes goes into the socket's buffer, behind what is there.
 struct Blocking<'a, 'b, S> {
     io: &'a mut S,
-    out: &'a mut Vec<u8>,
+    out: Buffer<'a>,
     cx: &'a mut Context<'b>,
 }
 
@@ -199,7 +197,27 @@ impl<S: AsyncRead + Unpin> Read for Blocking<'_, '_, S> {
 
 impl<S> Write for Blocking<'_, '_, S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.extend_from_slice(buf);
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The socket's buffer as tungstenite's `Read + Write` sees it when it only writes (a close, a pong, its answers
+/// queued by a read): it takes everything, and has nothing to read.
+struct Buffer<'a>(&'a mut Vec<u8>);
+
+impl Read for Buffer<'_> {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl Write for Buffer<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
         Ok(buf.len())
     }
 

@@ -9,6 +9,7 @@
 //! A wait completes at the first tick at or after its instant: never early, at most one tick late. Periods are
 //! whole seconds, multiples of the tick, so a connection's heartbeats stay exactly a period apart.
 
+use std::future::Future;
 use std::sync::{Arc, Once, Weak};
 use std::time::Duration;
 
@@ -50,7 +51,10 @@ impl Heartbeats {
     }
 
     /// Completes at the first tick at or after `at`.
-    pub async fn at(&self, at: Instant) {
+    ///
+    /// Not an `async fn`: its future would keep `at` and `self` beside the tick and slot made of them (and an
+    /// async fn's arguments twice), and every waiting connection keeps this future.
+    pub fn at(&self, at: Instant) -> impl Future<Output = ()> + Send + '_ {
         self.started.call_once(|| {
             let ticking = tick(Arc::downgrade(&self.wheel), self.wheel.origin, self.shutdown.clone());
             self.shutdown.tracker().spawn(ticking);
@@ -58,18 +62,21 @@ impl Heartbeats {
         let wheel = &*self.wheel;
         let due = wheel.tick_of(at);
         let slot = &wheel.slots[(due % wheel.slots.len() as u64) as usize];
-        loop {
-            if wheel.passed() >= due {
-                return;
+        async move {
+            loop {
+                if wheel.passed() >= due {
+                    return;
+                }
+                // Registered before the second look: a tick told after it wakes this wait, one told before it is
+                // seen.
+                let notified = slot.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if wheel.passed() >= due {
+                    return;
+                }
+                notified.await;
             }
-            // Registered before the second look: a tick told after it wakes this wait, one told before it is seen.
-            let notified = slot.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if wheel.passed() >= due {
-                return;
-            }
-            notified.await;
         }
     }
 }

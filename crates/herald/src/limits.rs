@@ -183,6 +183,13 @@ pub struct Admission {
     ip: IpAddr,
 }
 
+impl Admission {
+    /// The address admitted.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         let mut open = self.limits.open.lock().unwrap_or_else(PoisonError::into_inner);

@@ -14,6 +14,7 @@ pub(crate) mod ops;
 pub(crate) mod publish;
 pub mod query;
 pub mod websocket;
+pub mod ws_socket;
 
 use std::sync::Arc;
 
@@ -32,9 +33,12 @@ use crate::refusal::Refusals;
 use crate::shutdown::Shutdown;
 use crate::webhooks::Webhooks;
 
-/// What every handler shares.
+/// What every handler shares: one pointer, so that a connection keeps one word for it, not a handle of each part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// The hub.
     pub hub: Arc<Hub>,
     /// The server's shutdown signal.
@@ -51,17 +55,31 @@ pub struct AppState {
     pub heartbeats: Arc<Heartbeats>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     /// The state of a server on `hub`, with the access rules, limits and webhooks of its configuration; a key, a
     /// proxy range or a webhook of the configuration that cannot be used is refused here.
     pub fn new(hub: Arc<Hub>, shutdown: Shutdown) -> Result<Self, ConfigError> {
+        let port = hub.config().listen.port();
+        Self::on_port(hub, shutdown, port)
+    }
+
+    /// [`AppState::new`] for a server that listens on `port` (the configured one may be 0).
+    pub fn on_port(hub: Arc<Hub>, shutdown: Shutdown, port: u16) -> Result<Self, ConfigError> {
         let refusals = Arc::new(Refusals::new(hub.metrics().clone()));
         let auth = Arc::new(Auth::new(hub.config().clone(), refusals.clone())?);
         let limits = Arc::new(Limits::new(hub.config().clone(), refusals)?);
-        let node = admin::node_name(hub.config().listen.port()).into();
+        let node = admin::node_name(port).into();
         let webhooks = Webhooks::new(hub.clone())?;
         let heartbeats = Arc::new(Heartbeats::new(heartbeat_horizon(hub.config()), shutdown.clone()));
-        Ok(Self { hub, shutdown, auth, limits, node, webhooks, heartbeats })
+        Ok(Self(Arc::new(Shared { hub, shutdown, auth, limits, node, webhooks, heartbeats })))
     }
 
     /// Refuses what [`AppState::new`] would refuse of `config`, without a hub.

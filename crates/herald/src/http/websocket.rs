@@ -1,5 +1,5 @@
-//! The WebSocket upgrade, for Herald's `/v1/ws` and Pusher's `/app/{key}`, and the socket it gives: tungstenite's
-//! framing over the upgraded connection, reading through one buffer per worker thread.
+//! The WebSocket upgrade, for Herald's `/v1/ws` and Pusher's `/app/{key}`, and the socket it gives: Herald's
+//! framing over the upgraded connection (`ws_socket.rs`), reading through one buffer per worker thread.
 //!
 //! Why not axum's `WebSocketUpgrade`: it gives each connection a read buffer of its own for its whole life (1 KiB
 //! here, tungstenite's default 128), and its task keeps room for the socket it builds. An idle connection reads
@@ -30,14 +30,14 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::ws_socket::Socket;
 use crate::error::ApiError;
 use crate::hub::DirectHandle;
 
 /// An upgraded WebSocket connection.
-pub type WebSocket = WebSocketStream<SharedRead<Connection>>;
+pub type WebSocket = Socket<SharedRead<Connection>>;
 
 /// How the server takes a plain-TCP connection back out of hyper's upgrade: its socket and the bytes hyper read
 /// past the request (the server puts it in the request's extensions; a TLS connection has none).
@@ -127,11 +127,9 @@ impl WebSocketUpgrade {
         let plain = self.plain.filter(|_| self.wants_plain);
         tokio::spawn(async move {
             let Ok(upgraded) = on_upgrade.await else { return };
-            // Out of a plain function: matched here, the upgrade's parts would keep room in this task all its life.
-            let io = connection(upgraded, plain);
-            // Boxed while it runs: this task's future would otherwise keep room for the socket all its life.
-            let socket = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(config))).await;
-            serve(socket).await;
+            // The connection out of a plain function, and the socket made in the call: matched or bound here, they
+            // would keep room in this task all its life.
+            serve(Socket::new(connection(upgraded, plain), config)).await;
         });
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -145,15 +143,13 @@ impl WebSocketUpgrade {
     }
 }
 
-/// The settings of every WebSocket: frames and messages up to `max_frame_bytes`, writes gathered up to 16 KiB,
-/// and a peer that stops reading holding at most `max_write_bytes` in our buffer before writes wait.
-pub fn config(max_frame_bytes: usize, max_write_bytes: usize) -> WebSocketConfig {
+/// The reading settings of every WebSocket: client frames and messages up to `max_frame_bytes`. (Writes are the
+/// socket's own: gathered up to 16 KiB, `ws_socket.rs`.)
+pub fn config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         // Nothing up front: reads go through the thread's buffer (`SharedRead`), and tungstenite's own grows to
         // the largest frame a client sent.
         .read_buffer_size(0)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(max_write_bytes)
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
 }
@@ -205,7 +201,7 @@ fn connection(upgraded: Upgraded, plain: Option<PlainTcp>) -> SharedRead<Connect
         None => Err(upgraded),
     };
     match upgraded {
-        Ok((stream, read)) => SharedRead::with_rest(Connection::Plain(Box::new(Plain::new(stream))), read),
+        Ok((stream, read)) => SharedRead::with_rest(Connection::Plain(Plain::new(stream)), read),
         Err(upgraded) => SharedRead::new(Connection::Upgraded(TokioIo::new(upgraded))),
     }
 }
@@ -238,9 +234,9 @@ pub fn is_settled(socket: &WebSocket) -> bool {
 pub enum Connection {
     /// hyper's upgraded connection (TLS, or a handler that does not lend its socket).
     Upgraded(TokioIo<Upgraded>),
-    /// The socket, shared with the hub's fan-out while lent (boxed: only connections that lend have one, and
-    /// inline it would make every connection's stream larger).
-    Plain(Box<Plain>),
+    /// The socket, shared with the hub's fan-out while lent. Inline: it is as large as hyper's connection, so the
+    /// enum takes only a tag for it (boxed, every lending connection kept one more allocation of 48 bytes).
+    Plain(Plain),
 }
 
 /// A plain-TCP socket that the connection may lend to the hub's fan-out (`hub/direct.rs`).

@@ -41,7 +41,7 @@ pub async fn connect(
     let admitted = admit(&state, &key, raw.as_deref(), &headers, ip).map(Box::new);
     let max = state.app.hub.config().max_frame_bytes;
     let tracker = state.app.shutdown.tracker().clone();
-    let config = websocket::config(max, 16 * 1024 + 2 * max.max(state.app.hub.config().max_body_bytes) + 1024);
+    let config = websocket::config(max);
     // The connection's future is boxed and the socket split before it is made: the upgrade's task keeps room for
     // what it holds at each step, and the socket moved from one future into the next would take room in each
     // (measured: 5.4 KiB of task per idle connection before, docs/BENCHMARKS.md).
@@ -59,7 +59,7 @@ pub async fn wrong_path(
     let Ok(upgrade) = upgrade else { return Err(ApiError::not_found()) };
     let tracker = state.app.shutdown.tracker().clone();
     let max = state.app.hub.config().max_frame_bytes;
-    let config = websocket::config(max, 16 * 1024 + 2 * max + 1024);
+    let config = websocket::config(max);
     Ok(upgrade.on_upgrade(config, move |socket| tracker.track_future(refuse(socket.split().0, Close::PathNotFound))))
 }
 

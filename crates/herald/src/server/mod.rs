@@ -108,13 +108,11 @@ impl Server {
         let redirect_listen = config.redirect_listen;
         let config = Arc::new(config);
         let hub = Hub::new(config.clone(), |deliver, metrics| crate::engine::start(config, deliver, metrics)).await?;
-        let mut state = AppState::new(hub, Shutdown::new())?;
+        let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
+        let port = listener.local_addr().map_or(listen.port(), |bound| bound.port());
+        let state = AppState::on_port(hub, Shutdown::new(), port)?;
         crate::pusher::register_webhooks(state.hub.config(), &state.webhooks)?;
         let pusher = Pusher::new(state.hub.config());
-        let listener = listen_on(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
-        if let Ok(bound) = listener.local_addr() {
-            state.node = crate::http::admin::node_name(bound.port()).into();
-        }
         let redirect = match redirect_listen {
             Some(addr) => Some(listen_on(addr).map_err(|source| StartError::Bind { addr, source })?),
             None => None,

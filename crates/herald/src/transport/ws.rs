@@ -21,7 +21,6 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::IpAddr;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -94,11 +93,10 @@ pub async fn ws(
     let claims = authorize_read(&state, &headers, &Query::parse(raw.as_deref()), &[])?;
     let admission = state.limits.admit(ip)?;
     // Boxed: the upgrade's callback waits in its task, which keeps room for what the callback held after it ran.
-    let upgrading = Box::new((state.clone(), Access::new(&state, claims, ip, admission)));
+    let upgrading = Box::new((state.clone(), Access::new(&state, claims, admission)));
     let max = state.hub.config().max_frame_bytes;
     let tracker = state.shutdown.tracker().clone();
-    // A peer that stops reading can hold at most a batch and two of the largest frames in our buffer.
-    let config = websocket::config(max, 16 * 1024 + 2 * max.max(state.hub.config().max_body_bytes) + 1024);
+    let config = websocket::config(max);
     // The connection's future is boxed, and made with the socket in its place: the upgrade's task keeps room for
     // what it holds at each step, and a socket or session moved from one future into the next takes room in
     // each (5.4 KiB of task per idle Pusher connection before, docs/BENCHMARKS.md).
@@ -117,15 +115,15 @@ struct Access {
     /// Subscriptions that needed the token: they end with it.
     private: HashSet<ChannelName>,
     bucket: TokenBucket,
-    ip: IpAddr,
-    _admission: Admission,
+    /// The connection's address, and its place in the count of connections per address.
+    admission: Admission,
 }
 
 impl Access {
-    fn new(state: &AppState, claims: Option<Claims>, ip: IpAddr, admission: Admission) -> Self {
+    fn new(state: &AppState, claims: Option<Claims>, admission: Admission) -> Self {
         let bucket = state.limits.connection_bucket();
         let claims = claims.map(Box::new);
-        Self { claims, expired: false, private: HashSet::new(), bucket, ip, _admission: admission }
+        Self { claims, expired: false, private: HashSet::new(), bucket, admission }
     }
 
     /// The claims to check a request with; after expiry, the request is refused as `token_expired`.
@@ -153,6 +151,18 @@ fn refused(id: Option<RequestId>, err: AuthError) -> FrameError {
     FrameError { id, code: err.code(), message: err.to_string() }
 }
 
+/// What woke a waiting session.
+enum Woke {
+    /// A frame from the client, or the end of its frames.
+    Frame(Option<Result<WsMessage, WsError>>),
+    /// Live messages are queued.
+    Live(crate::hub::Live),
+    /// The connection's heartbeat is due.
+    Beat,
+    /// The token ran out.
+    Expired,
+}
+
 /// Why a session ended.
 enum End {
     /// Close with this code and reason.
@@ -163,12 +173,6 @@ enum End {
 
 fn text(frame: &ServerFrame<'_>) -> WsMessage {
     WsMessage::Text(Utf8Bytes::from(frame.encode()))
-}
-
-/// A message's shared frame as a text message. The frame is JSON built from UTF-8 parts, so the check (a few
-/// nanoseconds for a typical frame, measured in benches/fanout.rs) never fails.
-fn frame(message: &EncodedMessage) -> WsMessage {
-    WsMessage::Text(Utf8Bytes::try_from(message.ws_frame()).unwrap_or_default())
 }
 
 impl Session {
@@ -232,62 +236,86 @@ impl Session {
         if self.subscription.lends() && websocket::is_settled(&self.socket) {
             self.subscription.lend();
         }
-        tokio::select! {
-            frame = self.socket.next() => {
+        // Only the waiting is done here, and what woke the session is handled in a future of its own (boxed where
+        // it has much to do): every idle connection's future keeps room for what this one holds while it waits,
+        // and a value held across several of its awaits (a frame, the select's output) takes room in all of them.
+        let woke = tokio::select! {
+            frame = self.socket.next() => Woke::Frame(frame),
+            live = self.subscription.recv() => Woke::Live(live),
+            () = self.state.heartbeats.at(ping.due()) => Woke::Beat,
+            () = expired => Woke::Expired,
+        };
+        // Moved into a call: matched here, `woke` would take room in the waiting state too.
+        self.handle(woke, ping, last_heard).await
+    }
+
+    /// Does what woke the session.
+    async fn handle(&mut self, woke: Woke, ping: &mut Beat, last_heard: &mut Instant) -> Option<End> {
+        match woke {
+            Woke::Frame(frame) => {
                 self.subscription.take_back();
                 *last_heard = Instant::now();
-                match frame {
-                    // Boxed: answering a request takes far more state than waiting does, and an unboxed branch
-                    // would size every idle connection's task by it.
-                    Some(Ok(WsMessage::Text(text))) => Box::pin(self.request(text.as_str())).await,
-                    Some(Ok(WsMessage::Binary(_))) => {
-                        let message = "send JSON text frames".into();
-                        let err = FrameError { id: None, code: "binary_not_supported", message };
-                        self.send(text(&ServerFrame::Error(&err))).await;
-                    }
-                    Some(Ok(WsMessage::Close(_))) | None => return Some(End::Gone),
-                    // Ping and Pong only prove the peer is alive. tungstenite queues its answer to a ping: written now,
-                    // so that nothing of it is left half-written when the socket is lent again.
-                    Some(Ok(_)) => {
-                        if self.subscription.lends() {
-                            let _ = self.socket.flush().await;
-                        }
-                    }
-                    Some(Err(err)) => {
-                        let end = too_big(err);
-                        if end.is_some() {
-                            let (ip, max) = (self.access.ip, self.state.hub.config().max_frame_bytes);
-                            self.state.limits.refused(Refusal::FrameSize, || format!("{ip}: a frame over {max} bytes"));
-                        }
-                        return Some(end.unwrap_or(End::Gone));
-                    }
-                }
+                Box::pin(self.received(frame)).await
             }
-            live = self.subscription.recv() => {
-                // (`follow` takes the socket back.)
-                // Boxed, like a request: an unboxed branch would size every idle connection's task by it (about
-                // 400 bytes). One allocation per wake-up, for up to `MAX_BATCH` messages.
-                let complete = Box::pin(self.live(live)).await;
-                if self.socket.flush().await.is_err() {
-                    return Some(End::Gone);
-                }
-                self.lag.written(self.state.hub.metrics(), Transport::WebSocket);
-                if !complete {
-                    return Some(End::Close(CLOSE_ENGINE_UNAVAILABLE, "engine unavailable: resume with your cursors"));
-                }
-            }
-            () = self.state.heartbeats.at(ping.due()) => {
+            // (`follow` takes the socket back.) One allocation per wake-up, for up to `MAX_BATCH` messages.
+            Woke::Live(live) => Box::pin(self.deliver(live)).await,
+            Woke::Beat => {
                 self.subscription.take_back();
                 ping.advance();
                 if last_heard.elapsed() > ping.period() * 2 {
                     return Some(End::Gone);
                 }
-                self.send(WsMessage::Ping(Bytes::new())).await;
+                // Boxed like the rest: this future is kept beside the waiting one.
+                Box::pin(self.send(WsMessage::Ping(Bytes::new()))).await;
+                None
             }
-            () = expired => {
+            Woke::Expired => {
                 self.subscription.take_back();
-                Box::pin(self.expire()).await
+                Box::pin(self.expire()).await;
+                None
             }
+        }
+    }
+
+    /// A frame from the client, or its end.
+    async fn received(&mut self, frame: Option<Result<WsMessage, WsError>>) -> Option<End> {
+        match frame {
+            Some(Ok(WsMessage::Text(text))) => self.request(text.as_str()).await,
+            Some(Ok(WsMessage::Binary(_))) => {
+                let message = "send JSON text frames".into();
+                let err = FrameError { id: None, code: "binary_not_supported", message };
+                self.send(text(&ServerFrame::Error(&err))).await;
+            }
+            Some(Ok(WsMessage::Close(_))) | None => return Some(End::Gone),
+            // Ping and Pong only prove the peer is alive. The socket answers a ping as it reads it: what the peer
+            // did not take yet is written now, so that nothing of it is left half-written when the socket is lent
+            // again.
+            Some(Ok(_)) => {
+                if self.subscription.lends() {
+                    let _ = self.socket.flush().await;
+                }
+            }
+            Some(Err(err)) => {
+                let end = too_big(err);
+                if end.is_some() {
+                    let (ip, max) = (self.access.admission.ip(), self.state.hub.config().max_frame_bytes);
+                    self.state.limits.refused(Refusal::FrameSize, || format!("{ip}: a frame over {max} bytes"));
+                }
+                return Some(end.unwrap_or(End::Gone));
+            }
+        }
+        None
+    }
+
+    /// Live messages: written and flushed.
+    async fn deliver(&mut self, live: crate::hub::Live) -> Option<End> {
+        let complete = self.live(live).await;
+        if self.socket.flush().await.is_err() {
+            return Some(End::Gone);
+        }
+        self.lag.written(self.state.hub.metrics(), Transport::WebSocket);
+        if !complete {
+            return Some(End::Close(CLOSE_ENGINE_UNAVAILABLE, "engine unavailable: resume with your cursors"));
         }
         None
     }
@@ -367,6 +395,11 @@ impl Session {
         let _ = self.socket.feed(message).await;
     }
 
+    /// Queues a message's frame, encoded once for all its subscribers, without flushing.
+    async fn feed_wire(&mut self, message: &EncodedMessage) {
+        let _ = self.socket.feed_wire(message.ws_wire()).await;
+    }
+
     /// Sends what a live message (and what was queued with it) turned into; false when a catch-up read failed,
     /// after which the connection must end: the message that needed it is not delivered, and only a resume from
     /// the client's cursors brings it (the channel may publish nothing more).
@@ -378,7 +411,7 @@ impl Session {
                 Item::Message(message) => {
                     delivered += 1;
                     self.lag.push(message.stored_at);
-                    self.feed(frame(&message)).await;
+                    self.feed_wire(&message).await;
                 }
                 Item::Reset { channel, from } => {
                     let cursor = Cursor::single(channel.clone(), from).encode();
@@ -439,7 +472,7 @@ impl Session {
             });
         }
         if self.subscription.len() >= max {
-            let ip = self.access.ip;
+            let ip = self.access.admission.ip();
             self.state.limits.refused(Refusal::Subscriptions, || format!("{ip}: more than {max} subscriptions"));
             let message = format!("at most {max} subscriptions per connection");
             return Err(FrameError { id, code: "too_many_subscriptions", message });
@@ -471,7 +504,7 @@ impl Session {
         self.feed(text(&subscribed)).await;
         self.state.hub.metrics().delivered(Transport::WebSocket, opened.messages.len() as u64);
         for message in opened.messages {
-            self.feed(frame(&message)).await;
+            self.feed_wire(&message).await;
         }
         // Everything was queued on the socket; the caller flushes.
         Ok(None)
@@ -499,7 +532,7 @@ impl Session {
         let allowed = self.access.claims(&self.state).and_then(|c| self.state.auth.client_publish(c, &channel));
         allowed.map_err(|err| refused(id.clone(), err))?;
         let (state, access) = (&self.state, &mut self.access);
-        if let Err(err) = state.limits.publish_on_connection(&mut access.bucket, access.ip) {
+        if let Err(err) = state.limits.publish_on_connection(&mut access.bucket, access.admission.ip()) {
             return Err(FrameError { id, code: err.code(), message: err.to_string() });
         }
         let message = match self.state.hub.publish(channel, event, Bytes::from(data)).await {

@@ -307,4 +307,53 @@ mod tests {
         assert!(socket.out.len() < WRITE_BUFFER_BYTES + frame.len());
         drop(client);
     }
+
+    /// Review (wsidle): tungstenite bounded its answers by `max_write_buffer_size` and kept at most one pending
+    /// pong; here every ping read appends a pong to `out`, whatever `out` holds. A client that sends pings and
+    /// never reads grows the server's buffer without bound.
+    #[tokio::test]
+    async fn review_a_ping_flood_from_a_client_that_does_not_read_is_bounded() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut socket = Socket::new(server, WebSocketConfig::default());
+        let pings = 1000;
+        let writer = tokio::spawn(async move {
+            for _ in 0..pings {
+                client.write_all(&client_frame(0x9, &[b'p'; 125])).await.unwrap();
+            }
+            client // kept open, never read
+        });
+        for _ in 0..pings {
+            assert!(matches!(socket.next().await, Some(Ok(Message::Ping(_)))));
+        }
+        let _client = writer.await.unwrap();
+        assert!(
+            socket.out.len() <= WRITE_BUFFER_BYTES + 1024,
+            "out holds {} bytes of pongs after {pings} pings",
+            socket.out.len()
+        );
+    }
+
+    /// Review (wsidle): a pong the socket could not take whole when its ping was read is written only by a later
+    /// flush: `poll_next` never retries it (tungstenite's own read did, through `unflushed_additional`). A session
+    /// that only waits (nothing to deliver, no lending) leaves the client without its pong until the next heartbeat.
+    #[tokio::test]
+    async fn review_a_pong_left_half_written_goes_out_once_the_peer_reads() {
+        let (client, server) = tokio::io::duplex(8);
+        let mut socket = Socket::new(server, WebSocketConfig::default());
+        let writer = tokio::spawn(async move {
+            let mut client = client;
+            client.write_all(&client_frame(0x9, &[b'p'; 100])).await.unwrap();
+            client
+        });
+        assert!(matches!(socket.next().await, Some(Ok(Message::Ping(_)))));
+        let mut client = writer.await.unwrap();
+        // The session goes back to waiting on the next frame, as `step` does.
+        let waiting = tokio::spawn(async move {
+            let _ = socket.next().await;
+            socket
+        });
+        let got = tokio::time::timeout(std::time::Duration::from_secs(1), read_exactly(&mut client, 102)).await;
+        waiting.abort();
+        assert!(got.is_ok(), "the pong's rest was never written while the session waited");
+    }
 }

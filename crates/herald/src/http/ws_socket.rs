@@ -86,9 +86,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         let mut written = 0;
         while written < self.out.len() {
             match Pin::new(&mut self.io).poll_write(cx, &self.out[written..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into())),
+                Poll::Ready(Ok(0)) => {
+                    self.out.drain(..written);
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                }
                 Poll::Ready(Ok(n)) => written += n,
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+                Poll::Ready(Err(err)) => {
+                    self.out.drain(..written);
+                    return Poll::Ready(Err(err.into()));
+                }
                 Poll::Pending => {
                     self.out.drain(..written);
                     return Poll::Pending;
@@ -113,6 +119,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Socket<S> {
         let this = self.get_mut();
         if this.ended {
             return Poll::Ready(None);
+        }
+        if !this.out.is_empty() {
+            // What the socket did not take of an earlier answer (a pong, a close reply) goes out first, as
+            // tungstenite's own read did: a session that only waits would otherwise keep it until its next flush.
+            // And while the buffer is full nothing more is read, so a client that sends pings and does not read
+            // its pongs holds the server to the buffer's size plus one answer.
+            match this.poll_write_out(cx) {
+                Poll::Ready(Err(err)) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Pending if this.out.len() >= WRITE_BUFFER_BYTES => return Poll::Pending,
+                _ => {}
+            }
         }
         let read = this.context.read(&mut Blocking { io: &mut this.io, out: Buffer(&mut this.out), cx });
         match read {
@@ -306,5 +326,55 @@ mod tests {
         }
         assert!(socket.out.len() < WRITE_BUFFER_BYTES + frame.len());
         drop(client);
+    }
+
+    /// Every ping read appends its pong to the buffer; a client that sends pings and never reads must not grow it
+    /// past its size (tungstenite bounded its answers by `max_write_buffer_size`): reading stops instead.
+    #[tokio::test(start_paused = true)]
+    async fn a_ping_flood_from_a_client_that_does_not_read_is_bounded() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut socket = Socket::new(server, WebSocketConfig::default());
+        let pings = 1000;
+        let writer = tokio::spawn(async move {
+            for _ in 0..pings {
+                client.write_all(&client_frame(0x9, &[b'p'; 125])).await.unwrap();
+            }
+            client // kept open, never read
+        });
+        let mut read = 0;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(std::time::Duration::from_secs(1), socket.next()).await {
+            assert!(matches!(message, Message::Ping(_)));
+            read += 1;
+        }
+        assert!(read < pings, "reading stops while the pongs cannot be written");
+        writer.abort();
+        assert!(
+            socket.out.len() <= WRITE_BUFFER_BYTES + 1024,
+            "out holds {} bytes of pongs after {pings} pings",
+            socket.out.len()
+        );
+    }
+
+    /// A pong the socket could not take whole when its ping was read goes out as the peer reads, while the session
+    /// only waits for the next frame (tungstenite's own read retried it, through `unflushed_additional`).
+    #[tokio::test]
+    async fn a_pong_left_half_written_goes_out_once_the_peer_reads() {
+        let (client, server) = tokio::io::duplex(8);
+        let mut socket = Socket::new(server, WebSocketConfig::default());
+        let writer = tokio::spawn(async move {
+            let mut client = client;
+            client.write_all(&client_frame(0x9, &[b'p'; 100])).await.unwrap();
+            client
+        });
+        assert!(matches!(socket.next().await, Some(Ok(Message::Ping(_)))));
+        let mut client = writer.await.unwrap();
+        // The session goes back to waiting on the next frame, as `step` does.
+        let waiting = tokio::spawn(async move {
+            let _ = socket.next().await;
+            socket
+        });
+        let got = tokio::time::timeout(std::time::Duration::from_secs(1), read_exactly(&mut client, 102)).await;
+        waiting.abort();
+        assert!(got.is_ok(), "the pong's rest was never written while the session waited");
     }
 }

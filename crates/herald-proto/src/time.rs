@@ -20,7 +20,8 @@ pub fn format_rfc3339_millis(millis: u64) -> String {
 
 /// Appends `millis` as `YYYY-MM-DDTHH:MM:SS.mmmZ` to `out`, digit by digit: every message's envelope and every
 /// publish's answer carries one, and `format!` cost a publish more than the rest of its envelope (docs/BENCHMARKS.md,
-/// "The envelope without `format!`"). A year past 9999 is written with all its digits, as `format!` did.
+/// "Publishers wait for each other, not for the writer's thread; the envelope without `format!`"). A year past
+/// 9999 is written with all its digits, as `format!` did.
 pub fn write_rfc3339_millis(out: &mut Vec<u8>, millis: u64) {
     let secs = millis / 1000;
     let (days, day_secs) = (secs / 86_400, secs % 86_400);

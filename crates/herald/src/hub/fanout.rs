@@ -18,6 +18,14 @@
 //! messages per write, rather than one `write` per subscriber per message from the one worker (measured: the
 //! worker alone held 10,000 subscribers to about 8 messages/s, queues to over 32).
 //!
+//! A message of a channel with at most [`INLINE_SUBSCRIBERS`] subscribers here is fanned out in the publish itself
+//! when the worker is idle (nothing queued, nothing being fanned out): everything handed over before it has then
+//! been fanned out, so the order across channels holds, and the publish costs no wake-up of the worker (on two
+//! cores, often of the other runtime thread) for a handful of `write`s. While the worker is busy it is queued as
+//! any other. A message of a channel nobody subscribes to here is not handed over at all: whoever subscribes from
+//! now on reads it from history, where it already is. The disk engine calls back under its writer's lock, so it
+//! always hands over (`inline_max` 0).
+//!
 //! Policy: the worker's queue holds [`WORKER_QUEUE`] hand-offs. A publish waits for room in it before it stores
 //! its message ([`FanOut::room`], counted in `herald_fanout_waits_total`), so a publisher faster than the fan-out
 //! is slowed to its pace and nothing of it is dropped. What no publisher of this node waits for (messages
@@ -43,6 +51,10 @@ pub(crate) const WORKER_QUEUE: usize = 1024;
 /// Hand-offs queued for the worker at most, those of other nodes' messages and of changes of members included.
 pub(crate) const WORKER_HARD_CAP: usize = 4 * WORKER_QUEUE;
 
+/// A message of a channel with at most this many subscribers on this node is fanned out in its publish when the
+/// worker is idle: a publish waits for that many non-blocking `write`s at most.
+pub(crate) const INLINE_SUBSCRIBERS: usize = 8;
+
 /// What a worker fans out.
 enum Job {
     Message(Arc<EncodedMessage>),
@@ -64,6 +76,17 @@ struct WorkerState {
     waker: Option<Waker>,
     /// The fan-out is gone: the task ends.
     closed: bool,
+    /// Who is fanning out now: nobody, the worker's task, or a publish (in its delivery callback).
+    turn: Turn,
+}
+
+/// Who is fanning out. Never two at once: what is handed over is fanned out in order.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum Turn {
+    #[default]
+    Idle,
+    Worker,
+    Inline,
 }
 
 impl Worker {
@@ -75,6 +98,32 @@ impl Worker {
     fn backlog(&self) -> usize {
         self.lock().jobs.len()
     }
+
+    /// Takes the turn for a fan-out in the caller's thread, if nothing is queued or being fanned out.
+    fn enter(&self) -> bool {
+        let mut state = self.lock();
+        if state.turn != Turn::Idle || !state.jobs.is_empty() || state.closed {
+            return false;
+        }
+        state.turn = Turn::Inline;
+        true
+    }
+
+    /// Gives the turn back after [`Worker::enter`], waking the worker for what was queued meanwhile.
+    fn leave(&self) {
+        let waker = {
+            let mut state = self.lock();
+            state.turn = Turn::Idle;
+            if state.jobs.is_empty() {
+                None
+            } else {
+                state.waker.take()
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
 /// The fan-out of one node: its two subscriber registries, fed inline or through the worker.
@@ -85,20 +134,28 @@ pub(crate) struct FanOut {
     followers: Arc<Subscribers>,
     /// None: fan out inline.
     worker: Option<Arc<Worker>>,
+    /// With a worker: channels with at most this many subscribers are fanned out in the publish when it is idle.
+    inline_max: usize,
     metrics: Arc<Metrics>,
 }
 
 impl FanOut {
     /// Fans out inline, in the caller's thread.
     pub(crate) fn inline(subscribers: Arc<Subscribers>, followers: Arc<Subscribers>, metrics: Arc<Metrics>) -> Self {
-        Self { subscribers, followers, worker: None, metrics }
+        Self { subscribers, followers, worker: None, inline_max: 0, metrics }
     }
 
-    /// Fans out on a worker task of the current runtime, which ends once this is dropped.
-    pub(crate) fn on_worker(subscribers: Arc<Subscribers>, followers: Arc<Subscribers>, metrics: Arc<Metrics>) -> Self {
+    /// Fans out on a worker task of the current runtime, which ends once this is dropped, or in the publish for
+    /// channels of at most `inline_max` subscribers while the worker is idle.
+    pub(crate) fn on_worker(
+        subscribers: Arc<Subscribers>,
+        followers: Arc<Subscribers>,
+        metrics: Arc<Metrics>,
+        inline_max: usize,
+    ) -> Self {
         let worker = Arc::new(Worker::default());
         tokio::spawn(work(worker.clone(), subscribers.clone(), followers.clone()));
-        Self { subscribers, followers, worker: Some(worker), metrics }
+        Self { subscribers, followers, worker: Some(worker), inline_max, metrics }
     }
 
     /// Waits until the worker has room for one more message (at once when fanning out inline).
@@ -121,9 +178,16 @@ impl FanOut {
 
     /// Fans out a stored message to the subscribers of its channel.
     pub(crate) fn message(&self, message: &Arc<EncodedMessage>) {
-        match &self.worker {
-            Some(worker) => self.hand(worker, Job::Message(message.clone())),
-            None => self.subscribers.deliver(message, true),
+        let Some(worker) = &self.worker else { return self.subscribers.deliver(message, true) };
+        // Taken after the message was stored: whoever subscribes after this look reads it from history.
+        let listeners = self.subscribers.listeners(&message.message.channel);
+        match listeners {
+            None => self.subscribers.deliver_to(None, message, true),
+            Some(list) if list.len() <= self.inline_max && worker.enter() => {
+                self.subscribers.deliver_to(Some(&list), message, true);
+                worker.leave();
+            }
+            Some(_) => self.hand(worker, Job::Message(message.clone())),
         }
     }
 
@@ -145,7 +209,12 @@ impl FanOut {
                 return;
             }
             state.jobs.push_back(job);
-            state.waker.take()
+            // A publish fanning out in its thread wakes the worker when it is done.
+            if state.turn == Turn::Inline {
+                None
+            } else {
+                state.waker.take()
+            }
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -182,9 +251,16 @@ async fn work(worker: Arc<Worker>, subscribers: Arc<Subscribers>, followers: Arc
             if state.closed {
                 return Poll::Ready(None);
             }
-            match state.jobs.pop_front() {
-                Some(job) => Poll::Ready(Some((job, state.jobs.is_empty()))),
+            let job = if state.turn == Turn::Inline { None } else { state.jobs.pop_front() };
+            match job {
+                Some(job) => {
+                    state.turn = Turn::Worker;
+                    Poll::Ready(Some((job, state.jobs.is_empty())))
+                }
                 None => {
+                    if state.turn == Turn::Worker {
+                        state.turn = Turn::Idle;
+                    }
                     match &state.waker {
                         Some(waker) if waker.will_wake(cx.waker()) => {}
                         _ => state.waker = Some(cx.waker().clone()),
@@ -244,32 +320,96 @@ mod tests {
         offsets
     }
 
+    /// Subscriptions to `channel` that it takes to make it fanned out by the worker: one more than is inline.
+    async fn crowd(hub: &Arc<Hub>, channel: &ChannelName) -> Vec<crate::hub::Subscription> {
+        let mut crowd = Vec::new();
+        for _ in 0..=INLINE_SUBSCRIBERS {
+            let mut subscription = hub.subscription(Transport::WebSocket);
+            subscription.subscribe(channel, Start::Now, 0).await.unwrap();
+            crowd.push(subscription);
+        }
+        crowd
+    }
+
     #[tokio::test]
-    async fn a_publish_answers_before_its_message_is_fanned_out() {
+    async fn a_publish_to_a_crowded_channel_answers_before_its_message_is_fanned_out() {
+        use futures_util::FutureExt;
+        let hub = hub().await;
+        let a = ChannelName::new("a").unwrap();
+        let mut crowd = crowd(&hub, &a).await;
+        hub.publish(a.clone(), EventName::default_event(), Bytes::from_static(b"1")).await.unwrap();
+        // Nothing yielded to the worker since (one thread): the publish answered without waiting for it.
+        assert!(crowd[0].recv().now_or_never().is_none(), "not fanned out yet");
+        for subscription in &mut crowd {
+            assert_eq!(offsets(subscription, 1).await, [1]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publish_to_a_channel_of_few_subscribers_fans_out_itself_while_the_worker_is_idle() {
         use futures_util::FutureExt;
         let hub = hub().await;
         let a = ChannelName::new("a").unwrap();
         let mut subscription = hub.subscription(Transport::WebSocket);
         subscription.subscribe(&a, Start::Now, 0).await.unwrap();
         hub.publish(a.clone(), EventName::default_event(), Bytes::from_static(b"1")).await.unwrap();
-        // Nothing yielded to the worker since (one thread): the publish answered without waiting for it.
-        assert!(subscription.recv().now_or_never().is_none(), "not fanned out yet");
-        assert_eq!(offsets(&mut subscription, 1).await, [1]);
+        // Nothing yielded to the worker since (one thread): the publish itself handed it over.
+        let live = subscription.recv().now_or_never().expect("fanned out in the publish");
+        let batch = subscription.follow(live, 64).await.into_result().unwrap();
+        assert!(matches!(&batch[..], [Item::Message(m)] if m.message.position.offset == 1));
+    }
+
+    #[tokio::test]
+    async fn a_message_of_a_small_channel_waits_behind_what_the_worker_has_queued() {
+        use futures_util::FutureExt;
+        let hub = hub().await;
+        let (crowded, small) = (ChannelName::new("crowded").unwrap(), ChannelName::new("small").unwrap());
+        let _crowd = crowd(&hub, &crowded).await;
+        let mut both = hub.subscription(Transport::WebSocket);
+        both.subscribe(&crowded, Start::Now, 0).await.unwrap();
+        both.subscribe(&small, Start::Now, 0).await.unwrap();
+        hub.publish(crowded.clone(), EventName::default_event(), Bytes::from_static(b"1")).await.unwrap();
+        hub.publish(small.clone(), EventName::default_event(), Bytes::from_static(b"2")).await.unwrap();
+        assert!(both.recv().now_or_never().is_none(), "the small channel's message did not overtake the queue");
+        let mut received = Vec::new();
+        while received.len() < 2 {
+            let live = both.recv().await;
+            for item in both.follow(live, 64).await.into_result().unwrap() {
+                let Item::Message(message) = item else { panic!("only messages") };
+                received.push(message.message.channel.clone());
+            }
+        }
+        assert_eq!(received, [crowded, small], "in the order they were stored");
+    }
+
+    #[tokio::test]
+    async fn a_message_nobody_subscribes_to_here_is_not_handed_to_the_worker() {
+        let hub = hub().await;
+        let a = ChannelName::new("a").unwrap();
+        // Without the worker ever running in between, more than its queue holds: no publish waits for room.
+        for i in 0..2 * WORKER_QUEUE {
+            hub.publish(a.clone(), EventName::default_event(), Bytes::from(i.to_string())).await.unwrap();
+        }
+        assert_eq!(metric(&hub, "herald_fanout_waits_total"), 0);
+        // They are stored: whoever subscribes now reads them from history.
+        let mut subscription = hub.subscription(Transport::WebSocket);
+        let opened = subscription.subscribe(&a, Start::Newest(1), 10).await.unwrap();
+        let replayed: Vec<u64> = opened.messages.iter().map(|m| m.message.position.offset).collect();
+        assert_eq!(replayed, [2 * WORKER_QUEUE as u64]);
     }
 
     #[tokio::test]
     async fn a_publisher_faster_than_the_fan_out_waits_for_room_and_nothing_is_lost_or_reordered() {
         let hub = hub().await;
         let a = ChannelName::new("a").unwrap();
-        let mut subscription = hub.subscription(Transport::WebSocket);
-        subscription.subscribe(&a, Start::Now, 0).await.unwrap();
+        let mut crowd = crowd(&hub, &a).await;
         let n = 3 * WORKER_QUEUE;
         for i in 0..n {
             hub.publish(a.clone(), EventName::default_event(), Bytes::from(i.to_string())).await.unwrap();
         }
         assert!(metric(&hub, "herald_fanout_waits_total") > 0, "the publisher outran the worker and waited");
         assert_eq!(metric(&hub, "herald_fanout_dropped_total"), 0);
-        assert_eq!(offsets(&mut subscription, n).await, (1..=n as u64).collect::<Vec<_>>());
+        assert_eq!(offsets(&mut crowd[0], n).await, (1..=n as u64).collect::<Vec<_>>());
     }
 
     #[tokio::test]

@@ -104,7 +104,10 @@ impl Hub {
         let subscribers = Arc::new(Subscribers::new(metrics.clone()));
         let followers = Arc::new(Subscribers::new(metrics.clone()));
         let (s, f, m) = (subscribers.clone(), followers.clone(), metrics.clone());
-        let fanout = if config.direct_writes { FanOut::on_worker(s, f, m) } else { FanOut::inline(s, f, m) };
+        // The disk engine hands messages over under its writer's lock: no `write`s there.
+        let inline_max = if config.engine == crate::config::EngineKind::Disk { 0 } else { fanout::INLINE_SUBSCRIBERS };
+        let fanout =
+            if config.direct_writes { FanOut::on_worker(s, f, m, inline_max) } else { FanOut::inline(s, f, m) };
         Registries { subscribers, followers, fanout: Arc::new(fanout), metrics }
     }
 

@@ -117,12 +117,25 @@ impl Subscribers {
         self.shard(channel).read().unwrap_or_else(PoisonError::into_inner).get(channel).map_or(0, |l| l.list.len())
     }
 
+    /// A snapshot of `channel`'s subscribers here (`None`: nobody subscribes here).
+    pub(crate) fn listeners(&self, channel: &ChannelName) -> Option<Arc<Vec<Subscriber>>> {
+        Some(self.shard(channel).read().unwrap_or_else(PoisonError::into_inner).get(channel)?.list.clone())
+    }
+
     /// Hands `message` to every subscriber of its channel without waiting (timed, unless nobody subscribes).
     /// With `write`, the message is written into the sockets lent to the fan-out (`direct.rs`) where it can be;
     /// without, it is queued for every subscriber.
     pub(crate) fn deliver(&self, message: &Arc<EncodedMessage>, write: bool) {
+        self.deliver_to(self.listeners(&message.message.channel).as_deref().map(Vec::as_slice), message, write)
+    }
+
+    /// [`Subscribers::deliver`] to a snapshot of the channel's subscribers taken after the message was stored.
+    pub(crate) fn deliver_to(&self, list: Option<&[Subscriber]>, message: &Arc<EncodedMessage>, write: bool) {
         let channel = &message.message.channel;
-        match self.offer(channel, Some(message).filter(|_| write), || Queued::Message(message.clone())) {
+        let offered = list.map(|list| {
+            self.offer_to(list, channel, Some(message).filter(|_| write), || Queued::Message(message.clone()))
+        });
+        match offered {
             None => self.metrics.fanned_out(channel, 0, None),
             Some(taken) => {
                 for (transport, written) in
@@ -155,7 +168,18 @@ impl Subscribers {
         direct: Option<&Arc<EncodedMessage>>,
         item: impl Fn() -> Queued,
     ) -> Option<Taken> {
-        let list = self.shard(channel).read().unwrap_or_else(PoisonError::into_inner).get(channel)?.list.clone();
+        let list = self.listeners(channel)?;
+        Some(self.offer_to(&list, channel, direct, item))
+    }
+
+    /// Offers `item()` to each of `list`, a snapshot of `channel`'s subscribers (see [`Subscribers::offer`]).
+    fn offer_to(
+        &self,
+        list: &[Subscriber],
+        channel: &ChannelName,
+        direct: Option<&Arc<EncodedMessage>>,
+        item: impl Fn() -> Queued,
+    ) -> Taken {
         let mut taken = Taken::default();
         let mut slow: Option<(u64, Transport, u64)> = None;
         for subscriber in list.iter() {
@@ -186,7 +210,7 @@ impl Subscribers {
                 "disconnecting a subscriber whose queue is full"
             );
         }
-        Some(taken)
+        taken
     }
 }
 

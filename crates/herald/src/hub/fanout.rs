@@ -23,8 +23,9 @@
 //! been fanned out, so the order across channels holds, and the publish costs no wake-up of the worker (on two
 //! cores, often of the other runtime thread) for a handful of `write`s. While the worker is busy it is queued as
 //! any other. A message of a channel nobody subscribes to here is not handed over at all: whoever subscribes from
-//! now on reads it from history, where it already is. The disk engine calls back under its writer's lock, so it
-//! always hands over (`inline_max` 0).
+//! now on reads it from history, where it already is (true of every engine). The disk engine calls back under its
+//! writer's lock, so with it a message others subscribe to is always handed over (`inline_max` 0). With Redis the
+//! callback runs in the engine's Pub/Sub reader task, which then does those few `write`s itself.
 //!
 //! Policy: the worker's queue holds [`WORKER_QUEUE`] hand-offs. A publish waits for room in it before it stores
 //! its message ([`FanOut::room`], counted in `herald_fanout_waits_total`), so a publisher faster than the fan-out
@@ -99,20 +100,25 @@ impl Worker {
         self.lock().jobs.len()
     }
 
-    /// Takes the turn for a fan-out in the caller's thread, if nothing is queued or being fanned out.
-    fn enter(&self) -> bool {
+    /// Takes the turn for a fan-out in the caller's thread, if nothing is queued or being fanned out. The turn is
+    /// given back when the guard is dropped, a panic's unwinding included: a turn kept would stop the worker for good.
+    fn enter(&self) -> Option<InlineTurn<'_>> {
         let mut state = self.lock();
         if state.turn != Turn::Idle || !state.jobs.is_empty() || state.closed {
-            return false;
+            return None;
         }
         state.turn = Turn::Inline;
-        true
+        Some(InlineTurn(self))
     }
+}
 
-    /// Gives the turn back after [`Worker::enter`], waking the worker for what was queued meanwhile.
-    fn leave(&self) {
+/// A publish's turn to fan out ([`Worker::enter`]); dropping it wakes the worker for what was queued meanwhile.
+struct InlineTurn<'a>(&'a Worker);
+
+impl Drop for InlineTurn<'_> {
+    fn drop(&mut self) {
         let waker = {
-            let mut state = self.lock();
+            let mut state = self.0.lock();
             state.turn = Turn::Idle;
             if state.jobs.is_empty() {
                 None
@@ -183,10 +189,10 @@ impl FanOut {
         let listeners = self.subscribers.listeners(&message.message.channel);
         match listeners {
             None => self.subscribers.deliver_to(None, message, true),
-            Some(list) if list.len() <= self.inline_max && worker.enter() => {
-                self.subscribers.deliver_to(Some(&list), message, true);
-                worker.leave();
-            }
+            Some(list) if list.len() <= self.inline_max => match worker.enter() {
+                Some(_turn) => self.subscribers.deliver_to(Some(&list), message, true),
+                None => self.hand(worker, Job::Message(message.clone())),
+            },
             Some(_) => self.hand(worker, Job::Message(message.clone())),
         }
     }
@@ -416,6 +422,11 @@ mod tests {
     async fn messages_of_several_channels_reach_a_subscriber_of_them_all_in_the_order_they_were_stored() {
         let hub = hub().await;
         let channels: Vec<_> = (0..8).map(|i| ChannelName::new(&format!("c{i}")).unwrap()).collect();
+        // Half of them crowded (fanned out by the worker), half not (fanned out in the publish when it is idle).
+        let mut crowds = Vec::new();
+        for channel in channels.iter().step_by(2) {
+            crowds.push(crowd(&hub, channel).await);
+        }
         let mut subscription = hub.subscription(Transport::WebSocket);
         for channel in &channels {
             subscription.subscribe(channel, Start::Now, 0).await.unwrap();

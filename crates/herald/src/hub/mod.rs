@@ -7,7 +7,8 @@
 //! an exactly-once, in-order stream.
 //!
 //! With `direct_writes`, the delivery callback hands each message to the fan-out worker (`fanout.rs`) instead of
-//! fanning out inline, and a connection with nothing of its own to write lends its socket to the fan-out, which
+//! fanning out inline (except a channel's of at most 8 subscribers here while the worker is idle, and none for a
+//! channel nobody here subscribes to), and a connection with nothing of its own to write lends its socket to the fan-out, which
 //! writes the next message of a channel straight into it (`direct.rs`) instead of queueing it.
 //!
 //! Presence (`presence.rs`) rides the same way: a subscription joins a channel's presence as a member, and one that

@@ -206,3 +206,30 @@ async fn a_publish_over_http_answers_while_a_subscriber_is_blocked() {
         assert!(published["offset"].as_u64().unwrap() > 400, "{published}");
     }
 }
+
+#[tokio::test]
+async fn a_channel_of_a_few_subscribers_is_written_by_the_fan_out_even_while_it_is_behind_with_a_crowded_one() {
+    let mut config = config();
+    config.direct_writes = true;
+    config.default_namespace.history_size = 1000;
+    let server = spawn(config).await;
+    // Nine subscribers: more than a publish fans out itself (8), so every message of `crowded` goes to the worker.
+    let mut crowd = Vec::new();
+    for _ in 0..9 {
+        crowd.push(ws_subscribed(&server, json!({ "channel": "crowded" })).await);
+    }
+    let mut small = ws_subscribed(&server, json!({ "channel": "small" })).await;
+    // All handed over before the worker runs (one thread): it is behind for every message but the last, and queues
+    // the crowded channel's for its subscribers' tasks, but writes the small channel's into its lent socket.
+    for i in 1..=50 {
+        publish_padded(&server, "crowded", (i, i), 10, Pace::Burst).await;
+        publish_padded(&server, "small", (i, i), 10, Pace::Burst).await;
+    }
+    assert_eq!(ws_numbers(&mut small, 50).await.0, one_to(50));
+    for ws in &mut crowd {
+        assert_eq!(ws_numbers(ws, 50).await.0, one_to(50));
+    }
+    let direct = server.metric(r#"herald_direct_writes_total{transport="ws"}"#).await;
+    assert!(direct >= 50, "the small channel's 50 messages were written by the fan-out, not queued: {direct}");
+    assert_eq!(server.metric(r#"herald_messages_delivered_total{transport="ws"}"#).await, 10 * 50);
+}

@@ -279,8 +279,13 @@ async fn work(worker: Arc<Worker>, subscribers: Arc<Subscribers>, followers: Arc
         let Some((job, caught_up)) = job else { return };
         match job {
             // Behind (more is waiting): queued for the connections' tasks, which write on every core and take
-            // up to 64 messages per write, instead of one `write` per subscriber per message from this task.
-            Job::Message(message) => subscribers.deliver(&message, caught_up),
+            // up to 64 messages per write, instead of one `write` per subscriber per message from this task. Not
+            // for a channel of a few subscribers: for them a `write` here costs less than waking their tasks.
+            Job::Message(message) => {
+                let list = subscribers.listeners(&message.message.channel);
+                let write = caught_up || list.as_ref().is_some_and(|list| list.len() <= INLINE_SUBSCRIBERS);
+                subscribers.deliver_to(list.as_deref().map(Vec::as_slice), &message, write);
+            }
             Job::Presence(event) => followers.deliver_presence(&event),
         }
         worker.room.notify_waiters();

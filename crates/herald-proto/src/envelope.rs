@@ -72,6 +72,21 @@ impl Message {
         out.extend_from_slice(b"\"}");
         out
     }
+
+    /// Writes what a publisher is told of its stored message, `"channel":…,"offset":…,"cursor":…,"time":…` without
+    /// the braces (the `201`'s body and the WebSocket's `published` frame), `cursor` being its
+    /// [`Message::cursor_text`].
+    pub fn write_receipt(&self, out: &mut Vec<u8>, cursor: &str) {
+        out.extend_from_slice(b"\"channel\":\"");
+        out.extend_from_slice(self.channel.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"offset\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.position.offset).as_bytes());
+        out.extend_from_slice(b",\"cursor\":\"");
+        out.extend_from_slice(cursor.as_bytes());
+        out.extend_from_slice(b"\",\"time\":\"");
+        write_rfc3339_millis(out, self.time_ms);
+        out.push(b'"');
+    }
 }
 
 /// Writes an event name as a JSON string: verbatim in quotes, or escaped when it holds `"` or `\`.

@@ -312,13 +312,10 @@ impl ServerFrame<'_> {
                 push_id(&mut out, *id);
             }
             ServerFrame::Published { message, id } => {
-                out.push_str(&format!(
-                    r#"{{"op":"published","channel":"{}","offset":{},"cursor":"{}","time":"{}""#,
-                    message.channel,
-                    message.position.offset,
-                    message.cursor().encode(),
-                    crate::time::format_rfc3339_millis(message.time_ms)
-                ));
+                let mut receipt = Vec::with_capacity(96);
+                message.write_receipt(&mut receipt, &message.cursor_text());
+                out.push_str(r#"{"op":"published","#);
+                out.push_str(&String::from_utf8_lossy(&receipt));
                 push_id(&mut out, *id);
             }
             ServerFrame::Pong { id } => {

@@ -51,15 +51,9 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 fn answer(message: &EncodedMessage) -> Vec<u8> {
     let m = &message.message;
     let mut out = Vec::with_capacity(64 + m.channel.as_str().len() + message.cursor.len());
-    out.extend_from_slice(b"{\"channel\":\"");
-    out.extend_from_slice(m.channel.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"offset\":");
-    out.extend_from_slice(itoa::Buffer::new().format(m.position.offset).as_bytes());
-    out.extend_from_slice(b",\"cursor\":\"");
-    out.extend_from_slice(message.cursor.as_bytes());
-    out.extend_from_slice(b"\",\"time\":\"");
-    herald_proto::time::write_rfc3339_millis(&mut out, m.time_ms);
-    out.extend_from_slice(b"\"}");
+    out.push(b'{');
+    m.write_receipt(&mut out, &message.cursor);
+    out.push(b'}');
     out
 }
 

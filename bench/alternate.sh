@@ -20,14 +20,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/servers.sh
 if [ $# -lt 3 ]; then sed -n '2,18p' "$0" >&2; exit 2; fi
+if printf '%s\n' "$@" | grep -q '=nchan$'; then install_nchan alternate; fi
 scenario=$1 rounds=$2
 shift 2
 bench=${BENCH:-${CARGO_TARGET_DIR:-target}/release/herald-bench}
 [ -x "$bench" ] || { echo "alternate: no herald-bench at $bench (cargo build --release -p herald-bench)" >&2; exit 1; }
 work=$(mktemp -d)
 echo 'connection_queue = 4096' > "$work/herald.toml"
-mkdir -p "$work/nchan/logs"
-sed "s#@PREFIX@#$work/nchan#g; s#@PORT@#8091#g" bench/nchan/nginx.conf.template > "$work/nchan/nginx.conf"
+prepare_nchan "$work/nchan" 8091
 refuse_taken_ports alternate 7171 8091 7095
 trap stop_server EXIT
 
@@ -36,18 +36,19 @@ for round in $(seq "$rounds"); do
     label=${spec%%=*} what=${spec#*=}
     case $what in
       nchan)
-        nginx -p "$work/nchan" -c "$work/nchan/nginx.conf" 2>>"$work/nchan/logs/stderr.log" &
-        server_pid=$! port=8091 target=nchan log="$work/nchan/logs/stderr.log" ;;
+        start_nchan_in alternate "$work/nchan" 8091
+        port=8091 target=nchan ;;
       floor)
         "$bench" floor --listen 127.0.0.1:7095 2>"$work/floor.log" &
-        server_pid=$! port=7095 target=floor log="$work/floor.log" ;;
+        server_pid=$! port=7095 target=floor
+        wait_listening alternate "$server_pid" "$port" "$work/floor.log" ;;
       *)
         extra="ENV_$label"
         # shellcheck disable=SC2086 # ENV_<label> is a list of K=V words
         env ${!extra:-} "$what/herald" serve --listen 127.0.0.1:7171 --config "$work/herald.toml" 2>"$work/$label.log" &
-        server_pid=$! port=7171 target=herald log="$work/$label.log" ;;
+        server_pid=$! port=7171 target=herald
+        wait_listening alternate "$server_pid" "$port" "$work/$label.log" ;;
     esac
-    wait_listening alternate "$server_pid" "$port" "$log"
     out="$work/$label.$round"
     mkdir -p "$out"
     "$bench" scenario "$scenario" --target "$target" --url "http://127.0.0.1:$port" --server-pid "$server_pid" \
@@ -72,4 +73,3 @@ PY
   done
 done
 echo "results: $work"
-trap - EXIT

@@ -38,11 +38,7 @@ if [ "$client" != herald-client ]; then results="$results/$client"; fi
 if [ "$family" = native ]; then
   targets=(herald nchan)
   summary=summary.md
-  if ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
-    echo "== installing nginx and libnginx-mod-nchan"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
-  fi
+  install_nchan compare
 else
   targets=(herald-pusher soketi)
   summary=pusher-summary.md
@@ -87,8 +83,7 @@ cat > "$work/soketi.json" <<JSON
     "enabled": true, "enableClientMessages": false, "maxConnections": -1, "maxBackendEventsPerSecond": -1,
     "maxClientEventsPerSecond": -1, "maxReadRequestsPerSecond": -1, "webhooks": [] }] }
 JSON
-mkdir -p "$work/nchan/logs"
-sed "s#@PREFIX@#$work/nchan#g; s#@PORT@#$nchan_port#g" bench/nchan/nginx.conf.template > "$work/nchan/nginx.conf"
+prepare_nchan "$work/nchan" "$nchan_port"
 
 # Something already on a port would be measured instead of the server just started: refuse to go on.
 refuse_taken_ports compare "$herald_port" "$nchan_port" "$soketi_port" "$floor_port"
@@ -99,11 +94,7 @@ start_herald() {
   wait_listening compare "$server_pid" "$herald_port" "$work/herald.log"
 }
 
-start_nchan() {
-  nginx -p "$work/nchan" -c "$work/nchan/nginx.conf" 2>>"$work/nchan/logs/stderr.log" &
-  server_pid=$!
-  wait_listening compare "$server_pid" "$nchan_port" "$work/nchan/logs/stderr.log"
-}
+start_nchan() { start_nchan_in compare "$work/nchan" "$nchan_port"; }
 
 start_herald-pusher() { start_herald; }
 

@@ -54,3 +54,26 @@ install_redis() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
   fi
 }
+
+# install_nchan who: Debian's nginx and libnginx-mod-nchan, unless they are here already.
+install_nchan() {
+  if ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
+    echo "== $1: installing nginx and libnginx-mod-nchan"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
+  fi
+}
+
+# prepare_nchan dir port: an nginx prefix in `dir` serving Nchan on 127.0.0.1:`port`
+# (bench/nchan/nginx.conf.template), for start_nchan_in.
+prepare_nchan() {
+  mkdir -p "$1/logs"
+  sed "s#@PREFIX@#$1#g; s#@PORT@#$2#g" bench/nchan/nginx.conf.template > "$1/nginx.conf"
+}
+
+# start_nchan_in who dir port: starts the nginx prepared in `dir` and waits until it listens on `port`.
+start_nchan_in() {
+  nginx -p "$2" -c "$2/nginx.conf" 2>>"$2/logs/stderr.log" &
+  server_pid=$!
+  wait_listening "$1" "$server_pid" "$3" "$2/logs/stderr.log"
+}

@@ -18,11 +18,7 @@ results="$root/bench/results/tls"
 port=7172
 subscribers=${SUBSCRIBERS:-2000}
 
-if ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
-  echo "== installing nginx and libnginx-mod-nchan"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
-fi
+install_nchan tls
 
 echo "== building Herald and herald-bench (release)"
 cargo build --release -q -p herald -p herald-bench

@@ -6,6 +6,7 @@
 #   bench/disk.sh [DATA_DIR_PARENT]     # default /var/tmp: put it on the disk to measure
 #   RECOVERY=0 bench/disk.sh            # the publish table only
 #   BIN_DIR=/some/release bench/disk.sh # that build's herald and herald-bench, not built here (to compare two)
+#   ENGINES="memory disk-interval" bench/disk.sh   # those servers only (default: memory disk-interval disk-always)
 #
 # Writes bench/results/disk/<scenario>.<engine>.json and prints the table. With `perf` usable (root, or
 # perf_event_paranoid <= 1), also how many publishes share one fsync under `always` (the server's fdatasync calls
@@ -51,7 +52,7 @@ fsyncs_during() {
 }
 
 declare -A rate fsyncs
-for engine in memory disk-interval disk-always; do
+for engine in ${ENGINES:-memory disk-interval disk-always}; do
   case $engine in
     memory) start_herald memory ;;
     disk-interval) start_herald disk interval ;;
@@ -65,18 +66,37 @@ for engine in memory disk-interval disk-always; do
     rate[$scenario.$engine]=$(sed -n 's/.*"headline": *\([0-9.]*\).*/\1/p' "$results/$scenario.$engine.json" | head -1)
   done
   stop_server
+  # What this server left for the kernel to write back is written now, not during the next one's run.
+  sync
 done
 
-echo "| publishers | memory | disk interval | ratio | disk always | ratio |"
-echo "| --- | --- | --- | --- | --- | --- |"
+# cpu_us SCENARIO ENGINE: µs of server CPU per publish in that run.
+cpu_us() {
+  sed -n 's/.*"server_cpu": *\([0-9.]*\).*/\1/p' "$results/$1.$2.json" | head -1 |
+    awk -v rate="${rate[$1.$2]}" '{printf "%.1f", $1 / rate * 1e6}'
+}
+echo "| publishers | memory /s | µs | disk interval /s | µs | ratio | disk always /s | µs | ratio |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for n in 1 4 32; do
-  m=${rate[publish-disk-$n.memory]} i=${rate[publish-disk-$n.disk-interval]} a=${rate[publish-disk-$n.disk-always]}
-  printf '| %s | %.0f | %.0f | %.2f | %.0f | %.2f |\n' "$n" "$m" "$i" "$(echo "$i / $m" | bc -l)" "$a" "$(echo "$a / $m" | bc -l)"
+  s=publish-disk-$n
+  m=${rate[$s.memory]:-}
+  # cell ENGINE: its publishes/s, µs per publish and ratio to memory; dashes for a server not run.
+  cell() {
+    local r=${rate[$s.$1]:-}
+    if [ -z "$r" ]; then
+      if [ "$1" = memory ]; then printf -- '- | - |'; else printf -- '- | - | - |'; fi
+      return
+    fi
+    printf '%.0f | %s |' "$r" "$(cpu_us "$s" "$1")"
+    [ "$1" = memory ] && return
+    if [ -n "$m" ]; then printf ' %.2f |' "$(echo "$r / $m" | bc -l)"; else printf ' - |'; fi
+  }
+  echo "| $n | $(cell memory) $(cell disk-interval) $(cell disk-always)"
 done
-printf 'always, 32 publishers against 1: %.1fx\n' \
+[ -n "${rate[publish-disk-1.disk-always]:-}" ] && printf 'always, 32 publishers against 1: %.1fx\n' \
   "$(echo "${rate[publish-disk-32.disk-always]} / ${rate[publish-disk-1.disk-always]}" | bc -l)"
 for n in 1 4 32; do
-  f=${fsyncs[publish-disk-$n.disk-always]}
+  f=${fsyncs[publish-disk-$n.disk-always]:-}
   # The scenario publishes for 5 s: publishes/s × 5 over the fsyncs counted (those of the setup are few).
   [ -n "$f" ] && [ "$f" -gt 0 ] && printf 'always, %s publishers: %s fsyncs, %.1f publishes per fsync, %.0f fsyncs/s\n' \
     "$n" "$f" "$(echo "${rate[publish-disk-$n.disk-always]} * 5 / $f" | bc -l)" "$(echo "$f / 5" | bc -l)"

@@ -140,6 +140,11 @@ impl Behind {
         self.records.len()
     }
 
+    /// Whether these are at least `messages` messages, or `bytes` bytes of frames.
+    pub(super) fn reached(&self, (messages, bytes): (usize, usize)) -> bool {
+        self.records.len() >= messages || self.frames.len() >= bytes
+    }
+
     /// Adds the frame of a message of `channel` at `position`, numbered `seq`, whose record `record` appends.
     pub(super) fn push(
         &mut self,
@@ -366,8 +371,11 @@ impl Store {
         if behind.records.is_empty() {
             return Ok(());
         }
-        // One channel's records after another (each in offset order: the sort is stable), so that consecutive
-        // inserts into the memtable's skip list walk the same nodes.
+        // What the size limit pushed out is never written (the bounds only move forward, so a batch tried again
+        // after a failure skips them too); then one channel's records after another (each in offset order: the
+        // sort is stable), so that consecutive inserts into the memtable's skip list walk the same nodes.
+        let bounds = &behind.bounds;
+        behind.records.retain(|(channel, offset, _)| bounds.get(channel).is_some_and(|(_, after)| *offset >= after.first));
         behind.records.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         // In one batch the last write of a key wins: a started-again channel's old records go first, the records
         // next, and last those the size limit pushed out, which this batch may have written itself.
@@ -378,9 +386,7 @@ impl Store {
             }
         }
         for (channel, offset, record) in &behind.records {
-            if behind.bounds.get(channel).is_some_and(|(_, after)| *offset >= after.first) {
-                self.put_message(&mut batch, channel.as_str(), *offset, &behind.frames[record.clone()]);
-            }
+            self.put_message(&mut batch, channel.as_str(), *offset, &behind.frames[record.clone()]);
         }
         for (channel, (before, after)) in &behind.bounds {
             if before.epoch == after.epoch && after.first > before.first {

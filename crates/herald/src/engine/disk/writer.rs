@@ -8,7 +8,7 @@
 //! behind the journal by the writer's thread, many messages to a batch ([`CATCH_UP_AT`], at each periodic fsync,
 //! and before anything reads the store or changes it otherwise: a read older than memory, a sweep, `Close`); the
 //! writer's *turn* orders those writes. A publisher that finds the writer busy (its thread committing a batch, a
-//! sweep or the periodic fsync), or the store [`BEHIND_AT_MOST`] messages behind, queues as below; the writer's
+//! sweep or the periodic fsync), or the store [`BEHIND_AT_MOST`] behind, queues as below; the writer's
 //! thread keeps the fsync timer, woken by the first commit after a durable one ([`Writing::wake`]). With `always`
 //! every publish queues and is committed straight into the store: a durable commit is an fsync, which must not
 //! block a thread of the server's runtime, and waiting in the queue is what lets publishers share it.
@@ -49,13 +49,16 @@ use crate::engine::EngineError;
 pub(super) const QUEUE: usize = 8192;
 /// Commands the writer takes into one transaction at most.
 pub(super) const BATCH: usize = 1024;
-/// `interval`: messages in the journal and not yet in the store at which the writer's thread writes them into it.
-/// The more a batch holds, the fewer records it writes only for the size limit to delete them in the same batch
-/// (a busy channel's messages past its `history_size`), and the fewer times each channel's bounds are written.
-const CATCH_UP_AT: usize = 4096;
-/// `interval`: messages in the journal and not yet in the store at most; a publisher finding that many queues, and
-/// the writer's thread writes them into the store before it takes the queue.
-const BEHIND_AT_MOST: usize = 16 * 1024;
+/// `interval`: messages (or bytes of their frames) in the journal and not yet in the store at which the writer's
+/// thread writes them into it; it also does at every periodic fsync. The more a batch holds, the less it writes: a
+/// channel publishing more than its `history_size` within one batch has only its last `history_size` records
+/// written, the records the size limit pushed out of the store are deleted once per batch, and each channel's
+/// bounds are written once per batch (32,768 rather than 4,096: docs/BENCHMARKS.md, "The disk engine").
+const CATCH_UP_AT: (usize, usize) = (32 * 1024, 8 * 1024 * 1024);
+/// `interval`: messages (or bytes of frames) in the journal and not yet in the store at most; a publisher finding
+/// that many queues, and the writer's thread writes them into the store before it takes the queue. What the
+/// journal holds ahead of the store is kept in memory until written: this bounds it (32 MiB of frames).
+const BEHIND_AT_MOST: (usize, usize) = (64 * 1024, 32 * 1024 * 1024);
 /// `interval`: the journal's size at which, at the next periodic fsync, the store is fsynced and the journal
 /// started again, empty: what a replay after a crash reads at most (plus one interval's messages).
 const JOURNAL_ROTATE: u64 = 32 * 1024 * 1024;
@@ -108,7 +111,7 @@ pub(super) struct Writing {
     /// fsync or a sweep, which a publisher does not wait for ([`TRIES`]).
     held_by_thread: AtomicBool,
     /// Told when a publisher's own commit is the first since the last durable one (the writer's thread then sets
-    /// its fsync timer) or makes the journal [`CATCH_UP_AT`] messages ahead of the store (the writer's thread then
+    /// its fsync timer) or makes the journal [`CATCH_UP_AT`] ahead of the store (the writer's thread then
     /// writes them into it). A permit is kept if the thread is not waiting yet, so none is missed.
     wake: Notify,
     /// Publishes go through the journal (`interval`); without it the store is never behind.
@@ -182,13 +185,13 @@ impl Writing {
         if writer.closed {
             return Tried::Done(Err(stopping()));
         }
-        if writer.behind.len() >= BEHIND_AT_MOST {
+        if writer.behind.reached(BEHIND_AT_MOST) {
             return Tried::Busy(draft);
         }
         let synced = writer.unsynced_since.is_none();
-        let behind = writer.behind.len();
+        let due = writer.behind.reached(CATCH_UP_AT);
         let stored = writer.store(vec![draft], false);
-        if synced && writer.unsynced_since.is_some() || behind < CATCH_UP_AT && writer.behind.len() >= CATCH_UP_AT {
+        if synced && writer.unsynced_since.is_some() || !due && writer.behind.reached(CATCH_UP_AT) {
             self.wake.notify_one();
         }
         Tried::Done(stored.map(|mut messages| messages.remove(0)))
@@ -354,7 +357,7 @@ async fn run(writing: Arc<Writing>, mut commands: mpsc::Receiver<Command>) {
             }
         }
         writer.publish(publishes);
-        let far_behind = writer.behind.len() >= CATCH_UP_AT;
+        let far_behind = writer.behind.reached(CATCH_UP_AT);
         drop(writer);
         if far_behind {
             if let Err(err) = writing.catch_up_in_turn(&turn) {
@@ -370,7 +373,7 @@ impl Writing {
     /// On the writer's thread: writes the journal's messages into the store if they are [`CATCH_UP_AT`] or more.
     fn catch_up_if_far_behind(&self) {
         let turn = lock(&self.turn);
-        if lock(&self.writer).behind.len() >= CATCH_UP_AT {
+        if lock(&self.writer).behind.reached(CATCH_UP_AT) {
             if let Err(err) = self.catch_up_in_turn(&turn) {
                 tracing::warn!(%err, "writing the journal's messages into the store failed; the next fsync tries again");
             }
@@ -505,7 +508,7 @@ impl Writer {
         if self.journal.is_some() {
             // Only the writer's thread, which holds the turn, gets here that far behind: a publisher finding it so
             // queues instead.
-            if self.behind.len() >= BEHIND_AT_MOST {
+            if self.behind.reached(BEHIND_AT_MOST) {
                 self.catch_up()?;
             }
             self.journal_commit(&messages, &rows, durable)?;
@@ -935,6 +938,74 @@ mod tests {
             .collect();
         assert!(offsets.windows(2).all(|w| w[0] < w[1]), "each offset journaled once: {offsets:?}");
         assert_eq!(offsets.last(), Some(&(last + 2)));
+    }
+
+    /// Publishes 1 MiB messages to `channel` until `done` says the writer has enough; returns how many.
+    async fn publish_megabytes(engine: &DiskEngine, channel: &ChannelName, done: impl Fn(&Writer) -> bool) -> u64 {
+        let megabyte = Bytes::from(vec![b'1'; 1024 * 1024]);
+        let mut published = 0;
+        while !done(&lock(&engine.writing.writer)) {
+            let message = engine
+                .publish(channel.clone(), EventName::default_event(), megabyte.clone(), Origin::default())
+                .await
+                .expect("committed by its publisher");
+            published += 1;
+            assert_eq!(message.message.position.offset, published);
+        }
+        published
+    }
+
+    #[tokio::test]
+    async fn with_fsync_interval_the_writers_thread_writes_the_journal_into_the_store_once_it_is_catch_up_at_ahead() {
+        // An hour's interval: no periodic fsync writes the store here, only the catch-up.
+        let (_dir, engine, writer, _delivered) = engine("catch-up", FsyncPolicy::Interval, Duration::from_secs(3600));
+        writer.start().unwrap();
+        let channel = ChannelName::new("orders:4").unwrap();
+        // 8 MiB of frames (CATCH_UP_AT's bytes) in 8 messages of 1 MiB and their frames' headers.
+        let published = publish_megabytes(&engine, &channel, |w| w.behind.reached(CATCH_UP_AT)).await;
+        assert_eq!(published, 8);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lock(&engine.writing.writer).behind.len() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the writer's thread never caught up");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Taken out of the writer, they are written while the thread holds the turn: wait for it to let go.
+        drop(lock(&engine.writing.turn));
+        let stored = engine.shared.store.read(channel.as_str(), 0, u64::MAX, 100).unwrap();
+        assert_eq!(stored.iter().map(|(offset, _)| *offset).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+        engine.close().await;
+    }
+
+    #[tokio::test]
+    async fn with_fsync_interval_a_publisher_finding_the_journal_behind_at_most_ahead_of_the_store_queues() {
+        let (_dir, engine, writer, delivered) = engine("behind", FsyncPolicy::Interval, Duration::from_secs(3600));
+        let channel = ChannelName::new("orders:5").unwrap();
+        // The writer's thread is not running: nothing writes the store while 32 MiB of frames pile up.
+        let published = publish_megabytes(&engine, &channel, |w| w.behind.reached(BEHIND_AT_MOST)).await;
+        assert_eq!(published, 32);
+        let queued = tokio::spawn({
+            let engine = engine.clone();
+            let channel = channel.clone();
+            async move {
+                engine.publish(channel, EventName::default_event(), Bytes::from_static(b"1"), Origin::default()).await
+            }
+        });
+        while engine.queue.capacity() == 4 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!queued.is_finished(), "queued for the writer's thread, not committed by its publisher");
+
+        writer.start().unwrap();
+        let last = queued.await.unwrap().expect("committed by the writer's thread");
+        assert_eq!(last.message.position.offset, 33);
+        assert!(lock(&engine.writing.writer).behind.len() <= 1, "the store caught up before the queued commit");
+        let stored = engine.shared.store.read(channel.as_str(), 0, u64::MAX, 100).unwrap();
+        assert!(stored.len() >= 32, "the 32 journaled before it are in the store: {}", stored.len());
+        assert_eq!(*lock(&delivered), (1..=33).collect::<Vec<_>>());
+        engine.close().await;
     }
 
     #[tokio::test]

@@ -51,7 +51,19 @@ fsyncs_during() {
   fi
 }
 
-declare -A rate fsyncs
+# store_work: CPU ticks of the server's threads other than the runtime's (the disk writer's, fjall's flusher and
+# compactor: the store's work behind the publishes) and the bytes it has had written to disk, as "TICKS BYTES".
+# Both are steadier than publishes/s on a shared machine: they do not depend on how fast the publishers go.
+store_work() {
+  local ticks=0 t
+  for t in /proc/"$server_pid"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = tokio-rt-worker ] && continue
+    ticks=$((ticks + $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$ticks $(awk '/^write_bytes/ {print $2}' /proc/"$server_pid"/io)"
+}
+
+declare -A rate fsyncs behind
 for engine in ${ENGINES:-memory disk-interval disk-always}; do
   case $engine in
     memory) start_herald memory ;;
@@ -59,11 +71,16 @@ for engine in ${ENGINES:-memory disk-interval disk-always}; do
     disk-always) start_herald disk always ;;
   esac
   for scenario in publish-disk-1 publish-disk-4 publish-disk-32; do
+    before=$(store_work)
     fsyncs[$scenario.$engine]=$(fsyncs_during "$bench" scenario "$scenario" --target herald \
       --url "http://127.0.0.1:$port" --server-pid "$server_pid" --out "$results")
     mv "$results/$scenario.herald.json" "$results/$scenario.$engine.json"
     rm -f "$results/$scenario.herald.md"
     rate[$scenario.$engine]=$(sed -n 's/.*"headline": *\([0-9.]*\).*/\1/p' "$results/$scenario.$engine.json" | head -1)
+    published=$(sed -n 's/.*"published": *\([0-9]*\).*/\1/p' "$results/$scenario.$engine.json" | head -1)
+    # µs of CPU off the runtime's threads and bytes written to disk, each per publish (a tick is 10 ms).
+    behind[$scenario.$engine]=$(echo "$before $(store_work)" |
+      awk -v n="${published:-0}" 'n > 0 {printf "%.2f | %.0f", ($3 - $1) * 10000 / n, ($4 - $2) / n}')
   done
   stop_server
   # What this server left for the kernel to write back is written now, not during the next one's run.
@@ -92,6 +109,13 @@ for n in 1 4 32; do
     if [ -n "$m" ]; then printf ' %.2f |' "$(echo "$r / $m" | bc -l)"; else printf ' - |'; fi
   }
   echo "| $n | $(cell memory) $(cell disk-interval) $(cell disk-always)"
+done
+echo
+echo "The store's work per publish: µs of CPU off the runtime's threads (disk writer, fjall's flusher and compactor) | bytes written to disk"
+echo "| publishers | disk interval µs | bytes | disk always µs | bytes |"
+echo "| --- | --- | --- | --- | --- |"
+for n in 1 4 32; do
+  echo "| $n | ${behind[publish-disk-$n.disk-interval]:-- | -} | ${behind[publish-disk-$n.disk-always]:-- | -} |"
 done
 [ -n "${rate[publish-disk-1.disk-always]:-}" ] && printf 'always, 32 publishers against 1: %.1fx\n' \
   "$(echo "${rate[publish-disk-32.disk-always]} / ${rate[publish-disk-1.disk-always]}" | bc -l)"

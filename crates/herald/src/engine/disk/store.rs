@@ -375,7 +375,9 @@ impl Store {
         // after a failure skips them too); then one channel's records after another (each in offset order: the
         // sort is stable), so that consecutive inserts into the memtable's skip list walk the same nodes.
         let bounds = &behind.bounds;
-        behind.records.retain(|(channel, offset, _)| bounds.get(channel).is_some_and(|(_, after)| *offset >= after.first));
+        behind
+            .records
+            .retain(|(channel, offset, _)| bounds.get(channel).is_some_and(|(_, after)| *offset >= after.first));
         behind.records.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         // In one batch the last write of a key wins: a started-again channel's old records go first, the records
         // next, and last those the size limit pushed out, which this batch may have written itself.

@@ -371,16 +371,17 @@ impl Store {
         if behind.records.is_empty() {
             return Ok(());
         }
-        // What the size limit pushed out is never written (the bounds only move forward, so a batch tried again
-        // after a failure skips them too); then one channel's records after another (each in offset order: the
+        // What the size limit pushed out is never written (within an epoch a channel's first offset only moves
+        // forward, so a batch tried again after a failure skips them too); then one channel's records after another (each in offset order: the
         // sort is stable), so that consecutive inserts into the memtable's skip list walk the same nodes.
         let bounds = &behind.bounds;
         behind
             .records
             .retain(|(channel, offset, _)| bounds.get(channel).is_some_and(|(_, after)| *offset >= after.first));
         behind.records.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        // In one batch the last write of a key wins: a started-again channel's old records go first, the records
-        // next, and last those the size limit pushed out, which this batch may have written itself.
+        // In one batch the last write of a key wins (a key has no epoch): a started-again channel's old records go
+        // first, then the records, then the store's records that the size limit pushed out, all below this
+        // batch's own.
         let mut batch = self.batch();
         for (channel, (before, after)) in &behind.bounds {
             if before.epoch != after.epoch {

@@ -940,19 +940,23 @@ mod tests {
         assert_eq!(offsets.last(), Some(&(last + 2)));
     }
 
-    /// Publishes 1 MiB messages to `channel` until `done` says the writer has enough; returns how many.
-    async fn publish_megabytes(engine: &DiskEngine, channel: &ChannelName, done: impl Fn(&Writer) -> bool) -> u64 {
+    /// Publishes 1 MiB messages to `channel`, each committed by its publisher, and checks their offsets.
+    async fn publish_megabytes(engine: &DiskEngine, channel: &ChannelName, offsets: std::ops::RangeInclusive<u64>) {
         let megabyte = Bytes::from(vec![b'1'; 1024 * 1024]);
-        let mut published = 0;
-        while !done(&lock(&engine.writing.writer)) {
+        for offset in offsets {
             let message = engine
                 .publish(channel.clone(), EventName::default_event(), megabyte.clone(), Origin::default())
                 .await
                 .expect("committed by its publisher");
-            published += 1;
-            assert_eq!(message.message.position.offset, published);
+            assert_eq!(message.message.position.offset, offset);
         }
-        published
+    }
+
+    /// The offsets of `channel` in the store, once the writer's thread is not writing it.
+    fn in_store(engine: &DiskEngine, channel: &ChannelName) -> Vec<u64> {
+        // What is taken out of the writer is written while its thread holds the turn.
+        let _turn = lock(&engine.writing.turn);
+        engine.shared.store.read(channel.as_str(), 0, u64::MAX, 100).unwrap().into_iter().map(|(o, _)| o).collect()
     }
 
     #[tokio::test]
@@ -961,18 +965,19 @@ mod tests {
         let (_dir, engine, writer, _delivered) = engine("catch-up", FsyncPolicy::Interval, Duration::from_secs(3600));
         writer.start().unwrap();
         let channel = ChannelName::new("orders:4").unwrap();
-        // 8 MiB of frames (CATCH_UP_AT's bytes) in 8 messages of 1 MiB and their frames' headers.
-        let published = publish_megabytes(&engine, &channel, |w| w.behind.reached(CATCH_UP_AT)).await;
-        assert_eq!(published, 8);
+        // CATCH_UP_AT's 8 MiB of frames: 7 messages of 1 MiB and their headers are not that yet, 8 are.
+        publish_megabytes(&engine, &channel, 1..=7).await;
+        assert!(!lock(&engine.writing.writer).behind.reached(CATCH_UP_AT));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(in_store(&engine, &channel), [0u64; 0], "nothing written into the store before the bound");
+        publish_megabytes(&engine, &channel, 8..=8).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while lock(&engine.writing.writer).behind.len() > 0 {
+        while in_store(&engine, &channel).is_empty() {
             assert!(std::time::Instant::now() < deadline, "the writer's thread never caught up");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // Taken out of the writer, they are written while the thread holds the turn: wait for it to let go.
-        drop(lock(&engine.writing.turn));
-        let stored = engine.shared.store.read(channel.as_str(), 0, u64::MAX, 100).unwrap();
-        assert_eq!(stored.iter().map(|(offset, _)| *offset).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+        assert_eq!(in_store(&engine, &channel), (1..=8).collect::<Vec<_>>(), "all of them, in one batch");
+        assert_eq!(lock(&engine.writing.writer).behind.len(), 0);
         engine.close().await;
     }
 
@@ -980,9 +985,12 @@ mod tests {
     async fn with_fsync_interval_a_publisher_finding_the_journal_behind_at_most_ahead_of_the_store_queues() {
         let (_dir, engine, writer, delivered) = engine("behind", FsyncPolicy::Interval, Duration::from_secs(3600));
         let channel = ChannelName::new("orders:5").unwrap();
-        // The writer's thread is not running: nothing writes the store while 32 MiB of frames pile up.
-        let published = publish_megabytes(&engine, &channel, |w| w.behind.reached(BEHIND_AT_MOST)).await;
-        assert_eq!(published, 32);
+        // The writer's thread is not running: nothing writes the store while BEHIND_AT_MOST's 32 MiB of frames pile
+        // up, 31 messages of 1 MiB and their headers short of it, 32 past it.
+        publish_megabytes(&engine, &channel, 1..=31).await;
+        assert!(!lock(&engine.writing.writer).behind.reached(BEHIND_AT_MOST));
+        publish_megabytes(&engine, &channel, 32..=32).await;
+        assert!(lock(&engine.writing.writer).behind.reached(BEHIND_AT_MOST));
         let queued = tokio::spawn({
             let engine = engine.clone();
             let channel = channel.clone();
@@ -990,20 +998,22 @@ mod tests {
                 engine.publish(channel, EventName::default_event(), Bytes::from_static(b"1"), Origin::default()).await
             }
         });
-        while engine.queue.capacity() == 4 {
+        while engine.queue.capacity() == 4 && !queued.is_finished() {
             tokio::task::yield_now().await;
         }
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
         assert!(!queued.is_finished(), "queued for the writer's thread, not committed by its publisher");
+        // The first commit left the writer's thread a wake-up (to set its fsync timer), which would write the store
+        // on its own: taken here, so that only the queued publish can make the thread write it.
+        tokio::time::timeout(Duration::from_secs(10), engine.writing.wake.notified()).await.expect("a wake-up left");
 
         writer.start().unwrap();
         let last = queued.await.unwrap().expect("committed by the writer's thread");
         assert_eq!(last.message.position.offset, 33);
-        assert!(lock(&engine.writing.writer).behind.len() <= 1, "the store caught up before the queued commit");
-        let stored = engine.shared.store.read(channel.as_str(), 0, u64::MAX, 100).unwrap();
-        assert!(stored.len() >= 32, "the 32 journaled before it are in the store: {}", stored.len());
+        assert_eq!(lock(&engine.writing.writer).behind.len(), 1, "the store caught up, then the queued one journaled");
+        assert_eq!(in_store(&engine, &channel), (1..=32).collect::<Vec<_>>());
         assert_eq!(*lock(&delivered), (1..=33).collect::<Vec<_>>());
         engine.close().await;
     }

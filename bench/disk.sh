@@ -65,7 +65,7 @@ store_work() {
   echo "$ns $(awk '/^write_bytes/ {w = $2} /^cancelled_write_bytes/ {c = $2} END {print w - c}' /proc/"$server_pid"/io)"
 }
 
-declare -A rate fsyncs behind
+declare -A rate fsyncs store_cost
 for engine in ${ENGINES:-memory disk-interval disk-always}; do
   case $engine in
     memory) start_herald memory ;;
@@ -85,7 +85,7 @@ for engine in ${ENGINES:-memory disk-interval disk-always}; do
     # into the store at the next periodic fsync (fsync_interval_ms, 1 s), fjall flushes after that.
     [ "$engine" != memory ] && sleep 2
     # µs of CPU off the runtime's threads and bytes written to disk, each per publish.
-    behind[$scenario.$engine]=$(echo "$before $(store_work)" |
+    store_cost[$scenario.$engine]=$(echo "$before $(store_work)" |
       awk -v n="${published:-0}" 'n > 0 && NF == 4 {printf "%.2f | %.0f", ($3 - $1) / 1000 / n, ($4 - $2) / n}')
   done
   stop_server
@@ -121,7 +121,7 @@ echo "The store's work per publish, counted until 2 s after the publishes: µs o
 echo "| publishers | disk interval µs | bytes | disk always µs | bytes |"
 echo "| --- | --- | --- | --- | --- |"
 for n in 1 4 32; do
-  echo "| $n | ${behind[publish-disk-$n.disk-interval]:-- | -} | ${behind[publish-disk-$n.disk-always]:-- | -} |"
+  echo "| $n | ${store_cost[publish-disk-$n.disk-interval]:-- | -} | ${store_cost[publish-disk-$n.disk-always]:-- | -} |"
 done
 [ -n "${rate[publish-disk-1.disk-always]:-}" ] && printf 'always, 32 publishers against 1: %.1fx\n' \
   "$(echo "${rate[publish-disk-32.disk-always]} / ${rate[publish-disk-1.disk-always]}" | bc -l)"

@@ -372,8 +372,9 @@ impl Store {
             return Ok(());
         }
         // What the size limit pushed out is never written (within an epoch a channel's first offset only moves
-        // forward, so a batch tried again after a failure skips them too); then one channel's records after another (each in offset order: the
-        // sort is stable), so that consecutive inserts into the memtable's skip list walk the same nodes.
+        // forward, so a batch tried again after a failure skips them too); then one channel's records after
+        // another (each in offset order: the sort is stable), so that consecutive inserts into the memtable's skip
+        // list walk the same nodes.
         let bounds = &behind.bounds;
         behind
             .records

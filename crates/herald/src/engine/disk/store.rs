@@ -509,6 +509,15 @@ impl Store {
 }
 
 #[cfg(test)]
+impl Store {
+    /// The offsets of `channel`'s records (the first 100).
+    pub(super) fn offsets(&self, channel: &str) -> Vec<u64> {
+        #[allow(clippy::unwrap_used)]
+        self.read(channel, 0, u64::MAX, 100).unwrap().into_iter().map(|(offset, _)| offset).collect()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
@@ -547,10 +556,6 @@ mod tests {
         opened.journal.append(&frames).unwrap();
     }
 
-    fn offsets(store: &Store, channel: &str) -> Vec<u64> {
-        store.read(channel, 0, u64::MAX, 100).unwrap().into_iter().map(|(offset, _)| offset).collect()
-    }
-
     #[test]
     fn a_start_writes_into_the_store_what_the_journal_holds_past_it_within_the_size_limit() {
         let dir = Dir(std::env::temp_dir().join(format!("herald-replay-{}", std::process::id())));
@@ -564,7 +569,7 @@ mod tests {
         // An unclean stop (nothing marked it clean): new epochs that remember the journaled ones.
         assert_eq!(channels["a"], Channel { epoch: channels["a"].epoch, first: 1, last: 2, prev: (7, 2) });
         assert_eq!((channels["b"].first, channels["b"].last, channels["b"].prev), (3, 5, (8, 5)), "history_size 3");
-        assert_eq!((offsets(&opened.store, "a"), offsets(&opened.store, "b")), (vec![1, 2], vec![3, 4, 5]));
+        assert_eq!((opened.store.offsets("a"), opened.store.offsets("b")), (vec![1, 2], vec![3, 4, 5]));
         assert_eq!(journal::read(&dir.0).unwrap().iter().map(|(_, b)| b.len()).sum::<usize>(), 0, "journal emptied");
 
         // Replayed frames are not replayed again; the next ones continue the new epoch.
@@ -574,7 +579,7 @@ mod tests {
         let opened = open_in(&dir);
         let channels: HashMap<String, Channel> = opened.channels.iter().cloned().collect();
         assert_eq!((channels["a"].last, channels["a"].prev), (3, (epoch, 3)));
-        assert_eq!(offsets(&opened.store, "a"), [1, 2, 3]);
+        assert_eq!(opened.store.offsets("a"), [1, 2, 3]);
     }
 
     #[test]
@@ -599,7 +604,7 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 1).unwrap();
         let opened = open_in(&dir);
-        assert_eq!(offsets(&opened.store, "a"), [1, 2, 3], "the whole frames before the torn one");
+        assert_eq!(opened.store.offsets("a"), [1, 2, 3], "the whole frames before the torn one");
     }
 
     #[test]

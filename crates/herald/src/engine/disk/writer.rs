@@ -956,7 +956,7 @@ mod tests {
     fn in_store(engine: &DiskEngine, channel: &ChannelName) -> Vec<u64> {
         // What is taken out of the writer is written while its thread holds the turn.
         let _turn = lock(&engine.writing.turn);
-        engine.shared.store.read(channel.as_str(), 0, u64::MAX, 100).unwrap().into_iter().map(|(o, _)| o).collect()
+        engine.shared.store.offsets(channel.as_str())
     }
 
     #[tokio::test]

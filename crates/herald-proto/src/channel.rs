@@ -159,7 +159,9 @@ impl EventName {
 
     /// `message`, the event of a message published without one.
     pub fn default_event() -> Self {
-        Self(Arc::from(DEFAULT_EVENT))
+        // One allocation for the process, shared by every message published without an event.
+        static DEFAULT: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(DEFAULT_EVENT));
+        Self(DEFAULT.clone())
     }
 
     /// The name.

@@ -53,6 +53,19 @@ async fn null_is_valid_data_and_a_missing_content_type_is_taken_as_json() {
 }
 
 #[tokio::test]
+async fn the_content_type_is_json_in_any_case_with_parameters() {
+    let server = start().await;
+    for value in ["Application/JSON", "application/json; charset=utf-8", " APPLICATION/json ;charset=UTF-8"] {
+        let r = server.request("POST", "/v1/channels/a/messages", &[("Content-Type", value)], br#"{"data":1}"#).await;
+        assert_eq!(r.status, 201, "{value}: {}", r.text());
+    }
+    let r = server
+        .request("POST", "/v1/channels/a/messages", &[("Content-Type", "application/jsonp")], br#"{"data":1}"#)
+        .await;
+    assert_eq!(r.status, 415, "{}", r.text());
+}
+
+#[tokio::test]
 async fn bad_publishes_get_the_documented_status_and_code() {
     let server = start().await;
     // (path, headers, body, status, code)

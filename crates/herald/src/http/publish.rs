@@ -4,8 +4,9 @@
 //! data minified before it is stored. `201` is answered only once the engine has stored the message.
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use herald_proto::json::minify;
@@ -35,8 +36,8 @@ fn too_large(max: usize) -> ApiError {
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
-    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" {
+    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -72,10 +73,11 @@ pub(crate) async fn publish(
     State(state): State<AppState>,
     ChannelPath(channel): ChannelPath,
     ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
+    // The request's own headers, not a copy of them (a `HeaderMap` extractor clones the map).
+    let (Parts { headers, .. }, body) = request.into_parts();
     // Who is asking comes first: nothing of an unauthenticated body is read.
     if let Some(key) = state.auth.publisher(authorization(&headers), &channel)? {
         state.limits.publish_with_key(key.name())?;
@@ -109,7 +111,8 @@ pub(crate) async fn publish(
     let message = state.hub.publish(channel, event, data).await?;
     let answer = answer(&message);
     state.hub.metrics().publish_answered(started);
-    Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], answer).into_response())
+    Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], answer)
+        .into_response())
 }
 
 #[cfg(test)]

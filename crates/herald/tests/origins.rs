@@ -61,3 +61,40 @@ async fn cors_answers_name_only_allowed_origins() {
         .await;
     assert_eq!((preflight.status, preflight.header("Access-Control-Allow-Origin")), (204, None));
 }
+
+#[tokio::test]
+async fn a_preflight_from_an_allowed_origin_is_answered_here_with_what_the_browser_may_send() {
+    let server = shop_only().await;
+    let preflight = server
+        .request(
+            "OPTIONS",
+            "/v1/channels/a/messages",
+            &[("Origin", SHOP), ("Access-Control-Request-Method", "POST")],
+            br#"{"data":1}"#,
+        )
+        .await;
+    assert_eq!(preflight.status, 204, "{}", preflight.text());
+    assert_eq!(preflight.header("Access-Control-Allow-Origin"), Some(SHOP));
+    assert_eq!(preflight.header("Access-Control-Allow-Methods"), Some("GET, POST, OPTIONS"));
+    assert_eq!(
+        preflight.header("Access-Control-Allow-Headers"),
+        Some("Content-Type, If-None-Match, Last-Event-ID, Authorization")
+    );
+    assert_eq!(preflight.header("Access-Control-Max-Age"), Some("600"));
+    assert_eq!(preflight.header("Vary"), Some("Origin"));
+    // The route never saw it: nothing was published.
+    assert_eq!(server.get("/v1/channels/a/messages").await.json()["messages"], serde_json::json!([]));
+    // A request that is not a preflight goes to its route, and gets the same origin and the exposed headers only.
+    let published = server
+        .request(
+            "POST",
+            "/v1/channels/a/messages",
+            &[("Origin", SHOP), ("Content-Type", "application/json")],
+            br#"{"data":1}"#,
+        )
+        .await;
+    assert_eq!(published.status, 201, "{}", published.text());
+    assert_eq!(published.header("Access-Control-Allow-Origin"), Some(SHOP));
+    assert_eq!(published.header("Access-Control-Expose-Headers"), Some("ETag, X-Herald-Event, X-Herald-Offset"));
+    assert_eq!(published.header("Access-Control-Allow-Methods"), None);
+}

@@ -53,5 +53,5 @@ pub fn router(state: AppState, pusher: Arc<Pusher>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
         })
-        .layer(axum::middleware::from_fn(move |req, next| cors::cors(cors.clone(), req, next)))
+        .layer(cors::CorsLayer::new(cors))
 }

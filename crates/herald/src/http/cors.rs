@@ -37,8 +37,9 @@ fn allowed(origins: &[String], origin: &str) -> Option<HeaderValue> {
     origins.iter().any(|o| o == origin).then(|| HeaderValue::from_str(origin).ok()).flatten()
 }
 
-/// CORS over the whole router, as a tower layer: a request costs it no allocation, where a middleware of
-/// `axum::middleware::from_fn` boxed the inner service and the future of every request.
+/// CORS over the whole router, as a tower layer: it allocates nothing for a request but the header value of an
+/// allowed origin, where a middleware of `axum::middleware::from_fn` boxed the inner service and the future of
+/// every request.
 #[derive(Clone)]
 pub(crate) struct CorsLayer {
     origins: Arc<Vec<String>>,

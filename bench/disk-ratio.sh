@@ -16,10 +16,7 @@ source bench/servers.sh
 who=disk-ratio.sh
 parent="${1:-/var/tmp}"
 rounds="${ROUNDS:-5}"
-target="${CARGO_TARGET_DIR:-target}"
-[ -z "${BIN_DIR:-}" ] && cargo build --release -q -p herald -p herald-bench
-herald="${BIN_DIR:-$target/release}/herald"
-bench="${BIN_DIR:-$target/release}/herald-bench"
+release_binaries
 memory_port=7083
 disk_port=7084
 refuse_taken_ports "$who" "$memory_port" "$disk_port"

@@ -16,10 +16,7 @@ cd "$(dirname "$0")/.."
 source bench/servers.sh
 who=disk.sh
 parent="${1:-/var/tmp}"
-target="${CARGO_TARGET_DIR:-target}"
-[ -z "${BIN_DIR:-}" ] && cargo build --release -q -p herald -p herald-bench
-herald="${BIN_DIR:-$target/release}/herald"
-bench="${BIN_DIR:-$target/release}/herald-bench"
+release_binaries
 port=7081
 results=bench/results/disk
 mkdir -p "$results"

@@ -35,6 +35,17 @@ wait_listening() {
   exit 1
 }
 
+# release_binaries: sets `herald` and `bench` to the release binaries in $BIN_DIR (another build's, copied aside to
+# compare two), or builds this checkout's in release and uses those (in $CARGO_TARGET_DIR, default target).
+release_binaries() {
+  local target="${CARGO_TARGET_DIR:-target}"
+  if [ -z "${BIN_DIR:-}" ]; then
+    cargo build --release -q -p herald -p herald-bench
+  fi
+  herald="${BIN_DIR:-$target/release}/herald"
+  bench="${BIN_DIR:-$target/release}/herald-bench"
+}
+
 # The server a script started last (its `start_*` sets `server_pid`); stop_server stops it and waits for it to
 # exit, so that the next server finds its port free. Safe to call when none runs.
 server_pid=""

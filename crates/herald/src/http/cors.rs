@@ -89,7 +89,7 @@ where
         };
         // A preflight is answered here, without the route.
         let inner = (!added.preflight).then(|| self.inner.call(request));
-        CorsFuture::new(inner, added)
+        CorsFuture { inner, added: Some(added) }
     }
 }
 
@@ -125,12 +125,6 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Option<F>,
         added: Option<Added>,
-    }
-}
-
-impl<F> CorsFuture<F> {
-    fn new(inner: Option<F>, added: Added) -> Self {
-        Self { inner, added: Some(added) }
     }
 }
 

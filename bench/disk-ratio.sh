@@ -44,7 +44,7 @@ rate() {
   local port=$memory_port pid=$memory_pid
   [ "$1" = disk ] && port=$disk_port pid=$disk_pid
   "$bench" scenario "$2" --target herald --url "http://127.0.0.1:$port" --server-pid "$pid" --out "$data/out" >/dev/null
-  sed -n 's/.*"headline": *\([0-9.]*\).*/\1/p' "$data/out/$2.herald.json" | head -1
+  headline "$data/out/$2.herald.json"
   sleep 2
 }
 

@@ -76,7 +76,7 @@ for engine in ${ENGINES:-memory disk-interval disk-always}; do
       --url "http://127.0.0.1:$port" --server-pid "$server_pid" --out "$results")
     mv "$results/$scenario.herald.json" "$results/$scenario.$engine.json"
     rm -f "$results/$scenario.herald.md"
-    rate[$scenario.$engine]=$(sed -n 's/.*"headline": *\([0-9.]*\).*/\1/p' "$results/$scenario.$engine.json" | head -1)
+    rate[$scenario.$engine]=$(headline "$results/$scenario.$engine.json")
     published=$(sed -n 's/.*"published": *\([0-9]*\).*/\1/p' "$results/$scenario.$engine.json" | head -1)
     # The store's work for these publishes ends after them: the writer's thread writes what the journal holds
     # into the store at the next periodic fsync (fsync_interval_ms, 1 s), fjall flushes after that.

@@ -46,6 +46,9 @@ release_binaries() {
   bench="${BIN_DIR:-$target/release}/herald-bench"
 }
 
+# headline FILE: the headline figure of a herald-bench result (its JSON).
+headline() { sed -n 's/.*"headline": *\([0-9.]*\).*/\1/p' "$1" | head -1; }
+
 # The server a script started last (its `start_*` sets `server_pid`); stop_server stops it and waits for it to
 # exit, so that the next server finds its port free. Safe to call when none runs.
 server_pid=""

@@ -10,6 +10,11 @@
 #   bench/disk-ratio.sh [DATA_DIR_PARENT]   # default /var/tmp: put it on the disk to measure
 #   ROUNDS=9 bench/disk-ratio.sh            # more pairs (about 40 s each round, 2 min for 5 at each size)
 #   BIN_DIR=/some/release bench/disk-ratio.sh   # that build's herald and herald-bench, not built here
+#   AGAINST=/other/release bench/disk-ratio.sh  # also that build's disk engine, a third server in the same rounds:
+#                                               # its ratio, and its publishes/s over the first build's, pair by pair
+#
+# Two disk builds compared this way share each round's machine and memory-engine figure: a change of a few per
+# cent that two separate runs of this script cannot tell from the machine's drift shows in every pair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/servers.sh
@@ -19,12 +24,14 @@ rounds="${ROUNDS:-5}"
 release_binaries
 memory_port=7083
 disk_port=7084
-refuse_taken_ports "$who" "$memory_port" "$disk_port"
+against_port=7085
+refuse_taken_ports "$who" "$memory_port" "$disk_port" "$against_port"
 data="$(mktemp -d "$parent/herald-disk-ratio.XXXXXX")"
 memory_pid=""
 disk_pid=""
+against_pid=""
 stop_both() {
-  for pid in $memory_pid $disk_pid; do
+  for pid in $memory_pid $disk_pid $against_pid; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
@@ -38,11 +45,18 @@ HERALD_FSYNC=interval HERALD_LOG=warn "$herald" serve --listen "127.0.0.1:$disk_
 disk_pid=$!
 wait_listening "$who" "$memory_pid" "$memory_port" "$data/memory.log"
 wait_listening "$who" "$disk_pid" "$disk_port" "$data/disk.log"
+if [ -n "${AGAINST:-}" ]; then
+  HERALD_FSYNC=interval HERALD_LOG=warn "$AGAINST/herald" serve --listen "127.0.0.1:$against_port" --engine disk \
+    --data-dir "$data/against" 2>"$data/against.log" &
+  against_pid=$!
+  wait_listening "$who" "$against_pid" "$against_port" "$data/against.log"
+fi
 
 # rate ENGINE SCENARIO: acknowledged publishes/s of one run against that engine's server, then 2 s of rest.
 rate() {
   local port=$memory_port pid=$memory_pid
   [ "$1" = disk ] && port=$disk_port pid=$disk_pid
+  [ "$1" = against ] && port=$against_port pid=$against_pid
   "$bench" scenario "$2" --target herald --url "http://127.0.0.1:$port" --server-pid "$pid" --out "$data/out" >/dev/null
   headline "$data/out/$2.herald.json"
   sleep 2
@@ -51,26 +65,48 @@ rate() {
 # median VALUE…
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
-echo "| publishers | disk interval / memory, median | range | pairs | memory /s, median | disk interval /s, median |"
-echo "| --- | --- | --- | --- | --- | --- |"
+# spread VALUE…: the lowest and highest, as "lo–hi".
+spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f–%.2f", lo, hi}'; }
+
+header="| publishers | disk interval / memory, median | range | pairs | memory /s, median | disk interval /s, median |"
+rule="| --- | --- | --- | --- | --- | --- |"
+if [ -n "${AGAINST:-}" ]; then
+  header="$header AGAINST / memory, median | range | AGAINST / disk, median | range |"
+  rule="$rule --- | --- | --- | --- |"
+fi
+echo "$header"
+echo "$rule"
 for n in 1 4 32; do
   scenario=publish-disk-$n
   ratios=()
   memory_rates=()
   disk_rates=()
+  against_ratios=()
+  over_disk=()
   for r in $(seq "$rounds"); do
+    # The memory engine's run first or last in turn, the builds compared always next to each other.
     if [ $((r % 2)) = 1 ]; then
       m=$(rate memory "$scenario")
       d=$(rate disk "$scenario")
+      [ -n "${AGAINST:-}" ] && a=$(rate against "$scenario")
     else
+      [ -n "${AGAINST:-}" ] && a=$(rate against "$scenario")
       d=$(rate disk "$scenario")
       m=$(rate memory "$scenario")
     fi
     memory_rates+=("$m")
     disk_rates+=("$d")
     ratios+=("$(echo "$d / $m" | bc -l)")
+    if [ -n "${AGAINST:-}" ]; then
+      against_ratios+=("$(echo "$a / $m" | bc -l)")
+      over_disk+=("$(echo "$a / $d" | bc -l)")
+    fi
   done
-  range=$(printf '%s\n' "${ratios[@]}" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f–%.2f", lo, hi}')
-  printf '| %s | %.2f | %s | %s | %.0f | %.0f |\n' "$n" "$(median "${ratios[@]}")" "$range" "$rounds" \
-    "$(median "${memory_rates[@]}")" "$(median "${disk_rates[@]}")"
+  row=$(printf '| %s | %.2f | %s | %s | %.0f | %.0f |' "$n" "$(median "${ratios[@]}")" "$(spread "${ratios[@]}")" \
+    "$rounds" "$(median "${memory_rates[@]}")" "$(median "${disk_rates[@]}")")
+  if [ -n "${AGAINST:-}" ]; then
+    row="$row$(printf ' %.2f | %s | %.2f | %s |' "$(median "${against_ratios[@]}")" "$(spread "${against_ratios[@]}")" \
+      "$(median "${over_disk[@]}")" "$(spread "${over_disk[@]}")")"
+  fi
+  echo "$row"
 done

@@ -221,6 +221,8 @@ impl Writing {
                 Ok(writer) => return Some(writer),
                 // Every change under this lock is a whole commit or a whole field: what a panic left is usable.
                 Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+                // No wait after the last try: the publisher queues at once.
+                Err(TryLockError::WouldBlock) if i + 1 == TRIES => {}
                 Err(TryLockError::WouldBlock) if i < SPINS => {
                     for _ in 0..PAUSES {
                         std::hint::spin_loop();

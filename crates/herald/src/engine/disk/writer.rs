@@ -69,7 +69,7 @@ const JOURNAL_ROTATE: u64 = 32 * 1024 * 1024;
 /// writer's thread: it queues as soon as that thread holds it.
 const TRIES: usize = 64;
 /// `interval`: of [`TRIES`], how many spin ([`PAUSES`] spin-loop hints each, about 1.5 µs on the benchmark's
-/// machine, some 50 µs in all) before the rest yield the thread. A yield hands the core to whatever else is ready,
+/// machine, some 50 µs in all) before the rest yield the thread (none spin with one CPU). A yield hands the core to whatever else is ready,
 /// most often another process, and the publisher's thread (with every task queued on it) waits for its next turn
 /// on the core, though the commit it waits for ends within µs; spinning first took the involuntary context switches
 /// of the runtime's threads from 0.18 to 0.07 per publish at 32 publishers and raised `interval`'s publishes/s
@@ -127,6 +127,9 @@ pub(super) struct Writing {
     wake: Notify,
     /// Publishes go through the journal (`interval`); without it the store is never behind.
     journaled: bool,
+    /// Of a publisher's [`TRIES`], how many spin: [`SPINS`], or none on a machine with one CPU, where the holder
+    /// cannot release the writer while another spins.
+    spins: usize,
 }
 
 /// What [`Writing::try_publish`] did.
@@ -163,6 +166,7 @@ impl Writing {
             held_by_thread: AtomicBool::new(false),
             wake: Notify::new(),
             journaled,
+            spins: if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 { SPINS } else { 0 },
         })
     }
 
@@ -223,7 +227,7 @@ impl Writing {
                 Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
                 // No wait after the last try: the publisher queues at once.
                 Err(TryLockError::WouldBlock) if i + 1 == TRIES => {}
-                Err(TryLockError::WouldBlock) if i < SPINS => {
+                Err(TryLockError::WouldBlock) if i < self.spins => {
                     for _ in 0..PAUSES {
                         std::hint::spin_loop();
                     }

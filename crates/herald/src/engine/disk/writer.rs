@@ -69,12 +69,12 @@ const JOURNAL_ROTATE: u64 = 32 * 1024 * 1024;
 /// writer's thread: it queues as soon as that thread holds it.
 const TRIES: usize = 64;
 /// `interval`: of [`TRIES`], how many spin ([`PAUSES`] spin-loop hints each, about 1.5 µs on the benchmark's
-/// machine, some 50 µs in all) before the rest yield the thread (none spin with one CPU). A yield hands the core to whatever else is ready,
-/// most often another process, and the publisher's thread (with every task queued on it) waits for its next turn
-/// on the core, though the commit it waits for ends within µs; spinning first took the involuntary context switches
-/// of the runtime's threads from 0.18 to 0.07 per publish at 32 publishers and raised `interval`'s publishes/s
-/// there by 4–11% (docs/BENCHMARKS.md, "Spinning before yielding"). The yields that follow are for a commit whose
-/// publisher lost its core meanwhile.
+/// machine, some 50 µs in all) before the rest yield the thread (none spin with one CPU). A yield hands the core
+/// to whatever else is ready, most often another process, and the publisher's thread (with every task queued on
+/// it) waits for its next turn on the core, though the commit it waits for ends within µs; spinning first took the
+/// involuntary context switches of the runtime's threads from 0.18 to 0.07 per publish at 32 publishers and raised
+/// `interval`'s publishes/s there by 4–11% (docs/BENCHMARKS.md, "Spinning before yielding"). The yields that follow
+/// are for a commit whose publisher lost its core meanwhile.
 const SPINS: usize = 32;
 /// `interval`: spin-loop hints (`pause` on x86) between two spinning tries: the lock's cache line is not taken
 /// from its holder at every one.

@@ -44,16 +44,21 @@ stop_all() {
 }
 trap 'stop_all; rm -rf "$data"' EXIT
 
+# serve_disk HERALD PORT NAME: that build's disk engine with `fsync = "interval"` in the background, its data in
+# $data/NAME and its log in $data/NAME.log (where `rate` looks when a run gives no figure).
+serve_disk() {
+  HERALD_FSYNC=interval HERALD_LOG=warn "$1" serve --listen "127.0.0.1:$2" --engine disk --data-dir "$data/$3" \
+    2>"$data/$3.log" &
+}
+
 HERALD_LOG=warn "$herald" serve --listen "127.0.0.1:$memory_port" --engine memory 2>"$data/memory.log" &
 memory_pid=$!
-HERALD_FSYNC=interval HERALD_LOG=warn "$herald" serve --listen "127.0.0.1:$disk_port" --engine disk \
-  --data-dir "$data/dir" 2>"$data/disk.log" &
+serve_disk "$herald" "$disk_port" disk
 disk_pid=$!
 wait_listening "$who" "$memory_pid" "$memory_port" "$data/memory.log"
 wait_listening "$who" "$disk_pid" "$disk_port" "$data/disk.log"
 if [ -n "${AGAINST:-}" ]; then
-  HERALD_FSYNC=interval HERALD_LOG=warn "$AGAINST/herald" serve --listen "127.0.0.1:$against_port" --engine disk \
-    --data-dir "$data/against" 2>"$data/against.log" &
+  serve_disk "$AGAINST/herald" "$against_port" against
   against_pid=$!
   wait_listening "$who" "$against_pid" "$against_port" "$data/against.log"
 fi

@@ -131,15 +131,23 @@ test("over HTTP/1.1 without sharing, the seventh tab stalls behind the six strea
 });
 
 for (const share of ["tab", "worker"]) {
-  test(`closing the first tab mid-stream (share: ${share}): the others go on with no gap and no repeat`, async () => {
+  const closed = share === "tab" ? "the leading tab" : "the first tab";
+  test(`closing ${closed} mid-stream (share: ${share}): the others go on with no gap and no repeat`, async () => {
     const server = await startHttps({ http2: false });
     const context = await browser.newContext();
-    const pages = await openTabs(context, server.url, 4);
-    for (const page of pages) await subscribe(page, share);
-    for (const page of pages) await connected(page);
+    const opened = await openTabs(context, server.url, 4);
+    for (const page of opened) await subscribe(page, share);
+    for (const page of opened) await connected(page);
+    let first = 0;
     if (share === "tab") {
-      assert.deepEqual(await pages[0].evaluate(() => window.herald.sharing), { mode: "tab", leader: true });
+      // The tab that asked for the lock first usually wins it, but the browser does not promise that order across
+      // tabs: the test closes whichever tab leads.
+      const sharing = await Promise.all(opened.map((page) => page.evaluate(() => window.herald.sharing)));
+      assert.deepEqual(sharing.map((s) => s.mode), ["tab", "tab", "tab", "tab"]);
+      assert.equal(sharing.filter((s) => s.leader).length, 1, "one tab leads");
+      first = sharing.findIndex((s) => s.leader);
     }
+    const pages = [opened[first], ...opened.filter((_, i) => i !== first)];
     let publishing = true;
     let published = 0;
     const publisher = (async () => {
